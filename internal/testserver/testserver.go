@@ -1,0 +1,133 @@
+// Package testserver is the lab's default container: HTTP with a few
+// introspection endpoints, and TCP and UDP echo. Tests use it to see who
+// they reached (/hostname) and with which source address (/clientip).
+package testserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Config says where to listen.
+type Config struct {
+	HTTPPort int
+	TCPPort  int
+	UDPPort  int
+	// Name is what /hostname returns: the pod name (POD_NAME, else hostname).
+	Name string
+}
+
+// Server runs the three listeners.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a server; Name defaults to $POD_NAME or the hostname.
+func New(cfg Config, log *slog.Logger) *Server {
+	if cfg.Name == "" {
+		cfg.Name = os.Getenv("POD_NAME")
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	return &Server{cfg: cfg, log: log}
+}
+
+// Handler serves the HTTP endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hostname", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, s.cfg.Name)
+	})
+	mux.HandleFunc("/clientip", func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, host)
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		if msg := r.URL.Query().Get("msg"); msg != "" {
+			fmt.Fprint(w, msg)
+			return
+		}
+		_, _ = io.Copy(w, io.LimitReader(r.Body, 1<<20))
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintf(w, "weft testserver %s\n", s.cfg.Name)
+	})
+	return mux
+}
+
+// Run serves until ctx ends or a listener fails.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 3)
+	hs := &http.Server{Addr: ":" + strconv.Itoa(s.cfg.HTTPPort), Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { errc <- hs.ListenAndServe() }()
+	tl, err := net.Listen("tcp", ":"+strconv.Itoa(s.cfg.TCPPort))
+	if err != nil {
+		return err
+	}
+	go func() { errc <- serveTCPEcho(tl) }()
+	ul, err := net.ListenPacket("udp", ":"+strconv.Itoa(s.cfg.UDPPort))
+	if err != nil {
+		return err
+	}
+	go func() { errc <- serveUDPEcho(ul) }()
+	s.log.Info("testserver listening", "http", s.cfg.HTTPPort, "tcp", s.cfg.TCPPort, "udp", s.cfg.UDPPort, "name", s.cfg.Name)
+	select {
+	case <-ctx.Done():
+		shCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(shCtx)
+		tl.Close()
+		ul.Close()
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+}
+
+func serveTCPEcho(l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+func serveUDPEcho(pc net.PacketConn) error {
+	buf := make([]byte, 65536)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		_, _ = pc.WriteTo(buf[:n], addr)
+	}
+}

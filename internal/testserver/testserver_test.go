@@ -1,0 +1,45 @@
+package testserver
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestHandler(t *testing.T) {
+	s := New(Config{Name: "pod-a"}, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	cases := []struct {
+		path, want string
+		code       int
+	}{
+		{"/hostname", "pod-a", 200},
+		{"/clientip", "127.0.0.1", 200},
+		{"/echo?msg=hi", "hi", 200},
+		{"/healthz", "ok", 200},
+		{"/nope", "404 page not found", 404},
+	}
+	for _, c := range cases {
+		resp, err := http.Get(srv.URL + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || strings.TrimSpace(string(b)) != c.want {
+			t.Errorf("%s: got %d %q, want %d %q", c.path, resp.StatusCode, b, c.code, c.want)
+		}
+	}
+	resp, err := http.Post(srv.URL+"/echo", "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "body" {
+		t.Errorf("POST /echo = %q", b)
+	}
+}

@@ -16,7 +16,7 @@ import (
 	"weft.dev/weft/internal/lab/container"
 )
 
-// writePodFiles writes resolv.conf, hosts, hostname and the volumes.
+// writePodFiles writes resolv.conf, hosts and hostname (they need the pod IPs).
 func (k *Kubelet) writePodFiles(ctx context.Context, pod *corev1.Pod, pr *podRuntime) error {
 	if err := os.WriteFile(filepath.Join(pr.dir, "resolv.conf"), []byte(k.resolvConf(pod)), 0o644); err != nil {
 		return err
@@ -43,11 +43,6 @@ func (k *Kubelet) writePodFiles(ctx context.Context, pod *corev1.Pod, pr *podRun
 	}
 	if err := os.WriteFile(filepath.Join(pr.dir, "hostname"), []byte(hostname+"\n"), 0o644); err != nil {
 		return err
-	}
-	for _, v := range pod.Spec.Volumes {
-		if err := k.writeVolume(ctx, pod, pr, v); err != nil {
-			return fmt.Errorf("volume %q: %w", v.Name, err)
-		}
 	}
 	return nil
 }

@@ -130,6 +130,14 @@ func (k *Kubelet) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, e
 	if pod.Spec.HostNetwork {
 		return nil, fmt.Errorf("hostNetwork pods are not supported by the lab node yet")
 	}
+	// Volumes first: their API reads can fail transiently (the node
+	// authorizer learns of a new pod a moment after it is bound), and a
+	// retry should not cost a CNI ADD/DEL round.
+	for _, v := range pod.Spec.Volumes {
+		if err := k.writeVolume(ctx, pod, pr, v); err != nil {
+			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+		}
+	}
 	if err := k.createSandbox(ctx, pod, pr); err != nil {
 		k.destroySandbox(ctx, pr)
 		return nil, err

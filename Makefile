@@ -1,0 +1,46 @@
+# weft: see README.md. Every target installs what it needs (run as root).
+SHELL := /bin/bash
+export GOFLAGS ?= -mod=mod
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X weft.dev/weft/internal/version.Version=$(VERSION)
+K8S_VERSION := v1.37.2
+CACHE_DIR ?= /var/cache/weft-lab
+CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
+
+.PHONY: all build deps controlplane demo test test-unit test-privileged test-e2e bench clean lab-down
+
+all: build
+
+deps:
+	@hack/install-deps.sh
+
+build:
+	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/weft ./cmd/weft-cni
+
+# The real Kubernetes control plane, built once per version and cached.
+controlplane:
+	@hack/build-controlplane.sh $(K8S_VERSION) $(CP_DIR)
+
+demo: deps build controlplane
+	@hack/demo.sh
+
+test: deps build controlplane
+	@hack/test.sh
+
+test-unit:
+	go test ./...
+
+test-privileged: build
+	WEFT_REQUIRE_PRIVILEGED=1 go test -count=1 -run 'Privileged' ./...
+
+test-e2e: build controlplane
+	go test -count=1 -tags e2e -timeout 30m -v ./test/e2e/...
+
+bench: deps build controlplane
+	@hack/bench.sh
+
+lab-down:
+	-bin/weft lab down
+
+clean: lab-down
+	rm -rf bin _output

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"weft.dev/weft/internal/agent"
+	"weft.dev/weft/internal/agent/masq"
+	"weft.dev/weft/internal/cni"
+)
+
+func agentCmd() *cobra.Command {
+	var (
+		cfg          agent.Config
+		kubeconfig   string
+		clusterCIDRs []string
+		noMasq       []string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent (configures the pod network on this node)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.NodeName == "" {
+				return fmt.Errorf("--node-name is required")
+			}
+			var err error
+			if cfg.ClusterCIDRs, err = parseCIDRs(clusterCIDRs); err != nil {
+				return fmt.Errorf("--cluster-cidr: %w", err)
+			}
+			if cfg.NoMasquerade, err = parseCIDRs(noMasq); err != nil {
+				return fmt.Errorf("--no-masquerade: %w", err)
+			}
+			client, err := kubeClient(kubeconfig)
+			if err != nil {
+				return err
+			}
+			w, err := masq.NewWriter()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return agent.New(cfg, client, w, logger()).Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", "", "this node's name")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where to write the CNI conflist")
+	f.StringVar(&cfg.CNIRuntimePath, "cni-runtime-config", cni.DefaultRuntimeConfigPath, "runtime config file for weft-cni")
+	f.StringVar(&cfg.CNIDataDir, "cni-data-dir", cni.DefaultDataDir, "weft-cni's IPAM store")
+	f.StringSliceVar(&clusterCIDRs, "cluster-cidr", []string{"10.244.0.0/16"}, "pod network CIDRs (masqueraded when leaving them)")
+	f.StringSliceVar(&noMasq, "no-masquerade", nil, "extra destination CIDRs that keep the pod source IP")
+	f.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0: the underlay interface's MTU minus encapsulation)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9402", "address for /metrics and /healthz (empty: off)")
+	return cmd
+}
+
+func parseCIDRs(in []string) ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, s := range in {
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	return kubernetes.NewForConfig(cfg)
+}

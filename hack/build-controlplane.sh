@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+# kubectl from lab/k8s (pinned k8s.io/kubernetes) into a per-version cache.
+# A cold build takes several minutes; progress is printed as packages compile.
+set -euo pipefail
+version=$1 out=$2
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+missing=0
+for b in "${bins[@]}"; do [[ -x $out/$b ]] || missing=1; done
+if ((missing == 0)); then
+  echo "control plane $version: cached in $out"
+  exit 0
+fi
+mkdir -p "$out.tmp"
+cd "$(dirname "$0")/../lab/k8s"
+echo "building control plane $version into $out (first time: several minutes)"
+start=$(date +%s)
+n=0
+go build -v -o "$out.tmp/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubectl 2>&1 | while read -r line; do
+    n=$((n + 1))
+    if ((n % 100 == 0)); then echo "  ... $n packages compiled ($(( $(date +%s) - start ))s)"; fi
+    case $line in *error*|*cannot*|*undefined*) echo "$line";; esac
+  done
+for b in "${bins[@]}"; do [[ -x $out.tmp/$b ]] || { echo "build failed: $b missing" >&2; exit 1; }; done
+rm -rf "$out" && mv "$out.tmp" "$out"
+echo "control plane built in $(( $(date +%s) - start ))s"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages weft's lab, tests and benchmarks use, and
+# fetches Go modules. Safe to run again: it only installs what is missing.
+set -euo pipefail
+need=()
+for pair in nft:nftables ip:iproute2 curl:curl iperf3:iperf3 conntrack:conntrack; do
+  cmd=${pair%%:*}; pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v go >/dev/null 2>&1 || { echo "Go is required (https://go.dev/doc/install); expected at /usr/local/go/bin" >&2; exit 1; }
+go mod download
+(cd lab/k8s && go mod download)

@@ -1,0 +1,436 @@
+// Package lab runs weft's local multi-node cluster: the real Kubernetes
+// control plane (built from k8s.io/kubernetes in lab/k8s) in a
+// control-plane node namespace, lab nodes as network namespaces on one or
+// more L2 "racks" joined by a router namespace, and an "outside" namespace.
+// Everything it creates is named weft-* so `down` (and the next `up`) can
+// find and remove it, also after a crash.
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"weft.dev/weft/internal/lab/pki"
+)
+
+// KubernetesVersion is the control plane the lab runs (lab/k8s/go.mod).
+const KubernetesVersion = "v1.37.2"
+
+// Defaults for where the lab lives.
+const (
+	DefaultStateDir = "/var/lib/weft-lab"
+	DefaultCacheDir = "/var/cache/weft-lab"
+)
+
+// Lab is a handle on the lab's state directory.
+type Lab struct {
+	dir      string
+	cacheDir string
+	binDir   string // holds weft and weft-cni
+	out      io.Writer
+}
+
+// New returns a handle; binDir is where weft and weft-cni are.
+func New(stateDir, cacheDir, binDir string, out io.Writer) *Lab {
+	return &Lab{dir: stateDir, cacheDir: cacheDir, binDir: binDir, out: out}
+}
+
+// State is what `up` records for later commands.
+type State struct {
+	Nodes   []Node    `json:"nodes"`
+	Racks   int       `json:"racks"`
+	Started time.Time `json:"started"`
+}
+
+// ControlPlaneBinDir is the cache of built control-plane binaries.
+func (l *Lab) ControlPlaneBinDir() string {
+	return filepath.Join(l.cacheDir, "k8s-"+KubernetesVersion)
+}
+
+// Kubeconfig is the host's admin kubeconfig.
+func (l *Lab) Kubeconfig() string { return filepath.Join(l.dir, "admin.kubeconfig") }
+
+// InternalKubeconfig is an admin kubeconfig usable from inside the lab.
+func (l *Lab) InternalKubeconfig() string { return filepath.Join(l.dir, "admin-internal.kubeconfig") }
+
+// Dir is the lab's state directory.
+func (l *Lab) Dir() string { return l.dir }
+
+func (l *Lab) printf(format string, a ...any) {
+	fmt.Fprintf(l.out, format, a...)
+}
+
+// LoadState reads the state written by up.
+func (l *Lab) LoadState() (*State, error) {
+	b, err := os.ReadFile(filepath.Join(l.dir, "lab.json"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, errNotUp
+		}
+		return nil, err
+	}
+	s := &State{}
+	return s, json.Unmarshal(b, s)
+}
+
+// UpOptions shape the lab.
+type UpOptions struct {
+	Workers int
+	Racks   int
+}
+
+// Up builds the lab and returns once every node is Ready.
+func (l *Lab) Up(ctx context.Context, o UpOptions) error {
+	start := time.Now()
+	cp := l.ControlPlaneBinDir()
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(cp, b)); err != nil {
+			return fmt.Errorf("control plane %s not built in %s (run `make controlplane`): %w", KubernetesVersion, cp, err)
+		}
+	}
+	for _, b := range []string{"weft", "weft-cni"} {
+		if _, err := os.Stat(filepath.Join(l.binDir, b)); err != nil {
+			return fmt.Errorf("%s not found next to weft in %s (run `make build`)", b, l.binDir)
+		}
+	}
+	if n := l.Down(); n > 0 {
+		l.printf("removed %d leftovers of an earlier lab\n", n)
+	}
+	for _, d := range []string{"logs", "pids", "pki", "nodes", "etcd"} {
+		if err := os.MkdirAll(filepath.Join(l.dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	nodes := Plan(o.Workers, o.Racks)
+	l.printf("• certificates\n")
+	if err := l.writePKI(nodes); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	l.printf("• topology: %d nodes in %d rack(s), router, outside\n", len(nodes), o.Racks)
+	if err := buildTopology(nodes, o.Racks); err != nil {
+		return fmt.Errorf("topology: %w", err)
+	}
+	l.printf("• control plane %s\n", KubernetesVersion)
+	if err := l.startControlPlane(ctx); err != nil {
+		return err
+	}
+	client, err := l.Client()
+	if err != nil {
+		return err
+	}
+	if err := l.applyRBAC(ctx, client); err != nil {
+		return fmt.Errorf("rbac: %w", err)
+	}
+	l.printf("• nodes: agent + lab node in each\n")
+	for _, n := range nodes {
+		if err := l.startNode(n); err != nil {
+			return err
+		}
+	}
+	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside"}, nil); err != nil {
+		return err
+	}
+	st := State{Nodes: nodes, Racks: o.Racks, Started: start}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := os.WriteFile(filepath.Join(l.dir, "lab.json"), b, 0o644); err != nil {
+		return err
+	}
+	if err := l.waitNodesReady(ctx, client, len(nodes), 3*time.Minute); err != nil {
+		return err
+	}
+	l.printf("lab up in %.1fs: %d nodes Ready\nkubeconfig: %s\n", time.Since(start).Seconds(), len(nodes), l.Kubeconfig())
+	return nil
+}
+
+func (l *Lab) pkiDir() pki.Dir { return pki.Dir(filepath.Join(l.dir, "pki")) }
+
+func (l *Lab) writePKI(nodes []Node) error {
+	d := l.pkiDir()
+	ca, err := pki.NewCA(d)
+	if err != nil {
+		return err
+	}
+	if err := pki.ServiceAccountKey(d); err != nil {
+		return err
+	}
+	_, _, err = ca.Issue(d, pki.Spec{Name: "apiserver", CN: "kube-apiserver", Server: true,
+		IPs: []net.IP{APIServerIP(), net.ParseIP(CPLinkIP), net.ParseIP("127.0.0.1"), net.ParseIP(KubernetesSvc)},
+		DNS: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + ClusterDomain, "localhost"}})
+	if err != nil {
+		return err
+	}
+	if _, _, err := ca.Issue(d, pki.Spec{Name: "apiserver-kubelet-client", CN: "kube-apiserver-kubelet-client", Orgs: []string{"system:masters"}, Client: true}); err != nil {
+		return err
+	}
+	caPath := d.Path("ca.crt")
+	kc := func(file, server, name, cn string, orgs []string) error {
+		c, k, err := ca.Issue(d, pki.Spec{Name: name, CN: cn, Orgs: orgs, Client: true})
+		if err != nil {
+			return err
+		}
+		return pki.WriteKubeconfig(filepath.Join(l.dir, file), server, caPath, c, k, cn)
+	}
+	internal := fmt.Sprintf("https://%s:%d", APIServerIP(), APIPort)
+	local := fmt.Sprintf("https://127.0.0.1:%d", APIPort)
+	if err := kc("admin.kubeconfig", fmt.Sprintf("https://%s:%d", CPLinkIP, APIPort), "admin", "weft-admin", []string{"system:masters"}); err != nil {
+		return err
+	}
+	if err := pki.WriteKubeconfig(l.InternalKubeconfig(), internal, caPath, d.Path("admin.crt"), d.Path("admin.key"), "weft-admin"); err != nil {
+		return err
+	}
+	if err := kc("controller-manager.kubeconfig", local, "controller-manager", "system:kube-controller-manager", nil); err != nil {
+		return err
+	}
+	if err := kc("scheduler.kubeconfig", local, "scheduler", "system:kube-scheduler", nil); err != nil {
+		return err
+	}
+	if err := kc("agent.kubeconfig", internal, "agent", "weft-agent", []string{"weft:agents"}); err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if err := kc("node-"+n.Name+".kubeconfig", internal, "node-"+n.Name, "system:node:"+n.Name, []string{"system:nodes"}); err != nil {
+			return err
+		}
+		if _, _, err := ca.Issue(d, pki.Spec{Name: "kubelet-" + n.Name, CN: "system:node:" + n.Name, Server: true, IPs: []net.IP{n.IP}, DNS: []string{n.Name}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) startControlPlane(ctx context.Context) error {
+	cp := l.ControlPlaneBinDir()
+	d := l.pkiDir()
+	if err := l.startProc("etcd", ControlPlane, []string{filepath.Join(cp, "etcd"), "--data-dir", filepath.Join(l.dir, "etcd")}, nil); err != nil {
+		return err
+	}
+	apiArgs := []string{filepath.Join(cp, "kube-apiserver"),
+		"--etcd-servers=http://127.0.0.1:2379",
+		"--bind-address=0.0.0.0", fmt.Sprintf("--secure-port=%d", APIPort),
+		"--advertise-address=" + APIServerIP().String(),
+		"--tls-cert-file=" + d.Path("apiserver.crt"), "--tls-private-key-file=" + d.Path("apiserver.key"),
+		"--client-ca-file=" + d.Path("ca.crt"),
+		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-account-issuer=https://kubernetes.default.svc." + ClusterDomain,
+		"--service-account-key-file=" + d.Path("sa.pub"), "--service-account-signing-key-file=" + d.Path("sa.key"),
+		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+		"--kubelet-client-certificate=" + d.Path("apiserver-kubelet-client.crt"), "--kubelet-client-key=" + d.Path("apiserver-kubelet-client.key"),
+		"--kubelet-certificate-authority=" + d.Path("ca.crt"),
+		"--kubelet-preferred-address-types=InternalIP",
+		"--allow-privileged=true", "--profiling=false", "--v=1",
+	}
+	if err := l.startProc("kube-apiserver", ControlPlane, apiArgs, nil); err != nil {
+		return err
+	}
+	client, err := l.Client()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err == nil && strings.TrimSpace(string(body)) == "ok" {
+			break
+		}
+		if !l.procAlive("kube-apiserver") || !l.procAlive("etcd") {
+			return fmt.Errorf("control plane exited; see %s", filepath.Join(l.dir, "logs"))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-apiserver not ready after 90s: %v", err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	cm := filepath.Join(l.dir, "controller-manager.kubeconfig")
+	if err := l.startProc("kube-controller-manager", ControlPlane, []string{filepath.Join(cp, "kube-controller-manager"),
+		"--kubeconfig=" + cm, "--authentication-kubeconfig=" + cm, "--authorization-kubeconfig=" + cm,
+		"--bind-address=127.0.0.1", "--leader-elect=false",
+		"--allocate-node-cidrs=true", "--cluster-cidr=" + ClusterCIDR, "--node-cidr-mask-size=24",
+		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-account-private-key-file=" + d.Path("sa.key"), "--root-ca-file=" + d.Path("ca.crt"),
+		"--use-service-account-credentials=true",
+		"--cluster-signing-cert-file=" + d.Path("ca.crt"), "--cluster-signing-key-file=" + d.Path("ca.key"),
+		"--v=1",
+	}, nil); err != nil {
+		return err
+	}
+	sc := filepath.Join(l.dir, "scheduler.kubeconfig")
+	return l.startProc("kube-scheduler", ControlPlane, []string{filepath.Join(cp, "kube-scheduler"),
+		"--kubeconfig=" + sc, "--authentication-kubeconfig=" + sc, "--authorization-kubeconfig=" + sc,
+		"--bind-address=127.0.0.1", "--leader-elect=false", "--v=1"}, nil)
+}
+
+// NodeDir is a node's state directory (CNI files, pods).
+func (l *Lab) NodeDir(node string) string { return filepath.Join(l.dir, "nodes", node) }
+
+func (l *Lab) startNode(n Node) error {
+	nd := l.NodeDir(n.Name)
+	weft := filepath.Join(l.binDir, "weft")
+	d := l.pkiDir()
+	agent := []string{weft, "agent",
+		"--node-name=" + n.Name,
+		"--kubeconfig=" + filepath.Join(l.dir, "agent.kubeconfig"),
+		"--cni-conf-dir=" + filepath.Join(nd, "cni", "net.d"),
+		"--cni-runtime-config=" + filepath.Join(nd, "run", "cni-runtime.json"),
+		"--cni-data-dir=" + filepath.Join(nd, "cni", "data"),
+		"--cluster-cidr=" + ClusterCIDR,
+		"--no-masquerade=" + UnderlayCIDR,
+		"--metrics-addr=" + net.JoinHostPort(n.IP.String(), "9402"),
+	}
+	if err := l.startProc("agent-"+n.Name, n.Name, agent, nil); err != nil {
+		return err
+	}
+	node := []string{weft, "lab", "node",
+		"--name=" + n.Name, "--ip=" + n.IP.String(),
+		"--kubeconfig=" + filepath.Join(l.dir, "node-"+n.Name+".kubeconfig"),
+		"--cni-conf-dir=" + filepath.Join(nd, "cni", "net.d"),
+		"--cni-bin-dir=" + l.binDir,
+		"--cni-cache-dir=" + filepath.Join(nd, "cni", "cache"),
+		"--state-dir=" + nd,
+		"--serving-cert=" + d.Path("kubelet-"+n.Name+".crt"), "--serving-key=" + d.Path("kubelet-"+n.Name+".key"),
+		"--client-ca=" + d.Path("ca.crt"),
+		"--zone=" + strings.TrimPrefix(RackName(n.Rack), "weft-"),
+	}
+	if n.ControlPlane {
+		node = append(node, "--control-plane")
+	}
+	return l.startProc("node-"+n.Name, n.Name, node, nil)
+}
+
+// Client returns an admin client for the host.
+func (l *Lab) Client() (kubernetes.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", l.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	return kubernetes.NewForConfig(cfg)
+}
+
+func (l *Lab) applyRBAC(ctx context.Context, client kubernetes.Interface) error {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "weft:agent"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "services", "endpoints", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "weft:agent"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "weft:agent"},
+		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "weft:agents"}},
+	}
+	var err error
+	for i := 0; i < 50; i++ {
+		_, err = client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{})
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
+			if err == nil || apierrors.IsAlreadyExists(err) {
+				return nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return err
+}
+
+func (l *Lab) waitNodesReady(ctx context.Context, client kubernetes.Interface, want int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	lastReport := ""
+	for {
+		nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		ready := 0
+		if err == nil {
+			for _, n := range nodes.Items {
+				for _, c := range n.Status.Conditions {
+					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+						ready++
+					}
+				}
+			}
+		}
+		report := fmt.Sprintf("  %d/%d nodes Ready\n", ready, want)
+		if report != lastReport {
+			l.printf("%s", report)
+			lastReport = report
+		}
+		if ready == want {
+			return nil
+		}
+		for name := range map[string]bool{"etcd": true, "kube-apiserver": true, "kube-controller-manager": true, "kube-scheduler": true} {
+			if !l.procAlive(name) {
+				return fmt.Errorf("%s exited; see %s", name, filepath.Join(l.dir, "logs", name+".log"))
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d nodes Ready after %s; see logs in %s", ready, want, timeout, filepath.Join(l.dir, "logs"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Down removes everything the lab made and returns how many things it
+// removed. It works without a state file, from names alone.
+func (l *Lab) Down() int {
+	removed := 0
+	l.stopAll()
+	entries, _ := os.ReadDir("/run/netns")
+	var pods, others []string
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, "weft-test-"):
+			// Tests clean their own namespaces.
+		case strings.HasPrefix(name, "weft-pod-"):
+			pods = append(pods, name)
+		case strings.HasPrefix(name, "weft-"):
+			others = append(others, name)
+		}
+	}
+	for _, n := range append(pods, others...) {
+		if run("ip", "netns", "del", n) == nil {
+			removed++
+		}
+	}
+	if run("ip", "link", "del", HostLink) == nil {
+		removed++
+	}
+	if _, err := os.Stat(l.dir); err == nil {
+		// Pod volumes are bind-mounted only inside per-container mount
+		// namespaces, which died with the processes; nothing is mounted here.
+		if err := os.RemoveAll(l.dir); err == nil {
+			removed++
+		}
+	}
+	return removed
+}
+
+// Kubectl runs the lab's kubectl with the admin kubeconfig.
+func (l *Lab) Kubectl(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cmd := exec.Command(filepath.Join(l.ControlPlaneBinDir(), "kubectl"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.Kubeconfig())
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	return cmd.Run()
+}

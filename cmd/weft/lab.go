@@ -86,7 +86,12 @@ func labCmd() *cobra.Command {
 		},
 	}
 	execCmd.Flags().StringVarP(&containerName, "container", "c", "", "container (default: the pod's first)")
-	cmd.AddCommand(up, down, status, kubectl, execCmd, labNodeCmd(), runContainerCmd())
+	demo := &cobra.Command{
+		Use:   "demo",
+		Short: "Deploy test servers and print a connectivity table",
+		RunE:  func(cmd *cobra.Command, _ []string) error { return newLab().Demo(cmd.Context(), os.Stdout) },
+	}
+	cmd.AddCommand(demo, up, down, status, kubectl, execCmd, labNodeCmd(), runContainerCmd())
 	return cmd
 }
 

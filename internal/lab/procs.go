@@ -33,7 +33,9 @@ func (l *Lab) startProc(name, ns string, argv []string, env []string) error {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	pid := cmd.Process.Pid
-	_ = cmd.Process.Release()
+	// Reap it if it exits while we run (tests start the lab in-process);
+	// once `weft lab up` exits, init adopts and reaps it.
+	go func() { _ = cmd.Wait() }()
 	return os.WriteFile(filepath.Join(l.dir, "pids", name+".pid"), []byte(strconv.Itoa(pid)), 0o644)
 }
 

@@ -88,8 +88,23 @@ func Exec(s *Spec, argv []string) error {
 			return fmt.Errorf("sethostname: %w", err)
 		}
 	}
+	// A mount point in a new top-level directory (/data, /agnhost) cannot
+	// be made by an overlay on /: build a root of bind mounts on a tmpfs
+	// instead and chroot into it at the end.
+	root := ""
+	if s.needsNewRoot() {
+		if s.Scratch == "" {
+			return errors.New("a new top-level mount point needs a scratch dir")
+		}
+		root = filepath.Join(s.Scratch, "rootfs")
+		if err := buildRoot(root); err != nil {
+			return err
+		}
+	}
 	for i, m := range s.Mounts {
-		if err := ensureMountpoint(m, s.Scratch, i); err != nil {
+		target := resolveInRoot(root, m.Target)
+		m := Mount{Source: m.Source, Target: target, ReadOnly: m.ReadOnly}
+		if err := ensureMountpoint(m, s.Scratch, i, root); err != nil {
 			return err
 		}
 		if err := unix.Mount(m.Source, m.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
@@ -99,6 +114,14 @@ func Exec(s *Spec, argv []string) error {
 			if err := unix.Mount("", m.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 				return fmt.Errorf("remount %s read-only: %w", m.Target, err)
 			}
+		}
+	}
+	if root != "" {
+		if err := unix.Chroot(root); err != nil {
+			return fmt.Errorf("chroot: %w", err)
+		}
+		if err := os.Chdir("/"); err != nil {
+			return err
 		}
 	}
 	if s.WorkDir != "" {
@@ -121,7 +144,7 @@ func Exec(s *Spec, argv []string) error {
 // existing parent is covered with an overlay whose upper layer lives in
 // the pod's scratch dir, so the target can be created there without
 // changing the host's filesystem.
-func ensureMountpoint(m Mount, scratch string, idx int) error {
+func ensureMountpoint(m Mount, scratch string, idx int, root string) error {
 	srcInfo, err := os.Stat(m.Source)
 	if err != nil {
 		return fmt.Errorf("mount source %s: %w", m.Source, err)
@@ -140,7 +163,11 @@ func ensureMountpoint(m Mount, scratch string, idx int) error {
 		parent = filepath.Dir(parent)
 	}
 	if parent == "/" {
-		return fmt.Errorf("mount target %s: cannot create a new top-level directory in the lab", m.Target)
+		return fmt.Errorf("mount target %s: new top-level directories need a new root", m.Target)
+	}
+	if root != "" && parent == root {
+		// The new root is our own tmpfs: create the mount point directly.
+		return createMountpoint(m.Target, srcInfo.IsDir())
 	}
 	if scratch == "" {
 		return fmt.Errorf("mount target %s does not exist and no scratch dir is set", m.Target)
@@ -157,15 +184,117 @@ func ensureMountpoint(m Mount, scratch string, idx int) error {
 	if err := unix.Mount("overlay", parent, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("overlay on %s for %s: %w", parent, m.Target, err)
 	}
-	if srcInfo.IsDir() {
-		return os.MkdirAll(m.Target, 0o755)
+	return createMountpoint(m.Target, srcInfo.IsDir())
+}
+
+func createMountpoint(target string, dir bool) error {
+	if dir {
+		return os.MkdirAll(target, 0o755)
 	}
-	if err := os.MkdirAll(filepath.Dir(m.Target), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(m.Target, os.O_CREATE|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	return f.Close()
+}
+
+// needsNewRoot reports whether some mount target's nearest existing
+// ancestor is / itself.
+func (s *Spec) needsNewRoot() bool {
+	for _, m := range s.Mounts {
+		p := m.Target
+		for {
+			if _, err := os.Lstat(p); err == nil {
+				break
+			}
+			p = filepath.Dir(p)
+		}
+		if p == "/" && m.Target != "/" {
+			return true
+		}
+	}
+	return false
+}
+
+// buildRoot mirrors the host's top-level entries into a tmpfs at root:
+// directories and files as recursive bind mounts, symlinks as symlinks.
+// New top-level directories can then be created in the tmpfs.
+func buildRoot(root string) error {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "mode=0755"); err != nil {
+		return fmt.Errorf("tmpfs root: %w", err)
+	}
+	entries, err := os.ReadDir("/")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		src := "/" + e.Name()
+		dst := filepath.Join(root, e.Name())
+		fi, err := os.Lstat(src)
+		if err != nil {
+			continue
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			link, err := os.Readlink(src)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(link, dst); err != nil {
+				return err
+			}
+			continue
+		case fi.IsDir():
+			if err := os.Mkdir(dst, fi.Mode().Perm()); err != nil {
+				return err
+			}
+		default:
+			f, err := os.Create(dst)
+			if err != nil {
+				return err
+			}
+			f.Close()
+		}
+		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s into new root: %w", src, err)
+		}
+	}
+	return nil
+}
+
+// resolveInRoot resolves symlinks in p as if root were "/", so that an
+// absolute link such as /var/run -> /run stays inside the new root.
+func resolveInRoot(root, p string) string {
+	if root == "" {
+		return p
+	}
+	parts := strings.Split(filepath.Clean("/"+p), "/")
+	cur, hops := "/", 0
+	for i := 0; i < len(parts); i++ {
+		if parts[i] == "" {
+			continue
+		}
+		next := filepath.Join(cur, parts[i])
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err == nil && fi.Mode()&os.ModeSymlink != 0 && hops < 40 {
+			link, err := os.Readlink(filepath.Join(root, next))
+			if err == nil {
+				hops++
+				if !filepath.IsAbs(link) {
+					link = filepath.Join(cur, link)
+				}
+				parts = strings.Split(filepath.Clean(link+"/"+strings.Join(parts[i+1:], "/")), "/")
+				i, cur = -1, "/"
+				continue
+			}
+		}
+		cur = next
+	}
+	return filepath.Join(root, cur)
 }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make demo`: bring up a 3-node lab (plus the control-plane node), run
+# pods, and print the connectivity table. The lab stays up afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin/weft lab up --nodes "${NODES:-3}" --racks "${RACKS:-2}"
+bin/weft lab demo
+bin/weft lab status
+cat <<'MSG'
+The lab is up. Try:
+  bin/weft lab kubectl get pods -A -o wide
+  bin/weft lab exec weft-demo/<pod> -- curl -s http://203.0.113.10:8080/clientip
+  bin/weft lab down
+MSG

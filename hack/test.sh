@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `make test`: the whole suite. Unit tests, kernel tests (root; required
+# here, never skipped), then the lab end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export WEFT_REQUIRE_PRIVILEGED=1
+echo "== go vet"
+go vet ./...
+echo "== unit and kernel tests"
+go test -count=1 -timeout 20m ./...
+echo "== lab end-to-end tests"
+go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...

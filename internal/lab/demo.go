@@ -1,0 +1,200 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// DemoNamespace holds the demo's workload.
+const DemoNamespace = "weft-demo"
+
+// Check is one row of a connectivity table.
+type Check struct {
+	Node, From, To, What, Want, Got string
+	OK                              bool
+}
+
+// Demo deploys test servers (two per worker node, each with a sidecar)
+// and prints a connectivity table. It returns an error if any check fails.
+func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
+	client, err := l.Client()
+	if err != nil {
+		return err
+	}
+	st, err := l.LoadState()
+	if err != nil {
+		return err
+	}
+	_ = client.CoreV1().Namespaces().Delete(ctx, DemoNamespace, metav1.DeleteOptions{})
+	for i := 0; i < 120; i++ {
+		if _, err := client.CoreV1().Namespaces().Get(ctx, DemoNamespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DemoNamespace}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	var workers []Node
+	for _, n := range st.Nodes {
+		if !n.ControlPlane {
+			workers = append(workers, n)
+		}
+	}
+	replicas := int32(2 * len(workers))
+	dep := DemoDeployment(DemoNamespace, "echo", replicas)
+	if _, err := client.AppsV1().Deployments(DemoNamespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "• deployment %s/echo: %d pods (test server + sidecar), spread two per node\n", DemoNamespace, replicas)
+	pods, err := WaitPodsReady(ctx, client, DemoNamespace, "app=echo", int(replicas), 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	byNode := map[string][]corev1.Pod{}
+	for _, p := range pods {
+		byNode[p.Spec.NodeName] = append(byNode[p.Spec.NodeName], p)
+	}
+	nodeIP := map[string]string{}
+	for _, n := range st.Nodes {
+		nodeIP[n.Name] = n.IP.String()
+	}
+	var checks []Check
+	nodes := make([]string, 0, len(byNode))
+	for n := range byNode {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	for _, node := range nodes {
+		ps := byNode[node]
+		a := ps[0]
+		if len(ps) > 1 {
+			b := ps[1]
+			got := l.podCurl(ctx, a, "", fmt.Sprintf("http://%s:8080/clientip", b.Status.PodIP))
+			checks = append(checks, Check{Node: node, From: a.Name + " " + a.Status.PodIP, To: b.Name + " " + b.Status.PodIP,
+				What: "pod IP → pod IP (source kept)", Want: a.Status.PodIP, Got: got, OK: got == a.Status.PodIP})
+			got = l.podCurl(ctx, b, "", fmt.Sprintf("http://%s:8080/hostname", a.Status.PodIP))
+			checks = append(checks, Check{Node: node, From: b.Name, To: a.Name,
+				What: "pod IP → pod IP (reverse)", Want: a.Name, Got: got, OK: got == a.Name})
+		}
+		got := l.podCurl(ctx, a, "sidecar", "http://localhost:8080/hostname")
+		checks = append(checks, Check{Node: node, From: a.Name + "/sidecar", To: a.Name + "/server",
+			What: "container → container (localhost)", Want: a.Name, Got: got, OK: got == a.Name})
+		got = l.podCurl(ctx, a, "", fmt.Sprintf("http://%s:8080/clientip", OutsideIP))
+		checks = append(checks, Check{Node: node, From: a.Name, To: "outside " + OutsideIP,
+			What: "pod → outside (masqueraded to node)", Want: nodeIP[node], Got: got, OK: got == nodeIP[node]})
+	}
+	PrintChecks(w, checks)
+	for _, c := range checks {
+		if !c.OK {
+			return fmt.Errorf("connectivity check failed: %s from %s to %s", c.What, c.From, c.To)
+		}
+	}
+	return nil
+}
+
+// PrintChecks writes a table with a green ✓ or red ✗ per row.
+func PrintChecks(w io.Writer, checks []Check) {
+	fmt.Fprintf(w, "\n%-13s %-38s %-36s %-36s %s\n", "NODE", "CHECK", "FROM", "TO", "RESULT")
+	for _, c := range checks {
+		mark := "\033[32m✓\033[0m " + c.Got
+		if !c.OK {
+			mark = fmt.Sprintf("\033[31m✗\033[0m got %q, want %q", c.Got, c.Want)
+		}
+		fmt.Fprintf(w, "%-13s %-38s %-36s %-36s %s\n", c.Node, c.What, c.From, c.To, mark)
+	}
+	fmt.Fprintln(w)
+}
+
+func (l *Lab) podCurl(ctx context.Context, p corev1.Pod, container, url string) string {
+	var out, errb bytes.Buffer
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := l.Exec(cctx, ExecOptions{Target: p.Namespace + "/" + p.Name, Container: container,
+		Argv: []string{"curl", "-sS", "-m", "5", url}, Stdout: &out, Stderr: &errb})
+	if err != nil {
+		return "error: " + strings.TrimSpace(errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// DemoDeployment is a test-server Deployment with a sidecar, spread over
+// nodes, with a readiness probe.
+func DemoDeployment(ns, name string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+						WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
+						NodeTaintsPolicy: ptr.To(corev1.NodeInclusionPolicyHonor)}},
+					TerminationGracePeriodSeconds: ptr.To[int64](2),
+					Containers: []corev1.Container{
+						{Name: "server", Image: "weft/testserver",
+							Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+							ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+								PeriodSeconds: 1}},
+						{Name: "sidecar", Image: "busybox", Command: []string{"sh", "-c", "echo sidecar up; exec sleep infinity"}},
+					},
+				},
+			},
+		},
+	}
+}
+
+// WaitPodsReady waits for n Ready pods matching selector and returns them.
+func WaitPodsReady(ctx context.Context, client kubernetes.Interface, ns, selector string, n int, timeout time.Duration) ([]corev1.Pod, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err == nil {
+			var ready []corev1.Pod
+			for _, p := range list.Items {
+				if p.DeletionTimestamp == nil && PodReady(&p) {
+					ready = append(ready, p)
+				}
+			}
+			if len(ready) >= n {
+				return ready, nil
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("%d of %d pods Ready in %s after %s", len(ready), n, ns, timeout)
+			}
+		} else if time.Now().After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// PodReady reports the pod's Ready condition.
+func PodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -1,0 +1,278 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"weft.dev/weft/internal/cni"
+	"weft.dev/weft/internal/lab"
+)
+
+func nodeByName(t *testing.T, name string) *corev1.Node {
+	n, err := client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func ipamFile(node, ip string) string {
+	return filepath.Join(theLab.NodeDir(node), "cni", "data", "weft", ip)
+}
+
+// A Deployment's pods become Ready with addresses from their node's
+// podCIDR; deleting them frees the addresses and their host veths.
+func TestDeploymentPodsGetNodePodCIDRAddresses(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	dep := lab.DemoDeployment(ns, "web", 6)
+	if _, err := client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := lab.WaitPodsReady(ctx, client, ns, "app=web", 6, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type held struct{ node, ip, veth string }
+	var all []held
+	for _, p := range pods {
+		node := nodeByName(t, p.Spec.NodeName)
+		_, cidr, err := net.ParseCIDR(node.Spec.PodCIDR)
+		if err != nil {
+			t.Fatalf("node %s podCIDR %q: %v", node.Name, node.Spec.PodCIDR, err)
+		}
+		ip := net.ParseIP(p.Status.PodIP)
+		if ip == nil || !cidr.Contains(ip) {
+			t.Fatalf("pod %s on %s has IP %q outside podCIDR %s", p.Name, node.Name, p.Status.PodIP, cidr)
+		}
+		if p.Status.HostIP != node.Status.Addresses[0].Address {
+			t.Errorf("pod %s hostIP %s, node InternalIP %s", p.Name, p.Status.HostIP, node.Status.Addresses[0].Address)
+		}
+		if _, err := os.Stat(ipamFile(node.Name, p.Status.PodIP)); err != nil {
+			t.Fatalf("pod %s address %s not in %s's IPAM store: %v", p.Name, p.Status.PodIP, node.Name, err)
+		}
+		all = append(all, held{node.Name, p.Status.PodIP, cni.HostVethName(string(p.UID), "eth0")})
+	}
+	if err := client.AppsV1().Deployments(ns).Delete(ctx, "web", metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "pods gone", func() error {
+		l, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(l.Items) > 0 {
+			return fmt.Errorf("%d pods left", len(l.Items))
+		}
+		return nil
+	})
+	for _, h := range all {
+		eventually(t, 10*time.Second, "address freed", func() error {
+			if _, err := os.Stat(ipamFile(h.node, h.ip)); err == nil {
+				return fmt.Errorf("%s still allocated on %s", h.ip, h.node)
+			}
+			return nil
+		})
+		if out, err := hostCommand("ip", "-n", h.node, "link", "show", h.veth); err == nil {
+			t.Errorf("host veth %s of a deleted pod still on %s: %s", h.veth, h.node, out)
+		}
+	}
+}
+
+// pinnedPod is a test server on a given node.
+func pinnedPod(ns, name, node string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers: []corev1.Container{{Name: "server", Image: "weft/testserver",
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1}}},
+		},
+	}
+}
+
+func createReady(t *testing.T, pods ...*corev1.Pod) map[string]*corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	for _, p := range pods {
+		if _, err := client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := map[string]*corev1.Pod{}
+	for _, p := range pods {
+		eventually(t, 60*time.Second, "pod "+p.Name+" Ready", func() error {
+			got, err := client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if !lab.PodReady(got) {
+				return fmt.Errorf("phase %s", got.Status.Phase)
+			}
+			out[p.Name] = got
+			return nil
+		})
+	}
+	return out
+}
+
+// Pod-to-pod traffic on one node keeps the source pod IP, over TCP and
+// UDP; traffic to the outside namespace leaves with the node's IP.
+func TestSameNodeTrafficAndEgress(t *testing.T) {
+	ns := newNamespace(t)
+	pods := createReady(t, pinnedPod(ns, "a", "weft-node-1"), pinnedPod(ns, "b", "weft-node-1"))
+	a, b := pods["a"], pods["b"]
+	if got := curl(t, ns+"/a", fmt.Sprintf("http://%s:8080/clientip", b.Status.PodIP)); got != a.Status.PodIP {
+		t.Fatalf("b saw client %q, want a's IP %s", got, a.Status.PodIP)
+	}
+	if got := curl(t, ns+"/b", fmt.Sprintf("http://%s:8080/hostname", a.Status.PodIP)); got != "a" {
+		t.Fatalf("b reached %q, want a", got)
+	}
+	// TCP and UDP echo across the veths.
+	out, err := execIn(t, ns+"/a", "", "sh", "-c", fmt.Sprintf("echo tcp-hello | timeout 5 bash -c 'exec 3<>/dev/tcp/%s/8081; cat >&3; head -c 10 <&3'", b.Status.PodIP))
+	if err != nil || out != "tcp-hello" {
+		t.Fatalf("TCP echo: %q %v", out, err)
+	}
+	udp := fmt.Sprintf("exec 3<>/dev/udp/%s/8081; printf udp-hello >&3; timeout 3 head -c 9 <&3", b.Status.PodIP)
+	out, err = execIn(t, ns+"/a", "", "bash", "-c", udp)
+	if err != nil || out != "udp-hello" {
+		t.Fatalf("UDP echo: %q %v", out, err)
+	}
+	node := nodeByName(t, "weft-node-1")
+	if got := curl(t, ns+"/a", "http://"+lab.OutsideIP+":8080/clientip"); got != node.Status.Addresses[0].Address {
+		t.Fatalf("outside saw %q, want node IP %s (masquerade)", got, node.Status.Addresses[0].Address)
+	}
+	// The node itself reaches its pods directly (probes depend on it).
+	if out, err := execIn(t, "weft-node-1", "", "curl", "-sS", "-m", "5", "http://"+a.Status.PodIP+":8080/clientip"); err != nil || out != node.Status.Addresses[0].Address {
+		t.Fatalf("node → pod: %q %v", out, err)
+	}
+}
+
+// Containers of a pod share its network namespace.
+func TestContainersShareLocalhost(t *testing.T) {
+	ns := newNamespace(t)
+	p := pinnedPod(ns, "duo", "weft-node-2")
+	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "side", Image: "busybox",
+		Command: []string{"sh", "-c", "exec sleep infinity"}})
+	createReady(t, p)
+	out, err := execIn(t, ns+"/duo", "side", "curl", "-sS", "-m", "5", "http://127.0.0.1:8080/hostname")
+	if err != nil || out != "duo" {
+		t.Fatalf("side → server on localhost: %q %v", out, err)
+	}
+	if h, _ := execIn(t, ns+"/duo", "side", "hostname"); h != "duo" {
+		t.Fatalf("hostname in pod = %q", h)
+	}
+}
+
+// kubectl logs goes API server → kubelet API (:10250, TLS) → container log.
+func TestKubectlLogs(t *testing.T) {
+	ns := newNamespace(t)
+	marker := fmt.Sprintf("weft-log-marker-%d", time.Now().UnixNano())
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "talker", Namespace: ns},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers: []corev1.Container{{Name: "c", Image: "busybox",
+				Command: []string{"sh", "-c", "echo $(MSG) from $(POD); echo to-stderr >&2; exec sleep infinity"},
+				Env: []corev1.EnvVar{{Name: "MSG", Value: marker},
+					{Name: "POD", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
+		},
+	}
+	createReady(t, p)
+	want := marker + " from talker"
+	eventually(t, 20*time.Second, "logs", func() error {
+		b, err := client.CoreV1().Pods(ns).GetLogs("talker", &corev1.PodLogOptions{Container: "c"}).DoRaw(context.Background())
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), want) || !strings.Contains(string(b), "to-stderr") {
+			return fmt.Errorf("logs %q lack %q", b, want)
+		}
+		return nil
+	})
+	var out strings.Builder
+	if err := theLab.Kubectl([]string{"logs", "-n", ns, "talker", "--tail=2"}, nil, &out, &out); err != nil {
+		t.Fatalf("kubectl logs: %v: %s", err, out.String())
+	}
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("kubectl logs printed %q", out.String())
+	}
+}
+
+// Readiness probes of each kind drive the Ready condition.
+func TestReadinessProbes(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	mk := func(name string, probe corev1.ProbeHandler, cmd []string) *corev1.Pod {
+		c := corev1.Container{Name: "c", Image: "x", Command: cmd,
+			ReadinessProbe: &corev1.Probe{ProbeHandler: probe, PeriodSeconds: 1, FailureThreshold: 1},
+			VolumeMounts:   []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{c},
+				Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}}}
+	}
+	good := []*corev1.Pod{
+		mk("http-ok", corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}, nil),
+		mk("tcp-ok", corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8081)}}, nil),
+		mk("exec-ok", corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}, nil),
+	}
+	createReady(t, good...)
+	bad := []*corev1.Pod{
+		mk("http-bad", corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/nope", Port: intstr.FromInt32(8080)}}, nil),
+		mk("tcp-bad", corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(9999)}}, nil),
+		mk("exec-file", corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/data/ready"}}}, nil),
+	}
+	for _, p := range bad {
+		if _, err := client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Running but not Ready, and staying so.
+	for _, p := range bad {
+		eventually(t, 60*time.Second, p.Name+" running", func() error {
+			got, err := client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if got.Status.Phase != corev1.PodRunning {
+				return fmt.Errorf("phase %s", got.Status.Phase)
+			}
+			return nil
+		})
+	}
+	time.Sleep(4 * time.Second)
+	for _, p := range bad {
+		got, _ := client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+		if lab.PodReady(got) {
+			t.Errorf("%s is Ready although its probe fails", p.Name)
+		}
+	}
+	// Make the exec probe pass through the pod's emptyDir: it turns Ready.
+	if _, err := execIn(t, ns+"/exec-file", "", "touch", "/data/ready"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "exec-file Ready", func() error {
+		got, err := client.CoreV1().Pods(ns).Get(ctx, "exec-file", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !lab.PodReady(got) {
+			return fmt.Errorf("not Ready")
+		}
+		return nil
+	})
+}

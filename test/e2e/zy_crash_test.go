@@ -41,6 +41,12 @@ func TestZYUpAfterCrash(t *testing.T) {
 	if !strings.Contains(string(out), "removed") {
 		t.Errorf("up did not report removing leftovers:\n%s", out)
 	}
+	// The new lab has a new CA: build a fresh client.
+	c, err := theLab.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client = c
 	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -25,12 +25,12 @@ import (
 )
 
 type contender struct {
-	name  string
-	list  *libcni.NetworkConfigList
-	cc    *libcni.CNIConfig
-	host  ns.NetNS
-	adds  []time.Duration
-	dels  []time.Duration
+	name string
+	list *libcni.NetworkConfigList
+	cc   *libcni.CNIConfig
+	host ns.NetNS
+	adds []time.Duration
+	dels []time.Duration
 }
 
 func main() {

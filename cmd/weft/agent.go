@@ -60,6 +60,9 @@ func agentCmd() *cobra.Command {
 	f.StringSliceVar(&noMasq, "no-masquerade", nil, "extra destination CIDRs that keep the pod source IP")
 	f.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0: the underlay interface's MTU minus encapsulation)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9402", "address for /metrics and /healthz (empty: off)")
+	f.StringVar(&cfg.Backend, "backend", "auto", "how pod networks are connected across nodes: vxlan, host-gw, or auto (host-gw inside an L2 subnet, VXLAN across)")
+	f.IntVar(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
+	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
 	return cmd
 }
 

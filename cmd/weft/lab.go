@@ -52,6 +52,7 @@ func labCmd() *cobra.Command {
 	}
 	up.Flags().IntVar(&opts.Workers, "nodes", 3, "worker nodes (the control-plane node comes on top)")
 	up.Flags().IntVar(&opts.Racks, "racks", 2, "L2 segments the nodes are spread over")
+	up.Flags().StringVar(&opts.Backend, "backend", "auto", "pod network backend across nodes: vxlan, host-gw or auto")
 
 	down := &cobra.Command{
 		Use:   "down",

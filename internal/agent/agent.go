@@ -1,7 +1,7 @@
-// Package agent is the per-node weft agent. This first version configures
-// the node for pods: it reads the Node's podCIDRs, writes the CNI conflist
-// and the plugin's runtime config, sets the sysctls pods need, keeps the
-// egress masquerade table, and serves /healthz and /metrics.
+// Package agent is the per-node weft agent. It configures the node for
+// pods (CNI conflist and the plugin's runtime config, sysctls, the egress
+// masquerade table), connects the pod network to every other node through
+// the routing backend, and serves /healthz and /metrics.
 package agent
 
 import (
@@ -22,13 +22,19 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/cni"
+	"weft.dev/weft/internal/routing"
 )
 
 // Config is the agent's configuration.
@@ -43,7 +49,14 @@ type Config struct {
 	MTU          int // 0: detect from the node's underlay interface
 	MetricsAddr  string
 	ResyncPeriod time.Duration
+	// Backend connects pod networks across nodes: vxlan, host-gw or auto.
+	Backend   string
+	VNI       int
+	VXLANPort int
 }
+
+// VXLANDevice is the name of the agent's VXLAN interface.
+const VXLANDevice = "weft.vxlan"
 
 // Agent keeps the node configured.
 type Agent struct {
@@ -59,6 +72,13 @@ type Agent struct {
 	mu         sync.Mutex
 	lastSyncOK bool
 	kick       chan struct{}
+	mtu        int
+	lastKey    string
+
+	dp          *routing.Netlink
+	local       routing.Local
+	underlayIdx int
+	underlayMTU int
 }
 
 // New wires an agent.
@@ -78,41 +98,83 @@ func New(cfg Config, client kubernetes.Interface, masqWriter *masq.Writer, log *
 	return a
 }
 
-// Run syncs on every change of this node and every ResyncPeriod.
+// Run prepares the node, starts the routing controller, and re-syncs the
+// node's CNI files and NAT table on every node change and every
+// ResyncPeriod.
 func (a *Agent) Run(ctx context.Context) error {
 	if err := setSysctls(); err != nil {
 		return err
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", a.cfg.NodeName).String()
-		}))
+	switch a.cfg.Backend {
+	case routing.BackendVXLAN, routing.BackendHostGW, routing.BackendAuto:
+	default:
+		return fmt.Errorf("unknown backend %q (want vxlan, host-gw or auto)", a.cfg.Backend)
+	}
+	factory := informers.NewSharedInformerFactory(a.client, 0)
 	nodes := factory.Core().V1().Nodes()
 	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.trigger() },
-		UpdateFunc: func(any, any) { a.trigger() },
+		UpdateFunc: func(o, n any) { a.trigger() },
+		DeleteFunc: func(any) { a.trigger() },
 	})
 	go a.serveMetrics(ctx)
 	factory.Start(ctx.Done())
 	cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced)
-	a.log.Info("agent running", "node", a.cfg.NodeName)
+
+	local, underlayIdx, underlayMTU, err := a.waitLocal(ctx, nodes.Lister())
+	if err != nil {
+		return err
+	}
+	a.mtu = a.cfg.MTU
+	if a.mtu == 0 {
+		a.mtu = routing.MTUFor(a.cfg.Backend, underlayMTU)
+	}
+	dp := routing.NewNetlink(VXLANDevice, underlayIdx)
+	a.dp, a.local, a.underlayIdx, a.underlayMTU = dp, local, underlayIdx, underlayMTU
+	if a.cfg.Backend == routing.BackendHostGW {
+		if l, err := netlink.LinkByName(VXLANDevice); err == nil {
+			// Switched to host-gw: the device of an earlier backend goes.
+			_ = netlink.LinkDel(l)
+		}
+	}
+	self, _ := nodes.Lister().Get(a.cfg.NodeName)
+	if err := a.ensureLocal(ctx, self); err != nil {
+		return err
+	}
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: a.cfg.NodeName})
+	ctrl := routing.NewController(local, dp, nodes.Lister(), recorder, a.log, a.registry)
+	_, _ = nodes.Informer().AddEventHandler(ctrl.Handler())
+	go ctrl.Run(ctx)
+
+	a.log.Info("agent running", "node", a.cfg.NodeName, "backend", a.cfg.Backend, "mtu", a.mtu, "underlay", local.Underlay)
 	t := time.NewTicker(a.cfg.ResyncPeriod)
 	defer t.Stop()
+	a.trigger()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.kick:
 		case <-t.C:
+			a.lastKey = "" // periodic full sync
 		}
 		node, err := nodes.Lister().Get(a.cfg.NodeName)
 		if err != nil {
 			a.log.Info("waiting for node object", "node", a.cfg.NodeName, "err", err)
 			continue
 		}
-		if err := a.sync(ctx, node); err != nil {
+		all, _ := nodes.Lister().List(labels.Everything())
+		err = a.ensureLocal(ctx, node)
+		if err == nil {
+			err = a.sync(ctx, node, all)
+		}
+		if err != nil {
 			a.syncs.WithLabelValues("error").Inc()
 			a.setHealthy(false)
+			a.lastKey = ""
 			a.log.Error("node sync failed", "err", err)
 			// Retry soon rather than at the next resync.
 			time.AfterFunc(2*time.Second, a.trigger)
@@ -121,6 +183,76 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.syncs.WithLabelValues("ok").Inc()
 		a.setHealthy(true)
 	}
+}
+
+// waitLocal waits until this node has an InternalIP and a podCIDR and
+// finds its underlay interface.
+func (a *Agent) waitLocal(ctx context.Context, lister listersv1.NodeLister) (routing.Local, int, int, error) {
+	for {
+		if n, err := lister.Get(a.cfg.NodeName); err == nil {
+			p := routing.PeerFromNode(n)
+			if p.NodeIP != nil && len(p.PodCIDRs) > 0 {
+				idx, mtu, subnet, err := routing.Underlay(p.NodeIP)
+				if err != nil {
+					return routing.Local{}, 0, 0, err
+				}
+				return routing.Local{Name: a.cfg.NodeName, NodeIP: p.NodeIP, Underlay: subnet, Backend: a.cfg.Backend}, idx, mtu, nil
+			}
+			a.log.Info("waiting for node InternalIP and podCIDR", "node", a.cfg.NodeName)
+		}
+		select {
+		case <-ctx.Done():
+			return routing.Local{}, 0, 0, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// ensureLocal keeps this node's own side of the pod network right: the
+// VXLAN device with the VTEP address of the current podCIDR, and the
+// annotations peers read. It runs at start and on every own-node change
+// (a Node deleted and re-registered comes back without annotations and
+// maybe with another podCIDR).
+func (a *Agent) ensureLocal(ctx context.Context, self *corev1.Node) error {
+	if self == nil {
+		return errors.New("own node not found")
+	}
+	if a.cfg.Backend != routing.BackendHostGW {
+		vtep := routing.VTEPAddress(routing.PeerFromNode(self).PodCIDRs)
+		if vtep == nil {
+			return errors.New("VXLAN needs an IPv4 podCIDR on this node")
+		}
+		err := a.dp.EnsureVXLAN(routing.VXLANConfig{Name: VXLANDevice, VNI: a.cfg.VNI, Port: a.cfg.VXLANPort,
+			LocalIP: a.local.NodeIP, MTU: a.underlayMTU - routing.VXLANOverhead, MAC: routing.VTEPMAC(a.cfg.NodeName),
+			VTEPIP: vtep, Underlay: a.underlayIdx})
+		if err != nil {
+			return fmt.Errorf("vxlan device: %w", err)
+		}
+	}
+	want := a.cfg.Backend
+	if self.Annotations[routing.AnnotationBackend] == want &&
+		(want == routing.BackendHostGW || self.Annotations[routing.AnnotationVTEPMAC] == routing.VTEPMAC(a.cfg.NodeName).String()) {
+		return nil
+	}
+	if err := a.publish(ctx, a.local); err != nil {
+		return fmt.Errorf("publish node annotations: %w", err)
+	}
+	return nil
+}
+
+// publish writes the VTEP annotations peers need to reach this node.
+func (a *Agent) publish(ctx context.Context, local routing.Local) error {
+	ann := map[string]any{routing.AnnotationBackend: a.cfg.Backend}
+	if a.cfg.Backend != routing.BackendHostGW {
+		ann[routing.AnnotationVTEPMAC] = routing.VTEPMAC(a.cfg.NodeName).String()
+		ann[routing.AnnotationVTEPIP] = local.NodeIP.String()
+	} else {
+		ann[routing.AnnotationVTEPMAC] = nil
+		ann[routing.AnnotationVTEPIP] = nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	_, err := a.client.CoreV1().Nodes().Patch(ctx, a.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
 }
 
 func (a *Agent) trigger() {
@@ -137,7 +269,7 @@ func (a *Agent) setHealthy(ok bool) {
 }
 
 // sync writes the node's CNI files and the masquerade table.
-func (a *Agent) sync(ctx context.Context, node *corev1.Node) error {
+func (a *Agent) sync(ctx context.Context, node *corev1.Node, all []*corev1.Node) error {
 	cidrs := node.Spec.PodCIDRs
 	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
 		cidrs = []string{node.Spec.PodCIDR}
@@ -145,12 +277,22 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node) error {
 	if len(cidrs) == 0 {
 		return errors.New("node has no podCIDR yet (is kube-controller-manager running with --allocate-node-cidrs?)")
 	}
-	mtu := a.cfg.MTU
-	if mtu == 0 {
-		var err error
-		if mtu, err = detectMTU(node); err != nil {
-			return err
+	mtu := a.mtu
+	// Pod to node inside the cluster keeps the pod's address.
+	exempt := append([]*net.IPNet{}, a.cfg.ClusterCIDRs...)
+	exempt = append(exempt, a.cfg.NoMasquerade...)
+	for _, n := range all {
+		if ip := routing.PeerFromNode(n).NodeIP; ip != nil {
+			bits := 32
+			if ip.To4() == nil {
+				bits = 128
+			}
+			exempt = append(exempt, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
 		}
+	}
+	key := fmt.Sprint(cidrs, mtu, exempt)
+	if key == a.lastKey {
+		return nil
 	}
 	rc := cni.RuntimeConfig{NodeName: node.Name, PodCIDRs: cidrs, MTU: mtu}
 	if err := writeJSONAtomic(a.cfg.CNIRuntimePath, rc); err != nil {
@@ -170,8 +312,6 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node) error {
 	if err := writeJSONAtomic(filepath.Join(a.cfg.CNIConfDir, "10-weft.conflist"), conflist); err != nil {
 		return err
 	}
-	exempt := append([]*net.IPNet{}, a.cfg.ClusterCIDRs...)
-	exempt = append(exempt, a.cfg.NoMasquerade...)
 	if err := a.masq.Apply(ctx, masq.Desired{ClusterCIDRs: a.cfg.ClusterCIDRs, Exempt: exempt}); err != nil {
 		return fmt.Errorf("masquerade table: %w", err)
 	}
@@ -180,34 +320,8 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node) error {
 		a.podCIDRs.WithLabelValues(c).Set(1)
 	}
 	a.mtuGauge.Set(float64(mtu))
+	a.lastKey = key
 	return nil
-}
-
-// detectMTU takes the MTU of the interface that holds the node's
-// InternalIP. Routed veths add no encapsulation, so pods get the same.
-func detectMTU(node *corev1.Node) (int, error) {
-	var nodeIP net.IP
-	for _, a := range node.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			nodeIP = net.ParseIP(a.Address)
-		}
-	}
-	if nodeIP == nil {
-		return 0, errors.New("node has no InternalIP yet")
-	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range links {
-		addrs, _ := netlink.AddrList(l, netlink.FAMILY_ALL)
-		for _, ad := range addrs {
-			if ad.IP.Equal(nodeIP) {
-				return l.Attrs().MTU, nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("no interface holds the node IP %s", nodeIP)
 }
 
 func setSysctls() error {

@@ -15,7 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"weft.dev/weft/internal/lab/pki"
@@ -54,6 +57,7 @@ func New(stateDir, cacheDir, binDir string, out io.Writer) *Lab {
 type State struct {
 	Nodes   []Node    `json:"nodes"`
 	Racks   int       `json:"racks"`
+	Backend string    `json:"backend"`
 	Started time.Time `json:"started"`
 }
 
@@ -92,6 +96,7 @@ func (l *Lab) LoadState() (*State, error) {
 type UpOptions struct {
 	Workers int
 	Racks   int
+	Backend string // vxlan, host-gw or auto
 }
 
 // Up builds the lab and returns once every node is Ready.
@@ -136,16 +141,19 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	if err := l.applyRBAC(ctx, client); err != nil {
 		return fmt.Errorf("rbac: %w", err)
 	}
-	l.printf("• nodes: agent + lab node in each\n")
+	if o.Backend == "" {
+		o.Backend = "auto"
+	}
+	l.printf("• nodes: agent (backend %s) + lab node in each\n", o.Backend)
 	for _, n := range nodes {
-		if err := l.startNode(n); err != nil {
+		if err := l.startNode(n, o.Backend); err != nil {
 			return err
 		}
 	}
 	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside"}, nil); err != nil {
 		return err
 	}
-	st := State{Nodes: nodes, Racks: o.Racks, Started: start}
+	st := State{Nodes: nodes, Racks: o.Racks, Backend: o.Backend, Started: start}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(filepath.Join(l.dir, "lab.json"), b, 0o644); err != nil {
 		return err
@@ -277,10 +285,16 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 // NodeDir is a node's state directory (CNI files, pods).
 func (l *Lab) NodeDir(node string) string { return filepath.Join(l.dir, "nodes", node) }
 
-func (l *Lab) startNode(n Node) error {
+func (l *Lab) startNode(n Node, backend string) error {
+	if err := l.startAgent(n, backend); err != nil {
+		return err
+	}
+	return l.startKubelet(n)
+}
+
+func (l *Lab) startAgent(n Node, backend string) error {
 	nd := l.NodeDir(n.Name)
 	weft := filepath.Join(l.binDir, "weft")
-	d := l.pkiDir()
 	agent := []string{weft, "agent",
 		"--node-name=" + n.Name,
 		"--kubeconfig=" + filepath.Join(l.dir, "agent.kubeconfig"),
@@ -290,10 +304,15 @@ func (l *Lab) startNode(n Node) error {
 		"--cluster-cidr=" + ClusterCIDR,
 		"--no-masquerade=" + UnderlayCIDR,
 		"--metrics-addr=" + net.JoinHostPort(n.IP.String(), "9402"),
+		"--backend=" + backend,
 	}
-	if err := l.startProc("agent-"+n.Name, n.Name, agent, nil); err != nil {
-		return err
-	}
+	return l.startProc("agent-"+n.Name, n.Name, agent, nil)
+}
+
+func (l *Lab) startKubelet(n Node) error {
+	nd := l.NodeDir(n.Name)
+	weft := filepath.Join(l.binDir, "weft")
+	d := l.pkiDir()
 	node := []string{weft, "lab", "node",
 		"--name=" + n.Name, "--ip=" + n.IP.String(),
 		"--kubeconfig=" + filepath.Join(l.dir, "node-"+n.Name+".kubeconfig"),
@@ -317,6 +336,11 @@ func (l *Lab) Client() (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Inline the certificates: client-go caches transports by file path,
+	// and a new lab writes a new CA to the same paths.
+	if err := rest.LoadTLSFiles(cfg); err != nil {
+		return nil, err
+	}
 	cfg.QPS, cfg.Burst = 100, 200
 	return kubernetes.NewForConfig(cfg)
 }
@@ -326,7 +350,7 @@ func (l *Lab) applyRBAC(ctx context.Context, client kubernetes.Interface) error 
 		ObjectMeta: metav1.ObjectMeta{Name: "weft:agent"},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "services", "endpoints", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"nodes", "nodes/status"}, Verbs: []string{"patch", "update"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
 			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
@@ -433,4 +457,50 @@ func (l *Lab) Kubectl(args []string, stdin io.Reader, stdout, stderr io.Writer) 
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.Kubeconfig())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	return cmd.Run()
+}
+
+// NodeProcess names one of a node's lab processes.
+type NodeProcess string
+
+// The per-node processes.
+const (
+	ProcAgent   NodeProcess = "agent"
+	ProcKubelet NodeProcess = "node"
+)
+
+// KillNodeProcess sends sig to a node's agent or lab node and waits for it to exit.
+func (l *Lab) KillNodeProcess(node string, p NodeProcess, sig syscall.Signal) error {
+	name := string(p) + "-" + node
+	b, err := os.ReadFile(filepath.Join(l.dir, "pids", name+".pid"))
+	if err != nil {
+		return err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return err
+	}
+	for i := 0; i < 100 && l.procAlive(name); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// StartNodeProcess (re)starts a node's agent or lab node.
+func (l *Lab) StartNodeProcess(node string, p NodeProcess) error {
+	st, err := l.LoadState()
+	if err != nil {
+		return err
+	}
+	for _, n := range st.Nodes {
+		if n.Name == node {
+			if p == ProcAgent {
+				return l.startAgent(n, st.Backend)
+			}
+			return l.startKubelet(n)
+		}
+	}
+	return fmt.Errorf("no lab node %q", node)
 }

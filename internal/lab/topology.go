@@ -10,9 +10,9 @@ import (
 // Addressing of the lab (see docs/lab.md). The underlay is the benchmarking
 // range 198.18.0.0/15; the "outside world" is TEST-NET-3.
 const (
-	HostLink       = "weft-host"      // host end of the control-plane p2p link
-	HostLinkIP     = "198.19.255.1"   // host side
-	CPLinkIP       = "198.19.255.2"   // control-plane side; the host's API endpoint
+	HostLink       = "weft-host"    // host end of the control-plane p2p link
+	HostLinkIP     = "198.19.255.1" // host side
+	CPLinkIP       = "198.19.255.2" // control-plane side; the host's API endpoint
 	HostLinkPrefix = 30
 	OutsideIP      = "203.0.113.10"
 	RouterOutIP    = "203.0.113.1"

@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 	theLab = lab.New(lab.DefaultStateDir, lab.DefaultCacheDir, filepath.Join(repoRoot, "bin"), os.Stdout)
 	if !reuse {
 		start := time.Now()
-		if err := theLab.Up(context.Background(), lab.UpOptions{Workers: 3, Racks: 2}); err != nil {
+		if err := theLab.Up(context.Background(), lab.UpOptions{Workers: 4, Racks: 2, Backend: "vxlan"}); err != nil {
 			fmt.Fprintln(os.Stderr, "lab up:", err)
 			dumpLogs()
 			theLab.Down()
@@ -146,4 +146,21 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+}
+
+// relab replaces the lab with a new one and points the client at it.
+func relab(t *testing.T, o lab.UpOptions) {
+	t.Helper()
+	if reuse {
+		t.Skip("WEFT_E2E_REUSE=1: not replacing the lab")
+	}
+	if err := theLab.Up(context.Background(), o); err != nil {
+		dumpLogs()
+		t.Fatalf("lab up %+v: %v", o, err)
+	}
+	c, err := theLab.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client = c
 }

@@ -27,7 +27,7 @@ func Build(tx *knftables.Transaction, d Desired) {
 	tx.Add(&knftables.Set{Name: "no-masq-v6", Type: "ipv6_addr", Flags: []knftables.SetFlag{knftables.IntervalFlag}})
 	tx.Flush(&knftables.Set{Name: "no-masq-v4"})
 	tx.Flush(&knftables.Set{Name: "no-masq-v6"})
-	for _, n := range d.Exempt {
+	for _, n := range collapse(d.Exempt) {
 		set := "no-masq-v4"
 		if n.IP.To4() == nil {
 			set = "no-masq-v6"
@@ -75,4 +75,32 @@ func (w *Writer) Delete(ctx context.Context) error {
 	tx := w.nft.NewTransaction()
 	tx.Delete(&knftables.Table{})
 	return w.nft.Run(ctx, tx)
+}
+
+// collapse drops duplicates and networks contained in another: nftables
+// rejects overlapping elements in an interval set.
+func collapse(nets []*net.IPNet) []*net.IPNet {
+	var out []*net.IPNet
+	for i, n := range nets {
+		covered := false
+		for j, m := range nets {
+			if i == j {
+				continue
+			}
+			nOnes, nBits := n.Mask.Size()
+			mOnes, mBits := m.Mask.Size()
+			if nBits != mBits || !m.Contains(n.IP) {
+				continue
+			}
+			// m covers n if m is wider, or equal and listed first.
+			if mOnes < nOnes || (mOnes == nOnes && j < i) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -43,3 +43,14 @@ func TestBuildAndReapply(t *testing.T) {
 		t.Fatalf("elements after shrink: %+v", elems)
 	}
 }
+
+func TestCollapse(t *testing.T) {
+	got := collapse([]*net.IPNet{cidr("198.18.0.0/15"), cidr("198.18.1.10/32"), cidr("10.244.0.0/16"), cidr("10.244.0.0/16"), cidr("203.0.113.5/32")})
+	var s []string
+	for _, n := range got {
+		s = append(s, n.String())
+	}
+	if strings.Join(s, ",") != "198.18.0.0/15,10.244.0.0/16,203.0.113.5/32" {
+		t.Fatalf("got %v", s)
+	}
+}

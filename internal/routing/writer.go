@@ -1,0 +1,286 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol marks the routes weft owns (like "proto bird" for BIRD),
+// so a restarted agent finds its routes without a state file and never
+// touches anyone else's.
+const RouteProtocol netlink.RouteProtocol = 77
+
+// VXLANConfig describes the node's VXLAN device.
+type VXLANConfig struct {
+	Name     string
+	VNI      int
+	Port     int
+	LocalIP  net.IP
+	MTU      int
+	MAC      net.HardwareAddr
+	VTEPIP   net.IP // inner address, /32 on the device
+	Underlay int    // underlay link index
+}
+
+// Datapath applies plans to the kernel. The controller depends on this
+// interface only, so it can be tested with a fake.
+type Datapath interface {
+	EnsureVXLAN(cfg VXLANConfig) error
+	ApplyPeer(prev, next PeerPlan) error
+	Reconcile(plans []PeerPlan) (int, error)
+}
+
+// Netlink is the kernel Datapath.
+type Netlink struct {
+	vxlanName     string
+	underlayIndex int
+}
+
+// NewNetlink returns a writer using the underlay link for direct routes.
+func NewNetlink(vxlanName string, underlayIndex int) *Netlink {
+	return &Netlink{vxlanName: vxlanName, underlayIndex: underlayIndex}
+}
+
+// Underlay finds the interface holding ip: its index, MTU and subnet.
+func Underlay(ip net.IP) (int, int, *net.IPNet, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	for _, l := range links {
+		addrs, _ := netlink.AddrList(l, netlink.FAMILY_ALL)
+		for _, a := range addrs {
+			if a.IP.Equal(ip) {
+				return l.Attrs().Index, l.Attrs().MTU, &net.IPNet{IP: a.IP.Mask(a.Mask), Mask: a.Mask}, nil
+			}
+		}
+	}
+	return 0, 0, nil, fmt.Errorf("no interface holds %s", ip)
+}
+
+// EnsureVXLAN creates the device, or keeps an existing one that matches
+// (an agent restart must not disturb traffic); a mismatching one is
+// replaced.
+func (n *Netlink) EnsureVXLAN(cfg VXLANConfig) error {
+	if l, err := netlink.LinkByName(cfg.Name); err == nil {
+		vx, ok := l.(*netlink.Vxlan)
+		if ok && vx.VxlanId == cfg.VNI && vx.Port == cfg.Port && vx.SrcAddr.Equal(cfg.LocalIP) && !vx.Learning &&
+			vx.Attrs().HardwareAddr.String() == cfg.MAC.String() {
+			if vx.Attrs().MTU != cfg.MTU {
+				if err := netlink.LinkSetMTU(l, cfg.MTU); err != nil {
+					return err
+				}
+			}
+			return n.ensureVXLANUp(l, cfg)
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			return fmt.Errorf("replace %s: %w", cfg.Name, err)
+		}
+	}
+	vx := &netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: cfg.Name, MTU: cfg.MTU, HardwareAddr: cfg.MAC},
+		VxlanId:      cfg.VNI,
+		Port:         cfg.Port,
+		SrcAddr:      cfg.LocalIP,
+		VtepDevIndex: cfg.Underlay,
+		Learning:     false,
+	}
+	if err := netlink.LinkAdd(vx); err != nil {
+		return fmt.Errorf("create %s: %w", cfg.Name, err)
+	}
+	l, err := netlink.LinkByName(cfg.Name)
+	if err != nil {
+		return err
+	}
+	return n.ensureVXLANUp(l, cfg)
+}
+
+func (n *Netlink) ensureVXLANUp(l netlink.Link, cfg VXLANConfig) error {
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: cfg.VTEPIP, Mask: net.CIDRMask(32, 32)}}
+	if err := netlink.AddrReplace(l, addr); err != nil {
+		return fmt.Errorf("address %s on %s: %w", cfg.VTEPIP, cfg.Name, err)
+	}
+	// A node that got a new podCIDR has a new VTEP address: drop the old.
+	addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+	for _, a := range addrs {
+		if !a.IP.Equal(cfg.VTEPIP) {
+			_ = netlink.AddrDel(l, &a)
+		}
+	}
+	return netlink.LinkSetUp(l)
+}
+
+func (n *Netlink) vxlanIndex() (int, error) {
+	l, err := netlink.LinkByName(n.vxlanName)
+	if err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
+}
+
+func (n *Netlink) route(r Route) (*netlink.Route, error) {
+	nr := &netlink.Route{Dst: r.Dst, Gw: r.Via, Protocol: RouteProtocol, LinkIndex: n.underlayIndex}
+	if r.OverVXLAN {
+		idx, err := n.vxlanIndex()
+		if err != nil {
+			return nil, err
+		}
+		nr.LinkIndex = idx
+		nr.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return nr, nil
+}
+
+func fdbEntry(idx int, p PeerPlan) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+		State: netlink.NUD_PERMANENT, HardwareAddr: p.VTEPMAC, IP: p.FDBDst}
+}
+
+func neighEntry(idx int, p PeerPlan) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: p.VTEPIP, HardwareAddr: p.VTEPMAC}
+}
+
+// ApplyPeer makes next true and removes what prev had that next lacks.
+func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
+	// VXLAN entries first so a new route never points at an unknown VTEP.
+	if next.VTEPMAC != nil {
+		idx, err := n.vxlanIndex()
+		if err != nil {
+			return err
+		}
+		if err := netlink.NeighSet(fdbEntry(idx, next)); err != nil {
+			return fmt.Errorf("fdb %s → %s: %w", next.VTEPMAC, next.FDBDst, err)
+		}
+		if err := netlink.NeighSet(neighEntry(idx, next)); err != nil {
+			return fmt.Errorf("neighbour %s: %w", next.VTEPIP, err)
+		}
+	}
+	for _, r := range next.Routes {
+		nr, err := n.route(r)
+		if err != nil {
+			return err
+		}
+		if err := netlink.RouteReplace(nr); err != nil {
+			return fmt.Errorf("route %s via %s: %w", r.Dst, r.Via, err)
+		}
+	}
+	for _, r := range prev.Routes {
+		if !hasRoute(next.Routes, r) {
+			if nr, err := n.route(r); err == nil {
+				if err := netlink.RouteDel(nr); err != nil && !notFound(err) {
+					return fmt.Errorf("delete route %s: %w", r.Dst, err)
+				}
+			}
+		}
+	}
+	if prev.VTEPMAC != nil && (next.VTEPMAC == nil || prev.VTEPMAC.String() != next.VTEPMAC.String() ||
+		!prev.FDBDst.Equal(next.FDBDst) || !prev.VTEPIP.Equal(next.VTEPIP)) {
+		if idx, err := n.vxlanIndex(); err == nil {
+			if next.VTEPMAC == nil || prev.VTEPMAC.String() != next.VTEPMAC.String() || !prev.FDBDst.Equal(next.FDBDst) {
+				if err := netlink.NeighDel(fdbEntry(idx, prev)); err != nil && !notFound(err) {
+					return fmt.Errorf("delete fdb %s: %w", prev.VTEPMAC, err)
+				}
+			}
+			if next.VTEPIP == nil || !prev.VTEPIP.Equal(next.VTEPIP) {
+				if err := netlink.NeighDel(neighEntry(idx, prev)); err != nil && !notFound(err) {
+					return fmt.Errorf("delete neighbour %s: %w", prev.VTEPIP, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func hasRoute(list []Route, r Route) bool {
+	for _, x := range list {
+		if x.Dst.String() == r.Dst.String() && x.Via.Equal(r.Via) && x.OverVXLAN == r.OverVXLAN {
+			return true
+		}
+	}
+	return false
+}
+
+func notFound(err error) bool {
+	return errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENODEV)
+}
+
+// Reconcile makes the kernel match plans exactly: it re-adds anything
+// missing (drift repair) and removes weft-owned entries no plan wants
+// (peers that left while the agent was down). It returns how many
+// entries it changed.
+func (n *Netlink) Reconcile(plans []PeerPlan) (int, error) {
+	changed := 0
+	wantRoutes := map[string]bool{}
+	wantFDB := map[string]bool{}
+	wantNeigh := map[string]bool{}
+	for _, p := range plans {
+		for _, r := range p.Routes {
+			wantRoutes[r.Dst.String()] = true
+		}
+		if p.VTEPMAC != nil {
+			wantFDB[p.VTEPMAC.String()+"@"+p.FDBDst.String()] = true
+			wantNeigh[p.VTEPIP.String()] = true
+		}
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return 0, err
+	}
+	have := map[string]netlink.Route{}
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		if !wantRoutes[r.Dst.String()] {
+			if err := netlink.RouteDel(&r); err == nil {
+				changed++
+			}
+			continue
+		}
+		have[r.Dst.String()] = r
+	}
+	if idx, err := n.vxlanIndex(); err == nil {
+		fdb, _ := netlink.NeighList(idx, unix.AF_BRIDGE)
+		for _, e := range fdb {
+			if e.State&netlink.NUD_PERMANENT == 0 || e.IP == nil {
+				continue
+			}
+			if !wantFDB[e.HardwareAddr.String()+"@"+e.IP.String()] {
+				if err := netlink.NeighDel(&e); err == nil {
+					changed++
+				}
+			}
+		}
+		neighs, _ := netlink.NeighList(idx, netlink.FAMILY_V4)
+		for _, e := range neighs {
+			if e.State&netlink.NUD_PERMANENT != 0 && !wantNeigh[e.IP.String()] {
+				if err := netlink.NeighDel(&e); err == nil {
+					changed++
+				}
+			}
+		}
+	}
+	// Re-apply every plan; count routes that were missing or wrong.
+	for _, p := range plans {
+		for _, r := range p.Routes {
+			cur, ok := have[r.Dst.String()]
+			want, err := n.route(r)
+			if err != nil {
+				return changed, err
+			}
+			if !ok || !cur.Gw.Equal(want.Gw) || cur.LinkIndex != want.LinkIndex {
+				changed++
+			}
+		}
+		if err := n.ApplyPeer(PeerPlan{}, p); err != nil {
+			return changed, err
+		}
+	}
+	return changed, nil
+}

@@ -325,7 +325,7 @@ func TestCrossNodeVXLAN(t *testing.T) {
 				return err
 			}
 			p := routing.PeerFromNode(n)
-			if len(p.PodCIDRs) == 0 || p.VTEPMAC == nil {
+			if len(p.PodCIDRs) == 0 || p.VTEPMAC == nil || p.NodeIP == nil {
 				return fmt.Errorf("not complete yet")
 			}
 			cidr = n.Spec.PodCIDR

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 )
@@ -202,7 +203,9 @@ func (k *Kubelet) registerNode(ctx context.Context) error {
 	for {
 		_, err := k.client.CoreV1().Nodes().Create(ctx, k.nodeObject(), metav1.CreateOptions{})
 		if err == nil || apierrors.IsAlreadyExists(err) {
-			return k.updateNodeStatus(ctx)
+			if err = k.updateNodeStatus(ctx); err == nil {
+				return nil
+			}
 		}
 		k.log.Warn("node registration failed; retrying", "err", err)
 		select {
@@ -213,7 +216,13 @@ func (k *Kubelet) registerNode(ctx context.Context) error {
 	}
 }
 
+// updateNodeStatus writes the node's status, retrying on conflicts (the
+// node controller writes the same object, e.g. when it assigns podCIDRs).
 func (k *Kubelet) updateNodeStatus(ctx context.Context) error {
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error { return k.updateNodeStatusOnce(ctx) })
+}
+
+func (k *Kubelet) updateNodeStatusOnce(ctx context.Context) error {
 	node, err := k.client.CoreV1().Nodes().Get(ctx, k.cfg.NodeName, metav1.GetOptions{})
 	if err != nil {
 		return err

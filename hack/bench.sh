@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/RESULTS.md
 tmp=$(mktemp)
+mkdir -p _output
 trap 'rm -f "$tmp"' EXIT
 {
   echo "# Benchmark results"
@@ -13,6 +14,7 @@ trap 'rm -f "$tmp"' EXIT
   echo "Shared machines are noisy: compare figures within one run, not across runs."
   echo
   go run ./bench/cni -pods "${BENCH_PODS:-200}" -weft-cni bin/weft-cni
+  go run ./bench/podnet -bin bin 2>_output/bench-podnet.log
   echo "### \`weft lab up\` time, control plane cached"
   echo
   echo "3 control-plane components + etcd, 1 control-plane node + 3 workers in 2 racks; from \`up\` to every node Ready."

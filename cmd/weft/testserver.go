@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -24,5 +26,25 @@ func testserverCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cfg.TCPPort, "tcp-port", 8081, "TCP echo port")
 	cmd.Flags().IntVar(&cfg.UDPPort, "udp-port", 8081, "UDP echo port")
 	cmd.Flags().StringVar(&cfg.Name, "name", "", "name /hostname returns (default $POD_NAME, else the hostname)")
+	cmd.AddCommand(tcprrCmd())
+	return cmd
+}
+
+func tcprrCmd() *cobra.Command {
+	var count, size int
+	cmd := &cobra.Command{
+		Use:   "tcprr HOST:PORT",
+		Short: "Time TCP request/response round trips against a TCP echo server (JSON result)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			r, err := testserver.TCPRR(args[0], count, size)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(r)
+		},
+	}
+	cmd.Flags().IntVar(&count, "count", 2000, "round trips")
+	cmd.Flags().IntVar(&size, "size", 64, "request and response size in bytes")
 	return cmd
 }

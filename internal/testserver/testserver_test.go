@@ -3,6 +3,7 @@ package testserver
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -41,5 +42,21 @@ func TestHandler(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if string(b) != "body" {
 		t.Errorf("POST /echo = %q", b)
+	}
+}
+
+func TestTCPRR(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serveTCPEcho(ln)
+	defer ln.Close()
+	r, err := TCPRR(ln.Addr().String(), 200, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Count != 200 || r.P50 <= 0 || r.P99 < r.P50 {
+		t.Fatalf("%+v", r)
 	}
 }

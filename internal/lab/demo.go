@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os/exec"
 	"sort"
 	"strings"
 	"time"
@@ -97,7 +98,26 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 		checks = append(checks, Check{Node: node, From: a.Name, To: "outside " + OutsideIP,
 			What: "pod → outside (masqueraded to node)", Want: nodeIP[node], Got: got, OK: got == nodeIP[node]})
 	}
+	fmt.Fprintf(w, "\nSame node:")
 	PrintChecks(w, checks)
+	// Across nodes: the first pod of every node to the first pod of every
+	// other node, with the path the routing backend chose.
+	var cross []Check
+	for _, from := range nodes {
+		for _, to := range nodes {
+			if from == to {
+				continue
+			}
+			a, b := byNode[from][0], byNode[to][0]
+			got := l.podCurl(ctx, a, "", fmt.Sprintf("http://%s:8080/clientip", b.Status.PodIP))
+			cross = append(cross, Check{Node: from + " → " + strings.TrimPrefix(to, "weft-"), From: a.Name + " " + a.Status.PodIP,
+				To: b.Name + " " + b.Status.PodIP, What: "pod → pod across nodes via " + pathTo(from, b.Status.PodIP),
+				Want: a.Status.PodIP, Got: got, OK: got == a.Status.PodIP})
+		}
+	}
+	fmt.Fprintf(w, "Across nodes (backend %s):", st.Backend)
+	PrintChecks(w, cross)
+	checks = append(checks, cross...)
 	for _, c := range checks {
 		if !c.OK {
 			return fmt.Errorf("connectivity check failed: %s from %s to %s", c.What, c.From, c.To)
@@ -106,15 +126,28 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
+// pathTo says how node reaches ip: through the VXLAN device or directly.
+func pathTo(node, ip string) string {
+	out, err := exec.Command("ip", "-n", node, "route", "get", ip).Output()
+	switch {
+	case err != nil:
+		return "?"
+	case strings.Contains(string(out), "weft.vxlan"):
+		return "VXLAN"
+	default:
+		return "direct route"
+	}
+}
+
 // PrintChecks writes a table with a green ✓ or red ✗ per row.
 func PrintChecks(w io.Writer, checks []Check) {
-	fmt.Fprintf(w, "\n%-13s %-38s %-36s %-36s %s\n", "NODE", "CHECK", "FROM", "TO", "RESULT")
+	fmt.Fprintf(w, "\n%-22s %-44s %-36s %-36s %s\n", "NODE", "CHECK", "FROM", "TO", "RESULT")
 	for _, c := range checks {
 		mark := "\033[32m✓\033[0m " + c.Got
 		if !c.OK {
 			mark = fmt.Sprintf("\033[31m✗\033[0m got %q, want %q", c.Got, c.Want)
 		}
-		fmt.Fprintf(w, "%-13s %-38s %-36s %-36s %s\n", c.Node, c.What, c.From, c.To, mark)
+		fmt.Fprintf(w, "%-22s %-44s %-36s %-36s %s\n", c.Node, c.What, c.From, c.To, mark)
 	}
 	fmt.Fprintln(w)
 }

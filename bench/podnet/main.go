@@ -27,10 +27,10 @@ import (
 )
 
 type row struct {
-	backend, pair                            string
-	node1, pod1, node4, pod4                 float64 // Gbit/s
-	nodeRR, podRR                            time.Duration
-	readyToReachable                         time.Duration
+	backend, pair            string
+	node1, pod1, node4, pod4 float64 // Gbit/s
+	nodeRR, podRR            time.Duration
+	readyToReachable         time.Duration
 }
 
 var (

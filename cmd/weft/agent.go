@@ -63,6 +63,7 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&cfg.Backend, "backend", "auto", "how pod networks are connected across nodes: vxlan, host-gw, or auto (host-gw inside an L2 subnet, VXLAN across)")
 	f.IntVar(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
 	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
+	f.BoolVar(&cfg.Proxy, "proxy", true, "run the nftables service proxy (replaces kube-proxy)")
 	return cmd
 }
 

@@ -31,9 +31,11 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/knftables"
 
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/cni"
+	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/routing"
 )
 
@@ -53,6 +55,8 @@ type Config struct {
 	Backend   string
 	VNI       int
 	VXLANPort int
+	// Proxy runs the service proxy (the kube-proxy replacement).
+	Proxy bool
 }
 
 // VXLANDevice is the name of the agent's VXLAN interface.
@@ -117,9 +121,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		UpdateFunc: func(o, n any) { a.trigger() },
 		DeleteFunc: func(any) { a.trigger() },
 	})
+	var svcProxy *proxy.Proxy
+	if a.cfg.Proxy {
+		nft, err := knftables.New(knftables.InetFamily, proxy.TableName)
+		if err != nil {
+			return fmt.Errorf("service proxy: %w", err)
+		}
+		svcProxy = proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs}, nft, factory, a.log, a.registry)
+	}
 	go a.serveMetrics(ctx)
 	factory.Start(ctx.Done())
-	cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced)
+	factory.WaitForCacheSync(ctx.Done())
+	if svcProxy != nil {
+		go svcProxy.Run(ctx)
+	}
 
 	local, underlayIdx, underlayMTU, err := a.waitLocal(ctx, nodes.Lister())
 	if err != nil {

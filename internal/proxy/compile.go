@@ -1,0 +1,172 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// TableName is the proxy's own nftables table.
+const TableName = "weft-proxy"
+
+// masqueradeMark marks connections to masquerade in postrouting.
+const masqueradeMark = "0x4000"
+
+// Config is what the compiler needs besides the services.
+type Config struct {
+	// ClusterCIDRs: traffic from elsewhere to a ClusterIP is masqueraded so
+	// replies come back through this node.
+	ClusterCIDRs []*net.IPNet
+}
+
+// chainName builds a readable, unique, bounded chain name.
+func chainName(prefix, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	h := strings.ToLower(base32.StdEncoding.EncodeToString(sum[:5]))
+	name := prefix + "-" + h + "-" + key
+	if len(name) > 200 {
+		name = name[:200]
+	}
+	return name
+}
+
+func svcChain(sp ServicePort) string  { return chainName("svc", sp.Key()) }
+func extChain(sp ServicePort) string  { return chainName("ext", sp.Key()) }
+func epChain(sp ServicePort, e Endpoint) string {
+	// nft chain names take no ':'; write ip__port.
+	return chainName("ep", sp.Key()+"/"+strings.ReplaceAll(e.String(), ":", "__"))
+}
+
+// Desired is the compiled table: the transaction content and the set of
+// chains it defines (to remove stale ones).
+type Desired struct {
+	Chains map[string]bool
+}
+
+// Build fills tx with the full table for services (a full sync: the
+// table is flushed and rewritten in the same transaction, so packets see
+// either the old or the new rules, never a mix).
+func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desired {
+	d := Desired{Chains: map[string]bool{}}
+	chain := func(c *knftables.Chain) {
+		d.Chains[c.Name] = true
+		tx.Add(c)
+	}
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft service proxy")})
+	tx.Flush(&knftables.Table{})
+
+	tx.Add(&knftables.Map{Name: "service-ips", Type: "ipv4_addr . inet_proto . inet_service : verdict",
+		Comment: knftables.PtrTo("ClusterIP, external and load-balancer IPs with endpoints")})
+	tx.Add(&knftables.Map{Name: "service-nodeports", Type: "inet_proto . inet_service : verdict",
+		Comment: knftables.PtrTo("NodePorts with endpoints")})
+	tx.Add(&knftables.Map{Name: "no-endpoint-services", Type: "ipv4_addr . inet_proto . inet_service : verdict",
+		Comment: knftables.PtrTo("service IPs and ports without endpoints: rejected at once")})
+	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
+	// `flush table` empties chains but not maps; their elements reference
+	// chains that may be deleted below.
+	for _, m := range []string{"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"} {
+		tx.Flush(&knftables.Map{Name: m})
+	}
+
+	// Hooks.
+	chain(&knftables.Chain{Name: "nat-prerouting", Type: knftables.PtrTo(knftables.NATType),
+		Hook: knftables.PtrTo(knftables.PreroutingHook), Priority: knftables.PtrTo(knftables.DNATPriority)})
+	chain(&knftables.Chain{Name: "nat-output", Type: knftables.PtrTo(knftables.NATType),
+		Hook: knftables.PtrTo(knftables.OutputHook), Priority: knftables.PtrTo(knftables.DNATPriority)})
+	chain(&knftables.Chain{Name: "nat-postrouting", Type: knftables.PtrTo(knftables.NATType),
+		Hook: knftables.PtrTo(knftables.PostroutingHook), Priority: knftables.PtrTo(knftables.SNATPriority)})
+	for _, h := range []struct {
+		name string
+		hook knftables.BaseChainHook
+	}{{"filter-input", knftables.InputHook}, {"filter-forward", knftables.ForwardHook}, {"filter-output", knftables.OutputHook}} {
+		chain(&knftables.Chain{Name: h.name, Type: knftables.PtrTo(knftables.FilterType), Hook: knftables.PtrTo(h.hook),
+			Priority: knftables.PtrTo(knftables.BaseChainPriority("filter - 10"))})
+	}
+	chain(&knftables.Chain{Name: "services"})
+	chain(&knftables.Chain{Name: "nodeports"})
+	chain(&knftables.Chain{Name: "reject-chain", Comment: knftables.PtrTo("services without endpoints")})
+	chain(&knftables.Chain{Name: "mark-for-masquerade"})
+	chain(&knftables.Chain{Name: "masquerading"})
+	chain(&knftables.Chain{Name: "no-endpoints"})
+
+	tx.Add(&knftables.Rule{Chain: "nat-prerouting", Rule: "jump services"})
+	tx.Add(&knftables.Rule{Chain: "nat-output", Rule: "jump services"})
+	tx.Add(&knftables.Rule{Chain: "nat-postrouting", Rule: "jump masquerading"})
+	tx.Add(&knftables.Rule{Chain: "services", Rule: "ip daddr . meta l4proto . th dport vmap @service-ips"})
+	// NodePorts on the node's own addresses (not loopback).
+	tx.Add(&knftables.Rule{Chain: "services", Rule: "fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports"})
+	tx.Add(&knftables.Rule{Chain: "nodeports", Rule: "meta l4proto . th dport vmap @service-nodeports"})
+	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
+		tx.Add(&knftables.Rule{Chain: c, Rule: "ct state new jump no-endpoints"})
+	}
+	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: "ip daddr . meta l4proto . th dport vmap @no-endpoint-services"})
+	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports"})
+	tx.Add(&knftables.Rule{Chain: "reject-chain", Rule: "reject"})
+	tx.Add(&knftables.Rule{Chain: "mark-for-masquerade", Rule: "mark set mark or " + masqueradeMark})
+	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark and " + masqueradeMark + " == 0 return"})
+	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark set mark xor " + masqueradeMark})
+	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "masquerade fully-random"})
+
+	var cidrs []string
+	for _, c := range cfg.ClusterCIDRs {
+		if c.IP.To4() != nil {
+			cidrs = append(cidrs, c.String())
+		}
+	}
+	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
+	for _, sp := range services {
+		proto := lower(sp.Protocol)
+		if len(sp.Endpoints) == 0 {
+			for _, ip := range append(append([]net.IP{}, sp.ClusterIPs...), sp.ExternalIPs...) {
+				tx.Add(&knftables.Element{Map: "no-endpoint-services", Key: []string{ip.String(), proto, fmt.Sprint(sp.Port)},
+					Value: []string{"goto reject-chain"}})
+			}
+			if sp.NodePort > 0 {
+				tx.Add(&knftables.Element{Map: "no-endpoint-nodeports", Key: []string{proto, fmt.Sprint(sp.NodePort)},
+					Value: []string{"goto reject-chain"}})
+			}
+			continue
+		}
+		svc := svcChain(sp)
+		chain(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(sp.Key())})
+		for _, ip := range sp.ClusterIPs {
+			tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, fmt.Sprint(sp.Port)},
+				Value: []string{"goto " + svc}})
+			// Clients outside the pod network (nodes, hostNetwork) are
+			// masqueraded so the endpoint's reply returns through here.
+			for _, c := range cidrs {
+				tx.Add(&knftables.Rule{Chain: svc, Rule: knftables.Concat("ip daddr", ip, "ip saddr !=", c, "jump mark-for-masquerade")})
+			}
+		}
+		if len(sp.ExternalIPs) > 0 || sp.NodePort > 0 {
+			ext := extChain(sp)
+			chain(&knftables.Chain{Name: ext, Comment: knftables.PtrTo("external traffic to " + sp.Key())})
+			tx.Add(&knftables.Rule{Chain: ext, Rule: "jump mark-for-masquerade"})
+			tx.Add(&knftables.Rule{Chain: ext, Rule: "goto " + svc})
+			for _, ip := range sp.ExternalIPs {
+				tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, fmt.Sprint(sp.Port)},
+					Value: []string{"goto " + ext}})
+			}
+			if sp.NodePort > 0 {
+				tx.Add(&knftables.Element{Map: "service-nodeports", Key: []string{proto, fmt.Sprint(sp.NodePort)},
+					Value: []string{"goto " + ext}})
+			}
+		}
+		var vmap []string
+		for i, e := range sp.Endpoints {
+			ep := epChain(sp, e)
+			chain(&knftables.Chain{Name: ep, Comment: knftables.PtrTo(sp.Key() + " -> " + e.String())})
+			// Hairpin: a pod reaching itself through its service.
+			tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("ip saddr", e.IP, "jump mark-for-masquerade")})
+			tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("meta l4proto", proto, "dnat ip to", e.String())})
+			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, ep))
+		}
+		tx.Add(&knftables.Rule{Chain: svc, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", len(sp.Endpoints), strings.Join(vmap, " , "))})
+	}
+	return d
+}

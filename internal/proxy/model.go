@@ -1,0 +1,174 @@
+// Package proxy is weft's service proxy (the kube-proxy replacement). The
+// model and compiler here are pure: Services and EndpointSlices in, an
+// nftables transaction out. runner.go applies it through knftables from a
+// coalescing loop fed by informers.
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// ServicePort is one port of one Service: what a client can connect to.
+type ServicePort struct {
+	Namespace, Name, PortName string
+	Protocol                  corev1.Protocol
+	ClusterIPs                []net.IP
+	ExternalIPs               []net.IP // externalIPs and LoadBalancer ingress IPs
+	Port                      int32
+	NodePort                  int32
+	Endpoints                 []Endpoint // already selected (see SelectEndpoints)
+}
+
+// Key names a service port uniquely.
+func (s ServicePort) Key() string {
+	port := s.PortName
+	if port == "" {
+		port = fmt.Sprint(s.Port)
+	}
+	return fmt.Sprintf("%s/%s/%s/%s", s.Namespace, s.Name, lower(s.Protocol), port)
+}
+
+// Endpoint is one backend address of a service port.
+type Endpoint struct {
+	IP          net.IP
+	Port        int32
+	Ready       bool
+	Serving     bool
+	Terminating bool
+	NodeName    string
+}
+
+func (e Endpoint) String() string { return net.JoinHostPort(e.IP.String(), fmt.Sprint(e.Port)) }
+
+func lower(p corev1.Protocol) string {
+	switch p {
+	case corev1.ProtocolUDP:
+		return "udp"
+	case corev1.ProtocolSCTP:
+		return "sctp"
+	default:
+		return "tcp"
+	}
+}
+
+// ServicePorts turns a Service and its EndpointSlices into service ports
+// with their usable endpoints. Headless services (no cluster IP) and
+// ExternalName services have no proxy state.
+func ServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []ServicePort {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil
+	}
+	var clusterIPs []net.IP
+	for _, s := range svc.Spec.ClusterIPs {
+		if ip := net.ParseIP(s); ip != nil && ip.To4() != nil {
+			clusterIPs = append(clusterIPs, ip.To4())
+		}
+	}
+	if len(clusterIPs) == 0 {
+		return nil
+	}
+	var external []net.IP
+	for _, s := range svc.Spec.ExternalIPs {
+		if ip := net.ParseIP(s); ip != nil && ip.To4() != nil {
+			external = append(external, ip.To4())
+		}
+	}
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if ip := net.ParseIP(ing.IP); ip != nil && ip.To4() != nil {
+			external = append(external, ip.To4())
+		}
+	}
+	var out []ServicePort
+	for _, p := range svc.Spec.Ports {
+		sp := ServicePort{Namespace: svc.Namespace, Name: svc.Name, PortName: p.Name, Protocol: p.Protocol,
+			ClusterIPs: clusterIPs, ExternalIPs: external, Port: p.Port}
+		if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			sp.NodePort = p.NodePort
+		}
+		if sp.Protocol == "" {
+			sp.Protocol = corev1.ProtocolTCP
+		}
+		sp.Endpoints = SelectEndpoints(collectEndpoints(p, slices))
+		out = append(out, sp)
+	}
+	return out
+}
+
+// collectEndpoints gathers the IPv4 endpoints of slices for one service
+// port (matched by port name and protocol), without duplicates.
+func collectEndpoints(p corev1.ServicePort, slices []*discoveryv1.EndpointSlice) []Endpoint {
+	seen := map[string]bool{}
+	var eps []Endpoint
+	for _, sl := range slices {
+		if sl.AddressType != discoveryv1.AddressTypeIPv4 {
+			continue
+		}
+		var port int32 = -1
+		for _, sp := range sl.Ports {
+			name := ""
+			if sp.Name != nil {
+				name = *sp.Name
+			}
+			proto := corev1.ProtocolTCP
+			if sp.Protocol != nil {
+				proto = *sp.Protocol
+			}
+			if name == p.Name && proto == p.Protocol && sp.Port != nil {
+				port = *sp.Port
+			}
+		}
+		if port < 0 {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+			serving := ready
+			if ep.Conditions.Serving != nil {
+				serving = *ep.Conditions.Serving
+			}
+			terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
+			node := ""
+			if ep.NodeName != nil {
+				node = *ep.NodeName
+			}
+			for _, a := range ep.Addresses {
+				ip := net.ParseIP(a)
+				if ip == nil || ip.To4() == nil {
+					continue
+				}
+				e := Endpoint{IP: ip.To4(), Port: port, Ready: ready, Serving: serving, Terminating: terminating, NodeName: node}
+				if seen[e.String()] {
+					continue
+				}
+				seen[e.String()] = true
+				eps = append(eps, e)
+			}
+		}
+	}
+	sort.Slice(eps, func(i, j int) bool { return eps[i].String() < eps[j].String() })
+	return eps
+}
+
+// SelectEndpoints returns the endpoints traffic may go to: the ready
+// ones; when none is ready, the serving ones that are terminating (so
+// connections still succeed during a rolling update's tail).
+func SelectEndpoints(all []Endpoint) []Endpoint {
+	var ready, fallback []Endpoint
+	for _, e := range all {
+		switch {
+		case e.Ready && !e.Terminating:
+			ready = append(ready, e)
+		case e.Serving && e.Terminating:
+			fallback = append(fallback, e)
+		}
+	}
+	if len(ready) > 0 {
+		return ready
+	}
+	return fallback
+}

@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/knftables"
+)
+
+func ep(ip string, ready, serving, term bool) discoveryv1.Endpoint {
+	return discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{
+		Ready: ptr.To(ready), Serving: ptr.To(serving), Terminating: ptr.To(term)}}
+}
+
+func sliceOf(eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:     []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Endpoints: eps}
+}
+
+func TestSelectEndpoints(t *testing.T) {
+	svc := service("s", "10.96.0.9", 80, 0)
+	cases := []struct {
+		name string
+		eps  []discoveryv1.Endpoint
+		want string
+	}{
+		{"ready only", []discoveryv1.Endpoint{ep("10.0.0.1", true, true, false), ep("10.0.0.2", false, false, false)}, "10.0.0.1:8080"},
+		{"terminating serving fallback", []discoveryv1.Endpoint{ep("10.0.0.1", false, true, true), ep("10.0.0.2", false, false, true)}, "10.0.0.1:8080"},
+		{"ready wins over terminating", []discoveryv1.Endpoint{ep("10.0.0.1", false, true, true), ep("10.0.0.2", true, true, false)}, "10.0.0.2:8080"},
+		{"none", []discoveryv1.Endpoint{ep("10.0.0.1", false, false, false)}, ""},
+		{"duplicates across slices", []discoveryv1.Endpoint{ep("10.0.0.1", true, true, false), ep("10.0.0.1", true, true, false)}, "10.0.0.1:8080"},
+	}
+	for _, c := range cases {
+		sps := ServicePorts(svc, []*discoveryv1.EndpointSlice{sliceOf(c.eps...)})
+		var got []string
+		for _, e := range sps[0].Endpoints {
+			got = append(got, e.String())
+		}
+		if strings.Join(got, ",") != c.want {
+			t.Errorf("%s: got %v, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestServicePortsSkipsHeadlessAndExternalName(t *testing.T) {
+	headless := service("h", "None", 80, 0)
+	headless.Spec.ClusterIPs = []string{"None"}
+	ext := service("e", "", 80, 0)
+	ext.Spec.Type = corev1.ServiceTypeExternalName
+	if len(ServicePorts(headless, nil)) != 0 || len(ServicePorts(ext, nil)) != 0 {
+		t.Fatal("headless or ExternalName service got proxy state")
+	}
+	// A slice port of another protocol does not match.
+	udp := sliceOf(ep("10.0.0.1", true, true, false))
+	udp.Ports[0].Protocol = ptr.To(corev1.ProtocolUDP)
+	if sps := ServicePorts(service("s", "10.96.0.9", 80, 0), []*discoveryv1.EndpointSlice{udp}); len(sps[0].Endpoints) != 0 {
+		t.Fatalf("UDP endpoint used for a TCP port: %v", sps[0].Endpoints)
+	}
+}
+
+func TestBuildMaps(t *testing.T) {
+	fake := knftables.NewFake(knftables.InetFamily, TableName)
+	svc := service("web", "10.96.0.50", 80, 30080)
+	svc.Spec.ExternalIPs = []string{"203.0.113.50"}
+	ports := ServicePorts(svc, []*discoveryv1.EndpointSlice{sliceOf(ep("10.244.1.2", true, true, false), ep("10.244.2.2", true, true, false))})
+	ports = append(ports, ServicePorts(service("empty", "10.96.0.51", 80, 0), nil)...)
+	tx := fake.NewTransaction()
+	Build(tx, Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}}, ports)
+	if err := fake.Run(context.Background(), tx); err != nil {
+		t.Fatal(err)
+	}
+	dump := fake.Dump()
+	for _, want := range []string{
+		"10.96.0.50 . tcp . 80 : goto svc-",
+		"203.0.113.50 . tcp . 80 : goto ext-",
+		"tcp . 30080 : goto ext-",
+		"10.96.0.51 . tcp . 80 : goto reject-chain",
+		"numgen random mod 2 vmap",
+		"dnat ip to 10.244.1.2:8080",
+		"dnat ip to 10.244.2.2:8080",
+	} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("table lacks %q:\n%s", want, dump)
+		}
+	}
+}

@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/knftables"
+
+	"weft.dev/weft/internal/testutil"
+)
+
+// topo: a node namespace routing between a client and a server namespace.
+type topo struct{ node, client, server ns.NetNS }
+
+func newTopo(t *testing.T) topo {
+	testutil.RequireRoot(t)
+	tp := topo{testutil.NewNetNS(t), testutil.NewNetNS(t), testutil.NewNetNS(t)}
+	n, c, s := filepath.Base(tp.node.Path()), filepath.Base(tp.client.Path()), filepath.Base(tp.server.Path())
+	for _, cmd := range [][]string{
+		{"ip", "-n", n, "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", c},
+		{"ip", "-n", n, "link", "add", "vs", "type", "veth", "peer", "name", "eth0", "netns", s},
+		{"ip", "-n", n, "addr", "add", "10.244.0.1/24", "dev", "vc"},
+		{"ip", "-n", n, "addr", "add", "10.244.1.1/24", "dev", "vs"},
+		{"ip", "-n", n, "addr", "add", "198.18.100.1/32", "dev", "lo"},
+		{"ip", "-n", n, "link", "set", "vc", "up"},
+		{"ip", "-n", n, "link", "set", "vs", "up"},
+		{"ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		// Nodes have a default route; locally sent packets need one
+		// before the output hook's DNAT rewrites them.
+		{"ip", "-n", n, "route", "add", "default", "dev", "vs"},
+		{"ip", "-n", c, "addr", "add", "10.244.0.2/24", "dev", "eth0"},
+		{"ip", "-n", c, "link", "set", "eth0", "up"},
+		{"ip", "-n", c, "route", "add", "default", "via", "10.244.0.1"},
+		{"ip", "-n", s, "addr", "add", "10.244.1.2/24", "dev", "eth0"},
+		{"ip", "-n", s, "link", "set", "eth0", "up"},
+		{"ip", "-n", s, "route", "add", "default", "via", "10.244.1.1"},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", cmd, err, out)
+		}
+	}
+	return tp
+}
+
+// serve answers every connection with the client's address.
+func serve(t *testing.T, n ns.NetNS, addr string) {
+	var ln net.Listener
+	if err := n.Do(func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			io.WriteString(c, host+"\n")
+			c.Close()
+		}
+	}()
+}
+
+// dial connects from namespace n and returns what the server said.
+func dial(n ns.NetNS, addr string) (string, error) {
+	var out string
+	err := n.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		out = strings.TrimSpace(line)
+		return err
+	})
+	return out, err
+}
+
+func service(name, ip string, port, nodePort int32) *corev1.Service {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
+			Ports: []corev1.ServicePort{{Name: "http", Port: port, Protocol: corev1.ProtocolTCP}}}}
+	if nodePort > 0 {
+		svc.Spec.Type = corev1.ServiceTypeNodePort
+		svc.Spec.Ports[0].NodePort = nodePort
+	}
+	return svc
+}
+
+func slice(svc, ip string, port int32, ready bool) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: svc + "-abc", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}},
+	}
+}
+
+func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
+	tp := newTopo(t)
+	serve(t, tp.server, "10.244.1.2:8080")
+	client := fake.NewClientset(
+		service("web", "10.96.0.50", 80, 30080), slice("web", "10.244.1.2", 8080, true),
+		service("empty", "10.96.0.51", 80, 0),
+	)
+	factory := informers.NewSharedInformerFactory(client, 0)
+	var p *Proxy
+	err := tp.node.Do(func(ns.NetNS) error {
+		nft, err := knftables.New(knftables.InetFamily, TableName)
+		if err != nil {
+			return err
+		}
+		p = New(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}}, nft, factory, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	sync := func() {
+		t.Helper()
+		if err := tp.node.Do(func(ns.NetNS) error { return p.Sync(ctx) }); err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+	}
+	sync()
+
+	// ClusterIP from a pod: DNAT to the endpoint, pod source kept.
+	if got, err := dial(tp.client, "10.96.0.50:80"); err != nil || got != "10.244.0.2" {
+		t.Fatalf("ClusterIP from pod: %q %v (want source 10.244.0.2)", got, err)
+	}
+	// ClusterIP from the node itself (output hook): masqueraded.
+	if got, err := dial(tp.node, "10.96.0.50:80"); err != nil || got == "" {
+		t.Fatalf("ClusterIP from node: %q %v", got, err)
+	}
+	// NodePort on the node IP: reaches the endpoint, masqueraded.
+	if got, err := dial(tp.client, "198.18.100.1:30080"); err != nil || got != "10.244.1.1" {
+		t.Fatalf("NodePort: %q %v (want masqueraded source 10.244.1.1)", got, err)
+	}
+	// No endpoints: refused at once, not a timeout.
+	start := time.Now()
+	_, err = dial(tp.client, "10.96.0.51:80")
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("service without endpoints: %v, want connection refused", err)
+	}
+	if time.Since(start) > time.Second {
+		t.Fatalf("reject took %s", time.Since(start))
+	}
+
+	// Endpoint goes unready: the service now rejects, and its chains go.
+	if _, err := client.DiscoveryV1().EndpointSlices("default").Update(ctx, slice("web", "10.244.1.2", 8080, false), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, factory, func() bool {
+		s, _ := p.slices.EndpointSlices("default").Get("web-abc")
+		return s != nil && !*s.Endpoints[0].Conditions.Ready
+	})
+	sync()
+	if _, err := dial(tp.client, "10.96.0.50:80"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("after endpoints went unready: %v, want refused", err)
+	}
+	if _, err := dial(tp.client, "198.18.100.1:30080"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("NodePort after endpoints went unready: %v, want refused", err)
+	}
+	out, _ := exec.Command("ip", "netns", "exec", filepath.Base(tp.node.Path()), "nft", "list", "chains", "inet", TableName).CombinedOutput()
+	if strings.Contains(string(out), "svc-") || strings.Contains(string(out), "ep-") {
+		t.Fatalf("stale service chains left:\n%s", out)
+	}
+}
+
+func waitSynced(t *testing.T, _ informers.SharedInformerFactory, cond func() bool) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("informer did not see the change")
+}
+
+func mustCIDR(s string) *net.IPNet {
+	_, n, _ := net.ParseCIDR(s)
+	return n
+}
+
+var _ = cache.WaitForCacheSync

@@ -1,0 +1,167 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/knftables"
+)
+
+// Proxy keeps the weft-proxy table in line with Services and
+// EndpointSlices. Informer handlers only mark the state dirty; one loop
+// coalesces changes and applies a full sync at most every MinInterval.
+type Proxy struct {
+	cfg         Config
+	nft         knftables.Interface
+	services    listersv1.ServiceLister
+	slices      discoverylisters.EndpointSliceLister
+	log         *slog.Logger
+	MinInterval time.Duration
+	FullEvery   time.Duration
+
+	kick      chan struct{}
+	mu        sync.Mutex
+	firstDirt time.Time // earliest unsynced change, for the latency metric
+
+	syncDuration prometheus.Histogram
+	progLatency  prometheus.Histogram
+	syncs        *prometheus.CounterVec
+	svcGauge     prometheus.Gauge
+	epGauge      prometheus.Gauge
+}
+
+// New wires a proxy on a shared informer factory; call Run after Start.
+func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFactory, log *slog.Logger, reg prometheus.Registerer) *Proxy {
+	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: 30 * time.Second,
+		kick: make(chan struct{}, 1),
+		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_sync_duration_seconds",
+			Help: "Time to compile and apply the proxy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
+		progLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_network_programming_latency_seconds",
+			Help: "From a Service/EndpointSlice change seen by the agent to the datapath applied.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_proxy_syncs_total", Help: "Proxy syncs by result."}, []string{"result"}),
+		svcGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_service_ports", Help: "Service ports programmed."}),
+		epGauge:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_endpoints", Help: "Endpoints programmed."}),
+	}
+	if reg != nil {
+		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.svcGauge, p.epGauge)
+	}
+	svcInf := factory.Core().V1().Services()
+	sliceInf := factory.Discovery().V1().EndpointSlices()
+	p.services, p.slices = svcInf.Lister(), sliceInf.Lister()
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { p.dirty() },
+		UpdateFunc: func(any, any) { p.dirty() },
+		DeleteFunc: func(any) { p.dirty() },
+	}
+	_, _ = svcInf.Informer().AddEventHandler(h)
+	_, _ = sliceInf.Informer().AddEventHandler(h)
+	return p
+}
+
+func (p *Proxy) dirty() {
+	p.mu.Lock()
+	if p.firstDirt.IsZero() {
+		p.firstDirt = time.Now()
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run syncs until ctx ends; informers must have synced.
+func (p *Proxy) Run(ctx context.Context) {
+	full := time.NewTicker(p.FullEvery)
+	defer full.Stop()
+	p.dirty()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-full.C:
+		}
+		if err := p.Sync(ctx); err != nil {
+			p.syncs.WithLabelValues("error").Inc()
+			p.log.Error("proxy sync failed; retrying", "err", err)
+			time.AfterFunc(time.Second, p.dirty)
+		} else {
+			p.syncs.WithLabelValues("ok").Inc()
+		}
+		// Coalesce bursts of changes.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(p.MinInterval):
+		}
+	}
+}
+
+// Sync compiles the current state and applies it in one transaction.
+func (p *Proxy) Sync(ctx context.Context) error {
+	start := time.Now()
+	p.mu.Lock()
+	dirtSince := p.firstDirt
+	p.firstDirt = time.Time{}
+	p.mu.Unlock()
+	svcs, err := p.services.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var ports []ServicePort
+	eps := 0
+	for _, svc := range svcs {
+		sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
+		slices, err := p.slices.EndpointSlices(svc.Namespace).List(sel)
+		if err != nil {
+			return err
+		}
+		for _, sp := range ServicePorts(svc, slices) {
+			ports = append(ports, sp)
+			eps += len(sp.Endpoints)
+		}
+	}
+	existing, err := p.nft.List(ctx, "chains")
+	if err != nil && !knftables.IsNotFound(err) {
+		return err
+	}
+	tx := p.nft.NewTransaction()
+	d := Build(tx, p.cfg, ports)
+	// Chains of services that are gone: empty after the flush, delete them.
+	for _, c := range existing {
+		if !d.Chains[c] {
+			tx.Delete(&knftables.Chain{Name: c})
+		}
+	}
+	if err := p.nft.Run(ctx, tx); err != nil {
+		p.mu.Lock()
+		if p.firstDirt.IsZero() || (!dirtSince.IsZero() && dirtSince.Before(p.firstDirt)) {
+			p.firstDirt = dirtSince
+		}
+		p.mu.Unlock()
+		return err
+	}
+	p.syncDuration.Observe(time.Since(start).Seconds())
+	if !dirtSince.IsZero() {
+		p.progLatency.Observe(time.Since(dirtSince).Seconds())
+	}
+	p.svcGauge.Set(float64(len(ports)))
+	p.epGauge.Set(float64(eps))
+	p.log.Debug("proxy synced", "servicePorts", len(ports), "endpoints", eps, "took", time.Since(start))
+	return nil
+}
+
+var _ = strings.TrimSpace
+var _ corev1.Service

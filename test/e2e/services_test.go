@@ -1,0 +1,117 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"weft.dev/weft/internal/lab"
+)
+
+// Services through weft's nftables proxy, with real packets: ClusterIP
+// from pods on other nodes (source kept) and from nodes, NodePort from the
+// outside namespace, a service without endpoints refused at once, and the
+// kubernetes service reaching the API server.
+func TestServicesClusterIPNodePortReject(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	dep := lab.DemoDeployment(ns, "web", 3)
+	if _, err := client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	backends, err := lab.WaitPodsReady(ctx, client, ns, "app=web", 3, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}}}
+	svc, err = client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "empty", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "nothing"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	empty, err = client.CoreV1().Services(ns).Create(ctx, empty, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPod := pinnedPod(ns, "client", "weft-node-3")
+	clientPod.Labels = map[string]string{"role": "client"}
+	c := createReady(t, clientPod)["client"]
+	vip := svc.Spec.ClusterIP
+
+	// Every backend is reached, and each sees the client pod's own IP.
+	seen := map[string]bool{}
+	eventually(t, 30*time.Second, "all backends reached through the ClusterIP", func() error {
+		out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "2", "http://"+vip+"/hostname")
+		if err == nil {
+			seen[out] = true
+		}
+		if len(seen) < len(backends) {
+			return fmt.Errorf("seen %v", seen)
+		}
+		return nil
+	})
+	if got := curl(t, ns+"/client", "http://"+vip+"/clientip"); got != c.Status.PodIP {
+		t.Errorf("backend saw %q through the ClusterIP, want the client pod IP %s", got, c.Status.PodIP)
+	}
+	// From a node (nat output hook).
+	if out, err := execIn(t, "weft-node-1", "", "curl", "-sS", "-m", "3", "http://"+vip+"/hostname"); err != nil || !strings.HasPrefix(out, "web-") {
+		t.Errorf("ClusterIP from a node: %q %v", out, err)
+	}
+	// NodePort from the outside namespace, on every worker.
+	np := svc.Spec.Ports[0].NodePort
+	for _, n := range workers(t) {
+		if n.name == lab.ControlPlane {
+			continue
+		}
+		out, err := execIn(t, "outside", "", "curl", "-sS", "-m", "3", fmt.Sprintf("http://%s:%d/hostname", n.ip, np))
+		if err != nil || !strings.HasPrefix(out, "web-") {
+			t.Errorf("NodePort %d on %s from outside: %q %v", np, n.name, out, err)
+		}
+	}
+	// No endpoints: connection refused at once.
+	start := time.Now()
+	out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "5", "http://"+empty.Spec.ClusterIP+"/")
+	if !refused(err) {
+		t.Errorf("service without endpoints: %q %v, want connection refused", out, err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("reject took %s (a timeout, not a refusal)", d)
+	}
+	// The kubernetes service reaches the API server.
+	if out, err := execIn(t, ns+"/client", "", "curl", "-sSk", "-m", "3", "https://10.96.0.1/healthz"); err != nil || out != "ok" {
+		t.Errorf("kubernetes service: %q %v", out, err)
+	}
+	// Scale to zero: the ClusterIP starts refusing.
+	scale, err := client.AppsV1().Deployments(ns).GetScale(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 0
+	if _, err := client.AppsV1().Deployments(ns).UpdateScale(ctx, "web", scale, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "refused after scaling to zero", func() error {
+		_, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "2", "http://"+vip+"/hostname")
+		if !refused(err) {
+			return fmt.Errorf("got %v", err)
+		}
+		return nil
+	})
+}
+
+// refused reports curl's "connection refused" (exit 7, "Couldn't connect
+// to server" after 0 ms), as opposed to a timeout (exit 28).
+func refused(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "exit status 7") && strings.Contains(err.Error(), "after 0 ms")
+}

@@ -118,6 +118,45 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	fmt.Fprintf(w, "Across nodes (backend %s):", st.Backend)
 	PrintChecks(w, cross)
 	checks = append(checks, cross...)
+
+	// Services through weft's proxy: a ClusterIP from every node's pod and
+	// a NodePort from the outside namespace.
+	svc, err := client.CoreV1().Services(DemoNamespace).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "echo"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	var svcChecks []Check
+	for _, node := range nodes {
+		a := byNode[node][0]
+		var got string
+		for i := 0; i < 20; i++ { // the proxy programs the service within moments
+			got = l.podCurl(ctx, a, "", fmt.Sprintf("http://%s/clientip", svc.Spec.ClusterIP))
+			if got == a.Status.PodIP {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		svcChecks = append(svcChecks, Check{Node: node, From: a.Name + " " + a.Status.PodIP, To: "echo " + svc.Spec.ClusterIP + ":80",
+			What: "pod → ClusterIP (source kept)", Want: a.Status.PodIP, Got: got, OK: got == a.Status.PodIP})
+	}
+	for _, node := range nodes {
+		url := fmt.Sprintf("http://%s:%d/hostname", nodeIP[node], svc.Spec.Ports[0].NodePort)
+		var out, errb bytes.Buffer
+		err := l.Exec(ctx, ExecOptions{Target: "outside", Argv: []string{"curl", "-sS", "-m", "5", url}, Stdout: &out, Stderr: &errb})
+		got := strings.TrimSpace(out.String())
+		if err != nil {
+			got = "error: " + strings.TrimSpace(errb.String())
+		}
+		svcChecks = append(svcChecks, Check{Node: node, From: "outside " + OutsideIP, To: fmt.Sprintf("%s:%d", nodeIP[node], svc.Spec.Ports[0].NodePort),
+			What: "outside → NodePort", Want: "an echo pod", Got: got, OK: strings.HasPrefix(got, "echo-")})
+	}
+	fmt.Fprintf(w, "Services (weft proxy, table inet weft-proxy):")
+	PrintChecks(w, svcChecks)
+	checks = append(checks, svcChecks...)
 	for _, c := range checks {
 		if !c.OK {
 			return fmt.Errorf("connectivity check failed: %s from %s to %s", c.What, c.From, c.To)

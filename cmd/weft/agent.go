@@ -22,6 +22,7 @@ func agentCmd() *cobra.Command {
 		kubeconfig   string
 		clusterCIDRs []string
 		noMasq       []string
+		serviceCIDRs []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -36,6 +37,9 @@ func agentCmd() *cobra.Command {
 			}
 			if cfg.NoMasquerade, err = parseCIDRs(noMasq); err != nil {
 				return fmt.Errorf("--no-masquerade: %w", err)
+			}
+			if cfg.ServiceCIDRs, err = parseCIDRs(serviceCIDRs); err != nil {
+				return fmt.Errorf("--service-cidr: %w", err)
 			}
 			client, err := kubeClient(kubeconfig)
 			if err != nil {
@@ -64,6 +68,7 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
 	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
 	f.BoolVar(&cfg.Proxy, "proxy", true, "run the nftables service proxy (replaces kube-proxy)")
+	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped)")
 	return cmd
 }
 

@@ -56,7 +56,8 @@ type Config struct {
 	VNI       int
 	VXLANPort int
 	// Proxy runs the service proxy (the kube-proxy replacement).
-	Proxy bool
+	Proxy        bool
+	ServiceCIDRs []*net.IPNet
 }
 
 // VXLANDevice is the name of the agent's VXLAN interface.
@@ -127,7 +128,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("service proxy: %w", err)
 		}
-		svcProxy = proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs}, nft, factory, a.log, a.registry)
+		svcProxy = proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs, ServiceCIDRs: a.cfg.ServiceCIDRs, NodeName: a.cfg.NodeName},
+			nft, factory, a.log, a.registry)
 	}
 	go a.serveMetrics(ctx)
 	factory.Start(ctx.Done())

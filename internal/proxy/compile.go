@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/knftables"
 )
@@ -22,6 +23,10 @@ type Config struct {
 	// ClusterCIDRs: traffic from elsewhere to a ClusterIP is masqueraded so
 	// replies come back through this node.
 	ClusterCIDRs []*net.IPNet
+	// ServiceCIDRs: traffic to an IP in them that no Service holds is dropped.
+	ServiceCIDRs []*net.IPNet
+	// NodeName selects local endpoints for the Local traffic policies.
+	NodeName string
 }
 
 // chainName builds a readable, unique, bounded chain name.
@@ -35,24 +40,29 @@ func chainName(prefix, key string) string {
 	return name
 }
 
-func svcChain(sp ServicePort) string  { return chainName("svc", sp.Key()) }
-func extChain(sp ServicePort) string  { return chainName("ext", sp.Key()) }
+func svcChain(sp ServicePort) string { return chainName("svc", sp.Key()) }
+func extChain(sp ServicePort) string { return chainName("ext", sp.Key()) }
 func epChain(sp ServicePort, e Endpoint) string {
 	// nft chain names take no ':'; write ip__port.
 	return chainName("ep", sp.Key()+"/"+strings.ReplaceAll(e.String(), ":", "__"))
 }
 
-// Desired is the compiled table: the transaction content and the set of
-// chains it defines (to remove stale ones).
+func affinitySet(sp ServicePort, e Endpoint) string {
+	return chainName("aff", sp.Key()+"/"+strings.ReplaceAll(e.String(), ":", "__"))
+}
+
+// Desired is the compiled table: the transaction content and the chains
+// and sets it defines (to remove stale ones).
 type Desired struct {
 	Chains map[string]bool
+	Sets   map[string]bool
 }
 
 // Build fills tx with the full table for services (a full sync: the
 // table is flushed and rewritten in the same transaction, so packets see
 // either the old or the new rules, never a mix).
 func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desired {
-	d := Desired{Chains: map[string]bool{}}
+	d := Desired{Chains: map[string]bool{}, Sets: map[string]bool{}}
 	chain := func(c *knftables.Chain) {
 		d.Chains[c.Name] = true
 		tx.Add(c)
@@ -67,6 +77,9 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 	tx.Add(&knftables.Map{Name: "no-endpoint-services", Type: "ipv4_addr . inet_proto . inet_service : verdict",
 		Comment: knftables.PtrTo("service IPs and ports without endpoints: rejected at once")})
 	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
+	tx.Add(&knftables.Set{Name: "cluster-ips", Type: "ipv4_addr", Comment: knftables.PtrTo("allocated ClusterIPs")})
+	tx.Flush(&knftables.Set{Name: "cluster-ips"})
+	d.Sets["cluster-ips"] = true
 	// `flush table` empties chains but not maps; their elements reference
 	// chains that may be deleted below.
 	for _, m := range []string{"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"} {
@@ -104,6 +117,19 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
 		tx.Add(&knftables.Rule{Chain: c, Rule: "ct state new jump no-endpoints"})
 	}
+	// What is still addressed to a service IP here was not DNATed: a
+	// ClusterIP on a port it does not serve is refused, an unallocated IP
+	// in the service range dropped.
+	chain(&knftables.Chain{Name: "service-range"})
+	for _, c := range []string{"filter-forward", "filter-output"} {
+		tx.Add(&knftables.Rule{Chain: c, Rule: "ct state new jump service-range"})
+	}
+	tx.Add(&knftables.Rule{Chain: "service-range", Rule: "ip daddr @cluster-ips reject"})
+	for _, c := range cfg.ServiceCIDRs {
+		if c.IP.To4() != nil {
+			tx.Add(&knftables.Rule{Chain: "service-range", Rule: knftables.Concat("ip daddr", c, "drop")})
+		}
+	}
 	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: "ip daddr . meta l4proto . th dport vmap @no-endpoint-services"})
 	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports"})
 	tx.Add(&knftables.Rule{Chain: "reject-chain", Rule: "reject"})
@@ -119,54 +145,148 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 		}
 	}
 	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
+	clusterIPs := map[string]bool{}
 	for _, sp := range services {
-		proto := lower(sp.Protocol)
-		if len(sp.Endpoints) == 0 {
-			for _, ip := range append(append([]net.IP{}, sp.ClusterIPs...), sp.ExternalIPs...) {
-				tx.Add(&knftables.Element{Map: "no-endpoint-services", Key: []string{ip.String(), proto, fmt.Sprint(sp.Port)},
-					Value: []string{"goto reject-chain"}})
-			}
-			if sp.NodePort > 0 {
-				tx.Add(&knftables.Element{Map: "no-endpoint-nodeports", Key: []string{proto, fmt.Sprint(sp.NodePort)},
-					Value: []string{"goto reject-chain"}})
-			}
-			continue
-		}
-		svc := svcChain(sp)
-		chain(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(sp.Key())})
 		for _, ip := range sp.ClusterIPs {
-			tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, fmt.Sprint(sp.Port)},
-				Value: []string{"goto " + svc}})
+			if !clusterIPs[ip.String()] {
+				clusterIPs[ip.String()] = true
+				tx.Add(&knftables.Element{Set: "cluster-ips", Key: []string{ip.String()}})
+			}
+		}
+		buildService(tx, cfg, cidrs, sp, chain, &d)
+	}
+	return d
+}
+
+// buildService writes one service port: its entries in the dispatch maps,
+// the internal chain (svc-), the external chain (ext-) and the endpoint
+// chains (ep-).
+func buildService(tx *knftables.Transaction, cfg Config, cidrs []string, sp ServicePort, chain func(*knftables.Chain), d *Desired) {
+	proto := lower(sp.Protocol)
+	port := fmt.Sprint(sp.Port)
+	internal := sp.Endpoints
+	if sp.InternalLocal {
+		internal = sp.LocalEndpoints(cfg.NodeName)
+	}
+	external := sp.Endpoints
+	if sp.ExternalLocal {
+		external = sp.LocalEndpoints(cfg.NodeName)
+	}
+	hasExternal := len(sp.ExternalIPs) > 0 || sp.NodePort > 0
+	if len(sp.Endpoints) == 0 {
+		// No endpoint anywhere: refuse at once.
+		for _, ip := range append(append([]net.IP{}, sp.ClusterIPs...), sp.ExternalIPs...) {
+			tx.Add(&knftables.Element{Map: "no-endpoint-services", Key: []string{ip.String(), proto, port}, Value: []string{"goto reject-chain"}})
+		}
+		if sp.NodePort > 0 {
+			tx.Add(&knftables.Element{Map: "no-endpoint-nodeports", Key: []string{proto, fmt.Sprint(sp.NodePort)}, Value: []string{"goto reject-chain"}})
+		}
+		return
+	}
+	// Endpoint chains, shared by the internal and external dispatch.
+	for _, e := range sp.Endpoints {
+		buildEndpoint(tx, sp, e, chain, d)
+	}
+	for _, e := range sp.AllEndpoints {
+		if (sp.InternalLocal || sp.ExternalLocal) && e.NodeName == cfg.NodeName && !containsEndpoint(sp.Endpoints, e) {
+			buildEndpoint(tx, sp, e, chain, d)
+		}
+	}
+
+	svc := svcChain(sp)
+	chain(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(sp.Key())})
+	for _, ip := range sp.ClusterIPs {
+		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, port}, Value: []string{"goto " + svc}})
+		if !sp.InternalLocal {
 			// Clients outside the pod network (nodes, hostNetwork) are
 			// masqueraded so the endpoint's reply returns through here.
 			for _, c := range cidrs {
 				tx.Add(&knftables.Rule{Chain: svc, Rule: knftables.Concat("ip daddr", ip, "ip saddr !=", c, "jump mark-for-masquerade")})
 			}
 		}
-		if len(sp.ExternalIPs) > 0 || sp.NodePort > 0 {
-			ext := extChain(sp)
-			chain(&knftables.Chain{Name: ext, Comment: knftables.PtrTo("external traffic to " + sp.Key())})
-			tx.Add(&knftables.Rule{Chain: ext, Rule: "jump mark-for-masquerade"})
-			tx.Add(&knftables.Rule{Chain: ext, Rule: "goto " + svc})
-			for _, ip := range sp.ExternalIPs {
-				tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, fmt.Sprint(sp.Port)},
-					Value: []string{"goto " + ext}})
-			}
-			if sp.NodePort > 0 {
-				tx.Add(&knftables.Element{Map: "service-nodeports", Key: []string{proto, fmt.Sprint(sp.NodePort)},
-					Value: []string{"goto " + ext}})
-			}
-		}
-		var vmap []string
-		for i, e := range sp.Endpoints {
-			ep := epChain(sp, e)
-			chain(&knftables.Chain{Name: ep, Comment: knftables.PtrTo(sp.Key() + " -> " + e.String())})
-			// Hairpin: a pod reaching itself through its service.
-			tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("ip saddr", e.IP, "jump mark-for-masquerade")})
-			tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("meta l4proto", proto, "dnat ip to", e.String())})
-			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, ep))
-		}
-		tx.Add(&knftables.Rule{Chain: svc, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", len(sp.Endpoints), strings.Join(vmap, " , "))})
 	}
-	return d
+	dispatch(tx, svc, sp, internal)
+
+	if !hasExternal {
+		return
+	}
+	ext := extChain(sp)
+	chain(&knftables.Chain{Name: ext, Comment: knftables.PtrTo("external traffic to " + sp.Key())})
+	if len(sp.SourceRanges) > 0 {
+		var ranges []string
+		for _, r := range sp.SourceRanges {
+			ranges = append(ranges, r.String())
+		}
+		// Sources outside loadBalancerSourceRanges are dropped (pods of
+		// the cluster may always use the service).
+		tx.Add(&knftables.Rule{Chain: ext, Rule: fmt.Sprintf("ip saddr != { %s } fib saddr type != local drop", strings.Join(append(ranges, cidrs...), " , "))})
+	}
+	if sp.ExternalLocal {
+		// Pods and the node itself reaching the external address are
+		// treated as internal traffic; the rest keeps its source IP and
+		// only goes to endpoints on this node.
+		for _, c := range cidrs {
+			tx.Add(&knftables.Rule{Chain: ext, Rule: knftables.Concat("ip saddr", c, "goto", svc)})
+		}
+		tx.Add(&knftables.Rule{Chain: ext, Rule: "fib saddr type local jump mark-for-masquerade"})
+		tx.Add(&knftables.Rule{Chain: ext, Rule: "fib saddr type local goto " + svc})
+		if len(external) == 0 {
+			tx.Add(&knftables.Rule{Chain: ext, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
+		} else {
+			dispatch(tx, ext, sp, external)
+		}
+	} else {
+		tx.Add(&knftables.Rule{Chain: ext, Rule: "jump mark-for-masquerade"})
+		tx.Add(&knftables.Rule{Chain: ext, Rule: "goto " + svc})
+	}
+	for _, ip := range sp.ExternalIPs {
+		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, port}, Value: []string{"goto " + ext}})
+	}
+	if sp.NodePort > 0 {
+		tx.Add(&knftables.Element{Map: "service-nodeports", Key: []string{proto, fmt.Sprint(sp.NodePort)}, Value: []string{"goto " + ext}})
+	}
+}
+
+func containsEndpoint(list []Endpoint, e Endpoint) bool {
+	for _, x := range list {
+		if x.String() == e.String() {
+			return true
+		}
+	}
+	return false
+}
+
+func buildEndpoint(tx *knftables.Transaction, sp ServicePort, e Endpoint, chain func(*knftables.Chain), d *Desired) {
+	ep := epChain(sp, e)
+	chain(&knftables.Chain{Name: ep, Comment: knftables.PtrTo(sp.Key() + " -> " + e.String())})
+	// Hairpin: a pod reaching itself through its service.
+	tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("ip saddr", e.IP, "jump mark-for-masquerade")})
+	if sp.AffinitySeconds > 0 {
+		set := affinitySet(sp, e)
+		timeout := time.Duration(sp.AffinitySeconds) * time.Second
+		tx.Add(&knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &timeout})
+		d.Sets[set] = true
+		tx.Add(&knftables.Rule{Chain: ep, Rule: fmt.Sprintf("update @%s { ip saddr }", set)})
+	}
+	tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("meta l4proto", lower(sp.Protocol), "dnat ip to", e.String())})
+}
+
+// dispatch sends a connection to one of eps: back to the endpoint a
+// client used before (session affinity), else a random one.
+func dispatch(tx *knftables.Transaction, chainName string, sp ServicePort, eps []Endpoint) {
+	if len(eps) == 0 {
+		tx.Add(&knftables.Rule{Chain: chainName, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
+		return
+	}
+	if sp.AffinitySeconds > 0 {
+		for _, e := range eps {
+			tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("ip saddr @%s goto %s", affinitySet(sp, e), epChain(sp, e))})
+		}
+	}
+	var vmap []string
+	for i, e := range eps {
+		vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, epChain(sp, e)))
+	}
+	// Spaces around the commas keep knftables' Fake parser happy.
+	tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(vmap, " , "))})
 }

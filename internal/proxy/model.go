@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -21,7 +22,29 @@ type ServicePort struct {
 	ExternalIPs               []net.IP // externalIPs and LoadBalancer ingress IPs
 	Port                      int32
 	NodePort                  int32
-	Endpoints                 []Endpoint // already selected (see SelectEndpoints)
+	// AllEndpoints are every IPv4 endpoint of the port; the compiler picks
+	// from them per traffic policy (see SelectEndpoints).
+	AllEndpoints []Endpoint
+	// Endpoints are the usable cluster-wide endpoints.
+	Endpoints []Endpoint
+	// InternalLocal / ExternalLocal: internal/externalTrafficPolicy Local.
+	InternalLocal, ExternalLocal bool
+	HealthCheckNodePort          int32
+	// AffinitySeconds > 0: sessionAffinity ClientIP with this timeout.
+	AffinitySeconds int32
+	// SourceRanges restricts external traffic (loadBalancerSourceRanges).
+	SourceRanges []*net.IPNet
+}
+
+// LocalEndpoints returns the usable endpoints on node.
+func (s ServicePort) LocalEndpoints(node string) []Endpoint {
+	var local []Endpoint
+	for _, e := range s.AllEndpoints {
+		if e.NodeName == node {
+			local = append(local, e)
+		}
+	}
+	return SelectEndpoints(local)
 }
 
 // Key names a service port uniquely.
@@ -93,7 +116,23 @@ func ServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []Se
 		if sp.Protocol == "" {
 			sp.Protocol = corev1.ProtocolTCP
 		}
-		sp.Endpoints = SelectEndpoints(collectEndpoints(p, slices))
+		sp.AllEndpoints = collectEndpoints(p, slices)
+		sp.Endpoints = SelectEndpoints(sp.AllEndpoints)
+		sp.InternalLocal = svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+		sp.ExternalLocal = svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal &&
+			(sp.NodePort > 0 || len(external) > 0)
+		sp.HealthCheckNodePort = svc.Spec.HealthCheckNodePort
+		if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+			sp.AffinitySeconds = corev1.DefaultClientIPServiceAffinitySeconds
+			if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+				sp.AffinitySeconds = *c.ClientIP.TimeoutSeconds
+			}
+		}
+		for _, r := range svc.Spec.LoadBalancerSourceRanges {
+			if _, n, err := net.ParseCIDR(strings.TrimSpace(r)); err == nil && n.IP.To4() != nil {
+				sp.SourceRanges = append(sp.SourceRanges, n)
+			}
+		}
 		out = append(out, sp)
 	}
 	return out

@@ -49,7 +49,7 @@ func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFa
 			Help: "Time to compile and apply the proxy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		progLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_network_programming_latency_seconds",
 			Help: "From a Service/EndpointSlice change seen by the agent to the datapath applied.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
-		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_proxy_syncs_total", Help: "Proxy syncs by result."}, []string{"result"}),
+		syncs:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_proxy_syncs_total", Help: "Proxy syncs by result."}, []string{"result"}),
 		svcGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_service_ports", Help: "Service ports programmed."}),
 		epGauge:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_endpoints", Help: "Endpoints programmed."}),
 	}
@@ -139,10 +139,20 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	}
 	tx := p.nft.NewTransaction()
 	d := Build(tx, p.cfg, ports)
-	// Chains of services that are gone: empty after the flush, delete them.
+	// Chains of services that are gone: empty after the flush, delete them;
+	// likewise affinity sets of endpoints that are gone.
 	for _, c := range existing {
 		if !d.Chains[c] {
 			tx.Delete(&knftables.Chain{Name: c})
+		}
+	}
+	sets, err := p.nft.List(ctx, "sets")
+	if err != nil && !knftables.IsNotFound(err) {
+		return err
+	}
+	for _, s := range sets {
+		if !d.Sets[s] {
+			tx.Delete(&knftables.Set{Name: s})
 		}
 	}
 	if err := p.nft.Run(ctx, tx); err != nil {

@@ -30,6 +30,9 @@ type Proxy struct {
 	MinInterval time.Duration
 	FullEvery   time.Duration
 
+	// Health serves healthCheckNodePorts; nil disables them.
+	Health *HealthServer
+
 	kick      chan struct{}
 	mu        sync.Mutex
 	firstDirt time.Time // earliest unsynced change, for the latency metric
@@ -166,6 +169,9 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	p.syncDuration.Observe(time.Since(start).Seconds())
 	if !dirtSince.IsZero() {
 		p.progLatency.Observe(time.Since(dirtSince).Seconds())
+	}
+	if p.Health != nil {
+		p.Health.Update(HealthPorts(ports, p.cfg.NodeName))
 	}
 	p.svcGauge.Set(float64(len(ports)))
 	p.epGauge.Set(float64(eps))

@@ -131,6 +131,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		svcProxy = proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs, ServiceCIDRs: a.cfg.ServiceCIDRs, NodeName: a.cfg.NodeName},
 			nft, factory, a.log, a.registry)
 		svcProxy.Health = proxy.NewHealthServer("", a.log)
+		svcProxy.CleanConntrack = true
 		defer svcProxy.Health.Close()
 	}
 	go a.serveMetrics(ctx)

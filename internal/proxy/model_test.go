@@ -90,3 +90,24 @@ func TestBuildMaps(t *testing.T) {
 		}
 	}
 }
+
+func TestFindStaleUDP(t *testing.T) {
+	mk := func(eps ...string) ServicePort {
+		sp := ServicePort{Namespace: "ns", Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, ClusterIPs: []net.IP{net.ParseIP("10.96.0.10")}}
+		for _, e := range eps {
+			sp.Endpoints = append(sp.Endpoints, Endpoint{IP: net.ParseIP(e), Port: 53})
+		}
+		return sp
+	}
+	got := FindStaleUDP([]ServicePort{mk("10.0.0.1", "10.0.0.2")}, []ServicePort{mk("10.0.0.2")})
+	if len(got) != 1 || got[0].Endpoint.String() != "10.0.0.1" {
+		t.Fatalf("endpoint removed: %+v", got)
+	}
+	got = FindStaleUDP([]ServicePort{mk()}, []ServicePort{mk("10.0.0.2")})
+	if len(got) != 1 || got[0].Endpoint != nil {
+		t.Fatalf("service got endpoints: %+v", got)
+	}
+	if got := FindStaleUDP([]ServicePort{mk("10.0.0.1")}, []ServicePort{mk("10.0.0.1")}); len(got) != 0 {
+		t.Fatalf("no change: %+v", got)
+	}
+}

@@ -33,6 +33,10 @@ type Proxy struct {
 	// Health serves healthCheckNodePorts; nil disables them.
 	Health *HealthServer
 
+	// CleanConntrack deletes stale UDP conntrack entries after syncs.
+	CleanConntrack bool
+	lastPorts      []ServicePort
+
 	kick      chan struct{}
 	mu        sync.Mutex
 	firstDirt time.Time // earliest unsynced change, for the latency metric
@@ -173,6 +177,14 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	if p.Health != nil {
 		p.Health.Update(HealthPorts(ports, p.cfg.NodeName))
 	}
+	if p.CleanConntrack {
+		if n, err := DeleteStaleUDP(FindStaleUDP(p.lastPorts, ports)); err != nil {
+			p.log.Warn("stale UDP conntrack cleanup failed", "err", err)
+		} else if n > 0 {
+			p.log.Info("removed stale UDP conntrack entries", "count", n)
+		}
+	}
+	p.lastPorts = ports
 	p.svcGauge.Set(float64(len(ports)))
 	p.epGauge.Set(float64(eps))
 	p.log.Debug("proxy synced", "servicePorts", len(ports), "endpoints", eps, "took", time.Since(start))

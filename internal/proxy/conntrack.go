@@ -1,0 +1,95 @@
+package proxy
+
+import (
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// StaleUDP describes UDP conntrack entries that must go after a sync:
+// UDP has no connection end, so an entry keeps sending a client's
+// packets to an endpoint that is gone (or to the rejection of a service
+// that now has endpoints) until it times out.
+type StaleUDP struct {
+	// ServiceIPs and Port: entries whose original destination is one of
+	// them; NodePort likewise on any local address.
+	ServiceIPs []net.IP
+	Port       int32
+	NodePort   int32
+	// Endpoint set: only entries DNATed to it. Nil: every entry to the
+	// service (it had no endpoints, its entries are rejections).
+	Endpoint net.IP
+}
+
+// FindStaleUDP compares the service ports of two syncs.
+func FindStaleUDP(prev, next []ServicePort) []StaleUDP {
+	old := map[string]ServicePort{}
+	for _, sp := range prev {
+		old[sp.Key()] = sp
+	}
+	var out []StaleUDP
+	for _, sp := range next {
+		if lower(sp.Protocol) != "udp" {
+			continue
+		}
+		before, ok := old[sp.Key()]
+		ips := append(append([]net.IP{}, sp.ClusterIPs...), sp.ExternalIPs...)
+		if ok && len(before.Endpoints) == 0 && len(sp.Endpoints) > 0 {
+			out = append(out, StaleUDP{ServiceIPs: ips, Port: sp.Port, NodePort: sp.NodePort})
+			continue
+		}
+		for _, e := range before.Endpoints {
+			if !containsEndpoint(sp.Endpoints, e) {
+				out = append(out, StaleUDP{ServiceIPs: ips, Port: sp.Port, NodePort: sp.NodePort, Endpoint: e.IP})
+			}
+		}
+	}
+	// Services that are gone entirely.
+	seen := map[string]bool{}
+	for _, sp := range next {
+		seen[sp.Key()] = true
+	}
+	for key, sp := range old {
+		if !seen[key] && lower(sp.Protocol) == "udp" {
+			for _, e := range sp.Endpoints {
+				out = append(out, StaleUDP{ServiceIPs: append(append([]net.IP{}, sp.ClusterIPs...), sp.ExternalIPs...), Port: sp.Port, NodePort: sp.NodePort, Endpoint: e.IP})
+			}
+		}
+	}
+	return out
+}
+
+// Match implements netlink.CustomConntrackFilter.
+func (s StaleUDP) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	if f.Forward.Protocol != unix.IPPROTO_UDP {
+		return false
+	}
+	if s.Endpoint != nil && !f.Reverse.SrcIP.Equal(s.Endpoint) {
+		return false
+	}
+	if s.NodePort > 0 && f.Forward.DstPort == uint16(s.NodePort) {
+		return true
+	}
+	if f.Forward.DstPort != uint16(s.Port) {
+		return false
+	}
+	for _, ip := range s.ServiceIPs {
+		if f.Forward.DstIP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// DeleteStaleUDP removes the matching conntrack entries.
+func DeleteStaleUDP(stale []StaleUDP) (uint, error) {
+	if len(stale) == 0 {
+		return 0, nil
+	}
+	filters := make([]netlink.CustomConntrackFilter, len(stale))
+	for i := range stale {
+		filters[i] = stale[i]
+	}
+	return netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filters...)
+}

@@ -137,13 +137,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.serveMetrics(ctx)
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
-	if svcProxy != nil {
-		go svcProxy.Run(ctx)
-	}
 
 	local, underlayIdx, underlayMTU, err := a.waitLocal(ctx, nodes.Lister())
 	if err != nil {
 		return err
+	}
+	if svcProxy != nil {
+		if self, err := nodes.Lister().Get(a.cfg.NodeName); err == nil {
+			svcProxy.SetZone(self.Labels[corev1.LabelTopologyZone])
+		}
+		go svcProxy.Run(ctx)
 	}
 	a.mtu = a.cfg.MTU
 	if a.mtu == 0 {

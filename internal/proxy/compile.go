@@ -27,6 +27,8 @@ type Config struct {
 	ServiceCIDRs []*net.IPNet
 	// NodeName selects local endpoints for the Local traffic policies.
 	NodeName string
+	// Zone is this node's topology.kubernetes.io/zone, for hints.
+	Zone string
 }
 
 // chainName builds a readable, unique, bounded chain name.
@@ -164,11 +166,12 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 func buildService(tx *knftables.Transaction, cfg Config, cidrs []string, sp ServicePort, chain func(*knftables.Chain), d *Desired) {
 	proto := lower(sp.Protocol)
 	port := fmt.Sprint(sp.Port)
-	internal := sp.Endpoints
+	closeBy := sp.TopologyEndpoints(cfg.NodeName, cfg.Zone)
+	internal := closeBy
 	if sp.InternalLocal {
 		internal = sp.LocalEndpoints(cfg.NodeName)
 	}
-	external := sp.Endpoints
+	external := closeBy
 	if sp.ExternalLocal {
 		external = sp.LocalEndpoints(cfg.NodeName)
 	}

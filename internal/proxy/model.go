@@ -34,6 +34,43 @@ type ServicePort struct {
 	AffinitySeconds int32
 	// SourceRanges restricts external traffic (loadBalancerSourceRanges).
 	SourceRanges []*net.IPNet
+	// TopologyAware: trafficDistribution (or topology-mode Auto) asks to
+	// prefer close endpoints, using the slices' hints.
+	TopologyAware bool
+}
+
+// TopologyEndpoints narrows the usable endpoints by hints, as kube-proxy
+// does: only when every endpoint carries hints; to the endpoints hinted
+// for this node, else for this zone; else all of them.
+func (s ServicePort) TopologyEndpoints(node, zone string) []Endpoint {
+	if !s.TopologyAware || len(s.Endpoints) == 0 {
+		return s.Endpoints
+	}
+	var byNode, byZone []Endpoint
+	for _, e := range s.Endpoints {
+		if len(e.HintZones) == 0 && len(e.HintNodes) == 0 {
+			return s.Endpoints
+		}
+		for _, n := range e.HintNodes {
+			if n == node {
+				byNode = append(byNode, e)
+				break
+			}
+		}
+		for _, z := range e.HintZones {
+			if z == zone {
+				byZone = append(byZone, e)
+				break
+			}
+		}
+	}
+	switch {
+	case len(byNode) > 0:
+		return byNode
+	case len(byZone) > 0:
+		return byZone
+	}
+	return s.Endpoints
 }
 
 // LocalEndpoints returns the usable endpoints on node.
@@ -64,6 +101,8 @@ type Endpoint struct {
 	Serving     bool
 	Terminating bool
 	NodeName    string
+	// Topology hints from the EndpointSlice controller.
+	HintZones, HintNodes []string
 }
 
 func (e Endpoint) String() string { return net.JoinHostPort(e.IP.String(), fmt.Sprint(e.Port)) }
@@ -122,6 +161,7 @@ func ServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []Se
 		sp.ExternalLocal = svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal &&
 			(sp.NodePort > 0 || len(external) > 0)
 		sp.HealthCheckNodePort = svc.Spec.HealthCheckNodePort
+		sp.TopologyAware = svc.Spec.TrafficDistribution != nil || topologyAuto(svc)
 		if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
 			sp.AffinitySeconds = corev1.DefaultClientIPServiceAffinitySeconds
 			if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
@@ -181,6 +221,14 @@ func collectEndpoints(p corev1.ServicePort, slices []*discoveryv1.EndpointSlice)
 					continue
 				}
 				e := Endpoint{IP: ip.To4(), Port: port, Ready: ready, Serving: serving, Terminating: terminating, NodeName: node}
+				if ep.Hints != nil {
+					for _, z := range ep.Hints.ForZones {
+						e.HintZones = append(e.HintZones, z.Name)
+					}
+					for _, n := range ep.Hints.ForNodes {
+						e.HintNodes = append(e.HintNodes, n.Name)
+					}
+				}
 				if seen[e.String()] {
 					continue
 				}
@@ -210,4 +258,9 @@ func SelectEndpoints(all []Endpoint) []Endpoint {
 		return ready
 	}
 	return fallback
+}
+
+func topologyAuto(svc *corev1.Service) bool {
+	return svc.Annotations[corev1.AnnotationTopologyMode] == "Auto" ||
+		svc.Annotations[corev1.DeprecatedAnnotationTopologyAwareHints] == "Auto"
 }

@@ -111,3 +111,38 @@ func TestFindStaleUDP(t *testing.T) {
 		t.Fatalf("no change: %+v", got)
 	}
 }
+
+func TestTopologyEndpoints(t *testing.T) {
+	e := func(ip, node, zone string, hints bool) Endpoint {
+		x := Endpoint{IP: net.ParseIP(ip), Port: 80, Ready: true, NodeName: node}
+		if hints {
+			x.HintZones, x.HintNodes = []string{zone}, []string{node}
+		}
+		return x
+	}
+	sp := ServicePort{TopologyAware: true, Endpoints: []Endpoint{e("10.0.0.1", "n1", "a", true), e("10.0.0.2", "n2", "a", true), e("10.0.0.3", "n3", "b", true)}}
+	str := func(eps []Endpoint) string {
+		var s []string
+		for _, x := range eps {
+			s = append(s, x.IP.String())
+		}
+		return strings.Join(s, ",")
+	}
+	if got := str(sp.TopologyEndpoints("n2", "a")); got != "10.0.0.2" {
+		t.Errorf("same node: %s", got)
+	}
+	if got := str(sp.TopologyEndpoints("n9", "b")); got != "10.0.0.3" {
+		t.Errorf("same zone: %s", got)
+	}
+	if got := str(sp.TopologyEndpoints("n9", "c")); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
+		t.Errorf("no match falls back to all: %s", got)
+	}
+	sp.Endpoints[1].HintZones, sp.Endpoints[1].HintNodes = nil, nil
+	if got := str(sp.TopologyEndpoints("n1", "a")); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
+		t.Errorf("an endpoint without hints disables them: %s", got)
+	}
+	sp.TopologyAware = false
+	if got := str(sp.TopologyEndpoints("n1", "a")); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
+		t.Errorf("not topology aware: %s", got)
+	}
+}

@@ -76,6 +76,9 @@ func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFa
 	return p
 }
 
+// SetZone sets this node's zone (for topology hints); call before Run.
+func (p *Proxy) SetZone(zone string) { p.cfg.Zone = zone }
+
 func (p *Proxy) dirty() {
 	p.mu.Lock()
 	if p.firstDirt.IsZero() {

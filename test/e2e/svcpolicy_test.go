@@ -133,3 +133,33 @@ func TestServicePolicies(t *testing.T) {
 		})
 	})
 }
+
+// trafficDistribution PreferSameNode: with a backend on every worker, a
+// client's connections stay on its own node (hints from the real
+// EndpointSlice controller).
+func TestTrafficDistributionPreferSameNode(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	ds := daemonSet(t, ns)
+	svc := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "near", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "ds"}, TrafficDistribution: ptr.To(corev1.ServiceTrafficDistributionPreferSameNode),
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
+	_ = ctx
+	for _, from := range ds {
+		var got string
+		eventually(t, 30*time.Second, "requests from "+from.Spec.NodeName+" stay on that node", func() error {
+			for i := 0; i < 8; i++ {
+				out, err := execIn(t, ns+"/"+from.Name, "", "curl", "-sS", "-m", "2", "http://"+svc.Spec.ClusterIP+"/hostname")
+				if err != nil {
+					return err
+				}
+				got = out
+				if out != from.Name {
+					return fmt.Errorf("request from %s on %s reached %s", from.Name, from.Spec.NodeName, out)
+				}
+			}
+			return nil
+		})
+		_ = got
+	}
+}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-# kubectl from lab/k8s (pinned k8s.io/kubernetes) into a per-version cache.
+# kubectl, and kube-proxy (the benchmarks' baseline), from lab/k8s (pinned k8s.io/kubernetes) into a per-version cache.
 # A cold build takes several minutes; progress is printed as packages compile.
 set -euo pipefail
 version=$1 out=$2
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy)
 missing=0
 for b in "${bins[@]}"; do [[ -x $out/$b ]] || missing=1; done
 if ((missing == 0)); then
@@ -18,7 +18,7 @@ start=$(date +%s)
 n=0
 go build -v -o "$out.tmp/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl 2>&1 | while read -r line; do
+  k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-proxy 2>&1 | while read -r line; do
     n=$((n + 1))
     if ((n % 100 == 0)); then echo "  ... $n packages compiled ($(( $(date +%s) - start ))s)"; fi
     case $line in *error*|*cannot*|*undefined*) echo "$line";; esac

@@ -82,6 +82,9 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 	tx.Add(&knftables.Set{Name: "cluster-ips", Type: "ipv4_addr", Comment: knftables.PtrTo("allocated ClusterIPs")})
 	tx.Flush(&knftables.Set{Name: "cluster-ips"})
 	d.Sets["cluster-ips"] = true
+	tx.Add(&knftables.Set{Name: "hairpin-pairs", Type: "ipv4_addr . ipv4_addr", Comment: knftables.PtrTo("endpoint . endpoint: a pod reaching itself through a service")})
+	tx.Flush(&knftables.Set{Name: "hairpin-pairs"})
+	d.Sets["hairpin-pairs"] = true
 	// `flush table` empties chains but not maps; their elements reference
 	// chains that may be deleted below.
 	for _, m := range []string{"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"} {
@@ -136,6 +139,19 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports"})
 	tx.Add(&knftables.Rule{Chain: "reject-chain", Rule: "reject"})
 	tx.Add(&knftables.Rule{Chain: "mark-for-masquerade", Rule: "mark set mark or " + masqueradeMark})
+	// Two global rules instead of two rules per endpoint and service:
+	// hairpin (a pod DNATed to itself) and clients outside the pod network
+	// reaching a ClusterIP (their replies must come back through here).
+	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "ct status dnat ip saddr . ip daddr @hairpin-pairs masquerade fully-random"})
+	var cidrList []string
+	for _, c := range cfg.ClusterCIDRs {
+		if c.IP.To4() != nil {
+			cidrList = append(cidrList, c.String())
+		}
+	}
+	if len(cidrList) > 0 {
+		tx.Add(&knftables.Rule{Chain: "masquerading", Rule: fmt.Sprintf("ct status dnat ct original ip daddr @cluster-ips ip saddr != { %s } masquerade fully-random", strings.Join(cidrList, " , "))})
+	}
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark and " + masqueradeMark + " == 0 return"})
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark set mark xor " + masqueradeMark})
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "masquerade fully-random"})
@@ -148,6 +164,7 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 	}
 	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
 	clusterIPs := map[string]bool{}
+	hairpin := map[string]bool{}
 	for _, sp := range services {
 		for _, ip := range sp.ClusterIPs {
 			if !clusterIPs[ip.String()] {
@@ -156,6 +173,12 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 			}
 		}
 		buildService(tx, cfg, cidrs, sp, chain, &d)
+		for _, e := range sp.AllEndpoints {
+			if !hairpin[e.IP.String()] {
+				hairpin[e.IP.String()] = true
+				tx.Add(&knftables.Element{Set: "hairpin-pairs", Key: []string{e.IP.String(), e.IP.String()}})
+			}
+		}
 	}
 	return d
 }
@@ -186,13 +209,16 @@ func buildService(tx *knftables.Transaction, cfg Config, cidrs []string, sp Serv
 		}
 		return
 	}
-	// Endpoint chains, shared by the internal and external dispatch.
-	for _, e := range sp.Endpoints {
-		buildEndpoint(tx, sp, e, chain, d)
-	}
-	for _, e := range sp.AllEndpoints {
-		if (sp.InternalLocal || sp.ExternalLocal) && e.NodeName == cfg.NodeName && !containsEndpoint(sp.Endpoints, e) {
+	// Endpoint chains exist only for session affinity (they record the
+	// client); otherwise one DNAT rule per service picks the endpoint.
+	if sp.AffinitySeconds > 0 {
+		for _, e := range sp.Endpoints {
 			buildEndpoint(tx, sp, e, chain, d)
+		}
+		for _, e := range sp.AllEndpoints {
+			if (sp.InternalLocal || sp.ExternalLocal) && e.NodeName == cfg.NodeName && !containsEndpoint(sp.Endpoints, e) {
+				buildEndpoint(tx, sp, e, chain, d)
+			}
 		}
 	}
 
@@ -200,13 +226,6 @@ func buildService(tx *knftables.Transaction, cfg Config, cidrs []string, sp Serv
 	chain(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(sp.Key())})
 	for _, ip := range sp.ClusterIPs {
 		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, port}, Value: []string{"goto " + svc}})
-		if !sp.InternalLocal {
-			// Clients outside the pod network (nodes, hostNetwork) are
-			// masqueraded so the endpoint's reply returns through here.
-			for _, c := range cidrs {
-				tx.Add(&knftables.Rule{Chain: svc, Rule: knftables.Concat("ip daddr", ip, "ip saddr !=", c, "jump mark-for-masquerade")})
-			}
-		}
 	}
 	dispatch(tx, svc, sp, internal)
 
@@ -262,8 +281,6 @@ func containsEndpoint(list []Endpoint, e Endpoint) bool {
 func buildEndpoint(tx *knftables.Transaction, sp ServicePort, e Endpoint, chain func(*knftables.Chain), d *Desired) {
 	ep := epChain(sp, e)
 	chain(&knftables.Chain{Name: ep, Comment: knftables.PtrTo(sp.Key() + " -> " + e.String())})
-	// Hairpin: a pod reaching itself through its service.
-	tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("ip saddr", e.IP, "jump mark-for-masquerade")})
 	if sp.AffinitySeconds > 0 {
 		set := affinitySet(sp, e)
 		timeout := time.Duration(sp.AffinitySeconds) * time.Second
@@ -281,10 +298,17 @@ func dispatch(tx *knftables.Transaction, chainName string, sp ServicePort, eps [
 		tx.Add(&knftables.Rule{Chain: chainName, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
 		return
 	}
-	if sp.AffinitySeconds > 0 {
-		for _, e := range eps {
-			tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("ip saddr @%s goto %s", affinitySet(sp, e), epChain(sp, e))})
+	if sp.AffinitySeconds == 0 {
+		var m []string
+		for i, e := range eps {
+			m = append(m, fmt.Sprintf("%d : %s . %d", i, e.IP, e.Port))
 		}
+		tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("meta l4proto %s dnat ip addr . port to numgen random mod %d map { %s }",
+			lower(sp.Protocol), len(eps), strings.Join(m, " , "))})
+		return
+	}
+	for _, e := range eps {
+		tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("ip saddr @%s goto %s", affinitySet(sp, e), epChain(sp, e))})
 	}
 	var vmap []string
 	for i, e := range eps {

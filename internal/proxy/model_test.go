@@ -81,9 +81,8 @@ func TestBuildMaps(t *testing.T) {
 		"203.0.113.50 . tcp . 80 : goto ext-",
 		"tcp . 30080 : goto ext-",
 		"10.96.0.51 . tcp . 80 : goto reject-chain",
-		"numgen random mod 2 vmap",
-		"dnat ip to 10.244.1.2:8080",
-		"dnat ip to 10.244.2.2:8080",
+		"dnat ip addr . port to numgen random mod 2 map { 0 : 10.244.1.2 . 8080 , 1 : 10.244.2.2 . 8080 }",
+		"hairpin-pairs { 10.244.1.2 . 10.244.1.2 }",
 	} {
 		if !strings.Contains(dump, want) {
 			t.Errorf("table lacks %q:\n%s", want, dump)

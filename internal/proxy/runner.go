@@ -44,6 +44,7 @@ type Proxy struct {
 	syncDuration prometheus.Histogram
 	progLatency  prometheus.Histogram
 	syncs        *prometheus.CounterVec
+	lastSync     prometheus.Gauge
 	svcGauge     prometheus.Gauge
 	epGauge      prometheus.Gauge
 }
@@ -58,10 +59,11 @@ func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFa
 			Help: "From a Service/EndpointSlice change seen by the agent to the datapath applied.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		syncs:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_proxy_syncs_total", Help: "Proxy syncs by result."}, []string{"result"}),
 		svcGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_service_ports", Help: "Service ports programmed."}),
+		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_last_sync_duration_seconds", Help: "Duration of the last successful sync."}),
 		epGauge:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_endpoints", Help: "Endpoints programmed."}),
 	}
 	if reg != nil {
-		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.svcGauge, p.epGauge)
+		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.svcGauge, p.epGauge, p.lastSync)
 	}
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()
@@ -174,6 +176,7 @@ func (p *Proxy) Sync(ctx context.Context) error {
 		return err
 	}
 	p.syncDuration.Observe(time.Since(start).Seconds())
+	p.lastSync.Set(time.Since(start).Seconds())
 	if !dirtSince.IsZero() {
 		p.progLatency.Observe(time.Since(dirtSince).Seconds())
 	}

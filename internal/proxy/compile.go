@@ -64,13 +64,19 @@ type Desired struct {
 // table is flushed and rewritten in the same transaction, so packets see
 // either the old or the new rules, never a mix).
 func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desired {
+	m := Compile(cfg, services)
+	m.Full(tx)
+	return Desired{Chains: m.chainSet(), Sets: m.setSet()}
+}
+
+// Compile turns services into the table's model (pure).
+func Compile(cfg Config, services []ServicePort) *Model {
+	tx := newModel()
 	d := Desired{Chains: map[string]bool{}, Sets: map[string]bool{}}
 	chain := func(c *knftables.Chain) {
 		d.Chains[c.Name] = true
 		tx.Add(c)
 	}
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft service proxy")})
-	tx.Flush(&knftables.Table{})
 
 	tx.Add(&knftables.Map{Name: "service-ips", Type: "ipv4_addr . inet_proto . inet_service : verdict",
 		Comment: knftables.PtrTo("ClusterIP, external and load-balancer IPs with endpoints")})
@@ -80,16 +86,9 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 		Comment: knftables.PtrTo("service IPs and ports without endpoints: rejected at once")})
 	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
 	tx.Add(&knftables.Set{Name: "cluster-ips", Type: "ipv4_addr", Comment: knftables.PtrTo("allocated ClusterIPs")})
-	tx.Flush(&knftables.Set{Name: "cluster-ips"})
 	d.Sets["cluster-ips"] = true
 	tx.Add(&knftables.Set{Name: "hairpin-pairs", Type: "ipv4_addr . ipv4_addr", Comment: knftables.PtrTo("endpoint . endpoint: a pod reaching itself through a service")})
-	tx.Flush(&knftables.Set{Name: "hairpin-pairs"})
 	d.Sets["hairpin-pairs"] = true
-	// `flush table` empties chains but not maps; their elements reference
-	// chains that may be deleted below.
-	for _, m := range []string{"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"} {
-		tx.Flush(&knftables.Map{Name: m})
-	}
 
 	// Hooks.
 	chain(&knftables.Chain{Name: "nat-prerouting", Type: knftables.PtrTo(knftables.NATType),
@@ -174,19 +173,20 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 		}
 		buildService(tx, cfg, cidrs, sp, chain, &d)
 		for _, e := range sp.AllEndpoints {
-			if !hairpin[e.IP.String()] {
+			// Only a pod on this node can hairpin through this node.
+			if e.NodeName == cfg.NodeName && !hairpin[e.IP.String()] {
 				hairpin[e.IP.String()] = true
 				tx.Add(&knftables.Element{Set: "hairpin-pairs", Key: []string{e.IP.String(), e.IP.String()}})
 			}
 		}
 	}
-	return d
+	return tx
 }
 
 // buildService writes one service port: its entries in the dispatch maps,
 // the internal chain (svc-), the external chain (ext-) and the endpoint
 // chains (ep-).
-func buildService(tx *knftables.Transaction, cfg Config, cidrs []string, sp ServicePort, chain func(*knftables.Chain), d *Desired) {
+func buildService(tx *Model, cfg Config, cidrs []string, sp ServicePort, chain func(*knftables.Chain), d *Desired) {
 	proto := lower(sp.Protocol)
 	port := fmt.Sprint(sp.Port)
 	closeBy := sp.TopologyEndpoints(cfg.NodeName, cfg.Zone)
@@ -278,7 +278,7 @@ func containsEndpoint(list []Endpoint, e Endpoint) bool {
 	return false
 }
 
-func buildEndpoint(tx *knftables.Transaction, sp ServicePort, e Endpoint, chain func(*knftables.Chain), d *Desired) {
+func buildEndpoint(tx *Model, sp ServicePort, e Endpoint, chain func(*knftables.Chain), d *Desired) {
 	ep := epChain(sp, e)
 	chain(&knftables.Chain{Name: ep, Comment: knftables.PtrTo(sp.Key() + " -> " + e.String())})
 	if sp.AffinitySeconds > 0 {
@@ -293,7 +293,7 @@ func buildEndpoint(tx *knftables.Transaction, sp ServicePort, e Endpoint, chain 
 
 // dispatch sends a connection to one of eps: back to the endpoint a
 // client used before (session affinity), else a random one.
-func dispatch(tx *knftables.Transaction, chainName string, sp ServicePort, eps []Endpoint) {
+func dispatch(tx *Model, chainName string, sp ServicePort, eps []Endpoint) {
 	if len(eps) == 0 {
 		tx.Add(&knftables.Rule{Chain: chainName, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
 		return

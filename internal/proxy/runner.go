@@ -36,6 +36,9 @@ type Proxy struct {
 	// CleanConntrack deletes stale UDP conntrack entries after syncs.
 	CleanConntrack bool
 	lastPorts      []ServicePort
+	// The model last written; nil forces a full sync.
+	prev     *Model
+	lastFull time.Time
 
 	kick      chan struct{}
 	mu        sync.Mutex
@@ -45,6 +48,7 @@ type Proxy struct {
 	progLatency  prometheus.Histogram
 	syncs        *prometheus.CounterVec
 	lastSync     prometheus.Gauge
+	fullSync     prometheus.Gauge
 	svcGauge     prometheus.Gauge
 	epGauge      prometheus.Gauge
 }
@@ -60,10 +64,11 @@ func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFa
 		syncs:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_proxy_syncs_total", Help: "Proxy syncs by result."}, []string{"result"}),
 		svcGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_service_ports", Help: "Service ports programmed."}),
 		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_last_sync_duration_seconds", Help: "Duration of the last successful sync."}),
+		fullSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_last_full_sync_duration_seconds", Help: "Duration of the last full sync."}),
 		epGauge:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_endpoints", Help: "Endpoints programmed."}),
 	}
 	if reg != nil {
-		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.svcGauge, p.epGauge, p.lastSync)
+		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.svcGauge, p.epGauge, p.lastSync, p.fullSync)
 	}
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()
@@ -145,35 +150,51 @@ func (p *Proxy) Sync(ctx context.Context) error {
 			eps += len(sp.Endpoints)
 		}
 	}
-	existing, err := p.nft.List(ctx, "chains")
-	if err != nil && !knftables.IsNotFound(err) {
-		return err
-	}
+	model := Compile(p.cfg, ports)
 	tx := p.nft.NewTransaction()
-	d := Build(tx, p.cfg, ports)
-	// Chains of services that are gone: empty after the flush, delete them;
-	// likewise affinity sets of endpoints that are gone.
-	for _, c := range existing {
-		if !d.Chains[c] {
-			tx.Delete(&knftables.Chain{Name: c})
+	full := p.prev == nil || time.Since(p.lastFull) >= p.FullEvery
+	if full {
+		// What the table holds beyond the model: listed from the kernel
+		// (leftovers of an earlier run, drift); slow on large tables, so
+		// only on full syncs.
+		chains, err := p.nft.List(ctx, "chains")
+		if err != nil && !knftables.IsNotFound(err) {
+			return err
 		}
-	}
-	sets, err := p.nft.List(ctx, "sets")
-	if err != nil && !knftables.IsNotFound(err) {
-		return err
-	}
-	for _, s := range sets {
-		if !d.Sets[s] {
-			tx.Delete(&knftables.Set{Name: s})
+		sets, err := p.nft.List(ctx, "sets")
+		if err != nil && !knftables.IsNotFound(err) {
+			return err
 		}
+		model.Full(tx)
+		// Chains of services that are gone are empty after the flush:
+		// delete them; likewise affinity sets of endpoints that are gone.
+		for _, c := range chains {
+			if _, ok := model.chains[c]; !ok {
+				tx.Delete(&knftables.Chain{Name: c})
+			}
+		}
+		for _, s := range sets {
+			if _, ok := model.sets[s]; !ok {
+				tx.Delete(&knftables.Set{Name: s})
+			}
+		}
+	} else if model.Diff(tx, p.prev) == 0 {
+		p.prev = model
+		return nil
 	}
 	if err := p.nft.Run(ctx, tx); err != nil {
+		p.prev = nil // the next sync is a full one
 		p.mu.Lock()
 		if p.firstDirt.IsZero() || (!dirtSince.IsZero() && dirtSince.Before(p.firstDirt)) {
 			p.firstDirt = dirtSince
 		}
 		p.mu.Unlock()
 		return err
+	}
+	p.prev = model
+	if full {
+		p.lastFull = time.Now()
+		p.fullSync.Set(time.Since(start).Seconds())
 	}
 	p.syncDuration.Observe(time.Since(start).Seconds())
 	p.lastSync.Set(time.Since(start).Seconds())
@@ -199,3 +220,11 @@ func (p *Proxy) Sync(ctx context.Context) error {
 
 var _ = strings.TrimSpace
 var _ corev1.Service
+
+func toSet(list []string) map[string]bool {
+	m := make(map[string]bool, len(list))
+	for _, x := range list {
+		m[x] = true
+	}
+	return m
+}

@@ -1,0 +1,192 @@
+package proxy
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Model is the compiled table as data: chains with their rules, sets and
+// maps, and elements. It can be written whole (Full) or as the difference
+// from the previous model (Diff), so a change to one service touches only
+// that service's chains and elements.
+type Model struct {
+	chains   map[string]*knftables.Chain
+	order    []string // chains in creation order
+	rules    map[string][]*knftables.Rule
+	sets     map[string]*knftables.Set
+	maps     map[string]*knftables.Map
+	elements map[string]*knftables.Element
+	elemKeys []string
+}
+
+func newModel() *Model {
+	return &Model{chains: map[string]*knftables.Chain{}, rules: map[string][]*knftables.Rule{},
+		sets: map[string]*knftables.Set{}, maps: map[string]*knftables.Map{}, elements: map[string]*knftables.Element{}}
+}
+
+// Add records an object, with the same call shape as a transaction.
+func (m *Model) Add(obj knftables.Object) {
+	switch o := obj.(type) {
+	case *knftables.Chain:
+		if _, ok := m.chains[o.Name]; !ok {
+			m.order = append(m.order, o.Name)
+		}
+		m.chains[o.Name] = o
+	case *knftables.Rule:
+		m.rules[o.Chain] = append(m.rules[o.Chain], o)
+	case *knftables.Set:
+		m.sets[o.Name] = o
+	case *knftables.Map:
+		m.maps[o.Name] = o
+	case *knftables.Element:
+		k := elementKey(o)
+		if _, ok := m.elements[k]; !ok {
+			m.elemKeys = append(m.elemKeys, k)
+		}
+		m.elements[k] = o
+	}
+}
+
+func elementKey(e *knftables.Element) string {
+	return e.Set + e.Map + "|" + strings.Join(e.Key, " . ")
+}
+
+func elementValue(e *knftables.Element) string { return strings.Join(e.Value, " ") }
+
+func ruleText(rs []*knftables.Rule) string {
+	var b strings.Builder
+	for _, r := range rs {
+		b.WriteString(r.Rule)
+		if r.Comment != nil {
+			b.WriteString(" #" + *r.Comment)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func (m *Model) chainSet() map[string]bool {
+	out := map[string]bool{}
+	for n := range m.chains {
+		out[n] = true
+	}
+	return out
+}
+
+func (m *Model) setSet() map[string]bool {
+	out := map[string]bool{}
+	for n := range m.sets {
+		out[n] = true
+	}
+	return out
+}
+
+// Full writes the whole table: flush and rewrite in one transaction, so
+// packets see the old or the new table, never a mix.
+func (m *Model) Full(tx *knftables.Transaction) {
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft service proxy")})
+	tx.Flush(&knftables.Table{})
+	for _, name := range sortedKeys(m.maps) {
+		tx.Add(m.maps[name])
+		// `flush table` empties chains but not maps and sets.
+		tx.Flush(&knftables.Map{Name: name})
+	}
+	for _, name := range sortedKeys(m.sets) {
+		tx.Add(m.sets[name])
+		if name == "cluster-ips" || name == "hairpin-pairs" {
+			tx.Flush(&knftables.Set{Name: name})
+		}
+	}
+	for _, name := range m.order {
+		tx.Add(m.chains[name])
+	}
+	for _, name := range m.order {
+		for _, r := range m.rules[name] {
+			tx.Add(r)
+		}
+	}
+	for _, k := range m.elemKeys {
+		tx.Add(m.elements[k])
+	}
+}
+
+// Diff writes what changed from prev to m and returns how many operations
+// that took. Stale chains and sets are removed after what referenced them.
+func (m *Model) Diff(tx *knftables.Transaction, prev *Model) int {
+	ops := 0
+	for _, name := range sortedKeys(m.sets) {
+		if _, ok := prev.sets[name]; !ok {
+			tx.Add(m.sets[name])
+			ops++
+		}
+	}
+	// Elements that go or change first, so no element points at a chain
+	// that is about to be deleted.
+	for _, k := range prev.elemKeys {
+		old := prev.elements[k]
+		if now, ok := m.elements[k]; !ok || elementValue(now) != elementValue(old) {
+			tx.Delete(&knftables.Element{Set: old.Set, Map: old.Map, Key: old.Key})
+			ops++
+		}
+	}
+	for _, name := range m.order {
+		if _, ok := prev.chains[name]; !ok {
+			tx.Add(m.chains[name])
+			ops++
+		}
+	}
+	for _, name := range m.order {
+		_, existed := prev.chains[name]
+		if existed && ruleText(prev.rules[name]) == ruleText(m.rules[name]) {
+			continue
+		}
+		if existed {
+			tx.Flush(&knftables.Chain{Name: name})
+			ops++
+		}
+		for _, r := range m.rules[name] {
+			tx.Add(r)
+			ops++
+		}
+	}
+	for _, k := range m.elemKeys {
+		now := m.elements[k]
+		if old, ok := prev.elements[k]; !ok || elementValue(now) != elementValue(old) {
+			tx.Add(now)
+			ops++
+		}
+	}
+	var gone []string
+	for _, name := range prev.order {
+		if _, ok := m.chains[name]; !ok {
+			tx.Flush(&knftables.Chain{Name: name})
+			gone = append(gone, name)
+			ops++
+		}
+	}
+	for _, name := range gone {
+		tx.Delete(&knftables.Chain{Name: name})
+		ops++
+	}
+	for _, name := range sortedKeys(prev.sets) {
+		if _, ok := m.sets[name]; !ok {
+			tx.Delete(&knftables.Set{Name: name})
+			ops++
+		}
+	}
+	return ops
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var _ = fmt.Sprint

@@ -55,7 +55,7 @@ type Proxy struct {
 
 // New wires a proxy on a shared informer factory; call Run after Start.
 func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFactory, log *slog.Logger, reg prometheus.Registerer) *Proxy {
-	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: 30 * time.Second,
+	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: time.Hour,
 		kick: make(chan struct{}, 1),
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_sync_duration_seconds",
 			Help: "Time to compile and apply the proxy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),

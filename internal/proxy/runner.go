@@ -137,15 +137,22 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Group all slices by service once: a label-selector list per service
+	// would make each sync quadratic in the number of services.
+	allSlices, err := p.slices.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	byService := make(map[string][]*discoveryv1.EndpointSlice, len(svcs))
+	for _, sl := range allSlices {
+		if name := sl.Labels[discoveryv1.LabelServiceName]; name != "" {
+			byService[sl.Namespace+"/"+name] = append(byService[sl.Namespace+"/"+name], sl)
+		}
+	}
 	var ports []ServicePort
 	eps := 0
 	for _, svc := range svcs {
-		sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
-		slices, err := p.slices.EndpointSlices(svc.Namespace).List(sel)
-		if err != nil {
-			return err
-		}
-		for _, sp := range ServicePorts(svc, slices) {
+		for _, sp := range ServicePorts(svc, byService[svc.Namespace+"/"+svc.Name]) {
 			ports = append(ports, sp)
 			eps += len(sp.Endpoints)
 		}

@@ -160,34 +160,33 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	model := Compile(p.cfg, ports)
 	tx := p.nft.NewTransaction()
 	full := p.prev == nil || time.Since(p.lastFull) >= p.FullEvery
-	if full {
-		// What the table holds beyond the model: listed from the kernel
-		// (leftovers of an earlier run, drift); slow on large tables, so
-		// only on full syncs.
-		chains, err := p.nft.List(ctx, "chains")
-		if err != nil && !knftables.IsNotFound(err) {
-			return err
-		}
-		sets, err := p.nft.List(ctx, "sets")
-		if err != nil && !knftables.IsNotFound(err) {
-			return err
-		}
+	switch {
+	case p.prev == nil:
+		// Start, or after a failure: what the kernel holds is unknown.
+		// Recreate the table in the same transaction (atomic, and no slow
+		// listing of a large table); conntrack keeps established flows.
+		tx.Add(&knftables.Table{})
+		tx.Delete(&knftables.Table{})
 		model.Full(tx)
-		// Chains of services that are gone are empty after the flush:
-		// delete them; likewise affinity sets of endpoints that are gone.
-		for _, c := range chains {
+	case full:
+		// Periodic full sync: flush and rewrite; chains and sets of the
+		// last model that are gone are empty after the flush.
+		model.Full(tx)
+		for c := range p.prev.chains {
 			if _, ok := model.chains[c]; !ok {
 				tx.Delete(&knftables.Chain{Name: c})
 			}
 		}
-		for _, s := range sets {
+		for s := range p.prev.sets {
 			if _, ok := model.sets[s]; !ok {
 				tx.Delete(&knftables.Set{Name: s})
 			}
 		}
-	} else if model.Diff(tx, p.prev) == 0 {
-		p.prev = model
-		return nil
+	default:
+		if model.Diff(tx, p.prev) == 0 {
+			p.prev = model
+			return nil
+		}
 	}
 	if err := p.nft.Run(ctx, tx); err != nil {
 		p.prev = nil // the next sync is a full one

@@ -276,3 +276,25 @@ func TestReadinessProbes(t *testing.T) {
 		return nil
 	})
 }
+
+// A hostNetwork pod runs in its node's namespace with the node's IP.
+func TestHostNetworkPod(t *testing.T) {
+	ns := newNamespace(t)
+	p := pinnedPod(ns, "hostnet", "weft-node-2")
+	p.Spec.HostNetwork = true
+	// Ports of its own: the node's namespace is shared with the agent.
+	p.Spec.Containers[0].Args = []string{"--http-port", "18090", "--tcp-port", "18091", "--udp-port", "18091"}
+	p.Spec.Containers[0].ReadinessProbe.TCPSocket.Port = intstr.FromInt32(18090)
+	got := createReady(t, p)["hostnet"]
+	node := nodeByName(t, "weft-node-2")
+	ip := node.Status.Addresses[0].Address
+	if got.Status.PodIP != ip {
+		t.Fatalf("hostNetwork pod IP %s, want the node IP %s", got.Status.PodIP, ip)
+	}
+	// Reachable on the node IP from another node's pod.
+	c := createReady(t, pinnedPod(ns, "client", "weft-node-1"))["client"]
+	_ = c
+	if out := curl(t, ns+"/client", "http://"+ip+":18090/hostname"); out != "hostnet" {
+		t.Fatalf("hostNetwork pod answered %q", out)
+	}
+}

@@ -284,9 +284,13 @@ func nonEmpty(s string) []string {
 // prepareContainer writes the runner spec: pod netns, hostname, the pod's
 // DNS files and the container's volume mounts.
 func (k *Kubelet) prepareContainer(ctx context.Context, pod *corev1.Pod, pr *podRuntime, cr *containerRuntime) error {
+	hostname := podHostname(pod)
+	if pod.Spec.HostNetwork {
+		hostname = k.cfg.NodeName // as the kubelet: the node's UTS namespace
+	}
 	spec := &container.Spec{
 		NetNS:    "/run/netns/" + pr.netnsName,
-		Hostname: podHostname(pod),
+		Hostname: hostname,
 		WorkDir:  cr.spec.WorkingDir,
 		Scratch:  filepath.Join(pr.dir, "scratch", cr.name),
 		Mounts: []container.Mount{

@@ -27,10 +27,11 @@ const NetNSPrefix = "weft-pod-"
 
 // podRuntime is what the node runs for one pod.
 type podRuntime struct {
-	key       string
-	uid       types.UID
-	dir       string
-	netnsName string
+	key         string
+	uid         types.UID
+	dir         string
+	netnsName   string
+	hostNetwork bool // runs in the node's namespace: no sandbox, no CNI
 	ips       []net.IP
 	started   time.Time
 
@@ -128,7 +129,9 @@ func (k *Kubelet) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, e
 		return nil, err
 	}
 	if pod.Spec.HostNetwork {
-		return nil, fmt.Errorf("hostNetwork pods are not supported by the lab node yet")
+		// The node's own namespace (the lab node runs in it), by name.
+		pr.hostNetwork, pr.netnsName = true, k.cfg.NodeName
+		pr.ips = []net.IP{k.cfg.NodeIP}
 	}
 	// Volumes first: their API reads can fail transiently (the node
 	// authorizer learns of a new pod a moment after it is bound), and a
@@ -138,9 +141,11 @@ func (k *Kubelet) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, e
 			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 		}
 	}
-	if err := k.createSandbox(ctx, pod, pr); err != nil {
-		k.destroySandbox(ctx, pr)
-		return nil, err
+	if !pr.hostNetwork {
+		if err := k.createSandbox(ctx, pod, pr); err != nil {
+			k.destroySandbox(ctx, pr)
+			return nil, err
+		}
 	}
 	if err := k.writePodFiles(ctx, pod, pr); err != nil {
 		k.destroySandbox(ctx, pr)
@@ -217,6 +222,10 @@ func (k *Kubelet) createSandbox(ctx context.Context, pod *corev1.Pod, pr *podRun
 
 // destroySandbox runs CNI DEL and removes the netns; safe to repeat.
 func (k *Kubelet) destroySandbox(ctx context.Context, pr *podRuntime) {
+	if pr.hostNetwork {
+		_ = os.RemoveAll(pr.dir)
+		return
+	}
 	if list, err := k.loadCNI(); err == nil {
 		cc := libcni.NewCNIConfigWithCacheDir([]string{k.cfg.CNIBinDir}, k.cfg.CNICacheDir, nil)
 		rt := &libcni.RuntimeConf{ContainerID: string(pr.uid), NetNS: "/run/netns/" + pr.netnsName, IfName: "eth0"}

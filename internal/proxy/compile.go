@@ -31,6 +31,17 @@ type Config struct {
 	Zone string
 }
 
+// clusterCIDRs4 returns the IPv4 cluster CIDRs as strings.
+func (c Config) clusterCIDRs4() []string {
+	var out []string
+	for _, n := range c.ClusterCIDRs {
+		if n.IP.To4() != nil {
+			out = append(out, n.String())
+		}
+	}
+	return out
+}
+
 // chainName builds a readable, unique, bounded chain name.
 func chainName(prefix, key string) string {
 	sum := sha256.Sum256([]byte(key))
@@ -72,11 +83,7 @@ func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desire
 // Compile turns services into the table's model (pure).
 func Compile(cfg Config, services []ServicePort) *Model {
 	tx := newModel()
-	d := Desired{Chains: map[string]bool{}, Sets: map[string]bool{}}
-	chain := func(c *knftables.Chain) {
-		d.Chains[c.Name] = true
-		tx.Add(c)
-	}
+	chain := func(c *knftables.Chain) { tx.Add(c) }
 
 	tx.Add(&knftables.Map{Name: "service-ips", Type: "ipv4_addr . inet_proto . inet_service : verdict",
 		Comment: knftables.PtrTo("ClusterIP, external and load-balancer IPs with endpoints")})
@@ -86,9 +93,7 @@ func Compile(cfg Config, services []ServicePort) *Model {
 		Comment: knftables.PtrTo("service IPs and ports without endpoints: rejected at once")})
 	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
 	tx.Add(&knftables.Set{Name: "cluster-ips", Type: "ipv4_addr", Comment: knftables.PtrTo("allocated ClusterIPs")})
-	d.Sets["cluster-ips"] = true
 	tx.Add(&knftables.Set{Name: "hairpin-pairs", Type: "ipv4_addr . ipv4_addr", Comment: knftables.PtrTo("endpoint . endpoint: a pod reaching itself through a service")})
-	d.Sets["hairpin-pairs"] = true
 
 	// Hooks.
 	chain(&knftables.Chain{Name: "nat-prerouting", Type: knftables.PtrTo(knftables.NATType),
@@ -142,25 +147,13 @@ func Compile(cfg Config, services []ServicePort) *Model {
 	// hairpin (a pod DNATed to itself) and clients outside the pod network
 	// reaching a ClusterIP (their replies must come back through here).
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "ct status dnat ip saddr . ip daddr @hairpin-pairs masquerade fully-random"})
-	var cidrList []string
-	for _, c := range cfg.ClusterCIDRs {
-		if c.IP.To4() != nil {
-			cidrList = append(cidrList, c.String())
-		}
-	}
-	if len(cidrList) > 0 {
+	if cidrList := cfg.clusterCIDRs4(); len(cidrList) > 0 {
 		tx.Add(&knftables.Rule{Chain: "masquerading", Rule: fmt.Sprintf("ct status dnat ct original ip daddr @cluster-ips ip saddr != { %s } masquerade fully-random", strings.Join(cidrList, " , "))})
 	}
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark and " + masqueradeMark + " == 0 return"})
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark set mark xor " + masqueradeMark})
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "masquerade fully-random"})
 
-	var cidrs []string
-	for _, c := range cfg.ClusterCIDRs {
-		if c.IP.To4() != nil {
-			cidrs = append(cidrs, c.String())
-		}
-	}
 	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
 	clusterIPs := map[string]bool{}
 	hairpin := map[string]bool{}
@@ -171,7 +164,7 @@ func Compile(cfg Config, services []ServicePort) *Model {
 				tx.Add(&knftables.Element{Set: "cluster-ips", Key: []string{ip.String()}})
 			}
 		}
-		buildService(tx, cfg, cidrs, sp, chain, &d)
+		buildService(tx, cfg, sp, chain)
 		for _, e := range sp.AllEndpoints {
 			// Only a pod on this node can hairpin through this node.
 			if e.NodeName == cfg.NodeName && !hairpin[e.IP.String()] {
@@ -186,7 +179,8 @@ func Compile(cfg Config, services []ServicePort) *Model {
 // buildService writes one service port: its entries in the dispatch maps,
 // the internal chain (svc-), the external chain (ext-) and the endpoint
 // chains (ep-).
-func buildService(tx *Model, cfg Config, cidrs []string, sp ServicePort, chain func(*knftables.Chain), d *Desired) {
+func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.Chain)) {
+	cidrs := cfg.clusterCIDRs4()
 	proto := lower(sp.Protocol)
 	port := fmt.Sprint(sp.Port)
 	closeBy := sp.TopologyEndpoints(cfg.NodeName, cfg.Zone)
@@ -213,11 +207,11 @@ func buildService(tx *Model, cfg Config, cidrs []string, sp ServicePort, chain f
 	// client); otherwise one DNAT rule per service picks the endpoint.
 	if sp.AffinitySeconds > 0 {
 		for _, e := range sp.Endpoints {
-			buildEndpoint(tx, sp, e, chain, d)
+			buildEndpoint(tx, sp, e, chain)
 		}
 		for _, e := range sp.AllEndpoints {
 			if (sp.InternalLocal || sp.ExternalLocal) && e.NodeName == cfg.NodeName && !containsEndpoint(sp.Endpoints, e) {
-				buildEndpoint(tx, sp, e, chain, d)
+				buildEndpoint(tx, sp, e, chain)
 			}
 		}
 	}
@@ -278,14 +272,13 @@ func containsEndpoint(list []Endpoint, e Endpoint) bool {
 	return false
 }
 
-func buildEndpoint(tx *Model, sp ServicePort, e Endpoint, chain func(*knftables.Chain), d *Desired) {
+func buildEndpoint(tx *Model, sp ServicePort, e Endpoint, chain func(*knftables.Chain)) {
 	ep := epChain(sp, e)
 	chain(&knftables.Chain{Name: ep, Comment: knftables.PtrTo(sp.Key() + " -> " + e.String())})
 	if sp.AffinitySeconds > 0 {
 		set := affinitySet(sp, e)
 		timeout := time.Duration(sp.AffinitySeconds) * time.Second
 		tx.Add(&knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &timeout})
-		d.Sets[set] = true
 		tx.Add(&knftables.Rule{Chain: ep, Rule: fmt.Sprintf("update @%s { ip saddr }", set)})
 	}
 	tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("meta l4proto", lower(sp.Protocol), "dnat ip to", e.String())})

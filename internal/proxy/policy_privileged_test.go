@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -102,7 +103,7 @@ func whoAnswers(t *testing.T, from ns.NetNS, addr string) string {
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		b := make([]byte, 64)
 		n, err := c.Read(b)
-		local = string(b[:n])
+		local = strings.TrimSpace(string(b[:n]))
 		return err
 	})
 	if err != nil {
@@ -111,7 +112,7 @@ func whoAnswers(t *testing.T, from ns.NetNS, addr string) string {
 	return local
 }
 
-// serveName answers every connection with a fixed name and the client address.
+// serveName answers every connection with name (if any) and the client address.
 func serveName(t *testing.T, n ns.NetNS, addr, name string) {
 	var ln net.Listener
 	if err := n.Do(func(ns.NetNS) error {
@@ -129,7 +130,10 @@ func serveName(t *testing.T, n ns.NetNS, addr, name string) {
 				return
 			}
 			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			io.WriteString(c, name+" "+host)
+			if name != "" {
+				host = name + " " + host
+			}
+			io.WriteString(c, host+"\n")
 			c.Close()
 		}
 	}()

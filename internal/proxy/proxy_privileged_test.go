@@ -61,28 +61,7 @@ func newTopo(t *testing.T) topo {
 }
 
 // serve answers every connection with the client's address.
-func serve(t *testing.T, n ns.NetNS, addr string) {
-	var ln net.Listener
-	if err := n.Do(func(ns.NetNS) error {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			io.WriteString(c, host+"\n")
-			c.Close()
-		}
-	}()
-}
+func serve(t *testing.T, n ns.NetNS, addr string) { serveName(t, n, addr, "") }
 
 // dial connects from namespace n and returns what the server said.
 func dial(n ns.NetNS, addr string) (string, error) {

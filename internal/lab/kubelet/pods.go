@@ -32,8 +32,8 @@ type podRuntime struct {
 	dir         string
 	netnsName   string
 	hostNetwork bool // runs in the node's namespace: no sandbox, no CNI
-	ips       []net.IP
-	started   time.Time
+	ips         []net.IP
+	started     time.Time
 
 	mu          sync.Mutex
 	containers  map[string]*containerRuntime

@@ -123,7 +123,7 @@ func (l *Lab) Status(ctx context.Context, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "%-22s %-8s %-16s %-16s %s\n", n.Name, ready, ip, n.Spec.PodCIDR, strings.Join(procs, " "))
 	}
-	for _, p := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "outside-testserver"} {
+	for _, p := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "lb-ipam", "outside-testserver"} {
 		state := "up"
 		if !l.procAlive(p) {
 			state = "DOWN"

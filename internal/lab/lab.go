@@ -150,6 +150,10 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 			return err
 		}
 	}
+	if err := l.startProc("lb-ipam", ControlPlane, []string{filepath.Join(l.binDir, "weft"), "lb-ipam",
+		"--kubeconfig=" + filepath.Join(l.dir, "agent.kubeconfig"), "--pool=" + LBPool}, nil); err != nil {
+		return err
+	}
 	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside"}, nil); err != nil {
 		return err
 	}
@@ -350,7 +354,7 @@ func (l *Lab) applyRBAC(ctx context.Context, client kubernetes.Interface) error 
 		ObjectMeta: metav1.ObjectMeta{Name: "weft:agent"},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "services", "endpoints", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{""}, Resources: []string{"nodes", "nodes/status"}, Verbs: []string{"patch", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"nodes", "nodes/status", "services/status"}, Verbs: []string{"patch", "update"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
 			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},

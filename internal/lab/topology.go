@@ -26,6 +26,10 @@ const (
 	ControlPlane   = "weft-control-plane"
 	APIPort        = 6443
 	UnderlayCIDR   = "198.18.0.0/15"
+	// LBPool gives LoadBalancer services addresses (weft lb-ipam). Nothing
+	// routes it yet: reachable from nodes and pods through the proxy;
+	// announcing it to the router comes with BGP.
+	LBPool = "198.19.100.0/24"
 )
 
 // Node is one lab node: a network namespace on a rack's L2 segment.

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -162,4 +163,38 @@ func TestTrafficDistributionPreferSameNode(t *testing.T) {
 		})
 		_ = got
 	}
+}
+
+// LoadBalancer services get an address from the lab pool (weft lb-ipam)
+// and the proxy serves it.
+func TestLoadBalancerPool(t *testing.T) {
+	ns := newNamespace(t)
+	p := pinnedPod(ns, "lbsrv", "weft-node-1")
+	p.Labels = map[string]string{"app": "lbsrv"}
+	createReady(t, p, pinnedPod(ns, "client", "weft-node-2"))
+	svc := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "lb", Namespace: ns},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "lbsrv"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
+	var ip string
+	eventually(t, 20*time.Second, "load-balancer address assigned", func() error {
+		got, err := client.CoreV1().Services(ns).Get(context.Background(), svc.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(got.Status.LoadBalancer.Ingress) == 0 {
+			return fmt.Errorf("no ingress yet")
+		}
+		ip = got.Status.LoadBalancer.Ingress[0].IP
+		return nil
+	})
+	if !mustCIDR(lab.LBPool).Contains(net.ParseIP(ip)) {
+		t.Fatalf("address %s outside the pool %s", ip, lab.LBPool)
+	}
+	eventually(t, 20*time.Second, "reachable on the load-balancer address", func() error {
+		out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "2", "http://"+ip+"/hostname")
+		if err != nil || out != "lbsrv" {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
 }

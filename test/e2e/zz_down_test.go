@@ -43,7 +43,7 @@ func TestZZLabDownLeavesNothing(t *testing.T) {
 	}
 	// Zombies are dead already; they wait only for the machine's init to reap them.
 	var left []string
-	out, _ = exec.Command("pgrep", "-af", "weft (agent|lab node|testserver)|kube-apiserver|kube-controller-manager|kube-scheduler|etcd --data-dir").Output()
+	out, _ = exec.Command("pgrep", "-af", "weft (agent|lab node|testserver|lb-ipam)|kube-apiserver|kube-controller-manager|kube-scheduler|etcd --data-dir").Output()
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if l == "" || strings.Contains(l, "pgrep") {
 			continue

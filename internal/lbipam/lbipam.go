@@ -1,0 +1,160 @@
+// Package lbipam gives LoadBalancer Services addresses from a configured
+// pool (status.loadBalancer.ingress), so they work where no cloud load
+// balancer exists: in the lab, and on bare metal until the addresses are
+// announced (BGP). The service proxy then serves them like externalIPs.
+package lbipam
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Class is the loadBalancerClass this allocator serves (besides none).
+const Class = "weft.dev/lb-ipam"
+
+// Allocator hands out pool addresses.
+type Allocator struct {
+	pool     *net.IPNet
+	client   kubernetes.Interface
+	services listersv1.ServiceLister
+	log      *slog.Logger
+	kick     chan struct{}
+}
+
+// New wires an allocator on a shared informer factory.
+func New(pool *net.IPNet, client kubernetes.Interface, factory informers.SharedInformerFactory, log *slog.Logger) *Allocator {
+	a := &Allocator{pool: pool, client: client, log: log, kick: make(chan struct{}, 1)}
+	inf := factory.Core().V1().Services()
+	a.services = inf.Lister()
+	_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.trigger() },
+		UpdateFunc: func(any, any) { a.trigger() },
+		DeleteFunc: func(any) { a.trigger() },
+	})
+	return a
+}
+
+func (a *Allocator) trigger() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run assigns addresses until ctx ends; the informer must have synced.
+func (a *Allocator) Run(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	a.trigger()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kick:
+		case <-t.C:
+		}
+		if err := a.sync(ctx); err != nil {
+			a.log.Warn("lb-ipam sync failed", "err", err)
+			time.AfterFunc(2*time.Second, a.trigger)
+		}
+	}
+}
+
+func wants(svc *corev1.Service) bool {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return false
+	}
+	return svc.Spec.LoadBalancerClass == nil || *svc.Spec.LoadBalancerClass == Class
+}
+
+// Plan decides, from all services, which ones get which address (pure).
+// Addresses already assigned stay; spec.loadBalancerIP is honoured when
+// it is in the pool and free.
+func Plan(pool *net.IPNet, svcs []*corev1.Service) (map[types.NamespacedName]net.IP, []string) {
+	used := map[string]bool{}
+	var warnings []string
+	for _, s := range svcs {
+		if !wants(s) {
+			continue
+		}
+		for _, ing := range s.Status.LoadBalancer.Ingress {
+			used[ing.IP] = true
+		}
+	}
+	out := map[types.NamespacedName]net.IP{}
+	for _, s := range svcs {
+		if !wants(s) || len(s.Status.LoadBalancer.Ingress) > 0 {
+			continue
+		}
+		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		if req := net.ParseIP(s.Spec.LoadBalancerIP); req != nil {
+			if !pool.Contains(req) || used[req.String()] {
+				warnings = append(warnings, fmt.Sprintf("%s: loadBalancerIP %s is outside the pool %s or taken", key, req, pool))
+				continue
+			}
+			used[req.String()] = true
+			out[key] = req
+			continue
+		}
+		ip := next(pool, used)
+		if ip == nil {
+			warnings = append(warnings, fmt.Sprintf("%s: pool %s exhausted", key, pool))
+			continue
+		}
+		used[ip.String()] = true
+		out[key] = ip
+	}
+	return out, warnings
+}
+
+// next returns the first free host address of pool (network and
+// broadcast skipped).
+func next(pool *net.IPNet, used map[string]bool) net.IP {
+	base := new(big.Int).SetBytes(pool.IP.Mask(pool.Mask).To4())
+	ones, bits := pool.Mask.Size()
+	size := int64(1) << uint(bits-ones)
+	for i := int64(1); i < size-1; i++ {
+		b := new(big.Int).Add(base, big.NewInt(i)).Bytes()
+		ip := make(net.IP, 4)
+		copy(ip[4-len(b):], b)
+		if !used[ip.String()] {
+			return ip
+		}
+	}
+	return nil
+}
+
+func (a *Allocator) sync(ctx context.Context) error {
+	svcs, err := a.services.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	plan, warnings := Plan(a.pool, svcs)
+	for _, w := range warnings {
+		a.log.Warn("lb-ipam", "problem", w)
+	}
+	for key, ip := range plan {
+		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{
+			"ingress": []map[string]any{{"ip": ip.String(), "ipMode": "VIP"}}}}})
+		if _, err := a.client.CoreV1().Services(key.Namespace).Patch(ctx, key.Name, types.MergePatchType, patch,
+			metav1.PatchOptions{}, "status"); err != nil {
+			return fmt.Errorf("assign %s to %s: %w", ip, key, err)
+		}
+		a.log.Info("assigned load-balancer address", "service", key.String(), "ip", ip)
+	}
+	return nil
+}

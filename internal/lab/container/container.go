@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -87,6 +88,11 @@ func Exec(s *Spec, argv []string) error {
 		if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
 			return fmt.Errorf("sethostname: %w", err)
 		}
+	}
+	// Every run (containers, exec, exec probes) gets its own scratch: an
+	// overlay's work dir cannot be shared by two mounts at once.
+	if s.Scratch != "" {
+		s.Scratch = filepath.Join(s.Scratch, strconv.Itoa(os.Getpid()))
 	}
 	// A mount point in a new top-level directory (/data, /agnhost) cannot
 	// be made by an overlay on /: build a root of bind mounts on a tmpfs

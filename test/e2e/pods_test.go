@@ -298,3 +298,73 @@ func TestHostNetworkPod(t *testing.T) {
 		t.Fatalf("hostNetwork pod answered %q", out)
 	}
 }
+
+// restartPolicy and graceful deletion: OnFailure restarts a failing
+// container, Never lets a pod succeed, and deletion waits the grace
+// period for a container that ignores SIGTERM, not longer.
+func TestRestartPolicyAndGracefulDeletion(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	mk := func(name string, policy corev1.RestartPolicy, grace int64, script string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: corev1.PodSpec{NodeName: "weft-node-1", RestartPolicy: policy, TerminationGracePeriodSeconds: ptr.To(grace),
+				Containers: []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"sh", "-c", script}}}}}
+	}
+	for _, p := range []*corev1.Pod{
+		mk("fails", corev1.RestartPolicyOnFailure, 1, "echo run; exit 3"),
+		mk("done", corev1.RestartPolicyNever, 1, "exit 0"),
+		mk("stubborn", corev1.RestartPolicyAlways, 3, `trap "" TERM; while true; do sleep 0.2; done`),
+		mk("polite", corev1.RestartPolicyAlways, 30, `trap "exit 0" TERM; while true; do sleep 0.2; done`),
+	} {
+		if _, err := client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(name string) *corev1.Pod {
+		p, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	eventually(t, 30*time.Second, "OnFailure container restarted", func() error {
+		p := get("fails")
+		if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].RestartCount < 1 {
+			return fmt.Errorf("status %+v", p.Status.ContainerStatuses)
+		}
+		if lt := p.Status.ContainerStatuses[0].LastTerminationState.Terminated; lt == nil || lt.ExitCode != 3 {
+			return fmt.Errorf("last termination %+v", lt)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, "Never pod Succeeded", func() error {
+		if ph := get("done").Status.Phase; ph != corev1.PodSucceeded {
+			return fmt.Errorf("phase %s", ph)
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		name     string
+		min, max time.Duration
+	}{{"stubborn", 3 * time.Second, 15 * time.Second}, {"polite", 0, 20 * time.Second}} {
+		eventually(t, 30*time.Second, c.name+" running", func() error {
+			if ph := get(c.name).Status.Phase; ph != corev1.PodRunning {
+				return fmt.Errorf("phase %s", ph)
+			}
+			return nil
+		})
+		start := time.Now()
+		if err := client.CoreV1().Pods(ns).Delete(ctx, c.name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, c.name+" deleted", func() error {
+			if _, err := client.CoreV1().Pods(ns).Get(ctx, c.name, metav1.GetOptions{}); err == nil {
+				return fmt.Errorf("still there")
+			}
+			return nil
+		})
+		if d := time.Since(start); d < c.min || d > c.max {
+			t.Errorf("%s took %s to delete, want between %s and %s", c.name, d.Round(100*time.Millisecond), c.min, c.max)
+		}
+	}
+}

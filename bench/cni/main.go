@@ -20,7 +20,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"weft.dev/weft/internal/cni"
 	"weft.dev/weft/internal/testutil"
 )
 
@@ -139,7 +138,6 @@ func main() {
 	}
 	fmt.Printf("\nTarget ADD median ≤ 50 ms: weft-cni %s it (%s). Ratio weft/baseline ADD median: %.2f.\n\n",
 		verdict, ms(med), float64(med)/float64(pct(ptp.adds, 50)))
-	_ = cni.HostVethPrefix
 }
 
 func pct(d []time.Duration, p int) time.Duration {

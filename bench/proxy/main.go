@@ -7,13 +7,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,31 +179,6 @@ func slice(name string, i, gen int) *discoveryv1.EndpointSlice {
 	return s
 }
 
-func metrics(url string) map[string]float64 {
-	out := map[string]float64{}
-	cl := &http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		return out
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) == 2 {
-			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
-				out[f[0]] = v
-			}
-		}
-	}
-	return out
-}
-
 // nodeMetrics reads an HTTP metrics endpoint from inside a node netns.
 func nodeMetrics(node, url string) map[string]float64 {
 	out, err := exec.Command("ip", "netns", "exec", node, "curl", "-s", "-m", "5", url).Output()
@@ -363,8 +336,6 @@ func check(err error) {
 		os.Exit(1)
 	}
 }
-
-var _ = metrics
 
 func kpKey(kind, suffix string) string {
 	return fmt.Sprintf(`kubeproxy_sync_%s_proxy_rules_duration_seconds_%s{ip_family="IPv4"}`, kind, suffix)

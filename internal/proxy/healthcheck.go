@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -107,5 +106,3 @@ func HealthPorts(ports []ServicePort, node string) map[int32]HealthInfo {
 	}
 	return out
 }
-
-var _ = fmt.Sprint

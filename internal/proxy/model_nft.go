@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 
@@ -188,5 +187,3 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
-
-var _ = fmt.Sprint

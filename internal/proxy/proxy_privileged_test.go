@@ -20,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/knftables"
 
@@ -190,5 +189,3 @@ func mustCIDR(s string) *net.IPNet {
 	_, n, _ := net.ParseCIDR(s)
 	return n
 }
-
-var _ = cache.WaitForCacheSync

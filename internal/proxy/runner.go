@@ -3,12 +3,10 @@ package proxy
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -223,9 +221,6 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	p.log.Debug("proxy synced", "servicePorts", len(ports), "endpoints", eps, "took", time.Since(start))
 	return nil
 }
-
-var _ = strings.TrimSpace
-var _ corev1.Service
 
 func toSet(list []string) map[string]bool {
 	m := make(map[string]bool, len(list))

@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // serveAPI serves the parts of the kubelet API the API server calls:
@@ -176,5 +174,3 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 	l.n -= int64(len(p))
 	return l.w.Write(p)
 }
-
-var _ = metav1.Now

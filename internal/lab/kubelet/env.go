@@ -2,7 +2,6 @@ package kubelet
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 
@@ -214,5 +213,3 @@ func expandVars(s string, env map[string]string) string {
 		return m
 	})
 }
-
-var _ = os.Getenv

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -411,5 +410,4 @@ func (k *Kubelet) cleanupStale(ctx context.Context) {
 	if len(entries) > 0 {
 		k.log.Info("removed pods of an earlier run", "count", len(entries))
 	}
-	_ = strings.TrimSpace
 }

@@ -64,22 +64,6 @@ func affinitySet(sp ServicePort, e Endpoint) string {
 	return chainName("aff", sp.Key()+"/"+strings.ReplaceAll(e.String(), ":", "__"))
 }
 
-// Desired is the compiled table: the transaction content and the chains
-// and sets it defines (to remove stale ones).
-type Desired struct {
-	Chains map[string]bool
-	Sets   map[string]bool
-}
-
-// Build fills tx with the full table for services (a full sync: the
-// table is flushed and rewritten in the same transaction, so packets see
-// either the old or the new rules, never a mix).
-func Build(tx *knftables.Transaction, cfg Config, services []ServicePort) Desired {
-	m := Compile(cfg, services)
-	m.Full(tx)
-	return Desired{Chains: m.chainSet(), Sets: m.setSet()}
-}
-
 // Compile turns services into the table's model (pure).
 func Compile(cfg Config, services []ServicePort) *Model {
 	tx := newModel()

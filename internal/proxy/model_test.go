@@ -71,7 +71,7 @@ func TestBuildMaps(t *testing.T) {
 	ports := ServicePorts(svc, []*discoveryv1.EndpointSlice{sliceOf(ep("10.244.1.2", true, true, false), ep("10.244.2.2", true, true, false))})
 	ports = append(ports, ServicePorts(service("empty", "10.96.0.51", 80, 0), nil)...)
 	tx := fake.NewTransaction()
-	Build(tx, Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}}, ports)
+	Compile(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}}, ports).Full(tx)
 	if err := fake.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}

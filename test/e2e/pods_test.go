@@ -368,3 +368,26 @@ func TestRestartPolicyAndGracefulDeletion(t *testing.T) {
 		}
 	}
 }
+
+// kubectl exec: API server → kubelet API /exec (SPDY or WebSocket) → a
+// command in the container's namespaces, with stdin, stdout, stderr and
+// the exit code.
+func TestKubectlExec(t *testing.T) {
+	ns := newNamespace(t)
+	createReady(t, pinnedPod(ns, "ex", "weft-node-1"))
+	var out, errb strings.Builder
+	err := theLab.Kubectl([]string{"exec", "-n", ns, "ex", "--", "sh", "-c", "echo out-$(hostname); echo err >&2; exit 3"}, nil, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("exit code not carried: %v (stderr %q)", err, errb.String())
+	}
+	if strings.TrimSpace(out.String()) != "out-ex" || !strings.Contains(errb.String(), "err") {
+		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+	}
+	out.Reset()
+	if err := theLab.Kubectl([]string{"exec", "-i", "-n", ns, "ex", "--", "cat"}, strings.NewReader("piped-in\n"), &out, &errb); err != nil {
+		t.Fatalf("exec -i: %v %s", err, errb.String())
+	}
+	if strings.TrimSpace(out.String()) != "piped-in" {
+		t.Fatalf("stdin not passed: %q", out.String())
+	}
+}

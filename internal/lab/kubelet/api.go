@@ -35,6 +35,12 @@ func (k *Kubelet) serveAPI(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
 	mux.HandleFunc("/containerLogs/", k.handleLogs)
+	ss, err := newStreamingServer(k)
+	if err != nil {
+		return err
+	}
+	k.streaming = ss
+	mux.HandleFunc("/exec/", k.handleExec)
 	srv := &http.Server{
 		Addr:              net.JoinHostPort(k.cfg.NodeIP.String(), strconv.Itoa(k.cfg.Port)),
 		Handler:           mux,

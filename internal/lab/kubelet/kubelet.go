@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/utils/ptr"
 )
 
@@ -68,6 +69,8 @@ type Kubelet struct {
 
 	netReady   bool
 	netMessage string
+
+	streaming streaming.Server // kubectl exec
 }
 
 // New wires a kubelet; call Run to start it.

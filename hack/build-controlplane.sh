@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-# kubectl, and kube-proxy (the benchmarks' baseline), from lab/k8s (pinned k8s.io/kubernetes) into a per-version cache.
+# kubectl, kube-proxy (the benchmarks' baseline) and agnhost (the upstream
+# e2e test image's program, run for agnhost images), from lab/k8s (pinned k8s.io/kubernetes) into a per-version cache.
 # A cold build takes several minutes; progress is printed as packages compile.
 set -euo pipefail
 version=$1 out=$2
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost)
 missing=0
 for b in "${bins[@]}"; do [[ -x $out/$b ]] || missing=1; done
 if ((missing == 0)); then
@@ -18,7 +19,8 @@ start=$(date +%s)
 n=0
 go build -v -o "$out.tmp/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-proxy 2>&1 | while read -r line; do
+  k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-proxy \
+  k8s.io/kubernetes/test/images/agnhost 2>&1 | while read -r line; do
     n=$((n + 1))
     if ((n % 100 == 0)); then echo "  ... $n packages compiled ($(( $(date +%s) - start ))s)"; fi
     case $line in *error*|*cannot*|*undefined*) echo "$line";; esac

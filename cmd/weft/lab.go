@@ -149,6 +149,7 @@ func labNodeCmd() *cobra.Command {
 	f.StringVar(&cfg.ClusterDNS, "cluster-dns", lab.ClusterDNS, "cluster DNS address for pods")
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", lab.ClusterDomain, "cluster domain")
 	f.StringVar(&zone, "zone", "", "topology zone label")
+	f.StringVar(&cfg.AgnhostBinary, "agnhost", "", "agnhost binary for agnhost images")
 	f.BoolVar(&controlPlane, "control-plane", false, "taint the node NoSchedule as a control-plane node")
 	return cmd
 }

@@ -328,6 +328,9 @@ func (l *Lab) startKubelet(n Node) error {
 		"--client-ca=" + d.Path("ca.crt"),
 		"--zone=" + strings.TrimPrefix(RackName(n.Rack), "weft-"),
 	}
+	if agnhost := filepath.Join(l.ControlPlaneBinDir(), "agnhost"); fileExists(agnhost) {
+		node = append(node, "--agnhost="+agnhost)
+	}
 	if n.ControlPlane {
 		node = append(node, "--control-plane")
 	}
@@ -507,4 +510,9 @@ func (l *Lab) StartNodeProcess(node string, p NodeProcess) error {
 		}
 	}
 	return fmt.Errorf("no lab node %q", node)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

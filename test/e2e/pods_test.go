@@ -391,3 +391,24 @@ func TestKubectlExec(t *testing.T) {
 		t.Fatalf("stdin not passed: %q", out.String())
 	}
 }
+
+// Images map to programs: agnhost images run the built agnhost (also at
+// /agnhost inside the container), pause images run nothing useful.
+func TestAgnhostAndPauseImages(t *testing.T) {
+	ns := newNamespace(t)
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "ag", Namespace: ns},
+		Spec: corev1.PodSpec{NodeName: "weft-node-1", TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers: []corev1.Container{
+				{Name: "netexec", Image: "registry.k8s.io/e2e-test-images/agnhost:2.53", Args: []string{"netexec", "--http-port=8080", "--udp-port=8081"},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1}},
+				{Name: "pause", Image: "registry.k8s.io/pause:3.10"},
+			}}}
+	got := createReady(t, p)["ag"]
+	if out, err := execIn(t, "weft-node-2", "", "curl", "-sS", "-m", "3", "http://"+got.Status.PodIP+":8080/hostname"); err != nil || out != "ag" {
+		t.Fatalf("agnhost netexec /hostname: %q %v", out, err)
+	}
+	var out, errb strings.Builder
+	if err := theLab.Kubectl([]string{"exec", "-n", ns, "ag", "-c", "netexec", "--", "/agnhost", "--help"}, nil, &out, &errb); err != nil || !strings.Contains(out.String(), "Usage") {
+		t.Fatalf("/agnhost in the container: %v %q %q", err, out.String(), errb.String())
+	}
+}

@@ -21,7 +21,18 @@ func (k *Kubelet) containerCommand(pod *corev1.Pod, pr *podRuntime, c corev1.Con
 	expand := func(s string) string { return expandVars(s, envMap) }
 	var argv []string
 	if len(c.Command) == 0 {
-		argv = []string{k.cfg.WeftBinary, "testserver"}
+		// Images are not pulled: their entrypoint is mapped to a program.
+		switch imageKind(c.Image) {
+		case "agnhost":
+			if k.cfg.AgnhostBinary == "" {
+				return nil, nil, fmt.Errorf("image %s needs agnhost, which this lab node was not given", c.Image)
+			}
+			argv = []string{k.cfg.AgnhostBinary}
+		case "pause":
+			argv = []string{"sleep", "infinity"}
+		default:
+			argv = []string{k.cfg.WeftBinary, "testserver"}
+		}
 	}
 	for _, a := range c.Command {
 		argv = append(argv, expand(a))
@@ -212,4 +223,23 @@ func expandVars(s string, env map[string]string) string {
 		}
 		return m
 	})
+}
+
+// imageKind classifies an image by name for the lab's image-to-program
+// mapping: agnhost, pause, or anything else.
+func imageKind(image string) string {
+	name := image
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:]
+	}
+	if i := strings.IndexAny(name, ":@"); i >= 0 {
+		name = name[:i]
+	}
+	switch name {
+	case "agnhost":
+		return "agnhost"
+	case "pause":
+		return "pause"
+	}
+	return "other"
 }

@@ -47,6 +47,9 @@ type Config struct {
 	CNICacheDir   string
 	StateDir      string // pods' files: logs, volumes, resolv.conf
 	WeftBinary    string // runs `weft lab run-container` and `weft testserver`
+	// AgnhostBinary runs containers of agnhost images (the upstream e2e
+	// test image); it is also mounted at /agnhost, where tests call it.
+	AgnhostBinary string
 	ClusterDNS    string
 	ClusterDomain string
 	ServingCert   string

@@ -299,6 +299,9 @@ func (k *Kubelet) prepareContainer(ctx context.Context, pod *corev1.Pod, pr *pod
 			{Source: filepath.Join(pr.dir, "hostname"), Target: "/etc/hostname", ReadOnly: true},
 		},
 	}
+	if imageKind(cr.spec.Image) == "agnhost" && k.cfg.AgnhostBinary != "" {
+		spec.Mounts = append(spec.Mounts, container.Mount{Source: k.cfg.AgnhostBinary, Target: "/agnhost", ReadOnly: true})
+	}
 	vols := map[string]corev1.Volume{}
 	for _, v := range pod.Spec.Volumes {
 		vols[v.Name] = v

@@ -38,15 +38,15 @@ const Version = "v1.37.2-weft-lab"
 
 // Config describes one lab node.
 type Config struct {
-	NodeName      string
-	NodeIP        net.IP
-	Labels        map[string]string
-	Taints        []corev1.Taint
-	CNIConfDir    string // where the agent writes the conflist
-	CNIBinDir     string
-	CNICacheDir   string
-	StateDir      string // pods' files: logs, volumes, resolv.conf
-	WeftBinary    string // runs `weft lab run-container` and `weft testserver`
+	NodeName    string
+	NodeIP      net.IP
+	Labels      map[string]string
+	Taints      []corev1.Taint
+	CNIConfDir  string // where the agent writes the conflist
+	CNIBinDir   string
+	CNICacheDir string
+	StateDir    string // pods' files: logs, volumes, resolv.conf
+	WeftBinary  string // runs `weft lab run-container` and `weft testserver`
 	// AgnhostBinary runs containers of agnhost images (the upstream e2e
 	// test image); it is also mounted at /agnhost, where tests call it.
 	AgnhostBinary string

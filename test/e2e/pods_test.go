@@ -5,8 +5,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -411,4 +414,36 @@ func TestAgnhostAndPauseImages(t *testing.T) {
 	if err := theLab.Kubectl([]string{"exec", "-n", ns, "ag", "-c", "netexec", "--", "/agnhost", "--help"}, nil, &out, &errb); err != nil || !strings.Contains(out.String(), "Usage") {
 		t.Fatalf("/agnhost in the container: %v %q %q", err, out.String(), errb.String())
 	}
+}
+
+// kubectl port-forward: host loopback → API server → kubelet API
+// /portForward → the pod's port.
+func TestKubectlPortForward(t *testing.T) {
+	ns := newNamespace(t)
+	createReady(t, pinnedPod(ns, "pf", "weft-node-1"))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(filepath.Join(theLab.ControlPlaneBinDir(), "kubectl"), "port-forward", "-n", ns, "pod/pf", fmt.Sprintf("%d:8080", port))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+theLab.Kubeconfig())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	eventually(t, 15*time.Second, "port-forward answers", func() error {
+		c := &http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/hostname", port))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "pf" {
+			return fmt.Errorf("got %q", b)
+		}
+		return nil
+	})
 }

@@ -41,6 +41,7 @@ func (k *Kubelet) serveAPI(ctx context.Context) error {
 	}
 	k.streaming = ss
 	mux.HandleFunc("/exec/", k.handleExec)
+	mux.HandleFunc("/portForward/", k.handlePortForward)
 	srv := &http.Server{
 		Addr:              net.JoinHostPort(k.cfg.NodeIP.String(), strconv.Itoa(k.cfg.Port)),
 		Handler:           mux,

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -16,8 +18,9 @@ import (
 	utilexec "k8s.io/utils/exec"
 )
 
-// execRuntime runs `kubectl exec` commands in a container's namespaces
-// for the streaming server (which speaks SPDY/WebSocket to the API server).
+// execRuntime runs `kubectl exec` commands in a container's namespaces and
+// carries `kubectl port-forward` streams, for the streaming server (which
+// speaks SPDY/WebSocket to the API server).
 type execRuntime struct{ k *Kubelet }
 
 // Exec runs cmd through `weft lab run-container` with the container's spec.
@@ -47,8 +50,53 @@ func (r execRuntime) Attach(context.Context, string, io.Reader, io.WriteCloser, 
 	return fmt.Errorf("attach is not supported by the lab node")
 }
 
-func (r execRuntime) PortForward(context.Context, string, int32, io.ReadWriteCloser) error {
-	return fmt.Errorf("port-forward is not supported by the lab node yet")
+// PortForward connects the stream to the pod's port; the node reaches
+// its pods' addresses directly.
+func (r execRuntime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	r.k.mu.Lock()
+	pr := r.k.pods[podID]
+	r.k.mu.Unlock()
+	if pr == nil || len(pr.ips) == 0 {
+		return fmt.Errorf("pod %s is not running on %s", podID, r.k.cfg.NodeName)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(pr.ips[0].String(), strconv.Itoa(int(port))))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(conn, stream); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(stream, conn); done <- struct{}{} }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// handlePortForward serves /portForward/{namespace}/{pod}.
+func (k *Kubelet) handlePortForward(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/portForward/"), "/")
+	if len(parts) != 2 {
+		http.Error(w, "want /portForward/NAMESPACE/POD", http.StatusBadRequest)
+		return
+	}
+	id := parts[0] + "/" + parts[1]
+	k.mu.Lock()
+	pr := k.pods[id]
+	k.mu.Unlock()
+	if pr == nil {
+		http.Error(w, "pod "+id+" is not running here", http.StatusNotFound)
+		return
+	}
+	resp, err := k.streaming.GetPortForward(&runtimeapi.PortForwardRequest{PodSandboxId: id})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	k.serveStreaming(w, r, resp.Url)
 }
 
 // lookupContainer resolves "namespace/pod/container".
@@ -106,7 +154,13 @@ func (k *Kubelet) handleExec(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	u, err := url.Parse(resp.Url)
+	k.serveStreaming(w, r, resp.Url)
+}
+
+// serveStreaming hands the request to the streaming server under the
+// token URL it issued.
+func (k *Kubelet) serveStreaming(w http.ResponseWriter, r *http.Request, tokenURL string) {
+	u, err := url.Parse(tokenURL)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

@@ -1,21 +1,15 @@
 package proxy
 
 import (
-	"context"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"io"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
-	"log/slog"
-	"sigs.k8s.io/knftables"
 )
 
 func udpEcho(t *testing.T, n ns.NetNS, addr, name string) {
@@ -58,30 +52,9 @@ func TestPrivilegedStaleUDPConntrack(t *testing.T) {
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "dns", Namespace: "default"},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
 			Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}}}
-	client := fake.NewClientset(svc, udpSlice("10.244.1.2"))
-	factory := informers.NewSharedInformerFactory(client, 0)
-	var p *Proxy
-	if err := tp.node.Do(func(ns.NetNS) error {
-		nft, err := knftables.New(knftables.InetFamily, TableName)
-		if err != nil {
-			return err
-		}
-		p = New(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}}, nft, factory, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-		p.CleanConntrack = true
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
-	sync := func() {
-		if err := tp.node.Do(func(ns.NetNS) error { return p.Sync(ctx) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sync()
+	h := startProxy(t, tp, svc, udpSlice("10.244.1.2"))
+	h.p.CleanConntrack = true
+	client, ctx, p, sync := h.client, h.ctx, h.p, h.sync
 	var conn net.Conn
 	if err := tp.client.Do(func(ns.NetNS) error {
 		var err error
@@ -104,7 +77,7 @@ func TestPrivilegedStaleUDPConntrack(t *testing.T) {
 	if _, err := client.DiscoveryV1().EndpointSlices("default").Update(ctx, udpSlice("10.244.1.3"), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitSynced(t, factory, func() bool {
+	waitSynced(t, func() bool {
 		s, _ := p.slices.EndpointSlices("default").Get("dns-abc")
 		return s != nil && s.Endpoints[0].Addresses[0] == "10.244.1.3"
 	})

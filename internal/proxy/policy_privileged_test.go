@@ -1,10 +1,8 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -16,11 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/knftables"
 
 	"weft.dev/weft/internal/testutil"
 )
@@ -59,34 +53,6 @@ func twoEndpointSlice(svc string) *discoveryv1.EndpointSlice {
 	s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.244.1.3"}, NodeName: ptr.To("n2"),
 		Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
 	return s
-}
-
-func startProxy(t *testing.T, tp topo, objs ...runtime.Object) (*Proxy, func()) {
-	client := fake.NewClientset(objs...)
-	factory := informers.NewSharedInformerFactory(client, 0)
-	var p *Proxy
-	if err := tp.node.Do(func(ns.NetNS) error {
-		nft, err := knftables.New(knftables.InetFamily, TableName)
-		if err != nil {
-			return err
-		}
-		p = New(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}, ServiceCIDRs: []*net.IPNet{mustCIDR("10.96.0.0/16")}, NodeName: "n1"},
-			nft, factory, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
-	sync := func() {
-		if err := tp.node.Do(func(ns.NetNS) error { return p.Sync(ctx) }); err != nil {
-			t.Fatalf("sync: %v", err)
-		}
-	}
-	sync()
-	t.Cleanup(cancel)
-	return p, sync
 }
 
 // backendOf returns which server answered: the servers reply with the
@@ -146,11 +112,11 @@ func TestPrivilegedSessionAffinity(t *testing.T) {
 	svc := service("sticky", "10.96.0.60", 80, 0)
 	svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
 	svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
-	_, sync := startProxy(t, tp, svc, twoEndpointSlice("sticky"))
+	h := startProxy(t, tp, svc, twoEndpointSlice("sticky"))
 	first := whoAnswers(t, tp.client, "10.96.0.60:80")
 	for i := 0; i < 15; i++ {
 		if i == 7 {
-			sync() // a full resync keeps the affinity state
+			h.sync() // a resync keeps the affinity state
 		}
 		if got := whoAnswers(t, tp.client, "10.96.0.60:80"); got != first {
 			t.Fatalf("connection %d went to %q, first went to %q", i, got, first)
@@ -164,7 +130,7 @@ func TestPrivilegedExternalTrafficPolicyLocal(t *testing.T) {
 	serveName(t, server2, "10.244.1.3:8080", "B")
 	svc := service("local", "10.96.0.61", 80, 30061)
 	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
-	_, _ = startProxy(t, tp, svc, twoEndpointSlice("local"))
+	startProxy(t, tp, svc, twoEndpointSlice("local"))
 	// From outside: only the endpoint on this node (n1 = A), with the
 	// client's own address.
 	for i := 0; i < 10; i++ {
@@ -185,7 +151,7 @@ func TestPrivilegedExternalTrafficPolicyLocal(t *testing.T) {
 func TestPrivilegedServiceRange(t *testing.T) {
 	tp, _, _ := policyTopo(t)
 	serve(t, tp.server, "10.244.1.2:8080")
-	_, _ = startProxy(t, tp, service("web", "10.96.0.50", 80, 0), slice("web", "10.244.1.2", 8080, true))
+	startProxy(t, tp, service("web", "10.96.0.50", 80, 0), slice("web", "10.244.1.2", 8080, true))
 	// A ClusterIP on a port it does not serve: refused.
 	if _, err := dial(tp.client, "10.96.0.50:81"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("unknown port of a ClusterIP: %v, want refused", err)

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
@@ -102,34 +103,11 @@ func slice(svc, ip string, port int32, ready bool) *discoveryv1.EndpointSlice {
 func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	tp := newTopo(t)
 	serve(t, tp.server, "10.244.1.2:8080")
-	client := fake.NewClientset(
+	h := startProxy(t, tp,
 		service("web", "10.96.0.50", 80, 30080), slice("web", "10.244.1.2", 8080, true),
 		service("empty", "10.96.0.51", 80, 0),
 	)
-	factory := informers.NewSharedInformerFactory(client, 0)
-	var p *Proxy
-	err := tp.node.Do(func(ns.NetNS) error {
-		nft, err := knftables.New(knftables.InetFamily, TableName)
-		if err != nil {
-			return err
-		}
-		p = New(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}}, nft, factory, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
-	sync := func() {
-		t.Helper()
-		if err := tp.node.Do(func(ns.NetNS) error { return p.Sync(ctx) }); err != nil {
-			t.Fatalf("sync: %v", err)
-		}
-	}
-	sync()
+	client, ctx, p, sync := h.client, h.ctx, h.p, h.sync
 
 	// ClusterIP from a pod: DNAT to the endpoint, pod source kept.
 	if got, err := dial(tp.client, "10.96.0.50:80"); err != nil || got != "10.244.0.2" {
@@ -145,7 +123,7 @@ func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	}
 	// No endpoints: refused at once, not a timeout.
 	start := time.Now()
-	_, err = dial(tp.client, "10.96.0.51:80")
+	_, err := dial(tp.client, "10.96.0.51:80")
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("service without endpoints: %v, want connection refused", err)
 	}
@@ -157,7 +135,7 @@ func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	if _, err := client.DiscoveryV1().EndpointSlices("default").Update(ctx, slice("web", "10.244.1.2", 8080, false), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitSynced(t, factory, func() bool {
+	waitSynced(t, func() bool {
 		s, _ := p.slices.EndpointSlices("default").Get("web-abc")
 		return s != nil && !*s.Endpoints[0].Conditions.Ready
 	})
@@ -174,7 +152,7 @@ func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	}
 }
 
-func waitSynced(t *testing.T, _ informers.SharedInformerFactory, cond func() bool) {
+func waitSynced(t *testing.T, cond func() bool) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		if cond() {
@@ -188,4 +166,43 @@ func waitSynced(t *testing.T, _ informers.SharedInformerFactory, cond func() boo
 func mustCIDR(s string) *net.IPNet {
 	_, n, _ := net.ParseCIDR(s)
 	return n
+}
+
+// harness is a proxy on fake informers writing a real table in tp.node.
+type harness struct {
+	p      *Proxy
+	client *fake.Clientset
+	ctx    context.Context
+	sync   func()
+}
+
+// startProxy runs one sync of a proxy for node "n1" over objs.
+func startProxy(t *testing.T, tp topo, objs ...runtime.Object) *harness {
+	t.Helper()
+	h := &harness{client: fake.NewClientset(objs...)}
+	factory := informers.NewSharedInformerFactory(h.client, 0)
+	if err := tp.node.Do(func(ns.NetNS) error {
+		nft, err := knftables.New(knftables.InetFamily, TableName)
+		if err != nil {
+			return err
+		}
+		h.p = New(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}, ServiceCIDRs: []*net.IPNet{mustCIDR("10.96.0.0/16")}, NodeName: "n1"},
+			nft, factory, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h.ctx = ctx
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	h.sync = func() {
+		t.Helper()
+		if err := tp.node.Do(func(ns.NetNS) error { return h.p.Sync(ctx) }); err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+	}
+	h.sync()
+	return h
 }

@@ -164,3 +164,18 @@ func relab(t *testing.T, o lab.UpOptions) {
 	}
 	client = c
 }
+
+// deployWeb runs lab.DemoDeployment "web" with n replicas and returns its
+// Ready pods.
+func deployWeb(t *testing.T, ns string, n int32) []corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := client.AppsV1().Deployments(ns).Create(ctx, lab.DemoDeployment(ns, "web", n), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := lab.WaitPodsReady(ctx, client, ns, "app=web", int(n), 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pods
+}

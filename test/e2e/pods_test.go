@@ -41,14 +41,7 @@ func ipamFile(node, ip string) string {
 func TestDeploymentPodsGetNodePodCIDRAddresses(t *testing.T) {
 	ns := newNamespace(t)
 	ctx := context.Background()
-	dep := lab.DemoDeployment(ns, "web", 6)
-	if _, err := client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pods, err := lab.WaitPodsReady(ctx, client, ns, "app=web", 6, 2*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pods := deployWeb(t, ns, 6)
 	type held struct{ node, ip, veth string }
 	var all []held
 	for _, p := range pods {

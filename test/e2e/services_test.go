@@ -23,18 +23,11 @@ import (
 func TestServicesClusterIPNodePortReject(t *testing.T) {
 	ns := newNamespace(t)
 	ctx := context.Background()
-	dep := lab.DemoDeployment(ns, "web", 3)
-	if _, err := client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	backends, err := lab.WaitPodsReady(ctx, client, ns, "app=web", 3, 2*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	backends := deployWeb(t, ns, 3)
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "web"},
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}}}
-	svc, err = client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	svc, err := client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,15 +31,7 @@ func createService(t *testing.T, svc *corev1.Service) *corev1.Service {
 // health check node port, with real packets in the lab.
 func TestServicePolicies(t *testing.T) {
 	ns := newNamespace(t)
-	ctx := context.Background()
-	dep := lab.DemoDeployment(ns, "web", 3)
-	if _, err := client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	backends, err := lab.WaitPodsReady(ctx, client, ns, "app=web", 3, 2*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	backends := deployWeb(t, ns, 3)
 	ports := []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)},
 		{Name: "udp", Port: 81, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(8081)}}
 	sticky := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "sticky", Namespace: ns},

@@ -5,9 +5,9 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X weft.dev/weft/internal/version.Version=$(VERSION)
 K8S_VERSION := v1.37.2
 CACHE_DIR ?= /var/cache/weft-lab
-CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
+export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build deps controlplane demo test test-unit test-privileged test-e2e bench clean lab-down
+.PHONY: all build deps controlplane demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down
 
 all: build
 
@@ -35,6 +35,15 @@ test-privileged: build
 
 test-e2e: build controlplane
 	go test -count=1 -tags e2e -timeout 30m -v ./test/e2e/...
+
+# The upstream [sig-network] e2e suite against the lab: FOCUS=regex SKIP=regex.
+e2e-upstream: deps build controlplane
+	@FOCUS='$(FOCUS)' SKIP='$(SKIP)' hack/e2e-upstream.sh
+
+# Runs the whole default [sig-network] set and regenerates docs/e2e.md from it.
+e2e-doc: deps build controlplane
+	@hack/e2e-upstream.sh || true
+	go run ./test/upstream doc _output/e2e-upstream/junit.xml > docs/e2e.md
 
 bench: deps build controlplane
 	@hack/bench.sh

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 # kubectl, kube-proxy (the benchmarks' baseline) and agnhost (the upstream
-# e2e test image's program, run for agnhost images), from lab/k8s (pinned k8s.io/kubernetes) into a per-version cache.
+# e2e test image's program, run for agnhost images), and e2e-network.test (the
+# upstream e2e suite cut to the network specs, lab/k8s/e2enetwork), from lab/k8s
+# (pinned k8s.io/kubernetes) into a per-version cache.
 # A cold build takes several minutes; progress is printed as packages compile.
 set -euo pipefail
 version=$1 out=$2
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost e2e-network.test)
 missing=0
 for b in "${bins[@]}"; do [[ -x $out/$b ]] || missing=1; done
 if ((missing == 0)); then
@@ -25,6 +27,8 @@ go build -v -o "$out.tmp/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
     if ((n % 100 == 0)); then echo "  ... $n packages compiled ($(( $(date +%s) - start ))s)"; fi
     case $line in *error*|*cannot*|*undefined*) echo "$line";; esac
   done
+echo "  building the upstream network e2e suite"
+go test -c -o "$out.tmp/e2e-network.test" ./e2enetwork
 for b in "${bins[@]}"; do [[ -x $out.tmp/$b ]] || { echo "build failed: $b missing" >&2; exit 1; }; done
 rm -rf "$out" && mv "$out.tmp" "$out"
 echo "control plane built in $(( $(date +%s) - start ))s"

@@ -10,3 +10,6 @@ echo "== unit and kernel tests"
 go test -count=1 -timeout 20m ./...
 echo "== lab end-to-end tests"
 go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
+echo "== upstream e2e: the Conformance Granular Checks (pod network)"
+FOCUS='\[sig-network\] Networking Granular Checks: Pods should function for (intra-pod|node-pod) communication: (http|udp) ' \
+  EXPECT_PASS=4 hack/e2e-upstream.sh

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make e2e-upstream FOCUS=regex SKIP=regex`: run the upstream Kubernetes
+# [sig-network] e2e suite (lab/k8s/e2enetwork, built with the control plane)
+# from inside the lab: the control-plane node's namespace, which routes to
+# pods, nodes and services like any node. Writes _output/e2e-upstream/
+# {junit.xml,e2e.log,summary.txt}.
+#
+# FOCUS defaults to every [sig-network] spec; SKIP to the rules in
+# internal/e2eupstream (each with its reason). With WEFT_E2E_REUSE=1 a lab that
+# is already up is used and left up; otherwise a lab is brought up for the run
+# and taken down after it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cp_dir=${CP_DIR:?CP_DIR (the control-plane cache) must be set; use make e2e-upstream}
+focus=${FOCUS:-'\[sig-network\]'}
+skip=${SKIP:-$(go run ./test/upstream skip-regex)}
+out=$root/_output/e2e-upstream
+rm -rf "$out" && mkdir -p "$out"
+
+if [[ ${WEFT_E2E_REUSE:-} != 1 ]]; then
+  bin/weft lab up --nodes "${NODES:-3}" --racks "${RACKS:-2}" --backend "${BACKEND:-vxlan}"
+  trap 'bin/weft lab down' EXIT
+fi
+
+echo "upstream e2e: focus=$focus"
+echo "              skip=$skip"
+rc=0
+# The suite calls kubectl (on PATH) and reaches pods and node ports directly.
+bin/weft lab exec weft-control-plane -- env PATH="$cp_dir:$PATH" HOME="$out" \
+  "$cp_dir/e2e-network.test" --provider=local \
+  --kubeconfig=/var/lib/weft-lab/admin-internal.kubeconfig \
+  --ginkgo.focus="$focus" --ginkgo.skip="$skip" --ginkgo.no-color \
+  --ginkgo.timeout="${TIMEOUT:-6h}" --ginkgo.junit-report="$out/junit.xml" \
+  --report-dir="$out" >"$out/e2e.log" 2>&1 || rc=$?
+tail -n 5 "$out/e2e.log"
+go run ./test/upstream summary "$out/junit.xml" | tee "$out/summary.txt"
+echo "log: $out/e2e.log  junit: $out/junit.xml"
+# EXPECT_PASS=N: fail unless at least N specs passed (guards against a focus
+# that silently matches nothing).
+if [[ -n ${EXPECT_PASS:-} ]]; then
+  passed=$(sed -n 's/^\[sig-network\] specs: \([0-9]*\) pass.*/\1/p' "$out/summary.txt")
+  if (( ${passed:-0} < EXPECT_PASS )); then
+    echo "expected at least $EXPECT_PASS passing specs, got ${passed:-0}" >&2
+    rc=1
+  fi
+fi
+exit $rc

@@ -1,0 +1,55 @@
+// Command upstream reports on a run of the upstream [sig-network] e2e suite
+// (hack/e2e-upstream.sh):
+//
+//	go run ./test/upstream skip-regex            # the default --skip
+//	go run ./test/upstream summary JUNIT         # counts and failures
+//	go run ./test/upstream doc JUNIT > docs/e2e.md
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"weft.dev/weft/internal/e2eupstream"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "upstream:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("usage: upstream skip-regex | summary JUNIT | doc JUNIT")
+	}
+	switch args[0] {
+	case "skip-regex":
+		fmt.Println(e2eupstream.SkipRegex())
+		return nil
+	case "summary", "doc":
+		if len(args) != 2 {
+			return fmt.Errorf("%s needs the JUnit report path", args[0])
+		}
+		f, err := os.Open(args[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		specs, err := e2eupstream.Classify(f)
+		if err != nil {
+			return err
+		}
+		if len(specs) == 0 {
+			return fmt.Errorf("%s has no [sig-network] specs", args[1])
+		}
+		if args[0] == "summary" {
+			e2eupstream.WriteSummary(os.Stdout, specs)
+		} else {
+			e2eupstream.WriteDoc(os.Stdout, specs, "v1.37.2", "make e2e-doc")
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown subcommand %q", args[0])
+}

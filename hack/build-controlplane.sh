@@ -7,9 +7,9 @@
 # A cold build takes several minutes; progress is printed as packages compile.
 set -euo pipefail
 version=$1 out=$2
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost e2e-network.test)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost e2e-network.test agnhost-localhost.crt agnhost-localhost.key)
 missing=0
-for b in "${bins[@]}"; do [[ -x $out/$b ]] || missing=1; done
+for b in "${bins[@]}"; do [[ -e $out/$b ]] || missing=1; done
 if ((missing == 0)); then
   echo "control plane $version: cached in $out"
   exit 0
@@ -27,8 +27,13 @@ go build -v -o "$out.tmp/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
     if ((n % 100 == 0)); then echo "  ... $n packages compiled ($(( $(date +%s) - start ))s)"; fi
     case $line in *error*|*cannot*|*undefined*) echo "$line";; esac
   done
+# Files the agnhost image carries besides the binary (porter's TLS pair).
+k8s_dir=$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+for f in localhost.crt localhost.key; do
+  cp "$k8s_dir/test/images/agnhost/porter/$f" "$out.tmp/agnhost-$f"
+done
 echo "  building the upstream network e2e suite"
 go test -c -o "$out.tmp/e2e-network.test" ./e2enetwork
-for b in "${bins[@]}"; do [[ -x $out.tmp/$b ]] || { echo "build failed: $b missing" >&2; exit 1; }; done
+for b in "${bins[@]}"; do [[ -e $out.tmp/$b ]] || { echo "build failed: $b missing" >&2; exit 1; }; done
 rm -rf "$out" && mv "$out.tmp" "$out"
 echo "control plane built in $(( $(date +%s) - start ))s"

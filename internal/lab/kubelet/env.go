@@ -28,6 +28,9 @@ func (k *Kubelet) containerCommand(pod *corev1.Pod, pr *podRuntime, c corev1.Con
 				return nil, nil, fmt.Errorf("image %s needs agnhost, which this lab node was not given", c.Image)
 			}
 			argv = []string{k.cfg.AgnhostBinary}
+			if len(c.Args) == 0 {
+				argv = append(argv, "pause") // the image's CMD
+			}
 		case "pause":
 			argv = []string{"sleep", "infinity"}
 		default:

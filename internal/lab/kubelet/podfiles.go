@@ -301,6 +301,14 @@ func (k *Kubelet) prepareContainer(ctx context.Context, pod *corev1.Pod, pr *pod
 	}
 	if imageKind(cr.spec.Image) == "agnhost" && k.cfg.AgnhostBinary != "" {
 		spec.Mounts = append(spec.Mounts, container.Mount{Source: k.cfg.AgnhostBinary, Target: "/agnhost", ReadOnly: true})
+		// The image also carries porter's TLS pair at the root; the control
+		// plane build copies it beside the binary.
+		for _, f := range []string{"localhost.crt", "localhost.key"} {
+			src := filepath.Join(filepath.Dir(k.cfg.AgnhostBinary), "agnhost-"+f)
+			if _, err := os.Stat(src); err == nil {
+				spec.Mounts = append(spec.Mounts, container.Mount{Source: src, Target: "/" + f, ReadOnly: true})
+			}
+		}
 	}
 	vols := map[string]corev1.Volume{}
 	for _, v := range pod.Spec.Volumes {

@@ -1,0 +1,160 @@
+package dns
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// maxChase bounds CNAME chains we follow for ExternalName services.
+const maxChase = 8
+
+// Handler answers DNS messages: names in the zone (and reverse names of
+// cluster addresses) from the current Snapshot, everything else through the
+// Cache and the Forwarder. The node-local cache uses it without a zone: then
+// everything is forwarded (to the cluster DNS) and stale entries are served
+// when that fails.
+type Handler struct {
+	Zone     string // "" for a pure forwarding cache
+	Forward  *Forwarder
+	Cache    *Cache
+	Metrics  *Metrics
+	Server   string // metrics label: "cluster" or "node-local"
+	snapshot atomic.Pointer[Snapshot]
+}
+
+// SetSnapshot installs the records to answer from. Until the first call,
+// names in the zone get SERVFAIL: an empty answer would be cached by clients
+// as a lie.
+func (h *Handler) SetSnapshot(s *Snapshot) { h.snapshot.Store(s) }
+
+// Synced reports whether a snapshot is installed (readiness).
+func (h *Handler) Synced() bool { return h.Zone == "" || h.snapshot.Load() != nil }
+
+// ServeDNS implements dns.Handler.
+func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	start := time.Now()
+	tcp := w.LocalAddr() != nil && w.LocalAddr().Network() == "tcp"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	resp := h.Respond(ctx, req, tcp)
+	cancel()
+	if err := w.WriteMsg(resp); err != nil {
+		h.Metrics.writeError(h.Server)
+	}
+	h.Metrics.observe(h.Server, req, resp, time.Since(start))
+}
+
+// Respond builds the reply to req. tcp lifts the UDP size limit.
+func (h *Handler) Respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg {
+	m := new(dns.Msg)
+	opt := req.IsEdns0()
+	switch {
+	case req.Response:
+		m.SetRcodeFormatError(req)
+		return m
+	case req.Opcode != dns.OpcodeQuery:
+		m.SetRcode(req, dns.RcodeNotImplemented)
+		return m
+	case len(req.Question) != 1:
+		m.SetRcodeFormatError(req)
+		return m
+	case opt != nil && opt.Version() != 0:
+		// RFC 6891 §6.1.3: answer BADVERS with our version (0).
+		m.SetRcode(req, dns.RcodeBadVers)
+		m.SetEdns0(UpstreamBufSize, false)
+		return m
+	}
+	q := req.Question[0]
+	do := opt != nil && opt.Do()
+	m.SetReply(req)
+	m.RecursionAvailable = true
+	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+		m.Rcode = dns.RcodeRefused
+	} else {
+		r := h.resolve(ctx, q, do, 0)
+		m.Rcode, m.Authoritative = r.rcode, r.authoritative
+		m.Answer, m.Ns, m.Extra = r.answer, r.ns, r.extra
+	}
+	if opt != nil {
+		m.SetEdns0(UpstreamBufSize, do)
+	}
+	size := dns.MinMsgSize
+	if opt != nil && int(opt.UDPSize()) > size {
+		size = int(opt.UDPSize())
+	}
+	if tcp {
+		size = dns.MaxMsgSize
+	}
+	m.Truncate(size)
+	return m
+}
+
+type resolved struct {
+	rcode             int
+	authoritative     bool
+	answer, ns, extra []dns.RR
+}
+
+func (h *Handler) resolve(ctx context.Context, q dns.Question, do bool, depth int) resolved {
+	snap := h.snapshot.Load()
+	if h.Zone != "" && snap == nil && inZone(q.Name, h.Zone) {
+		return resolved{rcode: dns.RcodeServerFailure}
+	}
+	if snap != nil {
+		if res, ours := snap.Resolve(q); ours {
+			out := resolved{rcode: res.Rcode, authoritative: true, answer: res.Answer, ns: res.Ns, extra: res.Extra}
+			if res.Chase != "" && depth < maxChase {
+				next := h.resolve(ctx, dns.Question{Name: res.Chase, Qtype: q.Qtype, Qclass: q.Qclass}, do, depth+1)
+				out.rcode = next.rcode
+				out.answer = append(out.answer, next.answer...)
+				out.ns = next.ns
+				out.authoritative = out.authoritative && next.authoritative
+			}
+			return out
+		}
+	}
+	return h.forward(ctx, q, do)
+}
+
+func (h *Handler) forward(ctx context.Context, q dns.Question, do bool) resolved {
+	var stale *dns.Msg
+	if h.Cache != nil {
+		if m, fresh, ok := h.Cache.Get(q, do); ok {
+			if fresh {
+				h.Metrics.cache(h.Server, "hit")
+				return fromMsg(m)
+			}
+			stale = m
+		}
+		h.Metrics.cache(h.Server, "miss")
+	}
+	if h.Forward == nil {
+		return resolved{rcode: dns.RcodeRefused}
+	}
+	resp, err := h.Forward.Exchange(ctx, q, do)
+	if err != nil {
+		h.Metrics.forwardError(h.Server)
+		if stale != nil {
+			h.Metrics.cache(h.Server, "stale")
+			return fromMsg(stale)
+		}
+		return resolved{rcode: dns.RcodeServerFailure}
+	}
+	if h.Cache != nil {
+		h.Cache.Put(q, do, resp)
+	}
+	return fromMsg(resp)
+}
+
+func fromMsg(m *dns.Msg) resolved {
+	return resolved{rcode: m.Rcode, authoritative: false, answer: m.Answer, ns: m.Ns, extra: withoutOPT(m.Extra)}
+}
+
+func inZone(name, zone string) bool {
+	name = strings.ToLower(dns.Fqdn(name))
+	zone = strings.ToLower(dns.Fqdn(zone))
+	return name == zone || strings.HasSuffix(name, "."+zone)
+}

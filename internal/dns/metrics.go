@@ -1,0 +1,86 @@
+package dns
+
+import (
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the DNS server's Prometheus series. A nil *Metrics records
+// nothing (tests, fuzzing).
+type Metrics struct {
+	requests  *prometheus.CounterVec
+	responses *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	cacheOps  *prometheus.CounterVec
+	fwdErrors *prometheus.CounterVec
+	writeErrs *prometheus.CounterVec
+	Records   prometheus.Gauge
+	Syncs     prometheus.Counter
+}
+
+// NewMetrics registers the series on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_dns_requests_total",
+			Help: "DNS requests by server (cluster, node-local) and query type."}, []string{"server", "type"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_dns_responses_total",
+			Help: "DNS responses by server and response code."}, []string{"server", "rcode"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weft_dns_request_duration_seconds",
+			Help:    "Time from request to response.",
+			Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 4}}, []string{"server"}),
+		cacheOps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_dns_cache_lookups_total",
+			Help: "Cache lookups of forwarded names: hit, miss, stale (served while the upstream failed). Hit ratio = hit / (hit + miss)."}, []string{"server", "result"}),
+		fwdErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_dns_forward_errors_total",
+			Help: "Forwarded queries no upstream answered."}, []string{"server"}),
+		writeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_dns_write_errors_total",
+			Help: "Responses that could not be sent."}, []string{"server"}),
+		Records: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_dns_names",
+			Help: "Owner names in the current cluster snapshot."}),
+		Syncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_dns_snapshot_builds_total",
+			Help: "Snapshots built from API changes."}),
+	}
+	reg.MustRegister(m.requests, m.responses, m.duration, m.cacheOps, m.fwdErrors, m.writeErrs, m.Records, m.Syncs)
+	return m
+}
+
+var typeLabels = map[uint16]string{dns.TypeA: "A", dns.TypeAAAA: "AAAA", dns.TypeSRV: "SRV", dns.TypePTR: "PTR",
+	dns.TypeCNAME: "CNAME", dns.TypeTXT: "TXT", dns.TypeSOA: "SOA", dns.TypeNS: "NS", dns.TypeANY: "ANY", dns.TypeMX: "MX"}
+
+func (m *Metrics) observe(server string, req, resp *dns.Msg, d time.Duration) {
+	if m == nil {
+		return
+	}
+	t := "other"
+	if len(req.Question) == 1 {
+		if l, ok := typeLabels[req.Question[0].Qtype]; ok {
+			t = l
+		}
+	}
+	m.requests.WithLabelValues(server, t).Inc()
+	rc, ok := dns.RcodeToString[resp.Rcode]
+	if !ok {
+		rc = "other"
+	}
+	m.responses.WithLabelValues(server, rc).Inc()
+	m.duration.WithLabelValues(server).Observe(d.Seconds())
+}
+
+func (m *Metrics) cache(server, result string) {
+	if m != nil {
+		m.cacheOps.WithLabelValues(server, result).Inc()
+	}
+}
+
+func (m *Metrics) forwardError(server string) {
+	if m != nil {
+		m.fwdErrors.WithLabelValues(server).Inc()
+	}
+}
+
+func (m *Metrics) writeError(server string) {
+	if m != nil {
+		m.writeErrs.WithLabelValues(server).Inc()
+	}
+}

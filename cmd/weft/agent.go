@@ -23,6 +23,7 @@ func agentCmd() *cobra.Command {
 		clusterCIDRs []string
 		noMasq       []string
 		serviceCIDRs []string
+		nodeLocalDNS string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -40,6 +41,14 @@ func agentCmd() *cobra.Command {
 			}
 			if cfg.ServiceCIDRs, err = parseCIDRs(serviceCIDRs); err != nil {
 				return fmt.Errorf("--service-cidr: %w", err)
+			}
+			if nodeLocalDNS != "" {
+				if cfg.NodeLocalDNS = net.ParseIP(nodeLocalDNS).To4(); cfg.NodeLocalDNS == nil {
+					return fmt.Errorf("--node-local-dns %q is not an IPv4 address", nodeLocalDNS)
+				}
+				if _, _, err := net.SplitHostPort(cfg.ClusterDNS); err != nil {
+					return fmt.Errorf("--cluster-dns %q: want host:port", cfg.ClusterDNS)
+				}
 			}
 			client, err := kubeClient(kubeconfig)
 			if err != nil {
@@ -69,6 +78,8 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
 	f.BoolVar(&cfg.Proxy, "proxy", true, "run the nftables service proxy (replaces kube-proxy)")
 	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped)")
+	f.StringVar(&nodeLocalDNS, "node-local-dns", "", "run the node-local DNS cache on this link-local address, e.g. 169.254.20.10 (empty: off)")
+	f.StringVar(&cfg.ClusterDNS, "cluster-dns", "10.96.0.10:53", "cluster DNS Service the node-local cache forwards to (TCP)")
 	return cmd
 }
 

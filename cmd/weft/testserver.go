@@ -26,6 +26,8 @@ func testserverCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cfg.TCPPort, "tcp-port", 8081, "TCP echo port")
 	cmd.Flags().IntVar(&cfg.UDPPort, "udp-port", 8081, "UDP echo port")
 	cmd.Flags().StringVar(&cfg.Name, "name", "", "name /hostname returns (default $POD_NAME, else the hostname)")
+	cmd.Flags().IntVar(&cfg.DNSPort, "dns-port", 0, "serve the outside.test DNS zone on this port (0: off)")
+	cmd.Flags().StringVar(&cfg.WWWAddress, "www-address", "203.0.113.10", "address of www.outside.test")
 	cmd.AddCommand(tcprrCmd())
 	return cmd
 }

@@ -34,6 +34,8 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weft.dev/weft/internal/agent/masq"
+	"weft.dev/weft/internal/agent/nodedns"
+	weftdns "weft.dev/weft/internal/dns"
 	"weft.dev/weft/internal/cni"
 	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/routing"
@@ -58,6 +60,10 @@ type Config struct {
 	// Proxy runs the service proxy (the kube-proxy replacement).
 	Proxy        bool
 	ServiceCIDRs []*net.IPNet
+	// NodeLocalDNS, when set, runs the node-local DNS cache on this address,
+	// forwarding to ClusterDNS (host:port).
+	NodeLocalDNS net.IP
+	ClusterDNS   string
 }
 
 // VXLANDevice is the name of the agent's VXLAN interface.
@@ -133,6 +139,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		svcProxy.Health = proxy.NewHealthServer("", a.log)
 		svcProxy.CleanConntrack = true
 		defer svcProxy.Health.Close()
+	}
+	if a.cfg.NodeLocalDNS != nil {
+		c := nodedns.New(nodedns.Config{Address: a.cfg.NodeLocalDNS, ClusterDNS: a.cfg.ClusterDNS}, weftdns.NewMetrics(a.registry), a.log)
+		go func() {
+			// A cache that fails must not take the pod network down with it:
+			// report and retry.
+			for ctx.Err() == nil {
+				if err := c.Run(ctx); err != nil {
+					a.log.Error("node-local DNS cache", "err", err)
+					time.Sleep(2 * time.Second)
+				}
+			}
+		}()
 	}
 	go a.serveMetrics(ctx)
 	factory.Start(ctx.Done())

@@ -154,7 +154,7 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 		"--kubeconfig=" + filepath.Join(l.dir, "agent.kubeconfig"), "--pool=" + LBPool}, nil); err != nil {
 		return err
 	}
-	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside"}, nil); err != nil {
+	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside", "--dns-port", "53"}, nil); err != nil {
 		return err
 	}
 	st := State{Nodes: nodes, Racks: o.Racks, Backend: o.Backend, Started: start}
@@ -163,6 +163,10 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 		return err
 	}
 	if err := l.waitNodesReady(ctx, client, len(nodes), 3*time.Minute); err != nil {
+		return err
+	}
+	l.printf("• cluster DNS %s (kube-system/%s), node-local cache %s on every node\n", ClusterDNS, DNSName, NodeLocalDNS)
+	if err := l.deployDNS(ctx, client, 2*time.Minute); err != nil {
 		return err
 	}
 	l.printf("lab up in %.1fs: %d nodes Ready\nkubeconfig: %s\n", time.Since(start).Seconds(), len(nodes), l.Kubeconfig())
@@ -309,6 +313,8 @@ func (l *Lab) startAgent(n Node, backend string) error {
 		"--no-masquerade=" + UnderlayCIDR,
 		"--metrics-addr=" + net.JoinHostPort(n.IP.String(), "9402"),
 		"--backend=" + backend,
+		"--node-local-dns=" + NodeLocalDNS,
+		"--cluster-dns=" + net.JoinHostPort(ClusterDNS, "53"),
 	}
 	return l.startProc("agent-"+n.Name, n.Name, agent, nil)
 }
@@ -327,6 +333,7 @@ func (l *Lab) startKubelet(n Node) error {
 		"--serving-cert=" + d.Path("kubelet-"+n.Name+".crt"), "--serving-key=" + d.Path("kubelet-"+n.Name+".key"),
 		"--client-ca=" + d.Path("ca.crt"),
 		"--zone=" + strings.TrimPrefix(RackName(n.Rack), "weft-"),
+		"--cluster-dns=" + NodeLocalDNS, // pods ask the node-local cache
 	}
 	if agnhost := filepath.Join(l.ControlPlaneBinDir(), "agnhost"); fileExists(agnhost) {
 		node = append(node, "--agnhost="+agnhost)

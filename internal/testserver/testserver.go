@@ -14,6 +14,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Config says where to listen.
@@ -23,6 +25,10 @@ type Config struct {
 	UDPPort  int
 	// Name is what /hostname returns: the pod name (POD_NAME, else hostname).
 	Name string
+	// DNSPort, when set, serves the outside.test zone over UDP and TCP;
+	// WWWAddress is the address www.outside.test resolves to.
+	DNSPort    int
+	WWWAddress string
 }
 
 // Server runs the three listeners.
@@ -78,7 +84,7 @@ func (s *Server) Handler() http.Handler {
 
 // Run serves until ctx ends or a listener fails.
 func (s *Server) Run(ctx context.Context) error {
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
 	hs := &http.Server{Addr: ":" + strconv.Itoa(s.cfg.HTTPPort), Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { errc <- hs.ListenAndServe() }()
 	tl, err := net.Listen("tcp", ":"+strconv.Itoa(s.cfg.TCPPort))
@@ -91,6 +97,18 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	go func() { errc <- serveUDPEcho(ul) }()
+	if s.cfg.DNSPort != 0 {
+		www := net.ParseIP(s.cfg.WWWAddress)
+		if www == nil || www.To4() == nil {
+			return fmt.Errorf("--www-address %q is not an IPv4 address", s.cfg.WWWAddress)
+		}
+		addr := ":" + strconv.Itoa(s.cfg.DNSPort)
+		for _, network := range []string{"udp", "tcp"} {
+			ds := &dns.Server{Addr: addr, Net: network, Handler: dnsHandler(www)}
+			go func() { errc <- ds.ListenAndServe() }()
+			defer func() { _ = ds.Shutdown() }()
+		}
+	}
 	s.log.Info("testserver listening", "http", s.cfg.HTTPPort, "tcp", s.cfg.TCPPort, "udp", s.cfg.UDPPort, "name", s.cfg.Name)
 	select {
 	case <-ctx.Done():

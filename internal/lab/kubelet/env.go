@@ -33,6 +33,8 @@ func (k *Kubelet) containerCommand(pod *corev1.Pod, pr *podRuntime, c corev1.Con
 			}
 		case "pause":
 			argv = []string{"sleep", "infinity"}
+		case "weft":
+			argv = []string{k.cfg.WeftBinary}
 		default:
 			argv = []string{k.cfg.WeftBinary, "testserver"}
 		}
@@ -229,7 +231,8 @@ func expandVars(s string, env map[string]string) string {
 }
 
 // imageKind classifies an image by name for the lab's image-to-program
-// mapping: agnhost, pause, or anything else.
+// mapping: agnhost, pause, weft (runs bin/weft with the container's args),
+// or anything else.
 func imageKind(image string) string {
 	name := image
 	if i := strings.LastIndex(name, "/"); i >= 0 {
@@ -243,6 +246,8 @@ func imageKind(image string) string {
 		return "agnhost"
 	case "pause":
 		return "pause"
+	case "weft":
+		return "weft"
 	}
 	return "other"
 }

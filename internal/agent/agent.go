@@ -35,8 +35,8 @@ import (
 
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/agent/nodedns"
-	weftdns "weft.dev/weft/internal/dns"
 	"weft.dev/weft/internal/cni"
+	weftdns "weft.dev/weft/internal/dns"
 	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/routing"
 )

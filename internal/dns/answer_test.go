@@ -334,7 +334,7 @@ func TestStaleServedWhenUpstreamDown(t *testing.T) {
 		t.Fatal(dns.RcodeToString[m.Rcode])
 	}
 	h.Forward.Upstreams = []string{"127.0.0.1:1"} // nothing listens there
-	now.add(3600)                                  // far past the 60 s TTL
+	now.add(3600)                                 // far past the 60 s TTL
 	m := query(t, h, "www.example.org.", dns.TypeA)
 	if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 || m.Answer[0].Header().Ttl != 30 {
 		t.Fatalf("stale answer: %v", m)

@@ -216,4 +216,3 @@ func TestNodeLocalDNSCacheSurvivesClusterDNSRestart(t *testing.T) {
 		t.Errorf("stale lookups not in the agent's metrics: %v", err)
 	}
 }
-

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 # kubectl, kube-proxy (the benchmarks' baseline) and agnhost (the upstream
-# e2e test image's program, run for agnhost images), and e2e-network.test (the
+# e2e test image's program, run for agnhost images; CoreDNS from lab/coredns
+# as its /coredns), and e2e-network.test (the
 # upstream e2e suite cut to the network specs, lab/k8s/e2enetwork), from lab/k8s
 # (pinned k8s.io/kubernetes) into a per-version cache.
 # A cold build takes several minutes; progress is printed as packages compile.
 set -euo pipefail
 version=$1 out=$2
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost e2e-network.test agnhost-localhost.crt agnhost-localhost.key)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost e2e-network.test agnhost-localhost.crt agnhost-localhost.key coredns)
 missing=0
 for b in "${bins[@]}"; do [[ -e $out/$b ]] || missing=1; done
 if ((missing == 0)); then
@@ -34,6 +35,10 @@ for f in localhost.crt localhost.key; do
 done
 echo "  building the upstream network e2e suite"
 go test -c -o "$out.tmp/e2e-network.test" ./e2enetwork
+# CoreDNS (own module): the DNS benchmark's baseline, and the agnhost image's
+# /coredns that upstream DNS specs run as a test server.
+echo "  building CoreDNS"
+(cd ../coredns && go build -o "$out.tmp/coredns" .)
 for b in "${bins[@]}"; do [[ -e $out.tmp/$b ]] || { echo "build failed: $b missing" >&2; exit 1; }; done
 rm -rf "$out" && mv "$out.tmp" "$out"
 echo "control plane built in $(( $(date +%s) - start ))s"

@@ -28,6 +28,10 @@ var SkipRules = []Rule{
 	{`\[Feature:LoadBalancer\]`, "needs a cloud provider's load balancer; the lab only assigns LoadBalancer IPs"},
 	{`\[Disruptive\]`, "reboots or partitions nodes through a cloud provider or SSH"},
 	{`\[Feature:PerformanceDNS\]|\[Feature:Networking-Performance\]`, "scale/performance runs, not correctness; weft's own `make bench` covers speed"},
+	{`\[sig-network\] DNS configMap`, "configures kube-dns/CoreDNS through their kube-system ConfigMaps; weft dns is configured by flags"},
+	{`\[Provider:`, "cloud-provider specific"},
+	{`\[Feature:Networking-IPv4\]|\[Feature:Networking-DNS\]`, "needs the Internet (google.com); the lab has no route out by design"},
+	{`\[FeatureGate:`, "a feature gate the lab's control plane does not enable"},
 }
 
 // OwnerRules say which issue owns a failing spec, first match wins.

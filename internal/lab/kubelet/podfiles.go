@@ -301,8 +301,11 @@ func (k *Kubelet) prepareContainer(ctx context.Context, pod *corev1.Pod, pr *pod
 	}
 	if imageKind(cr.spec.Image) == "agnhost" && k.cfg.AgnhostBinary != "" {
 		spec.Mounts = append(spec.Mounts, container.Mount{Source: k.cfg.AgnhostBinary, Target: "/agnhost", ReadOnly: true})
-		// The image also carries porter's TLS pair at the root; the control
-		// plane build copies it beside the binary.
+		// The image also carries CoreDNS and porter's TLS pair at the root;
+		// the control plane build puts them beside the binary.
+		if src := filepath.Join(filepath.Dir(k.cfg.AgnhostBinary), "coredns"); fileExists(src) {
+			spec.Mounts = append(spec.Mounts, container.Mount{Source: src, Target: "/coredns", ReadOnly: true})
+		}
 		for _, f := range []string{"localhost.crt", "localhost.key"} {
 			src := filepath.Join(filepath.Dir(k.cfg.AgnhostBinary), "agnhost-"+f)
 			if _, err := os.Stat(src); err == nil {
@@ -329,4 +332,9 @@ func (k *Kubelet) prepareContainer(ctx context.Context, pod *corev1.Pod, pr *pod
 		spec.Mounts = append(spec.Mounts, container.Mount{Source: src, Target: vm.MountPath, ReadOnly: vm.ReadOnly})
 	}
 	return spec.Save(cr.specPath)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -1,6 +1,6 @@
-// Module bench/dns/coredns builds CoreDNS, the baseline of `make bench`'s
-// DNS benchmark.
-module weft.dev/weft/bench/dns/coredns
+// Module lab/coredns builds CoreDNS: the baseline of the DNS benchmark and
+// the agnhost image's /coredns in the lab.
+module weft.dev/weft/lab/coredns
 
 go 1.26.0
 

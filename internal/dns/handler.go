@@ -38,9 +38,12 @@ func (h *Handler) Synced() bool { return h.Zone == "" || h.snapshot.Load() != ni
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	start := time.Now()
 	tcp := w.LocalAddr() != nil && w.LocalAddr().Network() == "tcp"
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	resp := h.Respond(ctx, req, tcp)
-	cancel()
+	resp, ok := h.RespondLocal(req, tcp)
+	if !ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp = h.Respond(ctx, req, tcp)
+		cancel()
+	}
 	if err := w.WriteMsg(resp); err != nil {
 		h.Metrics.writeError(h.Server)
 	}
@@ -49,23 +52,34 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 
 // Respond builds the reply to req. tcp lifts the UDP size limit.
 func (h *Handler) Respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg {
+	m, _ := h.respond(ctx, req, tcp, false)
+	return m
+}
+
+// RespondLocal is Respond for answers that need no upstream: cluster names
+// and fresh cache hits. ok is false when the query must be forwarded.
+func (h *Handler) RespondLocal(req *dns.Msg, tcp bool) (m *dns.Msg, ok bool) {
+	return h.respond(context.Background(), req, tcp, true)
+}
+
+func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (*dns.Msg, bool) {
 	m := new(dns.Msg)
 	opt := req.IsEdns0()
 	switch {
 	case req.Response:
 		m.SetRcodeFormatError(req)
-		return m
+		return m, true
 	case req.Opcode != dns.OpcodeQuery:
 		m.SetRcode(req, dns.RcodeNotImplemented)
-		return m
+		return m, true
 	case len(req.Question) != 1:
 		m.SetRcodeFormatError(req)
-		return m
+		return m, true
 	case opt != nil && opt.Version() != 0:
 		// RFC 6891 §6.1.3: answer BADVERS with our version (0).
 		m.SetRcode(req, dns.RcodeBadVers)
 		m.SetEdns0(UpstreamBufSize, false)
-		return m
+		return m, true
 	}
 	q := req.Question[0]
 	do := opt != nil && opt.Do()
@@ -74,7 +88,10 @@ func (h *Handler) Respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg 
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		m.Rcode = dns.RcodeRefused
 	} else {
-		r := h.resolve(ctx, q, do, 0)
+		r := h.resolve(ctx, q, do, 0, local)
+		if r.needForward {
+			return nil, false
+		}
 		m.Rcode, m.Authoritative = r.rcode, r.authoritative
 		m.Answer, m.Ns, m.Extra = r.answer, r.ns, r.extra
 	}
@@ -89,16 +106,17 @@ func (h *Handler) Respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg 
 		size = dns.MaxMsgSize
 	}
 	m.Truncate(size)
-	return m
+	return m, true
 }
 
 type resolved struct {
 	rcode             int
 	authoritative     bool
 	answer, ns, extra []dns.RR
+	needForward       bool // local-only resolution hit a name only an upstream knows
 }
 
-func (h *Handler) resolve(ctx context.Context, q dns.Question, do bool, depth int) resolved {
+func (h *Handler) resolve(ctx context.Context, q dns.Question, do bool, depth int, local bool) resolved {
 	snap := h.snapshot.Load()
 	if h.Zone != "" && snap == nil && inZone(q.Name, h.Zone) {
 		return resolved{rcode: dns.RcodeServerFailure}
@@ -107,7 +125,10 @@ func (h *Handler) resolve(ctx context.Context, q dns.Question, do bool, depth in
 		if res, ours := snap.Resolve(q); ours {
 			out := resolved{rcode: res.Rcode, authoritative: true, answer: res.Answer, ns: res.Ns, extra: res.Extra}
 			if res.Chase != "" && depth < maxChase {
-				next := h.resolve(ctx, dns.Question{Name: res.Chase, Qtype: q.Qtype, Qclass: q.Qclass}, do, depth+1)
+				next := h.resolve(ctx, dns.Question{Name: res.Chase, Qtype: q.Qtype, Qclass: q.Qclass}, do, depth+1, local)
+				if next.needForward {
+					return next
+				}
 				out.rcode = next.rcode
 				out.answer = append(out.answer, next.answer...)
 				out.ns = next.ns
@@ -116,10 +137,10 @@ func (h *Handler) resolve(ctx context.Context, q dns.Question, do bool, depth in
 			return out
 		}
 	}
-	return h.forward(ctx, q, do)
+	return h.forward(ctx, q, do, local)
 }
 
-func (h *Handler) forward(ctx context.Context, q dns.Question, do bool) resolved {
+func (h *Handler) forward(ctx context.Context, q dns.Question, do, local bool) resolved {
 	var stale *dns.Msg
 	if h.Cache != nil {
 		if m, fresh, ok := h.Cache.Get(q, do); ok {
@@ -129,7 +150,13 @@ func (h *Handler) forward(ctx context.Context, q dns.Question, do bool) resolved
 			}
 			stale = m
 		}
+		if local {
+			return resolved{needForward: true} // counted when forwarded
+		}
 		h.Metrics.cache(h.Server, "miss")
+	}
+	if local && h.Forward != nil {
+		return resolved{needForward: true}
 	}
 	if h.Forward == nil {
 		return resolved{rcode: dns.RcodeRefused}

@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -18,6 +19,34 @@ type Metrics struct {
 	writeErrs *prometheus.CounterVec
 	Records   prometheus.Gauge
 	Syncs     prometheus.Counter
+	bound     sync.Map // server → *boundMetrics
+}
+
+// boundMetrics holds a server's label children, resolved once: looking
+// labels up per query would cost more than answering it.
+type boundMetrics struct {
+	requests  map[uint16]prometheus.Counter
+	reqOther  prometheus.Counter
+	responses map[int]prometheus.Counter
+	respOther prometheus.Counter
+	duration  prometheus.Observer
+}
+
+func (m *Metrics) forServer(server string) *boundMetrics {
+	if b, ok := m.bound.Load(server); ok {
+		return b.(*boundMetrics)
+	}
+	b := &boundMetrics{requests: map[uint16]prometheus.Counter{}, responses: map[int]prometheus.Counter{},
+		reqOther: m.requests.WithLabelValues(server, "other"), respOther: m.responses.WithLabelValues(server, "other"),
+		duration: m.duration.WithLabelValues(server)}
+	for t, l := range typeLabels {
+		b.requests[t] = m.requests.WithLabelValues(server, l)
+	}
+	for rc, l := range dns.RcodeToString {
+		b.responses[rc] = m.responses.WithLabelValues(server, l)
+	}
+	actual, _ := m.bound.LoadOrStore(server, b)
+	return actual.(*boundMetrics)
 }
 
 // NewMetrics registers the series on reg.
@@ -52,19 +81,20 @@ func (m *Metrics) observe(server string, req, resp *dns.Msg, d time.Duration) {
 	if m == nil {
 		return
 	}
-	t := "other"
+	b := m.forServer(server)
+	counter := b.reqOther
 	if len(req.Question) == 1 {
-		if l, ok := typeLabels[req.Question[0].Qtype]; ok {
-			t = l
+		if c, ok := b.requests[req.Question[0].Qtype]; ok {
+			counter = c
 		}
 	}
-	m.requests.WithLabelValues(server, t).Inc()
-	rc, ok := dns.RcodeToString[resp.Rcode]
-	if !ok {
-		rc = "other"
+	counter.Inc()
+	if c, ok := b.responses[resp.Rcode]; ok {
+		c.Inc()
+	} else {
+		b.respOther.Inc()
 	}
-	m.responses.WithLabelValues(server, rc).Inc()
-	m.duration.WithLabelValues(server).Observe(d.Seconds())
+	b.duration.Observe(d.Seconds())
 }
 
 func (m *Metrics) cache(server, result string) {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -63,15 +62,11 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 8)
-	servers, err := Listen(s.cfg.Listen, s.Handler, errc)
+	stopListeners, err := Listen(s.cfg.Listen, s.Handler, errc)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, srv := range servers {
-			_ = srv.Shutdown()
-		}
-	}()
+	defer stopListeners()
 	if s.cfg.HTTP != "" {
 		hs := &http.Server{Addr: s.cfg.HTTP, Handler: s.httpMux(), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
@@ -171,49 +166,44 @@ func (s *Server) httpMux() *http.ServeMux {
 }
 
 // Listen starts UDP (one socket per CPU with SO_REUSEPORT, so the kernel
-// spreads queries across cores) and TCP servers on addr. Serve errors go
-// to errc.
-func Listen(addr string, h dns.Handler, errc chan<- error) ([]*dns.Server, error) {
-	var servers []*dns.Server
-	var wg sync.WaitGroup
-	fail := func(err error) ([]*dns.Server, error) {
-		for _, s := range servers {
-			_ = s.Shutdown()
+// spreads queries across cores, each served in batches) and TCP servers on
+// addr. Serve errors go to errc. stop closes them all.
+func Listen(addr string, h *Handler, errc chan<- error) (stop func(), err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var closers []func()
+	stop = func() {
+		cancel()
+		for _, c := range closers {
+			c()
 		}
-		return nil, err
 	}
-	n := runtime.NumCPU()
-	for i := 0; i < n+1; i++ {
-		network := "udp"
-		if i == n {
-			network = "tcp"
+	report := func(err error) {
+		if err != nil {
+			select {
+			case errc <- err:
+			default:
+			}
 		}
-		var srv *dns.Server
-		if network == "udp" {
-			pc, err := listenUDPReusePort(addr)
-			if err != nil {
-				return fail(fmt.Errorf("listen udp %s: %w", addr, err))
-			}
-			srv = &dns.Server{PacketConn: pc, Handler: h, UDPSize: dns.MaxMsgSize}
-		} else {
-			l, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fail(fmt.Errorf("listen tcp %s: %w", addr, err))
-			}
-			srv = &dns.Server{Listener: l, Handler: h, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
-		}
-		servers = append(servers, srv)
-		wg.Add(1)
-		srv.NotifyStartedFunc = wg.Done
-		go func() {
-			if err := srv.ActivateAndServe(); err != nil {
-				select {
-				case errc <- err:
-				default:
-				}
-			}
-		}()
 	}
-	wg.Wait()
-	return servers, nil
+	for i := 0; i < runtime.NumCPU(); i++ {
+		pc, err := listenUDPReusePort(addr)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+		}
+		closers = append(closers, func() { _ = pc.Close() })
+		go func() { report(serveUDPBatched(ctx, pc.(*net.UDPConn), h)) }()
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
+	}
+	srv := &dns.Server{Listener: l, Handler: h, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	closers = append(closers, func() { _ = srv.Shutdown() })
+	go func() { report(srv.ActivateAndServe()) }()
+	<-started
+	return stop, nil
 }

@@ -91,15 +91,12 @@ func (c *Cache) Run(ctx context.Context) error {
 		return fmt.Errorf("node-local DNS notrack table: %w", err)
 	}
 	errc := make(chan error, 4)
-	var servers []interface{ Shutdown() error }
+	var stop func()
 	// The agent may restart while the old listener's sockets linger; retry
 	// briefly instead of failing the agent.
 	for attempt := 0; ; attempt++ {
-		srvs, err := weftdns.Listen(net.JoinHostPort(c.cfg.Address.String(), "53"), c.Handler, errc)
-		if err == nil {
-			for _, s := range srvs {
-				servers = append(servers, s)
-			}
+		var err error
+		if stop, err = weftdns.Listen(net.JoinHostPort(c.cfg.Address.String(), "53"), c.Handler, errc); err == nil {
 			break
 		}
 		if attempt == 20 {
@@ -111,11 +108,7 @@ func (c *Cache) Run(ctx context.Context) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	defer func() {
-		for _, s := range servers {
-			_ = s.Shutdown()
-		}
-	}()
+	defer stop()
 	c.log.Info("node-local DNS cache serving", "address", c.cfg.Address, "cluster-dns", c.cfg.ClusterDNS)
 	select {
 	case <-ctx.Done():

@@ -76,6 +76,18 @@ func Compile(cfg Config, services []ServicePort) *Model {
 	tx.Add(&knftables.Map{Name: "no-endpoint-services", Type: "ipv4_addr . inet_proto . inet_service : verdict",
 		Comment: knftables.PtrTo("service IPs and ports without endpoints: rejected at once")})
 	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
+	// Endpoint picks of plain services: one element per (entry point,
+	// bucket). A few shared rules (one per endpoint count) look them up,
+	// instead of one rule with its own anonymous map per service: the kernel
+	// names anonymous sets by scanning all sets of the table and validates
+	// each element against every rule bound to its map, so per-service maps
+	// and per-service lookup rules make a full sync quadratic.
+	tx.Add(&knftables.Map{Name: "service-endpoints", TypeOf: "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+		Comment: knftables.PtrTo("service IP . protocol . port . bucket : endpoint")})
+	tx.Add(&knftables.Map{Name: "nodeport-endpoints", TypeOf: "meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+		Comment: knftables.PtrTo("protocol . node port . bucket : endpoint")})
+	chain(&knftables.Chain{Name: "no-local-endpoints"})
+	tx.Add(&knftables.Rule{Chain: "no-local-endpoints", Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
 	tx.Add(&knftables.Set{Name: "cluster-ips", Type: "ipv4_addr", Comment: knftables.PtrTo("allocated ClusterIPs")})
 	tx.Add(&knftables.Set{Name: "hairpin-pairs", Type: "ipv4_addr . ipv4_addr", Comment: knftables.PtrTo("endpoint . endpoint: a pod reaching itself through a service")})
 
@@ -138,6 +150,7 @@ func Compile(cfg Config, services []ServicePort) *Model {
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark set mark xor " + masqueradeMark})
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "masquerade fully-random"})
 
+	sd := &sharedDispatch{tx: tx, done: map[string]bool{}}
 	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
 	clusterIPs := map[string]bool{}
 	hairpin := map[string]bool{}
@@ -148,7 +161,7 @@ func Compile(cfg Config, services []ServicePort) *Model {
 				tx.Add(&knftables.Element{Set: "cluster-ips", Key: []string{ip.String()}})
 			}
 		}
-		buildService(tx, cfg, sp, chain)
+		buildService(tx, cfg, sp, chain, sd)
 		for _, e := range sp.AllEndpoints {
 			// Only a pod on this node can hairpin through this node.
 			if e.NodeName == cfg.NodeName && !hairpin[e.IP.String()] {
@@ -163,7 +176,7 @@ func Compile(cfg Config, services []ServicePort) *Model {
 // buildService writes one service port: its entries in the dispatch maps,
 // the internal chain (svc-), the external chain (ext-) and the endpoint
 // chains (ep-).
-func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.Chain)) {
+func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.Chain), sd *sharedDispatch) {
 	cidrs := cfg.clusterCIDRs4()
 	proto := lower(sp.Protocol)
 	port := fmt.Sprint(sp.Port)
@@ -185,6 +198,10 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 		if sp.NodePort > 0 {
 			tx.Add(&knftables.Element{Map: "no-endpoint-nodeports", Key: []string{proto, fmt.Sprint(sp.NodePort)}, Value: []string{"goto reject-chain"}})
 		}
+		return
+	}
+	if sp.AffinitySeconds == 0 && len(sp.SourceRanges) == 0 && !sp.ExternalLocal {
+		buildPlainService(tx, sp, internal, external, sd)
 		return
 	}
 	// Endpoint chains exist only for session affinity (they record the
@@ -293,4 +310,70 @@ func dispatch(tx *Model, chainName string, sp ServicePort, eps []Endpoint) {
 	}
 	// Spaces around the commas keep knftables' Fake parser happy.
 	tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(vmap, " , "))})
+}
+
+// sharedDispatch creates the shared DNAT chains on first use: per endpoint
+// count N, dnat-ip-N and dnat-np-N pick bucket numgen mod N from the
+// endpoint maps; ext-ip-N and ext-np-N first mark external traffic for
+// masquerade (externalTrafficPolicy Cluster).
+type sharedDispatch struct {
+	tx   *Model
+	done map[string]bool
+}
+
+func (d *sharedDispatch) chain(kind string, n int) string {
+	name := fmt.Sprintf("%s-%d", kind, n)
+	if d.done[name] {
+		return name
+	}
+	d.done[name] = true
+	d.tx.Add(&knftables.Chain{Name: name})
+	switch kind {
+	case "dnat-ip":
+		d.tx.Add(&knftables.Rule{Chain: name, Rule: fmt.Sprintf("dnat ip addr . port to ip daddr . meta l4proto . th dport . numgen random mod %d map @service-endpoints", n)})
+	case "dnat-np":
+		d.tx.Add(&knftables.Rule{Chain: name, Rule: fmt.Sprintf("dnat ip addr . port to meta l4proto . th dport . numgen random mod %d map @nodeport-endpoints", n)})
+	case "ext-ip", "ext-np":
+		d.tx.Add(&knftables.Rule{Chain: name, Rule: "jump mark-for-masquerade"})
+		d.tx.Add(&knftables.Rule{Chain: name, Rule: "goto " + d.chain("dnat"+strings.TrimPrefix(kind, "ext"), n)})
+	}
+	return name
+}
+
+// buildPlainService writes a service port without session affinity,
+// source ranges or externalTrafficPolicy Local as map elements only: each
+// entry point (cluster IP, external IP, node port) maps to a shared DNAT
+// chain for its endpoint count, and its buckets to the endpoints.
+func buildPlainService(tx *Model, sp ServicePort, internal, external []Endpoint, sd *sharedDispatch) {
+	proto := lower(sp.Protocol)
+	port := fmt.Sprint(sp.Port)
+	entry := func(ip string, eps []Endpoint, kind string) {
+		verdict := "goto no-local-endpoints"
+		if len(eps) > 0 {
+			verdict = "goto " + sd.chain(kind, len(eps))
+		}
+		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip, proto, port}, Value: []string{verdict}})
+		for i, e := range eps {
+			tx.Add(&knftables.Element{Map: "service-endpoints", Key: []string{ip, proto, port, fmt.Sprint(i)},
+				Value: []string{e.IP.String(), fmt.Sprint(e.Port)}})
+		}
+	}
+	for _, ip := range sp.ClusterIPs {
+		entry(ip.String(), internal, "dnat-ip")
+	}
+	for _, ip := range sp.ExternalIPs {
+		entry(ip.String(), external, "ext-ip")
+	}
+	if sp.NodePort > 0 {
+		np := fmt.Sprint(sp.NodePort)
+		verdict := "goto no-local-endpoints"
+		if len(external) > 0 {
+			verdict = "goto " + sd.chain("ext-np", len(external))
+		}
+		tx.Add(&knftables.Element{Map: "service-nodeports", Key: []string{proto, np}, Value: []string{verdict}})
+		for i, e := range external {
+			tx.Add(&knftables.Element{Map: "nodeport-endpoints", Key: []string{proto, np, fmt.Sprint(i)},
+				Value: []string{e.IP.String(), fmt.Sprint(e.Port)}})
+		}
+	}
 }

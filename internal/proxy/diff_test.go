@@ -75,16 +75,42 @@ func TestDiffEqualsFull(t *testing.T) {
 	t.Logf("diff took %d operations", ops)
 }
 
-// One changed service among many touches only that service.
+// One changed service among many touches only that service: its map
+// elements (service IP and node port entries, endpoint buckets), nothing
+// of the 199 others.
 func TestDiffOneChangeIsSmall(t *testing.T) {
 	cfg := Config{NodeName: "n1", ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}}
-	a := genPorts(200, 0)
-	b := genPorts(200, 0)
-	b[100].Endpoints = b[100].Endpoints[:2]
-	b[100].AllEndpoints = b[100].Endpoints
-	tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
-	if n := Compile(cfg, b).Diff(tx, Compile(cfg, a)); n > 5 {
-		t.Fatalf("one endpoint removed took %d operations", n)
+	for _, idx := range []int{100, 99} { // without and with a node port
+		a := genPorts(200, 0)
+		b := genPorts(200, 0)
+		// Some other service already has 2 endpoints, so the shared
+		// 2-endpoint chains exist before and after.
+		for _, ports := range [][]ServicePort{a, b} {
+			ports[0].Endpoints = ports[0].Endpoints[:2]
+			ports[0].AllEndpoints = ports[0].Endpoints
+		}
+		removed := b[idx].Endpoints[2].IP.String()
+		b[idx].Endpoints = b[idx].Endpoints[:2]
+		b[idx].AllEndpoints = b[idx].Endpoints
+		tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
+		n := Compile(cfg, b).Diff(tx, Compile(cfg, a))
+		// Entry points re-pointed to the 2-endpoint chain (delete + add
+		// each) and the third bucket deleted, per entry point; the removed
+		// pod's hairpin entry.
+		entries := 1
+		if b[idx].NodePort > 0 {
+			entries = 2
+		}
+		if n > 3*entries+1 {
+			t.Errorf("service %d: one endpoint removed took %d operations:\n%s", idx, n, tx)
+		}
+		mark := []string{b[idx].ClusterIPs[0].String(), fmt.Sprintf("tcp . %d ", b[idx].NodePort)}
+		for _, line := range strings.Split(strings.TrimSpace(tx.String()), "\n") {
+			if !strings.Contains(line, mark[0]) && (b[idx].NodePort == 0 || !strings.Contains(line, mark[1])) &&
+				!strings.Contains(line, "hairpin-pairs { "+removed+" . "+removed+" }") {
+				t.Errorf("service %d: the diff touches something else: %s", idx, line)
+			}
+		}
 	}
 }
 

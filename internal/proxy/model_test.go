@@ -70,6 +70,9 @@ func TestBuildMaps(t *testing.T) {
 	svc.Spec.ExternalIPs = []string{"203.0.113.50"}
 	ports := ServicePorts(svc, []*discoveryv1.EndpointSlice{sliceOf(ep("10.244.1.2", true, true, false), ep("10.244.2.2", true, true, false))})
 	ports = append(ports, ServicePorts(service("empty", "10.96.0.51", 80, 0), nil)...)
+	sticky := service("sticky", "10.96.0.52", 80, 0)
+	sticky.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	ports = append(ports, ServicePorts(sticky, []*discoveryv1.EndpointSlice{sliceOf(ep("10.244.1.3", true, true, false), ep("10.244.2.3", true, true, false))})...)
 	tx := fake.NewTransaction()
 	Compile(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}}, ports).Full(tx)
 	if err := fake.Run(context.Background(), tx); err != nil {
@@ -77,11 +80,19 @@ func TestBuildMaps(t *testing.T) {
 	}
 	dump := fake.Dump()
 	for _, want := range []string{
-		"10.96.0.50 . tcp . 80 : goto svc-",
-		"203.0.113.50 . tcp . 80 : goto ext-",
-		"tcp . 30080 : goto ext-",
+		// Plain services: entry points to shared chains, buckets to endpoints.
+		"10.96.0.50 . tcp . 80 : goto dnat-ip-2",
+		"203.0.113.50 . tcp . 80 : goto ext-ip-2",
+		"tcp . 30080 : goto ext-np-2",
+		"service-endpoints { 10.96.0.50 . tcp . 80 . 1 : 10.244.2.2 . 8080 }",
+		"service-endpoints { 203.0.113.50 . tcp . 80 . 0 : 10.244.1.2 . 8080 }",
+		"nodeport-endpoints { tcp . 30080 . 1 : 10.244.2.2 . 8080 }",
+		"dnat-ip-2 dnat ip addr . port to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints",
+		"ext-np-2 jump mark-for-masquerade",
 		"10.96.0.51 . tcp . 80 : goto reject-chain",
-		"dnat ip addr . port to numgen random mod 2 map { 0 : 10.244.1.2 . 8080 , 1 : 10.244.2.2 . 8080 }",
+		// Session affinity keeps its own chains.
+		"10.96.0.52 . tcp . 80 : goto svc-",
+		"numgen random mod 2 vmap { 0 : goto ep-",
 		"hairpin-pairs { 10.244.1.2 . 10.244.1.2 }",
 	} {
 		if !strings.Contains(dump, want) {

@@ -12,6 +12,6 @@ echo "== fuzzing the DNS message handler (bounded)"
 go test -count=1 -run '^$' -fuzz FuzzRespond -fuzztime 30s ./internal/dns/
 echo "== lab end-to-end tests"
 go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
-echo "== upstream e2e: the Conformance Granular Checks (pod network)"
-FOCUS='\[sig-network\] Networking Granular Checks: Pods should function for (intra-pod|node-pod) communication: (http|udp) ' \
-  EXPECT_PASS=4 hack/e2e-upstream.sh
+echo "== upstream e2e: Conformance specs of the pod network (4 Granular Checks) and DNS (8)"
+FOCUS='\[sig-network\] Networking Granular Checks: Pods should function for (intra-pod|node-pod) communication: (http|udp) |\[sig-network\] DNS should .*\[Conformance\]' \
+  EXPECT_PASS=12 hack/e2e-upstream.sh

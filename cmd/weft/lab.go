@@ -147,6 +147,7 @@ func labNodeCmd() *cobra.Command {
 	f.StringVar(&cfg.ServingKey, "serving-key", "", "kubelet API serving key")
 	f.StringVar(&cfg.ClientCA, "client-ca", "", "CA for kubelet API clients")
 	f.StringVar(&cfg.ClusterDNS, "cluster-dns", lab.ClusterDNS, "cluster DNS address for pods")
+	f.StringVar(&cfg.NodeLogDir, "node-log-dir", "", "directory served at /logs/ on the kubelet API")
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", lab.ClusterDomain, "cluster domain")
 	f.StringVar(&zone, "zone", "", "topology zone label")
 	f.StringVar(&cfg.AgnhostBinary, "agnhost", "", "agnhost binary for agnhost images")

@@ -334,6 +334,7 @@ func (l *Lab) startKubelet(n Node) error {
 		"--client-ca=" + d.Path("ca.crt"),
 		"--zone=" + strings.TrimPrefix(RackName(n.Rack), "weft-"),
 		"--cluster-dns=" + NodeLocalDNS, // pods ask the node-local cache
+		"--node-log-dir=" + filepath.Join(l.dir, "logs"),
 	}
 	if agnhost := filepath.Join(l.ControlPlaneBinDir(), "agnhost"); fileExists(agnhost) {
 		node = append(node, "--agnhost="+agnhost)

@@ -40,6 +40,13 @@ func TestAPIServerProxyToPodsAndServices(t *testing.T) {
 		}
 		return nil
 	})
+	// nodes/NAME:10250/proxy/logs/ lists the node's logs, as the kubelet
+	// lists /var/log.
+	body, err = client.CoreV1().RESTClient().Get().Resource("nodes").Name("weft-node-2:10250").
+		SubResource("proxy").Suffix("logs/").DoRaw(ctx)
+	if err != nil || !strings.Contains(string(body), "agent-weft-node-2.log") {
+		t.Errorf("nodes/proxy logs/: %q %v", body, err)
+	}
 	// A port nobody listens on is an error from the proxy, not a hang.
 	if _, err := client.CoreV1().RESTClient().Get().Namespace(ns).Resource("pods").Name("px:9999").
 		SubResource("proxy").DoRaw(ctx); err == nil {

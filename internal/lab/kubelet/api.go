@@ -35,6 +35,12 @@ func (k *Kubelet) serveAPI(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
 	mux.HandleFunc("/containerLogs/", k.handleLogs)
+	// /logs/ serves the node's log directory, as the kubelet serves
+	// /var/log (nodes/NAME/proxy/logs/ through the API server). The lab's
+	// node logs are the files of its processes.
+	if k.cfg.NodeLogDir != "" {
+		mux.Handle("/logs/", http.StripPrefix("/logs/", http.FileServer(http.Dir(k.cfg.NodeLogDir))))
+	}
 	ss, err := newStreamingServer(k)
 	if err != nil {
 		return err

@@ -46,6 +46,7 @@ type Config struct {
 	CNIBinDir   string
 	CNICacheDir string
 	StateDir    string // pods' files: logs, volumes, resolv.conf
+	NodeLogDir  string // served read-only at /logs/ on the kubelet API
 	WeftBinary  string // runs `weft lab run-container` and `weft testserver`
 	// AgnhostBinary runs containers of agnhost images (the upstream e2e
 	// test image); it is also mounted at /agnhost, where tests call it.

@@ -440,3 +440,31 @@ func TestKubectlPortForward(t *testing.T) {
 		return nil
 	})
 }
+
+// A preStop hook runs before SIGTERM and the pod keeps serving meanwhile
+// (the upstream Services specs count on it for terminating endpoints);
+// deleting such a pod does not hold up other pods on the node.
+func TestPreStopHookKeepsPodServing(t *testing.T) {
+	ns := newNamespace(t)
+	p := pinnedPod(ns, "slow", "weft-node-1")
+	p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](30)
+	p.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+		Exec: &corev1.ExecAction{Command: []string{"sleep", "6"}}}}
+	ip := createReady(t, p)["slow"].Status.PodIP
+	ctx := context.Background()
+	if err := client.CoreV1().Pods(ns).Delete(ctx, "slow", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if out, err := execIn(t, "weft-node-2", "", "curl", "-sS", "-m", "2", "http://"+ip+":8080/hostname"); err != nil || out != "slow" {
+		t.Fatalf("terminating pod during its preStop hook: %q %v", out, err)
+	}
+	// Another pod on the same node starts meanwhile.
+	createReady(t, pinnedPod(ns, "other", "weft-node-1"))
+	eventually(t, 30*time.Second, "pod gone after the hook", func() error {
+		if _, err := client.CoreV1().Pods(ns).Get(ctx, "slow", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("still there")
+		}
+		return nil
+	})
+}

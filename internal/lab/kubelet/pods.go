@@ -38,6 +38,7 @@ type podRuntime struct {
 	containers  map[string]*containerRuntime
 	order       []string
 	terminating bool
+	deleting    bool // graceful deletion under way (hooks, grace period)
 	stopped     chan struct{}
 	stopOnce    sync.Once
 }
@@ -94,15 +95,32 @@ func (k *Kubelet) syncPod(ctx context.Context, key string) error {
 		if pod.DeletionGracePeriodSeconds != nil {
 			grace = *pod.DeletionGracePeriodSeconds
 		}
-		if pr != nil {
-			k.teardown(ctx, pr, time.Duration(grace)*time.Second)
+		finish := func() error {
+			err := k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+				GracePeriodSeconds: ptr.To[int64](0),
+				Preconditions:      &metav1.Preconditions{UID: &pod.UID},
+			})
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				return err
+			}
+			return nil
 		}
-		err := k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
-			GracePeriodSeconds: ptr.To[int64](0),
-			Preconditions:      &metav1.Preconditions{UID: &pod.UID},
-		})
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			return err
+		if pr == nil {
+			return finish()
+		}
+		// Termination (preStop hooks, SIGTERM, the grace period) runs on
+		// its own: a pod that takes minutes to stop must not hold a worker.
+		pr.mu.Lock()
+		started := pr.deleting
+		pr.deleting = true
+		pr.mu.Unlock()
+		if !started {
+			go func() {
+				k.teardownWithHooks(ctx, pod, pr, time.Duration(grace)*time.Second)
+				if err := finish(); err != nil {
+					k.log.Error("deleting pod", "pod", pr.key, "err", err)
+				}
+			}()
 		}
 		return nil
 	}
@@ -252,6 +270,57 @@ func createNetNS(name string) error {
 		return fmt.Errorf("lo up in %s: %v: %s", name, err, out)
 	}
 	return nil
+}
+
+// teardownWithHooks runs the containers' preStop hooks (within the grace
+// period), then tears the pod down with what is left of it, at least 2 s,
+// as the kubelet does.
+func (k *Kubelet) teardownWithHooks(ctx context.Context, pod *corev1.Pod, pr *podRuntime, grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	pr.mu.Lock()
+	var hooked []*containerRuntime
+	for _, cr := range pr.containers {
+		if cr.running && cr.spec.Lifecycle != nil && cr.spec.Lifecycle.PreStop != nil {
+			hooked = append(hooked, cr)
+		}
+	}
+	pr.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, cr := range hooked {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hctx, cancel := context.WithDeadline(ctx, deadline)
+			defer cancel()
+			if err := k.runHandler(hctx, pod, pr, cr, cr.spec.Lifecycle.PreStop); err != nil {
+				k.log.Info("preStop hook failed", "pod", pr.key, "container", cr.name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	rest := time.Until(deadline)
+	if len(hooked) > 0 && rest < 2*time.Second {
+		rest = 2 * time.Second
+	}
+	k.teardown(ctx, pr, rest)
+}
+
+// runHandler runs a lifecycle handler: exec in the container, HTTP GET or
+// TCP connect to the pod, or sleep.
+func (k *Kubelet) runHandler(ctx context.Context, pod *corev1.Pod, pr *podRuntime, cr *containerRuntime, h *corev1.LifecycleHandler) error {
+	if h.Sleep != nil {
+		select {
+		case <-time.After(time.Duration(h.Sleep.Seconds) * time.Second):
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	p := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: h.Exec, HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket}}
+	timeout := time.Minute
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	return k.probeOnce(ctx, pod, pr, cr, p, timeout)
 }
 
 // teardown stops all containers (SIGTERM, grace, SIGKILL), runs CNI DEL

@@ -157,6 +157,25 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	fmt.Fprintf(w, "Services (weft proxy, table inet weft-proxy):")
 	PrintChecks(w, svcChecks)
 	checks = append(checks, svcChecks...)
+
+	// DNS through each pod's resolv.conf: the node-local cache, then weft dns.
+	var dnsChecks []Check
+	for _, node := range nodes {
+		a := byNode[node][0]
+		got := l.podCurl(ctx, a, "", "http://echo/hostname") // "echo" via the search path
+		dnsChecks = append(dnsChecks, Check{Node: node, From: a.Name, To: "http://echo (search path)",
+			What: "service name → ClusterIP", Want: "an echo pod", Got: got, OK: strings.HasPrefix(got, "echo-")})
+		name := "www.outside.test"
+		got = l.podRun(ctx, a, "getent", "hosts", name)
+		if f := strings.Fields(got); len(f) > 0 {
+			got = f[0]
+		}
+		dnsChecks = append(dnsChecks, Check{Node: node, From: a.Name, To: name,
+			What: "outside name (forwarded upstream)", Want: OutsideIP, Got: got, OK: got == OutsideIP})
+	}
+	fmt.Fprintf(w, "DNS (node-local cache %s → weft dns %s):", NodeLocalDNS, ClusterDNS)
+	PrintChecks(w, dnsChecks)
+	checks = append(checks, dnsChecks...)
 	for _, c := range checks {
 		if !c.OK {
 			return fmt.Errorf("connectivity check failed: %s from %s to %s", c.What, c.From, c.To)
@@ -189,6 +208,18 @@ func PrintChecks(w io.Writer, checks []Check) {
 		fmt.Fprintf(w, "%-22s %-44s %-36s %-36s %s\n", c.Node, c.What, c.From, c.To, mark)
 	}
 	fmt.Fprintln(w)
+}
+
+// podRun runs argv in the pod's first container and returns stdout, or
+// the error.
+func (l *Lab) podRun(ctx context.Context, p corev1.Pod, argv ...string) string {
+	var out, errb bytes.Buffer
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := l.Exec(cctx, ExecOptions{Target: p.Namespace + "/" + p.Name, Argv: argv, Stdout: &out, Stderr: &errb}); err != nil {
+		return "error: " + strings.TrimSpace(errb.String())
+	}
+	return strings.TrimSpace(out.String())
 }
 
 func (l *Lab) podCurl(ctx context.Context, p corev1.Pod, container, url string) string {

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
 
+	"weft.dev/weft/internal/agent/hostport"
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/agent/nodedns"
 	"weft.dev/weft/internal/cni"
@@ -139,6 +140,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		svcProxy.Health = proxy.NewHealthServer("", a.log)
 		svcProxy.CleanConntrack = true
 		defer svcProxy.Health.Close()
+	}
+	// hostPorts of pods on this node (the CNI portmap plugin's job).
+	if nft, err := knftables.New(knftables.InetFamily, hostport.TableName); err != nil {
+		return fmt.Errorf("hostPort table: %w", err)
+	} else {
+		go func() {
+			if err := hostport.New(a.client, a.cfg.NodeName, nft, a.log).Run(ctx); err != nil {
+				a.log.Error("hostPort controller stopped", "err", err)
+			}
+		}()
 	}
 	if a.cfg.NodeLocalDNS != nil {
 		c := nodedns.New(nodedns.Config{Address: a.cfg.NodeLocalDNS, ClusterDNS: a.cfg.ClusterDNS}, weftdns.NewMetrics(a.registry), a.log)

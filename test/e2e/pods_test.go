@@ -468,3 +468,47 @@ func TestPreStopHookKeepsPodServing(t *testing.T) {
 		return nil
 	})
 }
+
+// hostPort: the node forwards hostIP:hostPort to the pod; pods may share a
+// port number on different host IPs or protocols (the upstream Conformance
+// scenario), and other nodes and pods reach it on the node's address.
+func TestHostPorts(t *testing.T) {
+	ns := newNamespace(t)
+	node := nodeByName(t, "weft-node-1")
+	nodeIP := node.Status.Addresses[0].Address
+	mk := func(name, hostIP string, proto corev1.Protocol) *corev1.Pod {
+		p := pinnedPod(ns, name, "weft-node-1")
+		port := int32(8080)
+		if proto == corev1.ProtocolUDP {
+			port = 8081 // the test server's UDP echo
+		}
+		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: port, HostPort: 54323, HostIP: hostIP, Protocol: proto}}
+		return p
+	}
+	createReady(t, mk("lo", "127.0.0.1", corev1.ProtocolTCP), mk("node", nodeIP, corev1.ProtocolTCP), mk("udp", nodeIP, corev1.ProtocolUDP))
+	eventually(t, 20*time.Second, "hostPorts programmed", func() error {
+		out, err := execIn(t, "weft-node-1", "", "curl", "-sS", "-m", "2", "--interface", nodeIP, "http://127.0.0.1:54323/hostname")
+		if err != nil || out != "lo" {
+			return fmt.Errorf("127.0.0.1: %q %v", out, err)
+		}
+		return nil
+	})
+	if out, err := execIn(t, "weft-node-1", "", "curl", "-sS", "-m", "2", "http://"+nodeIP+":54323/hostname"); err != nil || out != "node" {
+		t.Errorf("node IP TCP: %q %v", out, err)
+	}
+	if out, err := execIn(t, "weft-node-1", "", "sh", "-c", "echo ping | nc -u -w 2 "+nodeIP+" 54323"); err != nil || out != "ping" {
+		t.Errorf("node IP UDP: %q %v", out, err)
+	}
+	// From another node, and from a pod elsewhere.
+	if out, err := execIn(t, "weft-node-2", "", "curl", "-sS", "-m", "2", "http://"+nodeIP+":54323/hostname"); err != nil || out != "node" {
+		t.Errorf("from weft-node-2: %q %v", out, err)
+	}
+	cli := createReady(t, pinnedPod(ns, "cli", "weft-node-3"))["cli"]
+	if out, err := execIn(t, ns+"/"+cli.Name, "", "curl", "-sS", "-m", "2", "http://"+nodeIP+":54323/hostname"); err != nil || out != "node" {
+		t.Errorf("from a pod on weft-node-3: %q %v", out, err)
+	}
+	// A pod reaching its own hostPort (hairpin).
+	if out, err := execIn(t, ns+"/node", "", "curl", "-sS", "-m", "2", "http://"+nodeIP+":54323/hostname"); err != nil || out != "node" {
+		t.Errorf("hairpin: %q %v", out, err)
+	}
+}

@@ -32,6 +32,7 @@ var SkipRules = []Rule{
 	{`\[Provider:`, "cloud-provider specific"},
 	{`\[Feature:Networking-IPv4\]|\[Feature:Networking-DNS\]`, "needs the Internet (google.com); the lab has no route out by design"},
 	{`\[FeatureGate:`, "a feature gate the lab's control plane does not enable"},
+	{`\[Feature:LocalhostNodePorts\]`, "NodePorts on 127.0.0.1 are kube-proxy iptables-mode behaviour; its nftables mode and weft do not serve NodePorts on loopback, by design"},
 }
 
 // OwnerRules say which issue owns a failing spec, first match wins.

@@ -103,9 +103,12 @@ func slice(svc, ip string, port int32, ready bool) *discoveryv1.EndpointSlice {
 func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	tp := newTopo(t)
 	serve(t, tp.server, "10.244.1.2:8080")
+	other := service("other", "10.96.0.52", 80, 0)
+	other.Labels = map[string]string{"service.kubernetes.io/service-proxy-name": "someone-else"}
 	h := startProxy(t, tp,
 		service("web", "10.96.0.50", 80, 30080), slice("web", "10.244.1.2", 8080, true),
 		service("empty", "10.96.0.51", 80, 0),
+		other, slice("other", "10.244.1.2", 8080, true),
 	)
 	client, ctx, p, sync := h.client, h.ctx, h.p, h.sync
 
@@ -120,6 +123,10 @@ func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	// NodePort on the node IP: reaches the endpoint, masqueraded.
 	if got, err := dial(tp.client, "198.18.100.1:30080"); err != nil || got != "10.244.1.1" {
 		t.Fatalf("NodePort: %q %v (want masqueraded source 10.244.1.1)", got, err)
+	}
+	// A service another proxy owns is left alone (not in any map).
+	if out, _ := exec.Command("ip", "netns", "exec", filepath.Base(tp.node.Path()), "nft", "list", "table", "inet", TableName).CombinedOutput(); strings.Contains(string(out), "10.96.0.52") {
+		t.Fatalf("service with service-proxy-name programmed:\n%s", out)
 	}
 	// No endpoints: refused at once, not a timeout.
 	start := time.Now()

@@ -124,6 +124,17 @@ func (p *Proxy) Run(ctx context.Context) {
 	}
 }
 
+// notOursSelector selects the services this proxy programs:
+// service.kubernetes.io/service-proxy-name names another proxy;
+// service.kubernetes.io/headless marks headless services.
+var notOursSelector = func() labels.Selector {
+	sel, err := labels.Parse("!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless")
+	if err != nil {
+		panic(err)
+	}
+	return sel
+}()
+
 // Sync compiles the current state and applies it in one transaction.
 func (p *Proxy) Sync(ctx context.Context) error {
 	start := time.Now()
@@ -131,7 +142,9 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	dirtSince := p.firstDirt
 	p.firstDirt = time.Time{}
 	p.mu.Unlock()
-	svcs, err := p.services.List(labels.Everything())
+	// Services another proxy implementation owns, and headless ones, are
+	// not ours (the labels kube-proxy honours).
+	svcs, err := p.services.List(notOursSelector)
 	if err != nil {
 		return err
 	}

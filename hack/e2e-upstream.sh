@@ -17,6 +17,7 @@ focus=${FOCUS:-'\[sig-network\]'}
 skip=${SKIP:-$(go run ./test/upstream skip-regex)}
 out=$root/_output/e2e-upstream
 rm -rf "$out" && mkdir -p "$out"
+git describe --always --dirty 2>/dev/null >"$out/revision" || echo unknown >"$out/revision"
 
 if [[ ${WEFT_E2E_REUSE:-} != 1 ]]; then
   bin/weft lab up --nodes "${NODES:-3}" --racks "${RACKS:-2}" --backend "${BACKEND:-vxlan}"

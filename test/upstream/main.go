@@ -9,6 +9,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"weft.dev/weft/internal/e2eupstream"
 )
@@ -47,7 +49,12 @@ func run(args []string) error {
 		if args[0] == "summary" {
 			e2eupstream.WriteSummary(os.Stdout, specs)
 		} else {
-			e2eupstream.WriteDoc(os.Stdout, specs, "v1.37.2", "make e2e-doc")
+			// The run's revision, recorded by hack/e2e-upstream.sh beside the report.
+			rev, err := os.ReadFile(filepath.Join(filepath.Dir(args[1]), "revision"))
+			if err != nil {
+				rev = []byte("unknown")
+			}
+			e2eupstream.WriteDoc(os.Stdout, specs, "v1.37.2", "make e2e-doc", strings.TrimSpace(string(rev)))
 		}
 		return nil
 	}

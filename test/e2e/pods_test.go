@@ -512,3 +512,51 @@ func TestHostPorts(t *testing.T) {
 		t.Errorf("hairpin: %q %v", out, err)
 	}
 }
+
+// Init containers run to completion in order before the containers start;
+// restartable init containers (sidecars) keep running beside them.
+func TestInitContainersAndSidecars(t *testing.T) {
+	ns := newNamespace(t)
+	p := pinnedPod(ns, "init", "weft-node-2")
+	vol := corev1.VolumeMount{Name: "work", MountPath: "/work"}
+	p.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	p.Spec.InitContainers = []corev1.Container{
+		{Name: "first", Image: "busybox", Command: []string{"sh", "-c", "sleep 1; echo first > /work/order"}, VolumeMounts: []corev1.VolumeMount{vol}},
+		{Name: "second", Image: "busybox", Command: []string{"sh", "-c", "echo second >> /work/order"}, VolumeMounts: []corev1.VolumeMount{vol}},
+		{Name: "side", Image: "weft/testserver", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+			Args: []string{"--http-port=9090", "--tcp-port=9091", "--udp-port=9091", "--name=side"}},
+	}
+	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{vol}
+	got := createReady(t, p)["init"]
+	if out, err := execIn(t, ns+"/init", "", "cat", "/work/order"); err != nil || out != "first\nsecond" {
+		t.Errorf("init containers ran out of order: %q %v", out, err)
+	}
+	if len(got.Status.InitContainerStatuses) != 3 {
+		t.Fatalf("init container statuses: %+v", got.Status.InitContainerStatuses)
+	}
+	for _, cs := range got.Status.InitContainerStatuses[:2] {
+		if cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 0 {
+			t.Errorf("init container %s: %+v", cs.Name, cs.State)
+		}
+	}
+	if cs := got.Status.InitContainerStatuses[2]; cs.State.Running == nil {
+		t.Errorf("sidecar not running: %+v", cs.State)
+	}
+	if out, err := execIn(t, "weft-node-1", "", "curl", "-sS", "-m", "3", "http://"+got.Status.PodIP+":9090/hostname"); err != nil || out != "side" {
+		t.Errorf("sidecar port: %q %v", out, err)
+	}
+	// A failing init container under restartPolicy Never fails the pod.
+	bad := pinnedPod(ns, "bad", "weft-node-2")
+	bad.Spec.RestartPolicy = corev1.RestartPolicyNever
+	bad.Spec.InitContainers = []corev1.Container{{Name: "fail", Image: "busybox", Command: []string{"sh", "-c", "exit 3"}}}
+	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "pod with a failed init container Failed", func() error {
+		p, err := client.CoreV1().Pods(ns).Get(context.Background(), "bad", metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodFailed {
+			return fmt.Errorf("phase %v %v", p.Status.Phase, err)
+		}
+		return nil
+	})
+}

@@ -36,7 +36,10 @@ type podRuntime struct {
 
 	mu          sync.Mutex
 	containers  map[string]*containerRuntime
-	order       []string
+	order       []string // regular containers
+	initOrder   []string // init containers, in spec order
+	initialized bool     // every init container completed (or, for sidecars, started)
+	initFailed  bool     // an init container failed under restartPolicy Never
 	terminating bool
 	deleting    bool // graceful deletion under way (hooks, grace period)
 	stopped     chan struct{}
@@ -60,6 +63,13 @@ type containerRuntime struct {
 	lastErr     string
 	waitingFor  string
 	everStarted bool
+	// sidecar: an init container with restartPolicy Always; it keeps
+	// running beside the regular containers and is always restarted.
+	sidecar bool
+	// runOnce: a regular init container, run to completion, never
+	// restarted by startContainer (runInit retries it).
+	runOnce bool
+	done    chan int // runOnce: receives the exit code
 }
 
 // NetNSName returns the network namespace name of a pod.
@@ -172,26 +182,95 @@ func (k *Kubelet) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, e
 	k.pods[key] = pr
 	k.mu.Unlock()
 
-	for _, c := range pod.Spec.Containers {
-		cr := &containerRuntime{name: c.Name, spec: c,
+	newRuntime := func(c corev1.Container) *containerRuntime {
+		return &containerRuntime{name: c.Name, spec: c,
 			logPath:  filepath.Join(pr.dir, c.Name+".log"),
 			specPath: filepath.Join(pr.dir, c.Name+".spec.json")}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		cr := newRuntime(c)
+		cr.sidecar = c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		cr.runOnce = !cr.sidecar
 		pr.containers[c.Name] = cr
+		pr.initOrder = append(pr.initOrder, c.Name)
+	}
+	for _, c := range pod.Spec.Containers {
+		pr.containers[c.Name] = newRuntime(c)
 		pr.order = append(pr.order, c.Name)
 	}
-	for _, name := range pr.order {
-		cr := pr.containers[name]
-		if err := k.prepareContainer(ctx, pod, pr, cr); err != nil {
-			cr.lastErr = err.Error()
-			cr.waitingFor = "CreateContainerConfigError"
-			k.log.Warn("container config error", "pod", key, "container", name, "err", err)
-			continue
-		}
-		k.startContainer(pod, pr, cr)
-		go k.probeLoop(ctx, pod, pr, cr)
-	}
+	pr.initialized = len(pr.initOrder) == 0
+	// Init containers may take their time: run the sequence off the
+	// sync worker.
+	go k.runContainers(ctx, pod, pr)
 	k.log.Info("pod started", "pod", key, "ips", pr.ips)
 	return pr, nil
+}
+
+// runContainers runs init containers in order (each regular one to
+// completion, retried with back-off unless restartPolicy is Never; sidecars
+// started and left running), then starts the regular containers.
+func (k *Kubelet) runContainers(ctx context.Context, pod *corev1.Pod, pr *podRuntime) {
+	start := func(cr *containerRuntime) bool {
+		if err := k.prepareContainer(ctx, pod, pr, cr); err != nil {
+			pr.mu.Lock()
+			cr.lastErr, cr.waitingFor = err.Error(), "CreateContainerConfigError"
+			pr.mu.Unlock()
+			k.log.Warn("container config error", "pod", pr.key, "container", cr.name, "err", err)
+			return false
+		}
+		k.startContainer(pod, pr, cr)
+		if !cr.runOnce {
+			go k.probeLoop(ctx, pod, pr, cr)
+		}
+		return true
+	}
+	for _, name := range pr.initOrder {
+		cr := pr.containers[name]
+		if cr.sidecar {
+			if !start(cr) {
+				return
+			}
+			continue
+		}
+		for attempt := 0; ; attempt++ {
+			cr.done = make(chan int, 1)
+			if !start(cr) {
+				return
+			}
+			var code int
+			select {
+			case code = <-cr.done:
+			case <-pr.stopped:
+				return
+			}
+			k.queue.Add(pr.key)
+			if code == 0 {
+				break
+			}
+			if pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+				pr.mu.Lock()
+				pr.initFailed = true
+				pr.mu.Unlock()
+				k.queue.Add(pr.key)
+				return
+			}
+			pr.mu.Lock()
+			cr.restarts++
+			pr.mu.Unlock()
+			select {
+			case <-pr.stopped:
+				return
+			case <-time.After(time.Duration(1<<min(attempt, 5)) * time.Second):
+			}
+		}
+	}
+	pr.mu.Lock()
+	pr.initialized = true
+	pr.mu.Unlock()
+	k.queue.Add(pr.key)
+	for _, name := range pr.order {
+		start(pr.containers[name])
+	}
 }
 
 func (k *Kubelet) cniRuntimeConf(pod *corev1.Pod, pr *podRuntime) *libcni.RuntimeConf {
@@ -417,7 +496,15 @@ func (k *Kubelet) startContainer(pod *corev1.Pod, pr *podRuntime, cr *containerR
 		}
 		pr.mu.Lock()
 		cr.running, cr.exited, cr.exitCode, cr.finishedAt, cr.ready = false, true, code, time.Now(), false
-		restart := !pr.terminating && shouldRestart(pod.Spec.RestartPolicy, code)
+		policy := pod.Spec.RestartPolicy
+		switch {
+		case cr.sidecar:
+			policy = corev1.RestartPolicyAlways
+		case cr.runOnce:
+			policy = corev1.RestartPolicyNever // runContainers decides
+			cr.done <- code
+		}
+		restart := !pr.terminating && shouldRestart(policy, code)
 		backoff := time.Duration(1<<min(cr.restarts, 5)) * time.Second
 		pr.mu.Unlock()
 		k.queue.Add(pr.key)

@@ -30,35 +30,19 @@ func (k *Kubelet) computeStatus(pod *corev1.Pod, pr *podRuntime, old corev1.PodS
 		st.PodIP = pr.ips[0].String()
 	}
 	allReady, anyRunning, allExited, allSucceeded := true, false, true, true
+	for _, name := range pr.initOrder {
+		cr := pr.containers[name]
+		cs := containerStatus(pod, pr, cr)
+		if cr.sidecar && !cs.Ready {
+			allReady = false // sidecars count towards readiness
+		}
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+	}
 	for _, name := range pr.order {
 		cr := pr.containers[name]
-		cs := corev1.ContainerStatus{
-			Name: name, Image: cr.spec.Image, ImageID: "weft-lab://" + cr.spec.Image,
-			RestartCount: cr.restarts, Ready: cr.ready && cr.running,
-			Started: ptrBool(cr.running),
-		}
-		if cr.everStarted {
-			cs.ContainerID = "weft-lab://" + string(pr.uid) + "/" + name
-		}
-		switch {
-		case cr.running:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.Time{Time: cr.startedAt}}
+		cs := containerStatus(pod, pr, cr)
+		if cs.State.Running != nil {
 			anyRunning = true
-		case cr.exited && !restarting(pod, cr, pr.terminating):
-			cs.State.Terminated = &corev1.ContainerStateTerminated{ExitCode: int32(cr.exitCode),
-				StartedAt: metav1.Time{Time: cr.startedAt}, FinishedAt: metav1.Time{Time: cr.finishedAt},
-				Reason: exitReason(cr.exitCode), ContainerID: cs.ContainerID}
-		case cr.exited:
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
-				Message: "back-off restarting failed container " + name}
-			cs.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: int32(cr.exitCode),
-				StartedAt: metav1.Time{Time: cr.startedAt}, FinishedAt: metav1.Time{Time: cr.finishedAt}, Reason: exitReason(cr.exitCode)}
-		default:
-			reason := cr.waitingFor
-			if reason == "" {
-				reason = "ContainerCreating"
-			}
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: cr.lastErr}
 		}
 		if !cs.Ready {
 			allReady = false
@@ -71,6 +55,10 @@ func (k *Kubelet) computeStatus(pod *corev1.Pod, pr *podRuntime, old corev1.PodS
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 	}
 	switch {
+	case pr.initFailed:
+		st.Phase = corev1.PodFailed
+	case !pr.initialized:
+		st.Phase = corev1.PodPending
 	case allExited && len(pr.order) > 0 && allSucceeded:
 		st.Phase = corev1.PodSucceeded
 	case allExited && len(pr.order) > 0:
@@ -96,7 +84,7 @@ func (k *Kubelet) computeStatus(pod *corev1.Pod, pr *podRuntime, old corev1.PodS
 	ready := allReady && anyRunning
 	st.Conditions = []corev1.PodCondition{
 		cond("PodReadyToStartContainers", len(pr.ips) > 0, "SandboxNotReady"),
-		cond(corev1.PodInitialized, true, ""),
+		cond(corev1.PodInitialized, pr.initialized, "ContainersNotInitialized"),
 		cond(corev1.ContainersReady, ready, "ContainersNotReady"),
 		cond(corev1.PodReady, ready, "ContainersNotReady"),
 		cond(corev1.PodScheduled, true, ""),
@@ -114,7 +102,17 @@ func hasRestarting(st corev1.PodStatus) bool {
 }
 
 func restarting(pod *corev1.Pod, cr *containerRuntime, terminating bool) bool {
-	return !terminating && shouldRestart(pod.Spec.RestartPolicy, cr.exitCode)
+	switch {
+	case terminating:
+		return false
+	case cr.sidecar:
+		return true
+	case cr.runOnce:
+		// A completed init container stays terminated; a failed one is
+		// retried unless the pod never restarts.
+		return cr.exitCode != 0 && pod.Spec.RestartPolicy != corev1.RestartPolicyNever
+	}
+	return shouldRestart(pod.Spec.RestartPolicy, cr.exitCode)
 }
 
 func exitReason(code int) string {
@@ -184,4 +182,37 @@ func setCondition(st *corev1.PodStatus, c corev1.PodCondition) {
 		}
 	}
 	st.Conditions = append(st.Conditions, c)
+}
+
+// containerStatus reports one container as the kubelet would.
+func containerStatus(pod *corev1.Pod, pr *podRuntime, cr *containerRuntime) corev1.ContainerStatus {
+	name := cr.name
+	cs := corev1.ContainerStatus{
+		Name: name, Image: cr.spec.Image, ImageID: "weft-lab://" + cr.spec.Image,
+		RestartCount: cr.restarts, Ready: cr.ready && cr.running,
+		Started: ptrBool(cr.running),
+	}
+	if cr.everStarted {
+		cs.ContainerID = "weft-lab://" + string(pr.uid) + "/" + name
+	}
+	switch {
+	case cr.running:
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.Time{Time: cr.startedAt}}
+	case cr.exited && !restarting(pod, cr, pr.terminating):
+		cs.State.Terminated = &corev1.ContainerStateTerminated{ExitCode: int32(cr.exitCode),
+			StartedAt: metav1.Time{Time: cr.startedAt}, FinishedAt: metav1.Time{Time: cr.finishedAt},
+			Reason: exitReason(cr.exitCode), ContainerID: cs.ContainerID}
+	case cr.exited:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
+			Message: "back-off restarting failed container " + name}
+		cs.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: int32(cr.exitCode),
+			StartedAt: metav1.Time{Time: cr.startedAt}, FinishedAt: metav1.Time{Time: cr.finishedAt}, Reason: exitReason(cr.exitCode)}
+	default:
+		reason := cr.waitingFor
+		if reason == "" {
+			reason = "ContainerCreating"
+		}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: cr.lastErr}
+	}
+	return cs
 }

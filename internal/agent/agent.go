@@ -177,6 +177,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			svcProxy.SetZone(self.Labels[corev1.LabelTopologyZone])
 		}
 		go svcProxy.Run(ctx)
+		go func() {
+			if err := svcProxy.ServeCompat(ctx, proxy.KubeProxyHealthzAddr, proxy.KubeProxyStatusAddr); err != nil {
+				a.log.Error("kube-proxy compatible endpoints", "err", err)
+			}
+		}()
 	}
 	a.mtu = a.cfg.MTU
 	if a.mtu == 0 {

@@ -41,6 +41,8 @@ type Proxy struct {
 	kick      chan struct{}
 	mu        sync.Mutex
 	firstDirt time.Time // earliest unsynced change, for the latency metric
+	// lastUpdated is when a sync last succeeded (kube-proxy's /healthz).
+	lastUpdated time.Time
 
 	syncDuration prometheus.Histogram
 	progLatency  prometheus.Histogram
@@ -209,6 +211,9 @@ func (p *Proxy) Sync(ctx context.Context) error {
 		return err
 	}
 	p.prev = model
+	p.mu.Lock()
+	p.lastUpdated = time.Now()
+	p.mu.Unlock()
 	if full {
 		p.lastFull = time.Now()
 		p.fullSync.Set(time.Since(start).Seconds())

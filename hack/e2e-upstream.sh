@@ -20,7 +20,8 @@ rm -rf "$out" && mkdir -p "$out"
 git describe --always --dirty 2>/dev/null >"$out/revision" || echo unknown >"$out/revision"
 
 if [[ ${WEFT_E2E_REUSE:-} != 1 ]]; then
-  bin/weft lab up --nodes "${NODES:-3}" --racks "${RACKS:-2}" --backend "${BACKEND:-vxlan}"
+  # Three racks = three zones: the trafficDistribution specs need them.
+  bin/weft lab up --nodes "${NODES:-3}" --racks "${RACKS:-3}" --backend "${BACKEND:-vxlan}"
   trap 'bin/weft lab down' EXIT
 fi
 

@@ -94,6 +94,7 @@ type junitCase struct {
 	Time    float64       `xml:"time,attr"`
 	Failure *junitMessage `xml:"failure"`
 	Error   *junitMessage `xml:"error"`
+	Skipped *junitMessage `xml:"skipped"`
 }
 
 type junitMessage struct {
@@ -144,6 +145,9 @@ func Classify(junit io.Reader) ([]Spec, error) {
 			default:
 				if r, ok := firstMatch(SkipRules, sp.Name); ok {
 					sp.Class, sp.Why = Skipped, r.Reason
+				} else if msg := skipMessage(c.Skipped); msg != "" {
+					// The spec ran and skipped itself (e2eskipper).
+					sp.Class, sp.Why = Skipped, "skipped by the spec: "+msg
 				} else {
 					sp.Class = NotRun
 				}
@@ -153,6 +157,16 @@ func Classify(junit io.Reader) ([]Spec, error) {
 	}
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
 	return specs, nil
+}
+
+// skipMessage is a spec's own skip reason; Ginkgo writes "skipped" alone
+// for specs it never ran (outside focus, or --skip).
+func skipMessage(m *junitMessage) string {
+	if m == nil {
+		return ""
+	}
+	msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(m.Message), "skipped"))
+	return strings.TrimSpace(strings.TrimPrefix(msg, "-"))
 }
 
 func firstLine(texts ...string) string {

@@ -16,6 +16,7 @@ trap 'rm -f "$tmp"' EXIT
   go run ./bench/cni -pods "${BENCH_PODS:-200}" -weft-cni bin/weft-cni
   go run ./bench/podnet -bin bin 2>_output/bench-podnet.log
   go run ./bench/proxy -bin bin -levels "${BENCH_PROXY_LEVELS:-1000,10000}" 2>_output/bench-proxy.log
+  go run ./bench/dns -bin bin 2>_output/bench-dns.log
   echo "### \`weft lab up\` time, control plane cached"
   echo
   echo "3 control-plane components + etcd, 1 control-plane node + 3 workers in 2 racks; from \`up\` to every node Ready."

@@ -37,7 +37,11 @@ var SkipRules = []Rule{
 
 // OwnerRules say which issue owns a failing spec, first match wins.
 var OwnerRules = []Rule{
+	// What the lab node (kubelet-lite) must do for the spec to run at all.
+	{`restartable init containers|evicted pods|Readiness Gates|proxy logs on node|unready|terminating endpoints`, "issue 4 (lab fidelity)"},
+	{`\[sig-network\] HostPort`, "issue 3 (pod network: hostPort)"},
 	{`\[sig-network\] DNS|dns`, "issue 6 (cluster DNS)"},
+	{`kube-proxy urls|KubeProxy`, "issue 5 (service proxy)"},
 	{`\[sig-network\] (Services|Conntrack|KubeProxy|Service |ServiceCIDR|LocalhostNodePorts|Traffic|Topology|HostPort|NoSNAT)|[Ss]ervice`, "issue 5 (service proxy)"},
 	{`\[sig-network\] (Networking|Connectivity)`, "issue 3 (pod network)"},
 	{`.`, "issue 4 (lab fidelity)"},

@@ -81,13 +81,41 @@ func (k *Kubelet) computeStatus(pod *corev1.Pod, pr *podRuntime, old corev1.PodS
 		}
 		return c
 	}
-	ready := allReady && anyRunning
+	containersReady := allReady && anyRunning
+	// Readiness gates: the pod is Ready only when every gate's condition,
+	// set by someone else, is True too.
+	gatesOK, gateReason := true, "ContainersNotReady"
+	for _, g := range pod.Spec.ReadinessGates {
+		ok := false
+		for _, c := range old.Conditions {
+			if c.Type == g.ConditionType && c.Status == corev1.ConditionTrue {
+				ok = true
+			}
+		}
+		if !ok {
+			gatesOK, gateReason = false, "ReadinessGatesNotReady"
+		}
+	}
+	if !containersReady {
+		gateReason = "ContainersNotReady"
+	}
 	st.Conditions = []corev1.PodCondition{
 		cond("PodReadyToStartContainers", len(pr.ips) > 0, "SandboxNotReady"),
 		cond(corev1.PodInitialized, pr.initialized, "ContainersNotInitialized"),
-		cond(corev1.ContainersReady, ready, "ContainersNotReady"),
-		cond(corev1.PodReady, ready, "ContainersNotReady"),
+		cond(corev1.ContainersReady, containersReady, "ContainersNotReady"),
+		cond(corev1.PodReady, containersReady && gatesOK, gateReason),
 		cond(corev1.PodScheduled, true, ""),
+	}
+	// Conditions owned by others (readiness gates, DisruptionTarget, ...)
+	// are kept as they are.
+	ours := map[corev1.PodConditionType]bool{}
+	for _, c := range st.Conditions {
+		ours[c.Type] = true
+	}
+	for _, c := range old.Conditions {
+		if !ours[c.Type] {
+			st.Conditions = append(st.Conditions, c)
+		}
 	}
 	return st
 }

@@ -87,8 +87,8 @@ func Build(tx *knftables.Transaction, ms []Mapping) {
 		name string
 		hook knftables.BaseChainHook
 		prio knftables.BaseChainPriority
-	}{{"prerouting", knftables.PreroutingHook, "dstnat - 5"}, {"output", knftables.OutputHook, "dstnat - 5"},
-		{"postrouting", knftables.PostroutingHook, "srcnat - 5"}} {
+	}{{"prerouting", knftables.PreroutingHook, "-105"}, {"output", knftables.OutputHook, "-105"}, // before DNAT (-100)
+		{"postrouting", knftables.PostroutingHook, "95"}} { // before SNAT (100)
 		tx.Add(&knftables.Chain{Name: c.name, Type: knftables.PtrTo(knftables.NATType), Hook: knftables.PtrTo(c.hook), Priority: knftables.PtrTo(c.prio)})
 	}
 	tx.Add(&knftables.Chain{Name: "hostports"})

@@ -125,7 +125,10 @@ func EnsureAddress(addr net.IP) error {
 	if err != nil {
 		return err
 	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr, Mask: net.CIDRMask(32, 32)}}
+	// Host scope, like 127.0.0.1: the kernel never picks it as the source of
+	// traffic leaving the node (with global scope, node → pod connections
+	// would come from 169.254.20.10), yet sockets bound to it answer pods.
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr, Mask: net.CIDRMask(32, 32)}, Scope: int(netlink.SCOPE_HOST)}
 	if err := netlink.AddrAdd(lo, a); err != nil && !errors.Is(err, syscall.EEXIST) {
 		return fmt.Errorf("address %s on lo: %w", addr, err)
 	}

@@ -45,7 +45,7 @@ func dnsCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
 	f.StringVar(&cfg.Records.Zone, "zone", "cluster.local", "cluster domain")
-	f.Uint32Var(&ttl, "ttl", 30, "TTL of cluster records, seconds")
+	f.Uint32Var(&ttl, "ttl", 5, "TTL of cluster records and negative answers, seconds (5, like CoreDNS: changes show quickly)")
 	f.StringVar(&nsIP, "nameserver-ip", "", "address published as ns.dns.<zone> (the cluster DNS Service IP)")
 	f.StringVar(&cfg.Listen, "listen", ":53", "UDP and TCP address to serve DNS on")
 	f.StringSliceVar(&cfg.Upstreams, "upstream", nil, "resolvers (host:port) for names outside the zone, tried in order")

@@ -31,7 +31,8 @@ func serveUDPBatched(ctx context.Context, pc *net.UDPConn, h *Handler) error {
 	}
 	outBufs := make([][]byte, udpBatch)
 	for i := range outBufs {
-		outBufs[i] = make([]byte, 0, dns.MaxMsgSize)
+		// Most answers fit; PackBuffer allocates for the rare bigger one.
+		outBufs[i] = make([]byte, 0, 4096)
 	}
 	out := make([]ipv4.Message, 0, udpBatch)
 	for {

@@ -75,8 +75,8 @@ func dnsObjects() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterR
 	return sa, role, binding, svc, dep
 }
 
-// deployDNS creates (or updates) the cluster DNS and waits until its pods
-// are Ready.
+// deployDNS creates the cluster DNS and waits until its pods are Ready
+// (timeout 0: does not wait).
 func (l *Lab) deployDNS(ctx context.Context, client kubernetes.Interface, timeout time.Duration) error {
 	sa, role, binding, svc, dep := dnsObjects()
 	create := func(what string, err error) error {
@@ -99,6 +99,9 @@ func (l *Lab) deployDNS(ctx context.Context, client kubernetes.Interface, timeou
 	}
 	if err := create("deployment", ignoreObj(client.AppsV1().Deployments(dep.Namespace).Create(ctx, dep, metav1.CreateOptions{}))); err != nil {
 		return err
+	}
+	if timeout == 0 {
+		return nil
 	}
 	deadline := time.Now().Add(timeout)
 	for {

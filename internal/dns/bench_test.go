@@ -11,7 +11,7 @@ import (
 // (unpack and pack excluded); the end-to-end comparison with CoreDNS is
 // bench/dns.
 func BenchmarkRespond(b *testing.B) {
-	h, _ := testHandlerNoUpstream()
+	h := testHandlerNoUpstream()
 	req := new(dns.Msg)
 	req.SetQuestion("front.web.svc.cluster.local.", dns.TypeA)
 	b.ReportAllocs()
@@ -22,7 +22,7 @@ func BenchmarkRespond(b *testing.B) {
 
 // BenchmarkServeDNSWire includes unpacking the query and packing the reply.
 func BenchmarkServeDNSWire(b *testing.B) {
-	h, _ := testHandlerNoUpstream()
+	h := testHandlerNoUpstream()
 	req := new(dns.Msg)
 	req.SetQuestion("front.web.svc.cluster.local.", dns.TypeA)
 	wire, _ := req.Pack()

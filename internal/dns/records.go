@@ -171,8 +171,8 @@ func (s *Snapshot) addService(svc *corev1.Service, slices []*discoveryv1.Endpoin
 			if p.Name == "" {
 				continue
 			}
-			s.add(srvName(p.Name, string(p.Protocol), name)).srv = append(s.add(srvName(p.Name, string(p.Protocol), name)).srv,
-				srvTarget{weight: 100, port: uint16(p.Port), target: name})
+			srvSet := s.add(srvName(p.Name, string(p.Protocol), name))
+			srvSet.srv = append(srvSet.srv, srvTarget{weight: 100, port: uint16(p.Port), target: name})
 		}
 	}
 }

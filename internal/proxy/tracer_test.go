@@ -167,7 +167,6 @@ func (tr *tracer) runRule(st *pktState, rule string) {
 		i = j + 1
 		return s
 	}
-	ipKey := func(ip string) string { return ip }
 	for i < len(tok) {
 		switch {
 		// Matches.
@@ -207,7 +206,7 @@ func (tr *tracer) runRule(st *pktState, rule string) {
 			}
 		case has("ip", "daddr", ".", "meta", "l4proto", ".", "th", "dport", "vmap"):
 			next(9)
-			v, ok := tr.mapGet(strings.TrimPrefix(next(1)[0], "@"), fmt.Sprintf("%s . %s . %d", ipKey(st.dst), st.proto, st.dport))
+			v, ok := tr.mapGet(strings.TrimPrefix(next(1)[0], "@"), fmt.Sprintf("%s . %s . %d", st.dst, st.proto, st.dport))
 			if ok {
 				tr.verdict(st, v)
 			}

@@ -76,16 +76,8 @@ func Compile(cfg Config, services []ServicePort) *Model {
 	tx.Add(&knftables.Map{Name: "no-endpoint-services", Type: "ipv4_addr . inet_proto . inet_service : verdict",
 		Comment: knftables.PtrTo("service IPs and ports without endpoints: rejected at once")})
 	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
-	// Endpoint picks of plain services: one element per (entry point,
-	// bucket). A few shared rules (one per endpoint count) look them up,
-	// instead of one rule with its own anonymous map per service: the kernel
-	// names anonymous sets by scanning all sets of the table and validates
-	// each element against every rule bound to its map, so per-service maps
-	// and per-service lookup rules make a full sync quadratic.
-	tx.Add(&knftables.Map{Name: "service-endpoints", TypeOf: "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
-		Comment: knftables.PtrTo("service IP . protocol . port . bucket : endpoint")})
-	tx.Add(&knftables.Map{Name: "nodeport-endpoints", TypeOf: "meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
-		Comment: knftables.PtrTo("protocol . node port . bucket : endpoint")})
+	// Endpoint picks of plain services live in per-bucket maps created on
+	// first use (see sharedDispatch).
 	chain(&knftables.Chain{Name: "no-local-endpoints"})
 	tx.Add(&knftables.Rule{Chain: "no-local-endpoints", Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
 	tx.Add(&knftables.Set{Name: "cluster-ips", Type: "ipv4_addr", Comment: knftables.PtrTo("allocated ClusterIPs")})
@@ -312,10 +304,19 @@ func dispatch(tx *Model, chainName string, sp ServicePort, eps []Endpoint) {
 	tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(vmap, " , "))})
 }
 
-// sharedDispatch creates the shared DNAT chains on first use: per endpoint
-// count N, dnat-ip-N and dnat-np-N pick bucket numgen mod N from the
-// endpoint maps; ext-ip-N and ext-np-N first mark external traffic for
-// masquerade (externalTrafficPolicy Cluster).
+// sharedDispatch creates the shared chains and maps on first use. Per
+// endpoint count N, dnat-ip-N and dnat-np-N pick a bucket with
+// `numgen random mod N` and go to pick-ip-<i> / pick-np-<i>, which DNAT
+// through the bucket's map service-endpoints-<i> / nodeport-endpoints-<i>
+// (entry point → endpoint). ext-ip-N and ext-np-N first mark external
+// traffic for masquerade (externalTrafficPolicy Cluster).
+//
+// Why per-bucket maps rather than one map keyed by "... . numgen random
+// mod N": such a map needs a typeof declaration, and nft 1.0.6 cannot
+// re-read `ip daddr . th dport` data from the kernel, so every later
+// transaction adding a rule that uses the map failed ("conflicting
+// protocols specified: ip vs. th"). Plain `type` maps have no such
+// problem and still cost one lookup per packet.
 type sharedDispatch struct {
 	tx   *Model
 	done map[string]bool
@@ -327,15 +328,46 @@ func (d *sharedDispatch) chain(kind string, n int) string {
 		return name
 	}
 	d.done[name] = true
-	d.tx.Add(&knftables.Chain{Name: name})
 	switch kind {
-	case "dnat-ip":
-		d.tx.Add(&knftables.Rule{Chain: name, Rule: fmt.Sprintf("dnat ip addr . port to ip daddr . meta l4proto . th dport . numgen random mod %d map @service-endpoints", n)})
-	case "dnat-np":
-		d.tx.Add(&knftables.Rule{Chain: name, Rule: fmt.Sprintf("dnat ip addr . port to meta l4proto . th dport . numgen random mod %d map @nodeport-endpoints", n)})
+	case "dnat-ip", "dnat-np":
+		pick := "pick" + strings.TrimPrefix(kind, "dnat")
+		var vmap []string
+		for i := 0; i < n; i++ {
+			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, d.chain(pick, i)))
+		}
+		d.tx.Add(&knftables.Chain{Name: name})
+		d.tx.Add(&knftables.Rule{Chain: name, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", n, strings.Join(vmap, " , "))})
+	case "pick-ip":
+		m := d.bucketMap("service-endpoints", n)
+		d.tx.Add(&knftables.Chain{Name: name})
+		d.tx.Add(&knftables.Rule{Chain: name, Rule: "dnat ip addr . port to ip daddr . meta l4proto . th dport map @" + m})
+	case "pick-np":
+		m := d.bucketMap("nodeport-endpoints", n)
+		d.tx.Add(&knftables.Chain{Name: name})
+		d.tx.Add(&knftables.Rule{Chain: name, Rule: "dnat ip addr . port to meta l4proto . th dport map @" + m})
 	case "ext-ip", "ext-np":
+		target := d.chain("dnat"+strings.TrimPrefix(kind, "ext"), n)
+		d.tx.Add(&knftables.Chain{Name: name})
 		d.tx.Add(&knftables.Rule{Chain: name, Rule: "jump mark-for-masquerade"})
-		d.tx.Add(&knftables.Rule{Chain: name, Rule: "goto " + d.chain("dnat"+strings.TrimPrefix(kind, "ext"), n)})
+		d.tx.Add(&knftables.Rule{Chain: name, Rule: "goto " + target})
+	}
+	return name
+}
+
+// bucketMap creates the endpoint map of one bucket index.
+func (d *sharedDispatch) bucketMap(prefix string, i int) string {
+	name := fmt.Sprintf("%s-%d", prefix, i)
+	if d.done[name] {
+		return name
+	}
+	d.done[name] = true
+	switch prefix {
+	case "service-endpoints":
+		d.tx.Add(&knftables.Map{Name: name, Type: "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+			Comment: knftables.PtrTo(fmt.Sprintf("service IP . protocol . port : endpoint of bucket %d", i))})
+	default:
+		d.tx.Add(&knftables.Map{Name: name, Type: "inet_proto . inet_service : ipv4_addr . inet_service",
+			Comment: knftables.PtrTo(fmt.Sprintf("protocol . node port : endpoint of bucket %d", i))})
 	}
 	return name
 }
@@ -354,7 +386,7 @@ func buildPlainService(tx *Model, sp ServicePort, internal, external []Endpoint,
 		}
 		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip, proto, port}, Value: []string{verdict}})
 		for i, e := range eps {
-			tx.Add(&knftables.Element{Map: "service-endpoints", Key: []string{ip, proto, port, fmt.Sprint(i)},
+			tx.Add(&knftables.Element{Map: sd.bucketMap("service-endpoints", i), Key: []string{ip, proto, port},
 				Value: []string{e.IP.String(), fmt.Sprint(e.Port)}})
 		}
 	}
@@ -372,7 +404,7 @@ func buildPlainService(tx *Model, sp ServicePort, internal, external []Endpoint,
 		}
 		tx.Add(&knftables.Element{Map: "service-nodeports", Key: []string{proto, np}, Value: []string{verdict}})
 		for i, e := range external {
-			tx.Add(&knftables.Element{Map: "nodeport-endpoints", Key: []string{proto, np, fmt.Sprint(i)},
+			tx.Add(&knftables.Element{Map: sd.bucketMap("nodeport-endpoints", i), Key: []string{proto, np},
 				Value: []string{e.IP.String(), fmt.Sprint(e.Port)}})
 		}
 	}

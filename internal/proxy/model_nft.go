@@ -113,12 +113,19 @@ func (m *Model) Full(tx *knftables.Transaction) {
 }
 
 // Diff writes what changed from prev to m and returns how many operations
-// that took. Stale chains and sets are removed after what referenced them.
+// that took. Stale chains, sets and maps are removed after what referenced
+// them.
 func (m *Model) Diff(tx *knftables.Transaction, prev *Model) int {
 	ops := 0
 	for _, name := range sortedKeys(m.sets) {
 		if _, ok := prev.sets[name]; !ok {
 			tx.Add(m.sets[name])
+			ops++
+		}
+	}
+	for _, name := range sortedKeys(m.maps) {
+		if _, ok := prev.maps[name]; !ok {
+			tx.Add(m.maps[name])
 			ops++
 		}
 	}
@@ -173,6 +180,12 @@ func (m *Model) Diff(tx *knftables.Transaction, prev *Model) int {
 	for _, name := range sortedKeys(prev.sets) {
 		if _, ok := m.sets[name]; !ok {
 			tx.Delete(&knftables.Set{Name: name})
+			ops++
+		}
+	}
+	for _, name := range sortedKeys(prev.maps) {
+		if _, ok := m.maps[name]; !ok {
+			tx.Delete(&knftables.Map{Name: name})
 			ops++
 		}
 	}

@@ -153,7 +153,10 @@ func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	if _, err := dial(tp.client, "198.18.100.1:30080"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("NodePort after endpoints went unready: %v, want refused", err)
 	}
-	out, _ := exec.Command("ip", "netns", "exec", filepath.Base(tp.node.Path()), "nft", "list", "chains", "inet", TableName).CombinedOutput()
+	out, _ := exec.Command("ip", "netns", "exec", filepath.Base(tp.node.Path()), "nft", "list", "table", "inet", TableName).CombinedOutput()
+	if !strings.Contains(string(out), "chain services {") {
+		t.Fatalf("listing the table: %s", out)
+	}
 	if strings.Contains(string(out), "svc-") || strings.Contains(string(out), "ep-") {
 		t.Fatalf("stale service chains left:\n%s", out)
 	}
@@ -212,4 +215,47 @@ func startProxy(t *testing.T, tp topo, objs ...runtime.Object) *harness {
 	}
 	h.sync()
 	return h
+}
+
+// A partial sync that needs a shared DNAT chain the table does not have
+// yet (a service grows to an endpoint count no other service has) must
+// load: nft re-reads the endpoint maps from the kernel for it.
+func TestPrivilegedPartialSyncAddsSharedChain(t *testing.T) {
+	tp := newTopo(t)
+	serve(t, tp.server, "10.244.1.2:8080")
+	h := startProxy(t, tp, service("web", "10.96.0.50", 80, 30080), slice("web", "10.244.1.2", 8080, true))
+	grown := slice("web", "10.244.1.2", 8080, true)
+	for _, ip := range []string{"10.244.1.2", "10.244.1.2"} {
+		// The same server address under two more bucket numbers is enough
+		// to need dnat-ip-3 and ext-np-3.
+		grown.Endpoints = append(grown.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
+	}
+	grown.Endpoints[1].Addresses = []string{"10.244.1.3"}
+	grown.Endpoints[2].Addresses = []string{"10.244.1.4"}
+	if _, err := h.client.DiscoveryV1().EndpointSlices("default").Update(h.ctx, grown, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, func() bool {
+		s, _ := h.p.slices.EndpointSlices("default").Get("web-abc")
+		return s != nil && len(s.Endpoints) == 3
+	})
+	h.sync()
+	out, _ := exec.Command("ip", "netns", "exec", filepath.Base(tp.node.Path()), "nft", "list", "table", "inet", TableName).CombinedOutput()
+	for _, c := range []string{"dnat-ip-3", "dnat-np-3", "ext-np-3"} {
+		if !strings.Contains(string(out), "chain "+c+" {") {
+			t.Errorf("chain %s missing after the partial sync:\n%s", c, out)
+		}
+	}
+	// Back to one endpoint: the service still answers.
+	if _, err := h.client.DiscoveryV1().EndpointSlices("default").Update(h.ctx, slice("web", "10.244.1.2", 8080, true), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, func() bool {
+		s, _ := h.p.slices.EndpointSlices("default").Get("web-abc")
+		return s != nil && len(s.Endpoints) == 1
+	})
+	h.sync()
+	if got, err := dial(tp.client, "10.96.0.50:80"); err != nil || got != "10.244.0.2" {
+		t.Fatalf("ClusterIP after shrinking: %q %v", got, err)
+	}
 }

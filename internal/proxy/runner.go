@@ -195,6 +195,11 @@ func (p *Proxy) Sync(ctx context.Context) error {
 				tx.Delete(&knftables.Set{Name: s})
 			}
 		}
+		for mp := range p.prev.maps {
+			if _, ok := model.maps[mp]; !ok {
+				tx.Delete(&knftables.Map{Name: mp})
+			}
+		}
 	default:
 		if model.Diff(tx, p.prev) == 0 {
 			p.prev = model

@@ -338,43 +338,15 @@ func (tr *tracer) dnat(st *pktState, host, port string) {
 	st.dnatted, st.stopped, st.verdict = true, true, "accept"
 }
 
-// dnatMap handles "<key> . numgen random mod N map @M" and
+// dnatMap handles "<key> map @M" (the key built from the packet) and
 // "numgen random mod N map { i : ip . port , ... }".
 func (tr *tracer) dnatMap(st *pktState, rule string, rest []string) {
 	s := strings.Join(rest, " ")
-	idx := strings.Index(s, "numgen random mod ")
-	if idx < 0 {
-		tr.t.Fatalf("tracer: unknown dnat map form %q", rule)
-	}
-	keyExpr := strings.TrimSuffix(strings.TrimSpace(s[:idx]), ".")
-	f := strings.Fields(s[idx+len("numgen random mod "):])
-	n, _ := strconv.Atoi(f[0])
-	pick := strconv.Itoa(tr.bucket % n)
 	var target string
-	if f[1] == "map" && strings.HasPrefix(f[2], "@") {
-		var key []string
-		for _, part := range strings.Split(keyExpr, " . ") {
-			switch strings.TrimSpace(part) {
-			case "ip daddr":
-				key = append(key, st.dst)
-			case "meta l4proto":
-				key = append(key, st.proto)
-			case "th dport":
-				key = append(key, strconv.Itoa(st.dport))
-			case "":
-			default:
-				tr.t.Fatalf("tracer: unknown key part %q in %q", part, rule)
-			}
-		}
-		key = append(key, pick)
-		v, ok := tr.mapGet(strings.TrimPrefix(f[2], "@"), strings.Join(key, " . "))
-		if !ok {
-			// The kernel drops a packet whose lookup key is missing.
-			st.verdict, st.stopped = "drop", true
-			return
-		}
-		target = v
-	} else {
+	if idx := strings.Index(s, "numgen random mod "); idx >= 0 {
+		f := strings.Fields(s[idx+len("numgen random mod "):])
+		n, _ := strconv.Atoi(f[0])
+		pick := strconv.Itoa(tr.bucket % n)
 		body := s[strings.Index(s, "{")+1 : strings.LastIndex(s, "}")]
 		for _, entry := range strings.Split(body, " , ") {
 			kv := strings.SplitN(strings.TrimSpace(entry), " : ", 2)
@@ -382,6 +354,31 @@ func (tr *tracer) dnatMap(st *pktState, rule string, rest []string) {
 				target = kv[1]
 			}
 		}
+	} else {
+		idx := strings.Index(s, " map @")
+		if idx < 0 {
+			tr.t.Fatalf("tracer: unknown dnat map form %q", rule)
+		}
+		var key []string
+		for _, part := range strings.Split(s[:idx], " . ") {
+			switch strings.TrimSpace(part) {
+			case "ip daddr":
+				key = append(key, st.dst)
+			case "meta l4proto":
+				key = append(key, st.proto)
+			case "th dport":
+				key = append(key, strconv.Itoa(st.dport))
+			default:
+				tr.t.Fatalf("tracer: unknown key part %q in %q", part, rule)
+			}
+		}
+		v, ok := tr.mapGet(strings.TrimSpace(s[idx+len(" map @"):]), strings.Join(key, " . "))
+		if !ok {
+			// The kernel drops a packet whose lookup key is missing.
+			st.verdict, st.stopped = "drop", true
+			return
+		}
+		target = v
 	}
 	hp := strings.Split(target, " . ")
 	tr.dnat(st, hp[0], hp[1])

@@ -64,8 +64,36 @@ func affinitySet(sp ServicePort, e Endpoint) string {
 	return chainName("aff", sp.Key()+"/"+strings.ReplaceAll(e.String(), ":", "__"))
 }
 
-// Compile turns services into the table's model (pure).
+// Compile turns services into the whole table's model (pure): the fixed
+// part, then each service port with the shared chains it needs.
 func Compile(cfg Config, services []ServicePort) *Model {
+	tx := compileBase(cfg)
+	sd := newSharedDispatch(tx)
+	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
+	for _, sp := range services {
+		buildServicePort(tx, cfg, sp, sd)
+	}
+	return tx
+}
+
+// compileService is the part of the table one Service owns (its ports'
+// map elements, chains and sets, and its entries in the shared sets
+// cluster-ips and hairpin-pairs); shared chains and maps it needs are
+// written to sd's model. Partial syncs recompile only changed Services.
+func compileService(cfg Config, ports []ServicePort, sd *sharedDispatch) *Model {
+	m := newModel()
+	for _, sp := range ports {
+		buildServicePort(m, cfg, sp, sd)
+	}
+	return m
+}
+
+// sharedSets hold elements several services may contribute.
+var sharedSets = map[string]bool{"cluster-ips": true, "hairpin-pairs": true}
+
+// compileBase is the fixed part of the table: hooks, dispatch maps and
+// the global rules.
+func compileBase(cfg Config) *Model {
 	tx := newModel()
 	chain := func(c *knftables.Chain) { tx.Add(c) }
 
@@ -142,27 +170,21 @@ func Compile(cfg Config, services []ServicePort) *Model {
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark set mark xor " + masqueradeMark})
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "masquerade fully-random"})
 
-	sd := &sharedDispatch{tx: tx, done: map[string]bool{}}
-	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
-	clusterIPs := map[string]bool{}
-	hairpin := map[string]bool{}
-	for _, sp := range services {
-		for _, ip := range sp.ClusterIPs {
-			if !clusterIPs[ip.String()] {
-				clusterIPs[ip.String()] = true
-				tx.Add(&knftables.Element{Set: "cluster-ips", Key: []string{ip.String()}})
-			}
-		}
-		buildService(tx, cfg, sp, chain, sd)
-		for _, e := range sp.AllEndpoints {
-			// Only a pod on this node can hairpin through this node.
-			if e.NodeName == cfg.NodeName && !hairpin[e.IP.String()] {
-				hairpin[e.IP.String()] = true
-				tx.Add(&knftables.Element{Set: "hairpin-pairs", Key: []string{e.IP.String(), e.IP.String()}})
-			}
+	return tx
+}
+
+// buildServicePort writes one service port and its shared-set entries.
+func buildServicePort(tx *Model, cfg Config, sp ServicePort, sd *sharedDispatch) {
+	for _, ip := range sp.ClusterIPs {
+		tx.Add(&knftables.Element{Set: "cluster-ips", Key: []string{ip.String()}})
+	}
+	buildService(tx, cfg, sp, func(c *knftables.Chain) { tx.Add(c) }, sd)
+	for _, e := range sp.AllEndpoints {
+		// Only a pod on this node can hairpin through this node.
+		if e.NodeName == cfg.NodeName {
+			tx.Add(&knftables.Element{Set: "hairpin-pairs", Key: []string{e.IP.String(), e.IP.String()}})
 		}
 	}
-	return tx
 }
 
 // buildService writes one service port: its entries in the dispatch maps,
@@ -318,8 +340,20 @@ func dispatch(tx *Model, chainName string, sp ServicePort, eps []Endpoint) {
 // protocols specified: ip vs. th"). Plain `type` maps have no such
 // problem and still cost one lookup per packet.
 type sharedDispatch struct {
-	tx   *Model
-	done map[string]bool
+	tx      *Model // where shared chains and maps are written
+	created *Model // if set, also gets what is created from now on
+	done    map[string]bool
+}
+
+func (d *sharedDispatch) add(obj knftables.Object) {
+	d.tx.Add(obj)
+	if d.created != nil {
+		d.created.Add(obj)
+	}
+}
+
+func newSharedDispatch(tx *Model) *sharedDispatch {
+	return &sharedDispatch{tx: tx, done: map[string]bool{}}
 }
 
 func (d *sharedDispatch) chain(kind string, n int) string {
@@ -335,21 +369,21 @@ func (d *sharedDispatch) chain(kind string, n int) string {
 		for i := 0; i < n; i++ {
 			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, d.chain(pick, i)))
 		}
-		d.tx.Add(&knftables.Chain{Name: name})
-		d.tx.Add(&knftables.Rule{Chain: name, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", n, strings.Join(vmap, " , "))})
+		d.add(&knftables.Chain{Name: name})
+		d.add(&knftables.Rule{Chain: name, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", n, strings.Join(vmap, " , "))})
 	case "pick-ip":
 		m := d.bucketMap("service-endpoints", n)
-		d.tx.Add(&knftables.Chain{Name: name})
-		d.tx.Add(&knftables.Rule{Chain: name, Rule: "dnat ip addr . port to ip daddr . meta l4proto . th dport map @" + m})
+		d.add(&knftables.Chain{Name: name})
+		d.add(&knftables.Rule{Chain: name, Rule: "dnat ip addr . port to ip daddr . meta l4proto . th dport map @" + m})
 	case "pick-np":
 		m := d.bucketMap("nodeport-endpoints", n)
-		d.tx.Add(&knftables.Chain{Name: name})
-		d.tx.Add(&knftables.Rule{Chain: name, Rule: "dnat ip addr . port to meta l4proto . th dport map @" + m})
+		d.add(&knftables.Chain{Name: name})
+		d.add(&knftables.Rule{Chain: name, Rule: "dnat ip addr . port to meta l4proto . th dport map @" + m})
 	case "ext-ip", "ext-np":
 		target := d.chain("dnat"+strings.TrimPrefix(kind, "ext"), n)
-		d.tx.Add(&knftables.Chain{Name: name})
-		d.tx.Add(&knftables.Rule{Chain: name, Rule: "jump mark-for-masquerade"})
-		d.tx.Add(&knftables.Rule{Chain: name, Rule: "goto " + target})
+		d.add(&knftables.Chain{Name: name})
+		d.add(&knftables.Rule{Chain: name, Rule: "jump mark-for-masquerade"})
+		d.add(&knftables.Rule{Chain: name, Rule: "goto " + target})
 	}
 	return name
 }
@@ -363,10 +397,10 @@ func (d *sharedDispatch) bucketMap(prefix string, i int) string {
 	d.done[name] = true
 	switch prefix {
 	case "service-endpoints":
-		d.tx.Add(&knftables.Map{Name: name, Type: "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+		d.add(&knftables.Map{Name: name, Type: "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
 			Comment: knftables.PtrTo(fmt.Sprintf("service IP . protocol . port : endpoint of bucket %d", i))})
 	default:
-		d.tx.Add(&knftables.Map{Name: name, Type: "inet_proto . inet_service : ipv4_addr . inet_service",
+		d.add(&knftables.Map{Name: name, Type: "inet_proto . inet_service : ipv4_addr . inet_service",
 			Comment: knftables.PtrTo(fmt.Sprintf("protocol . node port : endpoint of bucket %d", i))})
 	}
 	return name

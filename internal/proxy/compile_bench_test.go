@@ -34,3 +34,48 @@ func BenchmarkCompileFull10k(b *testing.B) {
 		_ = tx.String()
 	}
 }
+
+// BenchmarkPartialOneChange10k is the Go side of a partial sync at 10k
+// services: recompile the one changed service and diff its part.
+func BenchmarkPartialOneChange10k(b *testing.B) {
+	sps := benchPorts(10000, 10)
+	cfg := Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}, NodeName: "n"}
+	st := newTableState(cfg)
+	for _, sp := range sps {
+		st.set(sp.Namespace+"/"+sp.Name, []ServicePort{sp})
+	}
+	one, fewer := sps[5], sps[5]
+	fewer.Endpoints = fewer.Endpoints[:9]
+	fewer.AllEndpoints = fewer.Endpoints
+	key := one.Namespace + "/" + one.Name
+	i := 0
+	for b.Loop() {
+		next := one
+		if i%2 == 0 {
+			next = fewer
+		}
+		i++
+		oldPart, newPart, _, _ := st.update(map[string][]ServicePort{key: {next}})
+		tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
+		if newPart.Diff(tx, oldPart) == 0 {
+			b.Fatal("no change")
+		}
+		_ = tx.String()
+	}
+}
+
+// BenchmarkStateFull10k is the Go side of the agent's full sync at 10k
+// services: compile each service into the kept state, assemble, render.
+func BenchmarkStateFull10k(b *testing.B) {
+	sps := benchPorts(10000, 10)
+	cfg := Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}, NodeName: "n"}
+	for b.Loop() {
+		st := newTableState(cfg)
+		for _, sp := range sps {
+			st.set(sp.Namespace+"/"+sp.Name, []ServicePort{sp})
+		}
+		tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
+		st.model().Full(tx)
+		_ = tx.String()
+	}
+}

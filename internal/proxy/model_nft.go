@@ -200,3 +200,25 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// merge adds o to m; withShared false leaves out the elements of shared
+// sets (a partial sync reference-counts those itself).
+func (m *Model) merge(o *Model, withShared bool) {
+	for _, name := range o.order {
+		m.Add(o.chains[name])
+	}
+	for name, rs := range o.rules {
+		m.rules[name] = append(m.rules[name], rs...)
+	}
+	for name, s := range o.sets {
+		m.sets[name] = s
+	}
+	for name, mp := range o.maps {
+		m.maps[name] = mp
+	}
+	for _, k := range o.elemKeys {
+		if e := o.elements[k]; withShared || !sharedSets[e.Set] {
+			m.Add(e)
+		}
+	}
+}

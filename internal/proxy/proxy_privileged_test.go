@@ -209,6 +209,12 @@ func startProxy(t *testing.T, tp topo, objs ...runtime.Object) *harness {
 	factory.WaitForCacheSync(ctx.Done())
 	h.sync = func() {
 		t.Helper()
+		// Informers update their store before they call handlers: give
+		// the handler of the change the test just waited for a moment to
+		// record it, or the partial sync would not see it.
+		for deadline := time.Now().Add(time.Second); h.p.state != nil && h.p.pending() == 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
 		if err := tp.node.Do(func(ns.NetNS) error { return h.p.Sync(ctx) }); err != nil {
 			t.Fatalf("sync: %v", err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -24,6 +25,7 @@ type Proxy struct {
 	nft         knftables.Interface
 	services    listersv1.ServiceLister
 	slices      discoverylisters.EndpointSliceLister
+	sliceIndex  cache.Indexer
 	log         *slog.Logger
 	MinInterval time.Duration
 	FullEvery   time.Duration
@@ -33,14 +35,14 @@ type Proxy struct {
 
 	// CleanConntrack deletes stale UDP conntrack entries after syncs.
 	CleanConntrack bool
-	lastPorts      []ServicePort
-	// The model last written; nil forces a full sync.
-	prev     *Model
+	// What the table holds, per service; nil forces a full sync.
+	state    *tableState
 	lastFull time.Time
 
 	kick      chan struct{}
 	mu        sync.Mutex
-	firstDirt time.Time // earliest unsynced change, for the latency metric
+	firstDirt time.Time       // earliest unsynced change, for the latency metric
+	changed   map[string]bool // namespace/name of services changed since the last sync
 	// lastUpdated is when a sync last succeeded (kube-proxy's /healthz).
 	lastUpdated time.Time
 
@@ -56,7 +58,7 @@ type Proxy struct {
 // New wires a proxy on a shared informer factory; call Run after Start.
 func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFactory, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: time.Hour,
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), changed: map[string]bool{},
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_sync_duration_seconds",
 			Help: "Time to compile and apply the proxy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		progLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_network_programming_latency_seconds",
@@ -73,29 +75,80 @@ func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFa
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()
 	p.services, p.slices = svcInf.Lister(), sliceInf.Lister()
-	h := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { p.dirty() },
-		UpdateFunc: func(any, any) { p.dirty() },
-		DeleteFunc: func(any) { p.dirty() },
-	}
-	_, _ = svcInf.Informer().AddEventHandler(h)
-	_, _ = sliceInf.Informer().AddEventHandler(h)
+	// Slices by their service, so a partial sync finds a service's slices
+	// without scanning all of them.
+	_ = sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceService})
+	p.sliceIndex = sliceInf.Informer().GetIndexer()
+	_, _ = svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { p.dirty(objectKey(obj)) },
+		UpdateFunc: func(_, obj any) { p.dirty(objectKey(obj)) },
+		DeleteFunc: func(obj any) { p.dirty(objectKey(obj)) },
+	})
+	_, _ = sliceInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { p.dirty(sliceServiceKey(obj)) },
+		UpdateFunc: func(old, obj any) {
+			// A slice relabelled to another service changes both.
+			p.dirty(sliceServiceKey(old), sliceServiceKey(obj))
+		},
+		DeleteFunc: func(obj any) { p.dirty(sliceServiceKey(obj)) },
+	})
 	return p
+}
+
+const sliceServiceIndex = "service"
+
+// sliceService indexes an EndpointSlice by namespace/service-name.
+func sliceService(obj any) ([]string, error) {
+	if k := sliceServiceKey(obj); k != "" {
+		return []string{k}, nil
+	}
+	return nil, nil
+}
+
+func sliceServiceKey(obj any) string {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	sl, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok || sl.Labels[discoveryv1.LabelServiceName] == "" {
+		return ""
+	}
+	return sl.Namespace + "/" + sl.Labels[discoveryv1.LabelServiceName]
+}
+
+func objectKey(obj any) string {
+	k, _ := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	return k
 }
 
 // SetZone sets this node's zone (for topology hints); call before Run.
 func (p *Proxy) SetZone(zone string) { p.cfg.Zone = zone }
 
-func (p *Proxy) dirty() {
+// dirty records changed services (none: only wake the loop) and wakes
+// the sync loop.
+func (p *Proxy) dirty(keys ...string) {
 	p.mu.Lock()
-	if p.firstDirt.IsZero() {
-		p.firstDirt = time.Now()
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		if p.firstDirt.IsZero() {
+			p.firstDirt = time.Now()
+		}
+		p.changed[k] = true
 	}
 	p.mu.Unlock()
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
+}
+
+// pending counts services changed since the last sync.
+func (p *Proxy) pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.changed)
 }
 
 // Run syncs until ctx ends; informers must have synced.
@@ -113,7 +166,7 @@ func (p *Proxy) Run(ctx context.Context) {
 		if err := p.Sync(ctx); err != nil {
 			p.syncs.WithLabelValues("error").Inc()
 			p.log.Error("proxy sync failed; retrying", "err", err)
-			time.AfterFunc(time.Second, p.dirty)
+			time.AfterFunc(time.Second, func() { p.dirty() })
 		} else {
 			p.syncs.WithLabelValues("ok").Inc()
 		}
@@ -137,77 +190,25 @@ var notOursSelector = func() labels.Selector {
 	return sel
 }()
 
-// Sync compiles the current state and applies it in one transaction.
+// Sync brings the table up to date in one transaction: a full sync at
+// start, after a failure and every FullEvery; otherwise a partial sync of
+// the services changed since the last one.
 func (p *Proxy) Sync(ctx context.Context) error {
 	start := time.Now()
 	p.mu.Lock()
-	dirtSince := p.firstDirt
-	p.firstDirt = time.Time{}
+	dirtSince, changed := p.firstDirt, p.changed
+	p.firstDirt, p.changed = time.Time{}, map[string]bool{}
 	p.mu.Unlock()
-	// Services another proxy implementation owns, and headless ones, are
-	// not ours (the labels kube-proxy honours).
-	svcs, err := p.services.List(notOursSelector)
+	full := p.state == nil || time.Since(p.lastFull) >= p.FullEvery
+	var err error
+	var stale []StaleUDP
+	if full {
+		stale, err = p.syncFull(ctx)
+	} else {
+		stale, err = p.syncPartial(ctx, changed)
+	}
 	if err != nil {
-		return err
-	}
-	// Group all slices by service once: a label-selector list per service
-	// would make each sync quadratic in the number of services.
-	allSlices, err := p.slices.List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	byService := make(map[string][]*discoveryv1.EndpointSlice, len(svcs))
-	for _, sl := range allSlices {
-		if name := sl.Labels[discoveryv1.LabelServiceName]; name != "" {
-			byService[sl.Namespace+"/"+name] = append(byService[sl.Namespace+"/"+name], sl)
-		}
-	}
-	var ports []ServicePort
-	eps := 0
-	for _, svc := range svcs {
-		for _, sp := range ServicePorts(svc, byService[svc.Namespace+"/"+svc.Name]) {
-			ports = append(ports, sp)
-			eps += len(sp.Endpoints)
-		}
-	}
-	model := Compile(p.cfg, ports)
-	tx := p.nft.NewTransaction()
-	full := p.prev == nil || time.Since(p.lastFull) >= p.FullEvery
-	switch {
-	case p.prev == nil:
-		// Start, or after a failure: what the kernel holds is unknown.
-		// Recreate the table in the same transaction (atomic, and no slow
-		// listing of a large table); conntrack keeps established flows.
-		tx.Add(&knftables.Table{})
-		tx.Delete(&knftables.Table{})
-		model.Full(tx)
-	case full:
-		// Periodic full sync: flush and rewrite; chains and sets of the
-		// last model that are gone are empty after the flush.
-		model.Full(tx)
-		for c := range p.prev.chains {
-			if _, ok := model.chains[c]; !ok {
-				tx.Delete(&knftables.Chain{Name: c})
-			}
-		}
-		for s := range p.prev.sets {
-			if _, ok := model.sets[s]; !ok {
-				tx.Delete(&knftables.Set{Name: s})
-			}
-		}
-		for mp := range p.prev.maps {
-			if _, ok := model.maps[mp]; !ok {
-				tx.Delete(&knftables.Map{Name: mp})
-			}
-		}
-	default:
-		if model.Diff(tx, p.prev) == 0 {
-			p.prev = model
-			return nil
-		}
-	}
-	if err := p.nft.Run(ctx, tx); err != nil {
-		p.prev = nil // the next sync is a full one
+		p.state = nil // the next sync is a full one
 		p.mu.Lock()
 		if p.firstDirt.IsZero() || (!dirtSince.IsZero() && dirtSince.Before(p.firstDirt)) {
 			p.firstDirt = dirtSince
@@ -215,7 +216,6 @@ func (p *Proxy) Sync(ctx context.Context) error {
 		p.mu.Unlock()
 		return err
 	}
-	p.prev = model
 	p.mu.Lock()
 	p.lastUpdated = time.Now()
 	p.mu.Unlock()
@@ -228,21 +228,138 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	if !dirtSince.IsZero() {
 		p.progLatency.Observe(time.Since(dirtSince).Seconds())
 	}
+	ports, eps := p.state.allPorts()
 	if p.Health != nil {
 		p.Health.Update(HealthPorts(ports, p.cfg.NodeName))
 	}
-	if p.CleanConntrack {
-		if n, err := DeleteStaleUDP(FindStaleUDP(p.lastPorts, ports)); err != nil {
+	if p.CleanConntrack && len(stale) > 0 {
+		if n, err := DeleteStaleUDP(stale); err != nil {
 			p.log.Warn("stale UDP conntrack cleanup failed", "err", err)
 		} else if n > 0 {
 			p.log.Info("removed stale UDP conntrack entries", "count", n)
 		}
 	}
-	p.lastPorts = ports
 	p.svcGauge.Set(float64(len(ports)))
 	p.epGauge.Set(float64(eps))
-	p.log.Debug("proxy synced", "servicePorts", len(ports), "endpoints", eps, "took", time.Since(start))
+	p.log.Debug("proxy synced", "full", full, "changedServices", len(changed), "servicePorts", len(ports), "endpoints", eps, "took", time.Since(start))
 	return nil
+}
+
+// portsOf returns the service ports this proxy programs for one service
+// (none when it is gone, headless or owned by another proxy).
+func (p *Proxy) portsOf(key string) ([]ServicePort, error) {
+	ns, name, _ := cache.SplitMetaNamespaceKey(key)
+	svc, err := p.services.Services(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !notOursSelector.Matches(labels.Set(svc.Labels)) {
+		return nil, nil
+	}
+	objs, err := p.sliceIndex.ByIndex(sliceServiceIndex, key)
+	if err != nil {
+		return nil, err
+	}
+	slices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		slices = append(slices, o.(*discoveryv1.EndpointSlice))
+	}
+	return ServicePorts(svc, slices), nil
+}
+
+// syncFull compiles every service and rewrites the table.
+func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
+	// Services another proxy implementation owns, and headless ones, are
+	// not ours (the labels kube-proxy honours).
+	svcs, err := p.services.List(notOursSelector)
+	if err != nil {
+		return nil, err
+	}
+	// Group all slices by service once: a lookup per service would make
+	// each full sync quadratic in the number of services.
+	allSlices, err := p.slices.List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	byService := make(map[string][]*discoveryv1.EndpointSlice, len(svcs))
+	for _, sl := range allSlices {
+		if k := sliceServiceKey(sl); k != "" {
+			byService[k] = append(byService[k], sl)
+		}
+	}
+	st := newTableState(p.cfg)
+	for _, svc := range svcs {
+		key := svc.Namespace + "/" + svc.Name
+		st.set(key, ServicePorts(svc, byService[key]))
+	}
+	model := st.model()
+	tx := p.nft.NewTransaction()
+	if p.state == nil {
+		// Start, or after a failure: what the kernel holds is unknown.
+		// Recreate the table in the same transaction (atomic, and no slow
+		// listing of a large table); conntrack keeps established flows.
+		tx.Add(&knftables.Table{})
+		tx.Delete(&knftables.Table{})
+		model.Full(tx)
+	} else {
+		// Periodic full sync: flush and rewrite; chains, sets and maps of
+		// the last state that are gone are empty after the flush.
+		model.Full(tx)
+		prev := p.state.model()
+		for _, c := range prev.order {
+			if _, ok := model.chains[c]; !ok {
+				tx.Delete(&knftables.Chain{Name: c})
+			}
+		}
+		for _, s := range sortedKeys(prev.sets) {
+			if _, ok := model.sets[s]; !ok {
+				tx.Delete(&knftables.Set{Name: s})
+			}
+		}
+		for _, mp := range sortedKeys(prev.maps) {
+			if _, ok := model.maps[mp]; !ok {
+				tx.Delete(&knftables.Map{Name: mp})
+			}
+		}
+	}
+	if err := p.nft.Run(ctx, tx); err != nil {
+		return nil, err
+	}
+	var stale []StaleUDP
+	if p.state != nil {
+		old, _ := p.state.allPorts()
+		now, _ := st.allPorts()
+		stale = FindStaleUDP(old, now)
+	}
+	p.state = st
+	return stale, nil
+}
+
+// syncPartial recompiles the changed services only and writes the
+// difference.
+func (p *Proxy) syncPartial(ctx context.Context, changed map[string]bool) ([]StaleUDP, error) {
+	if len(changed) == 0 {
+		return nil, nil
+	}
+	ports := make(map[string][]ServicePort, len(changed))
+	for key := range changed {
+		sps, err := p.portsOf(key)
+		if err != nil {
+			return nil, err
+		}
+		ports[key] = sps
+	}
+	oldPart, newPart, oldPorts, newPorts := p.state.update(ports)
+	tx := p.nft.NewTransaction()
+	if newPart.Diff(tx, oldPart) > 0 {
+		if err := p.nft.Run(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
+	return FindStaleUDP(oldPorts, newPorts), nil
 }
 
 func toSet(list []string) map[string]bool {

@@ -1,0 +1,119 @@
+package proxy
+
+import "sigs.k8s.io/knftables"
+
+// tableState is what the proxy table holds, kept per service so a
+// partial sync recompiles only the services that changed: the fixed base,
+// the shared chains and maps (per endpoint count and bucket), each
+// service's own part, and how many services use each shared-set element.
+type tableState struct {
+	cfg      Config
+	base     *Model
+	shared   *sharedDispatch
+	sharedM  *Model // every shared chain and map created so far
+	services map[string]*serviceState
+	refs     map[string]int // shared-set element key → services using it
+}
+
+type serviceState struct {
+	ports []ServicePort
+	model *Model
+}
+
+// sharedChange is a shared-set element whose use count went to or from 0.
+type sharedChange struct {
+	elem    *knftables.Element
+	removed bool
+}
+
+func newTableState(cfg Config) *tableState {
+	st := &tableState{cfg: cfg, base: compileBase(cfg), sharedM: newModel(),
+		services: map[string]*serviceState{}, refs: map[string]int{}}
+	st.shared = newSharedDispatch(st.sharedM)
+	return st
+}
+
+// set recompiles one service (no ports: it is gone) and returns the
+// shared-set elements that lost their last or got their first user.
+// Shared chains and maps it needs for the first time are kept in
+// st.sharedM (and in st.shared.created when a partial sync collects them).
+func (st *tableState) set(key string, ports []ServicePort) []sharedChange {
+	var changes []sharedChange
+	if old := st.services[key]; old != nil {
+		for _, k := range old.model.elemKeys {
+			if e := old.model.elements[k]; sharedSets[e.Set] {
+				if st.refs[k]--; st.refs[k] == 0 {
+					delete(st.refs, k)
+					changes = append(changes, sharedChange{elem: e, removed: true})
+				}
+			}
+		}
+		delete(st.services, key)
+	}
+	if len(ports) == 0 {
+		return changes
+	}
+	m := compileService(st.cfg, ports, st.shared)
+	for _, k := range m.elemKeys {
+		if e := m.elements[k]; sharedSets[e.Set] {
+			if st.refs[k]++; st.refs[k] == 1 {
+				changes = append(changes, sharedChange{elem: e})
+			}
+		}
+	}
+	st.services[key] = &serviceState{ports: ports, model: m}
+	return changes
+}
+
+// model assembles the whole table.
+func (st *tableState) model() *Model {
+	m := newModel()
+	m.merge(st.base, true)
+	m.merge(st.sharedM, true)
+	for _, key := range sortedKeys(st.services) {
+		m.merge(st.services[key].model, true)
+	}
+	return m
+}
+
+// allPorts lists every programmed service port and counts endpoints.
+func (st *tableState) allPorts() ([]ServicePort, int) {
+	var ports []ServicePort
+	eps := 0
+	for _, s := range st.services {
+		ports = append(ports, s.ports...)
+		for _, sp := range s.ports {
+			eps += len(sp.Endpoints)
+		}
+	}
+	return ports, eps
+}
+
+// update replaces the given services (no ports: gone) and returns the old
+// and the new parts of the table they touch, so that newPart.Diff(tx,
+// oldPart) is the partial sync, and their old and new ports.
+func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart *Model, oldPorts, newPorts []ServicePort) {
+	oldPart, newPart = newModel(), newModel()
+	st.shared.created = newPart // shared chains and maps first needed now
+	defer func() { st.shared.created = nil }()
+	for _, key := range sortedKeys(changed) {
+		if old := st.services[key]; old != nil {
+			oldPart.merge(old.model, false)
+			oldPorts = append(oldPorts, old.ports...)
+		}
+		newPorts = append(newPorts, changed[key]...)
+		for _, c := range st.set(key, changed[key]) {
+			// A shared-set element that lost its last user goes; one that
+			// got its first is added (both: no change).
+			if c.removed {
+				oldPart.Add(c.elem)
+			} else {
+				newPart.Add(c.elem)
+			}
+		}
+		if now := st.services[key]; now != nil {
+			newPart.merge(now.model, false)
+		}
+	}
+	return oldPart, newPart, oldPorts, newPorts
+}

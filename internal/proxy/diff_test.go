@@ -143,8 +143,8 @@ func TestPartialUpdateEqualsFull(t *testing.T) {
 	b := genPorts(25, 4)[1:] // s000 removed, s020..s024 added
 	b[0].Endpoints = nil     // s001 lost all endpoints: rejected, hairpin entry still used by s002
 	b[0].AllEndpoints = nil
-	b[1] = a[2] // s002 unchanged
-	b[5].AffinitySeconds = 0 // affinity switched off (s006)
+	b[1] = a[2]               // s002 unchanged
+	b[5].AffinitySeconds = 0  // affinity switched off (s006)
 	for e := 3; e < 12; e++ { // s009 grows to 12 endpoints: new shared chains and bucket maps
 		b[8].Endpoints = append(b[8].Endpoints, Endpoint{IP: net.IPv4(10, 244, byte(e), 9).To4(), Port: 8080, Ready: true})
 	}

@@ -139,6 +139,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			nft, factory, a.log, a.registry)
 		svcProxy.Health = proxy.NewHealthServer("", a.log)
 		svcProxy.CleanConntrack = true
+		svcProxy.Bulk = &proxy.NetlinkElements{Table: proxy.TableName}
 		defer svcProxy.Health.Close()
 	}
 	// hostPorts of pods on this node (the CNI portmap plugin's job).

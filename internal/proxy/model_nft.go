@@ -112,6 +112,30 @@ func (m *Model) Full(tx *knftables.Transaction) {
 	}
 }
 
+// Structure writes the table without elements and without emptying any
+// set or map: every chain is flushed and refilled (so rule drift is
+// repaired), new sets and maps are created. The elements follow through
+// an ElementWriter; objects of the old table that the model no longer has
+// are deleted afterwards by the caller.
+func (m *Model) Structure(tx *knftables.Transaction) {
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft service proxy")})
+	for _, name := range sortedKeys(m.maps) {
+		tx.Add(m.maps[name])
+	}
+	for _, name := range sortedKeys(m.sets) {
+		tx.Add(m.sets[name])
+	}
+	for _, name := range m.order {
+		tx.Add(m.chains[name])
+		tx.Flush(&knftables.Chain{Name: name})
+	}
+	for _, name := range m.order {
+		for _, r := range m.rules[name] {
+			tx.Add(r)
+		}
+	}
+}
+
 // Diff writes what changed from prev to m and returns how many operations
 // that took. Stale chains, sets and maps are removed after what referenced
 // them.

@@ -198,6 +198,7 @@ func startProxy(t *testing.T, tp topo, objs ...runtime.Object) *harness {
 		}
 		h.p = New(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}, ServiceCIDRs: []*net.IPNet{mustCIDR("10.96.0.0/16")}, NodeName: "n1"},
 			nft, factory, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		h.p.Bulk = &NetlinkElements{Table: TableName} // as the agent has it
 		return nil
 	}); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -32,6 +33,13 @@ type Proxy struct {
 
 	// Health serves healthCheckNodePorts; nil disables them.
 	Health *HealthServer
+
+	// Bulk, if set, writes the elements of full syncs (see ElementWriter);
+	// without it a full sync is one nft transaction.
+	Bulk ElementWriter
+	// recreate: the next full sync deletes and rewrites the table in one
+	// nft transaction (start without Bulk, or after a failed full sync).
+	recreate bool
 
 	// CleanConntrack deletes stale UDP conntrack entries after syncs.
 	CleanConntrack bool
@@ -296,38 +304,16 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 		st.set(key, ServicePorts(svc, byService[key]))
 	}
 	model := st.model()
-	tx := p.nft.NewTransaction()
-	if p.state == nil {
-		// Start, or after a failure: what the kernel holds is unknown.
-		// Recreate the table in the same transaction (atomic, and no slow
-		// listing of a large table); conntrack keeps established flows.
-		tx.Add(&knftables.Table{})
-		tx.Delete(&knftables.Table{})
-		model.Full(tx)
+	if p.Bulk != nil && !p.recreate {
+		err = p.writeBulk(ctx, model)
 	} else {
-		// Periodic full sync: flush and rewrite; chains, sets and maps of
-		// the last state that are gone are empty after the flush.
-		model.Full(tx)
-		prev := p.state.model()
-		for _, c := range prev.order {
-			if _, ok := model.chains[c]; !ok {
-				tx.Delete(&knftables.Chain{Name: c})
-			}
-		}
-		for _, s := range sortedKeys(prev.sets) {
-			if _, ok := model.sets[s]; !ok {
-				tx.Delete(&knftables.Set{Name: s})
-			}
-		}
-		for _, mp := range sortedKeys(prev.maps) {
-			if _, ok := model.maps[mp]; !ok {
-				tx.Delete(&knftables.Map{Name: mp})
-			}
-		}
+		err = p.writeWhole(ctx, model)
 	}
-	if err := p.nft.Run(ctx, tx); err != nil {
+	if err != nil {
+		p.recreate = true
 		return nil, err
 	}
+	p.recreate = false
 	var stale []StaleUDP
 	if p.state != nil {
 		old, _ := p.state.allPorts()
@@ -336,6 +322,64 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 	}
 	p.state = st
 	return stale, nil
+}
+
+// writeWhole deletes and rewrites the table in one nft transaction:
+// atomic and independent of what the kernel holds, but nft parses each
+// element (seconds at 100k elements). Conntrack keeps established flows.
+func (p *Proxy) writeWhole(ctx context.Context, model *Model) error {
+	tx := p.nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	model.Full(tx)
+	return p.nft.Run(ctx, tx)
+}
+
+// writeBulk rewrites the table in three steps, each consistent on its
+// own, so traffic never sees a half-written table: (1) nft: chains and
+// rules refilled, new sets and maps added, nothing deleted, so old
+// elements still point to existing chains; (2) netlink: every set's and
+// map's elements replaced in one batch; (3) nft: chains, sets and maps
+// the model does not have (the last agent's, or drift) deleted, now that
+// nothing refers to them.
+func (p *Proxy) writeBulk(ctx context.Context, model *Model) error {
+	tx := p.nft.NewTransaction()
+	model.Structure(tx)
+	if err := p.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("table structure: %w", err)
+	}
+	if err := p.Bulk.ReplaceElements(model); err != nil {
+		return err
+	}
+	chains, sets, maps, err := p.Bulk.Objects()
+	if err != nil {
+		return err
+	}
+	tx = p.nft.NewTransaction()
+	var gone []string
+	for _, c := range chains {
+		if _, ok := model.chains[c]; !ok {
+			tx.Flush(&knftables.Chain{Name: c})
+			gone = append(gone, c)
+		}
+	}
+	for _, c := range gone {
+		tx.Delete(&knftables.Chain{Name: c})
+	}
+	for _, n := range sets {
+		if _, ok := model.sets[n]; !ok {
+			tx.Delete(&knftables.Set{Name: n})
+		}
+	}
+	for _, n := range maps {
+		if _, ok := model.maps[n]; !ok {
+			tx.Delete(&knftables.Map{Name: n})
+		}
+	}
+	if tx.NumOperations() == 0 {
+		return nil
+	}
+	return p.nft.Run(ctx, tx)
 }
 
 // syncPartial recompiles the changed services only and writes the

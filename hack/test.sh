@@ -13,4 +13,17 @@ go test -count=1 -run '^$' -fuzz FuzzRespond -fuzztime 30s ./internal/dns/
 echo "== lab end-to-end tests"
 go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
 echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, services, hostPort, proxy)"
-FOCUS='\[sig-network\].*\[Conformance\]' EXPECT_PASS=47 hack/e2e-upstream.sh
+echo "   plus the service proxy's behaviour specs: session affinity, ETP Local source IP, hairpin,"
+echo "   no-endpoint reject, terminating-endpoint fallback, UDP conntrack"
+focus=(
+  '\[sig-network\].*\[Conformance\]'
+  'Services should support externalTrafficPolicy=Local for type=NodePort'
+  'Services should allow pods to hairpin back to themselves through services'
+  'Services should be rejected when no endpoints exist'
+  'Services should fallback to terminating endpoints when there are no ready endpoints with internalTrafficPolicy=Cluster'
+  'Services should fallback to local terminating endpoints when there are no ready endpoints with externalTrafficPolicy=Local'
+  'Granular Checks: Services should function for client IP based session affinity: http'
+  'Conntrack should be able to preserve UDP traffic when server pod cycles for a ClusterIP service'
+  'Conntrack should be able to cleanup conntrack entries when UDP service target port changes for a NodePort service'
+)
+FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=57 hack/e2e-upstream.sh

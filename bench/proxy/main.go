@@ -46,7 +46,7 @@ type level struct {
 
 func main() {
 	flag.StringVar(&binDir, "bin", "bin", "directory with weft and weft-cni")
-	levelsFlag := flag.String("levels", "1000,10000", "service counts")
+	levelsFlag := flag.String("levels", "10,1000,10000", "service counts")
 	flag.Parse()
 	binDir, _ = filepath.Abs(binDir)
 	l := lab.New(lab.DefaultStateDir, lab.DefaultCacheDir, binDir, os.Stderr)
@@ -101,7 +101,7 @@ func main() {
 	}
 
 	fmt.Printf("### Service proxy: weft beside kube-proxy v1.37.2 (nftables mode)\n\n")
-	fmt.Printf("One lab, one API server. weft: the agent on weft-node-1 (a full sync at start and every hour, like kube-proxy; partial syncs for changes; one nftables transaction each). kube-proxy: built from k8s.io/kubernetes v1.37.2 (lab/k8s), `--proxy-mode=nftables`, alone on weft-node-2. Each service: one TCP port, one EndpointSlice with 10 ready endpoints. Full sync: the first sync of a freshly started weft agent (`weft_proxy_last_full_sync_duration_seconds`); kube-proxy's first (full) sync after a fresh start (`kubeproxy_sync_full_proxy_rules_duration_seconds`). One change: one EndpointSlice edited; weft's (partial) sync for it, kube-proxy's partial sync (`kubeproxy_sync_partial_proxy_rules_duration_seconds`). RSS from /proc. TCP RR: 64-byte request/response p50 from a pod to a pod on the same node, through the ClusterIP (weft) and to the pod IP.\n\n")
+	fmt.Printf("One lab, one API server. weft: the agent on weft-node-1 (a full sync at start and every hour, like kube-proxy: chains by nft, elements in one netlink batch; partial syncs of the changed services in one nft transaction). kube-proxy: built from k8s.io/kubernetes v1.37.2 (lab/k8s), `--proxy-mode=nftables`, alone on weft-node-2. Each service: one TCP port, one EndpointSlice with 10 ready endpoints. Full sync: the first sync of a freshly started weft agent (`weft_proxy_last_full_sync_duration_seconds`); kube-proxy's first (full) sync after a fresh start (`kubeproxy_sync_full_proxy_rules_duration_seconds`). One change: one EndpointSlice edited; weft's (partial) sync for it, kube-proxy's partial sync (`kubeproxy_sync_partial_proxy_rules_duration_seconds`). RSS from /proc. TCP RR: 64-byte request/response p50 from a pod to a pod on the same node, through the ClusterIP (weft) and to the pod IP.\n\n")
 	fmt.Println("| services | weft full sync | kube-proxy full sync | speed-up | weft one change | kube-proxy one change | weft agent RSS | kube-proxy RSS | ClusterIP RR p50 | pod IP RR p50 | latency ratio |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, lv := range levels {

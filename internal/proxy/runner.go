@@ -198,9 +198,9 @@ var notOursSelector = func() labels.Selector {
 	return sel
 }()
 
-// Sync brings the table up to date in one transaction: a full sync at
-// start, after a failure and every FullEvery; otherwise a partial sync of
-// the services changed since the last one.
+// Sync brings the table up to date: a full sync at start, after a failure
+// and every FullEvery; otherwise a partial sync of the services changed
+// since the last one.
 func (p *Proxy) Sync(ctx context.Context) error {
 	start := time.Now()
 	p.mu.Lock()

@@ -22,7 +22,11 @@ type StaleUDP struct {
 	Endpoint net.IP
 }
 
-// FindStaleUDP compares the service ports of two syncs.
+// FindStaleUDP compares the service ports of two syncs. An endpoint is
+// stale when traffic may have gone to it before (it was selected, or it
+// was serving: a terminating endpoint that Local traffic policies fall
+// back to is not among the selected ones) and it is not serving now — the
+// rule kube-proxy's conntrack reconciler applies.
 func FindStaleUDP(prev, next []ServicePort) []StaleUDP {
 	old := map[string]ServicePort{}
 	for _, sp := range prev {
@@ -39,8 +43,9 @@ func FindStaleUDP(prev, next []ServicePort) []StaleUDP {
 			out = append(out, StaleUDP{ServiceIPs: ips, Port: sp.Port, NodePort: sp.NodePort})
 			continue
 		}
-		for _, e := range before.Endpoints {
-			if !containsEndpoint(sp.Endpoints, e) {
+		serving := servingEndpoints(sp)
+		for _, e := range servingEndpoints(before) {
+			if !containsEndpoint(serving, e) {
 				out = append(out, StaleUDP{ServiceIPs: ips, Port: sp.Port, NodePort: sp.NodePort, Endpoint: e.IP})
 			}
 		}
@@ -52,9 +57,20 @@ func FindStaleUDP(prev, next []ServicePort) []StaleUDP {
 	}
 	for key, sp := range old {
 		if !seen[key] && lower(sp.Protocol) == "udp" {
-			for _, e := range sp.Endpoints {
+			for _, e := range servingEndpoints(sp) {
 				out = append(out, StaleUDP{ServiceIPs: append(append([]net.IP{}, sp.ClusterIPs...), sp.ExternalIPs...), Port: sp.Port, NodePort: sp.NodePort, Endpoint: e.IP})
 			}
+		}
+	}
+	return out
+}
+
+// servingEndpoints: the selected endpoints and every other serving one.
+func servingEndpoints(sp ServicePort) []Endpoint {
+	out := append([]Endpoint{}, sp.Endpoints...)
+	for _, e := range sp.AllEndpoints {
+		if e.Serving && !containsEndpoint(out, e) {
+			out = append(out, e)
 		}
 	}
 	return out

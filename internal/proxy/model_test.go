@@ -121,6 +121,22 @@ func TestFindStaleUDP(t *testing.T) {
 	if got := FindStaleUDP([]ServicePort{mk("10.0.0.1")}, []ServicePort{mk("10.0.0.1")}); len(got) != 0 {
 		t.Fatalf("no change: %+v", got)
 	}
+	// internalTrafficPolicy Local falling back to a local terminating
+	// endpoint: not among the selected endpoints (others are ready
+	// elsewhere), yet traffic went to it. When it is gone, its entries go.
+	terminating := mk("10.0.0.2")
+	terminating.AllEndpoints = []Endpoint{{IP: net.ParseIP("10.0.0.1"), Port: 53, Serving: true, Terminating: true},
+		{IP: net.ParseIP("10.0.0.2"), Port: 53, Ready: true, Serving: true}}
+	gone := mk("10.0.0.2")
+	gone.AllEndpoints = terminating.AllEndpoints[1:]
+	got = FindStaleUDP([]ServicePort{terminating}, []ServicePort{gone})
+	if len(got) != 1 || got[0].Endpoint.String() != "10.0.0.1" {
+		t.Fatalf("local terminating endpoint removed: %+v", got)
+	}
+	// Still serving while terminating: its entries stay.
+	if got := FindStaleUDP([]ServicePort{terminating}, []ServicePort{terminating}); len(got) != 0 {
+		t.Fatalf("terminating endpoint still serving: %+v", got)
+	}
 }
 
 func TestTopologyEndpoints(t *testing.T) {

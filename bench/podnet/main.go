@@ -67,7 +67,7 @@ func main() {
 			r.nodeRR.Microseconds(), r.podRR.Microseconds(), float64(r.podRR)/float64(r.nodeRR), r.readyToReachable.Round(time.Millisecond))
 	}
 	fmt.Println()
-	fmt.Println("Same-rack pairs cross one bridge; the weft-node-3 pair crosses the router namespace, where VXLAN through a forwarding veth hop loses about half its throughput in this kernel's veth path (node-level VXLAN to the remote VTEP measures the same), so that row is a property of the lab underlay more than of weft.")
+	fmt.Println("Same-rack pairs cross one bridge; the weft-node-3 pair also crosses the router namespace (its rack addresses sit on veths cabled to the rack bridges; see docs/lab.md for why not on the bridges).")
 	fmt.Println()
 	for _, r := range rows {
 		target := 0.85

@@ -54,4 +54,13 @@ func TestHealthPorts(t *testing.T) {
 	if got[32000].LocalEndpoints != 1 {
 		t.Fatalf("%v", got)
 	}
+	// Only a terminating (still serving) endpoint here: 0, so the check
+	// fails, though traffic still falls back to it.
+	sp.AllEndpoints[0].Ready, sp.AllEndpoints[0].Serving, sp.AllEndpoints[0].Terminating = false, true, true
+	if got := HealthPorts([]ServicePort{sp}, "n1"); got[32000].LocalEndpoints != 0 {
+		t.Fatalf("terminating endpoint counted: %v", got)
+	}
+	if len(sp.LocalEndpoints("n1")) != 1 {
+		t.Fatalf("the datapath must still use the terminating endpoint")
+	}
 }

@@ -67,22 +67,6 @@ func ruleText(rs []*knftables.Rule) string {
 	return b.String()
 }
 
-func (m *Model) chainSet() map[string]bool {
-	out := map[string]bool{}
-	for n := range m.chains {
-		out[n] = true
-	}
-	return out
-}
-
-func (m *Model) setSet() map[string]bool {
-	out := map[string]bool{}
-	for n := range m.sets {
-		out[n] = true
-	}
-	return out
-}
-
 // Full writes the whole table: flush and rewrite in one transaction, so
 // packets see the old or the new table, never a mix.
 func (m *Model) Full(tx *knftables.Transaction) {

@@ -405,11 +405,3 @@ func (p *Proxy) syncPartial(ctx context.Context, changed map[string]bool) ([]Sta
 	}
 	return FindStaleUDP(oldPorts, newPorts), nil
 }
-
-func toSet(list []string) map[string]bool {
-	m := make(map[string]bool, len(list))
-	for _, x := range list {
-		m[x] = true
-	}
-	return m
-}

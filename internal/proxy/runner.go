@@ -286,8 +286,7 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Group all slices by service once: a lookup per service would make
-	// each full sync quadratic in the number of services.
+	// Group all slices by service in one pass.
 	allSlices, err := p.slices.List(labels.Everything())
 	if err != nil {
 		return nil, err

@@ -105,10 +105,15 @@ func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	serve(t, tp.server, "10.244.1.2:8080")
 	other := service("other", "10.96.0.52", 80, 0)
 	other.Labels = map[string]string{"service.kubernetes.io/service-proxy-name": "someone-else"}
+	// A slice labelled headless is ignored (kube-proxy's informers filter
+	// it out), so its service has no endpoints here and rejects.
+	headlessSlice := slice("hl", "10.244.1.2", 8080, true)
+	headlessSlice.Labels["service.kubernetes.io/headless"] = ""
 	h := startProxy(t, tp,
 		service("web", "10.96.0.50", 80, 30080), slice("web", "10.244.1.2", 8080, true),
 		service("empty", "10.96.0.51", 80, 0),
 		other, slice("other", "10.244.1.2", 8080, true),
+		service("hl", "10.96.0.53", 80, 0), headlessSlice,
 	)
 	client, ctx, p, sync := h.client, h.ctx, h.p, h.sync
 
@@ -127,6 +132,9 @@ func TestPrivilegedProxyClusterIPNodePortReject(t *testing.T) {
 	// A service another proxy owns is left alone (not in any map).
 	if out, _ := exec.Command("ip", "netns", "exec", filepath.Base(tp.node.Path()), "nft", "list", "table", "inet", TableName).CombinedOutput(); strings.Contains(string(out), "10.96.0.52") {
 		t.Fatalf("service with service-proxy-name programmed:\n%s", out)
+	}
+	if _, err := dial(tp.client, "10.96.0.53:80"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("service whose only slice is labelled headless: %v, want refused", err)
 	}
 	// No endpoints: refused at once, not a timeout.
 	start := time.Now()

@@ -187,9 +187,10 @@ func (p *Proxy) Run(ctx context.Context) {
 	}
 }
 
-// notOursSelector selects the services this proxy programs:
+// notOursSelector selects the Services and EndpointSlices this proxy
+// uses, as kube-proxy's informers do for both:
 // service.kubernetes.io/service-proxy-name names another proxy;
-// service.kubernetes.io/headless marks headless services.
+// service.kubernetes.io/headless marks headless services and their slices.
 var notOursSelector = func() labels.Selector {
 	sel, err := labels.Parse("!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless")
 	if err != nil {
@@ -273,7 +274,9 @@ func (p *Proxy) portsOf(key string) ([]ServicePort, error) {
 	}
 	slices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
 	for _, o := range objs {
-		slices = append(slices, o.(*discoveryv1.EndpointSlice))
+		if sl := o.(*discoveryv1.EndpointSlice); notOursSelector.Matches(labels.Set(sl.Labels)) {
+			slices = append(slices, sl)
+		}
 	}
 	return ServicePorts(svc, slices), nil
 }
@@ -287,7 +290,7 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 		return nil, err
 	}
 	// Group all slices by service in one pass.
-	allSlices, err := p.slices.List(labels.Everything())
+	allSlices, err := p.slices.List(notOursSelector)
 	if err != nil {
 		return nil, err
 	}

@@ -560,3 +560,35 @@ func TestInitContainersAndSidecars(t *testing.T) {
 		return nil
 	})
 }
+
+// Readiness probes keep running during the grace period and their result
+// reaches the API: a server that fails its probe while draining turns
+// not ready (and leaves the ready endpoints) before it exits.
+func TestReadinessReportedWhileTerminating(t *testing.T) {
+	ns := newNamespace(t)
+	p := pinnedPod(ns, "draining", "weft-node-1")
+	p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](60)
+	p.Spec.Containers = []corev1.Container{{Name: "netexec", Image: "registry.k8s.io/e2e-test-images/agnhost:2.53",
+		Args: []string{"netexec", "--http-port=8080", "--delay-shutdown=60"},
+		ReadinessProbe: &corev1.Probe{PeriodSeconds: 1,
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(8080)}}}}}
+	createReady(t, p)
+	ctx := context.Background()
+	if err := client.CoreV1().Pods(ns).Delete(ctx, "draining", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "terminating pod reported not ready", func() error {
+		got, err := client.CoreV1().Pods(ns).Get(ctx, "draining", metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("pod gone before it was seen unready: %v", err)
+		}
+		for _, c := range got.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionFalse {
+				return nil
+			}
+		}
+		return fmt.Errorf("still ready: %+v", got.Status.Conditions)
+	})
+	// Done: do not wait out the 60 s.
+	_ = client.CoreV1().Pods(ns).Delete(ctx, "draining", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+}

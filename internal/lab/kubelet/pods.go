@@ -132,7 +132,8 @@ func (k *Kubelet) syncPod(ctx context.Context, key string) error {
 				}
 			}()
 		}
-		return nil
+		// Probe results during the grace period still reach the API.
+		return k.updatePodStatus(ctx, pod, pr)
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return nil

@@ -162,7 +162,10 @@ func (k *Kubelet) updatePodStatus(ctx context.Context, pod *corev1.Pod, pr *podR
 		if err != nil {
 			return err
 		}
-		if latest.UID != pr.uid || latest.DeletionTimestamp != nil {
+		// Terminating pods keep reporting (readiness probes run during
+		// the grace period, as the kubelet's do): a server that fails
+		// its probe while draining must show up as not ready.
+		if latest.UID != pr.uid {
 			return nil
 		}
 		st := k.computeStatus(latest, pr, latest.Status)

@@ -14,7 +14,7 @@ echo "== lab end-to-end tests"
 go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
 echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, services, hostPort, proxy)"
 echo "   plus the service proxy's behaviour specs: session affinity, ETP Local source IP, hairpin,"
-echo "   no-endpoint reject, terminating-endpoint fallback, UDP conntrack"
+echo "   no-endpoint reject, terminating-endpoint fallback, UDP conntrack, proxy labels, health check, publishNotReadyAddresses"
 focus=(
   '\[sig-network\].*\[Conformance\]'
   'Services should support externalTrafficPolicy=Local for type=NodePort'
@@ -25,5 +25,10 @@ focus=(
   'Granular Checks: Services should function for client IP based session affinity: http'
   'Conntrack should be able to preserve UDP traffic when server pod cycles for a ClusterIP service'
   'Conntrack should be able to cleanup conntrack entries when UDP service target port changes for a NodePort service'
+  'Services should implement service.kubernetes.io/headless'
+  'Services should implement service.kubernetes.io/service-proxy-name'
+  'Services should fail health check node port if there are only terminating endpoints'
+  'Services should be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is true'
+  'Services should not be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is false'
 )
-FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=57 hack/e2e-upstream.sh
+FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=62 hack/e2e-upstream.sh

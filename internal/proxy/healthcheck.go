@@ -101,12 +101,13 @@ func HealthPorts(ports []ServicePort, node string) map[int32]HealthInfo {
 		}
 		info := out[sp.HealthCheckNodePort]
 		info.Namespace, info.Name = sp.Namespace, sp.Name
-		// Only ready endpoints count: a node whose local endpoints are
-		// all terminating answers 503 so load balancers drain it, while
+		// Only ready endpoints count (terminating pods are not ready
+		// unless publishNotReadyAddresses): a node whose local endpoints
+		// are all terminating answers 503 so load balancers drain it, while
 		// the datapath still falls back to them for connections that
 		// arrive (as kube-proxy does).
 		for _, e := range sp.AllEndpoints {
-			if e.NodeName == node && e.Ready && !e.Terminating {
+			if e.NodeName == node && e.Ready {
 				info.LocalEndpoints++
 			}
 		}

@@ -56,6 +56,7 @@ func TestHealthPorts(t *testing.T) {
 	}
 	// Only a terminating (still serving) endpoint here: 0, so the check
 	// fails, though traffic still falls back to it.
+	// (The EndpointSlice controller clears Ready for terminating pods.)
 	sp.AllEndpoints[0].Ready, sp.AllEndpoints[0].Serving, sp.AllEndpoints[0].Terminating = false, true, true
 	if got := HealthPorts([]ServicePort{sp}, "n1"); got[32000].LocalEndpoints != 0 {
 		t.Fatalf("terminating endpoint counted: %v", got)

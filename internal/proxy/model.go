@@ -243,12 +243,15 @@ func collectEndpoints(p corev1.ServicePort, slices []*discoveryv1.EndpointSlice)
 
 // SelectEndpoints returns the endpoints traffic may go to: the ready
 // ones; when none is ready, the serving ones that are terminating (so
-// connections still succeed during a rolling update's tail).
+// connections still succeed during a rolling update's tail). Ready is
+// taken as the EndpointSlice says, like kube-proxy: the controller already
+// clears it for terminating pods, except with publishNotReadyAddresses,
+// where a terminating, unready pod stays ready on purpose.
 func SelectEndpoints(all []Endpoint) []Endpoint {
 	var ready, fallback []Endpoint
 	for _, e := range all {
 		switch {
-		case e.Ready && !e.Terminating:
+		case e.Ready:
 			ready = append(ready, e)
 		case e.Serving && e.Terminating:
 			fallback = append(fallback, e)

@@ -173,3 +173,17 @@ func TestTopologyEndpoints(t *testing.T) {
 		t.Errorf("not topology aware: %s", got)
 	}
 }
+
+// With publishNotReadyAddresses the EndpointSlice controller keeps a
+// terminating, unready pod Ready: traffic still goes to it (kube-proxy
+// takes Ready as given).
+func TestSelectEndpointsPublishNotReadyTerminating(t *testing.T) {
+	e := Endpoint{IP: net.ParseIP("10.244.1.2"), Port: 80, Ready: true, Serving: false, Terminating: true}
+	if got := SelectEndpoints([]Endpoint{e}); len(got) != 1 {
+		t.Fatalf("ready terminating endpoint not used: %v", got)
+	}
+	e.Ready = false // without publishNotReadyAddresses, and not serving: unusable
+	if got := SelectEndpoints([]Endpoint{e}); len(got) != 0 {
+		t.Fatalf("unready, non-serving endpoint used: %v", got)
+	}
+}

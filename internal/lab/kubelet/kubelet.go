@@ -86,8 +86,12 @@ func New(cfg Config, client kubernetes.Interface, log *slog.Logger) *Kubelet {
 		cfg:    cfg,
 		client: client,
 		log:    log,
-		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		pods:   map[string]*podRuntime{},
+		// Retries back off to 10 s at most, as the kubelet retries a pod
+		// every sync period: the controller default (up to 1000 s) would
+		// leave a pod that failed to start for a minute pending for many.
+		queue: workqueue.NewTypedRateLimitingQueue(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second)),
+		pods: map[string]*podRuntime{},
 	}
 }
 
@@ -103,6 +107,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	}
 	go k.leaseLoop(ctx)
 	go k.nodeStatusLoop(ctx)
+	go k.podResyncLoop(ctx)
 	go func() {
 		if err := k.serveAPI(ctx); err != nil {
 			k.log.Error("kubelet API server stopped", "err", err)
@@ -308,6 +313,30 @@ func (k *Kubelet) nodeStatusLoop(ctx context.Context) {
 				continue
 			}
 			last = time.Now()
+		}
+	}
+}
+
+// podResyncLoop queues every pod of the node now and then, as the
+// kubelet's periodic sync does: a status change that no event announced
+// (a missed wake-up) is still reported within seconds.
+func (k *Kubelet) podResyncLoop(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		k.mu.Lock()
+		keys := make([]string, 0, len(k.pods))
+		for key := range k.pods {
+			keys = append(keys, key)
+		}
+		k.mu.Unlock()
+		for _, key := range keys {
+			k.queue.Add(key)
 		}
 	}
 }

@@ -272,6 +272,10 @@ func (k *Kubelet) runContainers(ctx context.Context, pod *corev1.Pod, pr *podRun
 	for _, name := range pr.order {
 		start(pr.containers[name])
 	}
+	// Report the started containers: a sync that ran while they were
+	// still being created found nothing to write, so no informer event
+	// would bring the pod back to the queue.
+	k.queue.Add(pr.key)
 }
 
 func (k *Kubelet) cniRuntimeConf(pod *corev1.Pod, pr *podRuntime) *libcni.RuntimeConf {

@@ -191,7 +191,9 @@ type harness struct {
 	p      *Proxy
 	client *fake.Clientset
 	ctx    context.Context
-	sync   func()
+	// ctxCancel stops the informers (and a Run the test started).
+	ctxCancel context.CancelFunc
+	sync      func()
 }
 
 // startProxy runs one sync of a proxy for node "n1" over objs.
@@ -213,7 +215,7 @@ func startProxy(t *testing.T, tp topo, objs ...runtime.Object) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h.ctx = ctx
+	h.ctx, h.ctxCancel = ctx, cancel
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	h.sync = func() {
@@ -273,4 +275,58 @@ func TestPrivilegedPartialSyncAddsSharedChain(t *testing.T) {
 	if got, err := dial(tp.client, "10.96.0.50:80"); err != nil || got != "10.244.0.2" {
 		t.Fatalf("ClusterIP after shrinking: %q %v", got, err)
 	}
+}
+
+// A table deleted or a map removed by hand (`nft flush ruleset`, a
+// firewall tool) is found by the periodic check and rewritten at once,
+// not at the next hourly full sync.
+func TestPrivilegedDriftRepaired(t *testing.T) {
+	tp := newTopo(t)
+	serve(t, tp.server, "10.244.1.2:8080")
+	h := startProxy(t, tp, service("web", "10.96.0.50", 80, 30080), slice("web", "10.244.1.2", 8080, true))
+	h.p.CheckEvery = time.Second
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = tp.node.Do(func(ns.NetNS) error { h.p.Run(h.ctx); return nil })
+	}()
+	nsName := filepath.Base(tp.node.Path())
+	nft := func(args ...string) ([]byte, error) {
+		return exec.Command("ip", append([]string{"netns", "exec", nsName, "nft"}, args...)...).CombinedOutput()
+	}
+	for _, c := range []struct {
+		breakIt string   // an nft script
+		gone    []string // `nft list` arguments that fail right after it
+	}{
+		{"delete table inet " + TableName, []string{"table", "inet", TableName}},
+		{"flush chain inet " + TableName + " nat-prerouting\ndelete chain inet " + TableName + " nat-prerouting",
+			[]string{"chain", "inet", TableName, "nat-prerouting"}},
+		{"flush ruleset", []string{"table", "inet", TableName}},
+	} {
+		cmd := exec.Command("ip", "netns", "exec", nsName, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(c.breakIt + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%q: %v %s", c.breakIt, err, out)
+		}
+		// Right after the break (the check runs every second) the
+		// object is gone: the test did break something.
+		if out, err := nft(append([]string{"list"}, c.gone...)...); err == nil {
+			t.Fatalf("after %q, %v is still there:\n%s", c.breakIt, c.gone, out)
+		}
+		var got string
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if got, err = dial(tp.client, "10.96.0.50:80"); err == nil {
+				break
+			}
+		}
+		if err != nil || got != "10.244.0.2" {
+			t.Fatalf("after %q: ClusterIP not repaired within 5 s: %q %v", c.breakIt, got, err)
+		}
+		if out, err := nft(append([]string{"list"}, c.gone...)...); err != nil {
+			t.Fatalf("after %q, %v not rewritten: %v %s", c.breakIt, c.gone, err, out)
+		}
+	}
+	h.ctxCancel()
+	<-done
 }

@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
@@ -30,6 +33,10 @@ type Proxy struct {
 	log         *slog.Logger
 	MinInterval time.Duration
 	FullEvery   time.Duration
+	// CheckEvery: how often the table's chains, sets and maps are checked
+	// against what was written (someone ran `nft flush ruleset` or
+	// deleted the table); a missing one forces a full sync at once.
+	CheckEvery time.Duration
 
 	// Health serves healthCheckNodePorts; nil disables them.
 	Health *HealthServer
@@ -57,6 +64,7 @@ type Proxy struct {
 	syncDuration prometheus.Histogram
 	progLatency  prometheus.Histogram
 	syncs        *prometheus.CounterVec
+	drifts       prometheus.Counter
 	lastSync     prometheus.Gauge
 	fullSync     prometheus.Gauge
 	svcGauge     prometheus.Gauge
@@ -65,20 +73,22 @@ type Proxy struct {
 
 // New wires a proxy on a shared informer factory; call Run after Start.
 func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFactory, log *slog.Logger, reg prometheus.Registerer) *Proxy {
-	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: time.Hour,
+	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: time.Hour, CheckEvery: 10 * time.Second,
 		kick: make(chan struct{}, 1), changed: map[string]bool{},
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_sync_duration_seconds",
 			Help: "Time to compile and apply the proxy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		progLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_network_programming_latency_seconds",
 			Help: "From a Service/EndpointSlice change seen by the agent to the datapath applied.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
-		syncs:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_proxy_syncs_total", Help: "Proxy syncs by result."}, []string{"result"}),
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_proxy_syncs_total", Help: "Proxy syncs by result."}, []string{"result"}),
+		drifts: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_proxy_table_drifts_total",
+			Help: "Times the proxy table was found missing chains, sets or maps it had written (and was rewritten)."}),
 		svcGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_service_ports", Help: "Service ports programmed."}),
 		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_last_sync_duration_seconds", Help: "Duration of the last successful sync."}),
 		fullSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_last_full_sync_duration_seconds", Help: "Duration of the last full sync."}),
 		epGauge:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_endpoints", Help: "Endpoints programmed."}),
 	}
 	if reg != nil {
-		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.svcGauge, p.epGauge, p.lastSync, p.fullSync)
+		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.drifts, p.svcGauge, p.epGauge, p.lastSync, p.fullSync)
 	}
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()
@@ -163,6 +173,8 @@ func (p *Proxy) pending() int {
 func (p *Proxy) Run(ctx context.Context) {
 	full := time.NewTicker(p.FullEvery)
 	defer full.Stop()
+	check := time.NewTicker(p.CheckEvery)
+	defer check.Stop()
 	p.dirty()
 	for {
 		select {
@@ -170,6 +182,17 @@ func (p *Proxy) Run(ctx context.Context) {
 			return
 		case <-p.kick:
 		case <-full.C:
+		case <-check.C:
+			if p.state == nil {
+				continue // a full sync is due anyway
+			}
+			missing, err := p.missingObjects(ctx)
+			if err == nil && len(missing) == 0 {
+				continue
+			}
+			p.log.Warn("proxy table drifted; rewriting it", "missing", missing, "err", err)
+			p.drifts.Inc()
+			p.state = nil
 		}
 		if err := p.Sync(ctx); err != nil {
 			p.syncs.WithLabelValues("error").Inc()
@@ -382,6 +405,59 @@ func (p *Proxy) writeBulk(ctx context.Context, model *Model) error {
 		return nil
 	}
 	return p.nft.Run(ctx, tx)
+}
+
+// missingObjects names the chains, sets and maps of the fixed and shared
+// part of the table that the kernel no longer holds (per-service chains
+// and rules are left to the hourly full sync: listing them costs more).
+func (p *Proxy) missingObjects(ctx context.Context) ([]string, error) {
+	var chains, sets, maps []string
+	var err error
+	if p.Bulk != nil {
+		chains, sets, maps, err = p.Bulk.Objects()
+	} else {
+		if chains, err = p.nft.List(ctx, "chains"); err == nil {
+			if sets, err = p.nft.List(ctx, "sets"); err == nil {
+				maps, err = p.nft.List(ctx, "maps")
+			}
+		}
+	}
+	if knftables.IsNotFound(err) || errors.Is(err, unix.ENOENT) {
+		return []string{"table"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, n := range chains {
+		have["chain "+n] = true
+	}
+	for _, n := range sets {
+		have["set "+n] = true
+	}
+	for _, n := range maps {
+		have["map "+n] = true
+	}
+	var missing []string
+	for _, m := range []*Model{p.state.base, p.state.sharedM} {
+		for n := range m.chains {
+			if !have["chain "+n] {
+				missing = append(missing, "chain "+n)
+			}
+		}
+		for n := range m.sets {
+			if !have["set "+n] {
+				missing = append(missing, "set "+n)
+			}
+		}
+		for n := range m.maps {
+			if !have["map "+n] {
+				missing = append(missing, "map "+n)
+			}
+		}
+	}
+	sort.Strings(missing)
+	return missing, nil
 }
 
 // syncPartial recompiles the changed services only and writes the

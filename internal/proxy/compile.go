@@ -9,11 +9,25 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
 )
 
-// TableName is the proxy's own nftables table.
-const TableName = "weft-proxy"
+// TableName is the proxy's own nftables table (IPv4); TableName6 the
+// IPv6 one. As kube-proxy does, a dual-stack node runs one proxy per
+// family, each with its own table.
+const (
+	TableName  = "weft-proxy"
+	TableName6 = "weft-proxy6"
+)
+
+// TableFor names the table of a family.
+func TableFor(f corev1.IPFamily) string {
+	if f == corev1.IPv6Protocol {
+		return TableName6
+	}
+	return TableName
+}
 
 // masqueradeMark marks connections to masquerade in postrouting.
 const masqueradeMark = "0x4000"
@@ -29,13 +43,42 @@ type Config struct {
 	NodeName string
 	// Zone is this node's topology.kubernetes.io/zone, for hints.
 	Zone string
+	// Family: the address family this proxy serves (IPv4 when empty);
+	// addresses of the other family in its inputs are ignored.
+	Family corev1.IPFamily
 }
 
-// clusterCIDRs4 returns the IPv4 cluster CIDRs as strings.
-func (c Config) clusterCIDRs4() []string {
+// family holds the nft spellings of one address family.
+type family struct {
+	ip       string // payload protocol: ip or ip6
+	addr     string // set type: ipv4_addr or ipv6_addr
+	loopback string // excluded from NodePorts
+}
+
+func (c Config) fam() family {
+	if c.Family == corev1.IPv6Protocol {
+		return family{ip: "ip6", addr: "ipv6_addr", loopback: "::1"}
+	}
+	return family{ip: "ip", addr: "ipv4_addr", loopback: "127.0.0.0/8"}
+}
+
+// ofFamily reports whether ip belongs to family f (IPv4 when empty) and
+// returns it in its canonical length.
+func ofFamily(f corev1.IPFamily, ip net.IP) (net.IP, bool) {
+	if ip == nil {
+		return nil, false
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4, f != corev1.IPv6Protocol
+	}
+	return ip.To16(), f == corev1.IPv6Protocol
+}
+
+// clusterCIDRs returns the cluster CIDRs of the proxy's family as strings.
+func (c Config) clusterCIDRs() []string {
 	var out []string
 	for _, n := range c.ClusterCIDRs {
-		if n.IP.To4() != nil {
+		if _, ok := ofFamily(c.Family, n.IP); ok {
 			out = append(out, n.String())
 		}
 	}
@@ -56,19 +99,22 @@ func chainName(prefix, key string) string {
 func svcChain(sp ServicePort) string { return chainName("svc", sp.Key()) }
 func extChain(sp ServicePort) string { return chainName("ext", sp.Key()) }
 func epChain(sp ServicePort, e Endpoint) string {
-	// nft chain names take no ':'; write ip__port.
-	return chainName("ep", sp.Key()+"/"+strings.ReplaceAll(e.String(), ":", "__"))
+	return chainName("ep", sp.Key()+"/"+nameSafe(e.String()))
 }
 
 func affinitySet(sp ServicePort, e Endpoint) string {
-	return chainName("aff", sp.Key()+"/"+strings.ReplaceAll(e.String(), ":", "__"))
+	return chainName("aff", sp.Key()+"/"+nameSafe(e.String()))
 }
+
+// nameSafe writes an endpoint for an nft name, which takes no ':' or
+// brackets: ip__port (IPv6 colons doubled likewise).
+var nameSafe = strings.NewReplacer(":", "__", "[", "", "]", "").Replace
 
 // Compile turns services into the whole table's model (pure): the fixed
 // part, then each service port with the shared chains it needs.
 func Compile(cfg Config, services []ServicePort) *Model {
 	tx := compileBase(cfg)
-	sd := newSharedDispatch(tx)
+	sd := newSharedDispatch(cfg, tx)
 	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
 	for _, sp := range services {
 		buildServicePort(tx, cfg, sp, sd)
@@ -96,20 +142,21 @@ var sharedSets = map[string]bool{"cluster-ips": true, "hairpin-pairs": true}
 func compileBase(cfg Config) *Model {
 	tx := newModel()
 	chain := func(c *knftables.Chain) { tx.Add(c) }
+	f := cfg.fam()
 
-	tx.Add(&knftables.Map{Name: "service-ips", Type: "ipv4_addr . inet_proto . inet_service : verdict",
+	tx.Add(&knftables.Map{Name: "service-ips", Type: f.addr + " . inet_proto . inet_service : verdict",
 		Comment: knftables.PtrTo("ClusterIP, external and load-balancer IPs with endpoints")})
 	tx.Add(&knftables.Map{Name: "service-nodeports", Type: "inet_proto . inet_service : verdict",
 		Comment: knftables.PtrTo("NodePorts with endpoints")})
-	tx.Add(&knftables.Map{Name: "no-endpoint-services", Type: "ipv4_addr . inet_proto . inet_service : verdict",
+	tx.Add(&knftables.Map{Name: "no-endpoint-services", Type: f.addr + " . inet_proto . inet_service : verdict",
 		Comment: knftables.PtrTo("service IPs and ports without endpoints: rejected at once")})
 	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
 	// Endpoint picks of plain services live in per-bucket maps created on
 	// first use (see sharedDispatch).
 	chain(&knftables.Chain{Name: "no-local-endpoints"})
 	tx.Add(&knftables.Rule{Chain: "no-local-endpoints", Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
-	tx.Add(&knftables.Set{Name: "cluster-ips", Type: "ipv4_addr", Comment: knftables.PtrTo("allocated ClusterIPs")})
-	tx.Add(&knftables.Set{Name: "hairpin-pairs", Type: "ipv4_addr . ipv4_addr", Comment: knftables.PtrTo("endpoint . endpoint: a pod reaching itself through a service")})
+	tx.Add(&knftables.Set{Name: "cluster-ips", Type: f.addr, Comment: knftables.PtrTo("allocated ClusterIPs")})
+	tx.Add(&knftables.Set{Name: "hairpin-pairs", Type: f.addr + " . " + f.addr, Comment: knftables.PtrTo("endpoint . endpoint: a pod reaching itself through a service")})
 
 	// Hooks.
 	chain(&knftables.Chain{Name: "nat-prerouting", Type: knftables.PtrTo(knftables.NATType),
@@ -135,9 +182,9 @@ func compileBase(cfg Config) *Model {
 	tx.Add(&knftables.Rule{Chain: "nat-prerouting", Rule: "jump services"})
 	tx.Add(&knftables.Rule{Chain: "nat-output", Rule: "jump services"})
 	tx.Add(&knftables.Rule{Chain: "nat-postrouting", Rule: "jump masquerading"})
-	tx.Add(&knftables.Rule{Chain: "services", Rule: "ip daddr . meta l4proto . th dport vmap @service-ips"})
+	tx.Add(&knftables.Rule{Chain: "services", Rule: f.ip + " daddr . meta l4proto . th dport vmap @service-ips"})
 	// NodePorts on the node's own addresses (not loopback).
-	tx.Add(&knftables.Rule{Chain: "services", Rule: "fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports"})
+	tx.Add(&knftables.Rule{Chain: "services", Rule: knftables.Concat("fib daddr type local", f.ip, "daddr !=", f.loopback, "jump nodeports")})
 	tx.Add(&knftables.Rule{Chain: "nodeports", Rule: "meta l4proto . th dport vmap @service-nodeports"})
 	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
 		tx.Add(&knftables.Rule{Chain: c, Rule: "ct state new jump no-endpoints"})
@@ -149,22 +196,26 @@ func compileBase(cfg Config) *Model {
 	for _, c := range []string{"filter-forward", "filter-output"} {
 		tx.Add(&knftables.Rule{Chain: c, Rule: "ct state new jump service-range"})
 	}
-	tx.Add(&knftables.Rule{Chain: "service-range", Rule: "ip daddr @cluster-ips reject"})
+	tx.Add(&knftables.Rule{Chain: "service-range", Rule: f.ip + " daddr @cluster-ips reject"})
 	for _, c := range cfg.ServiceCIDRs {
-		if c.IP.To4() != nil {
-			tx.Add(&knftables.Rule{Chain: "service-range", Rule: knftables.Concat("ip daddr", c, "drop")})
+		if _, ok := ofFamily(cfg.Family, c.IP); ok {
+			tx.Add(&knftables.Rule{Chain: "service-range", Rule: knftables.Concat(f.ip, "daddr", c, "drop")})
 		}
 	}
-	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: "ip daddr . meta l4proto . th dport vmap @no-endpoint-services"})
-	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports"})
+	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: f.ip + " daddr . meta l4proto . th dport vmap @no-endpoint-services"})
+	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: knftables.Concat("fib daddr type local", f.ip, "daddr !=", f.loopback, "meta l4proto . th dport vmap @no-endpoint-nodeports")})
+	// TCP gets a reset: an ICMPv6 error that arrives while connect() still
+	// holds the socket is only a soft error, so the client waited for its
+	// SYN retransmit (1 s) before it saw "refused".
+	tx.Add(&knftables.Rule{Chain: "reject-chain", Rule: "meta l4proto tcp reject with tcp reset"})
 	tx.Add(&knftables.Rule{Chain: "reject-chain", Rule: "reject"})
 	tx.Add(&knftables.Rule{Chain: "mark-for-masquerade", Rule: "mark set mark or " + masqueradeMark})
 	// Two global rules instead of two rules per endpoint and service:
 	// hairpin (a pod DNATed to itself) and clients outside the pod network
 	// reaching a ClusterIP (their replies must come back through here).
-	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "ct status dnat ip saddr . ip daddr @hairpin-pairs masquerade fully-random"})
-	if cidrList := cfg.clusterCIDRs4(); len(cidrList) > 0 {
-		tx.Add(&knftables.Rule{Chain: "masquerading", Rule: fmt.Sprintf("ct status dnat ct original ip daddr @cluster-ips ip saddr != { %s } masquerade fully-random", strings.Join(cidrList, " , "))})
+	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: knftables.Concat("ct status dnat", f.ip, "saddr .", f.ip, "daddr @hairpin-pairs masquerade fully-random")})
+	if cidrList := cfg.clusterCIDRs(); len(cidrList) > 0 {
+		tx.Add(&knftables.Rule{Chain: "masquerading", Rule: fmt.Sprintf("ct status dnat ct original %s daddr @cluster-ips %s saddr != { %s } masquerade fully-random", f.ip, f.ip, strings.Join(cidrList, " , "))})
 	}
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark and " + masqueradeMark + " == 0 return"})
 	tx.Add(&knftables.Rule{Chain: "masquerading", Rule: "mark set mark xor " + masqueradeMark})
@@ -191,7 +242,8 @@ func buildServicePort(tx *Model, cfg Config, sp ServicePort, sd *sharedDispatch)
 // the internal chain (svc-), the external chain (ext-) and the endpoint
 // chains (ep-).
 func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.Chain), sd *sharedDispatch) {
-	cidrs := cfg.clusterCIDRs4()
+	cidrs := cfg.clusterCIDRs()
+	f := cfg.fam()
 	proto := lower(sp.Protocol)
 	port := fmt.Sprint(sp.Port)
 	closeBy := sp.TopologyEndpoints(cfg.NodeName, cfg.Zone)
@@ -222,11 +274,11 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 	// client); otherwise one DNAT rule per service picks the endpoint.
 	if sp.AffinitySeconds > 0 {
 		for _, e := range sp.Endpoints {
-			buildEndpoint(tx, sp, e, chain)
+			buildEndpoint(tx, f, sp, e, chain)
 		}
 		for _, e := range sp.AllEndpoints {
 			if (sp.InternalLocal || sp.ExternalLocal) && e.NodeName == cfg.NodeName && !containsEndpoint(sp.Endpoints, e) {
-				buildEndpoint(tx, sp, e, chain)
+				buildEndpoint(tx, f, sp, e, chain)
 			}
 		}
 	}
@@ -236,7 +288,7 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 	for _, ip := range sp.ClusterIPs {
 		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, port}, Value: []string{"goto " + svc}})
 	}
-	dispatch(tx, svc, sp, internal)
+	dispatch(tx, f, svc, sp, internal)
 
 	if !hasExternal {
 		return
@@ -250,21 +302,21 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 		}
 		// Sources outside loadBalancerSourceRanges are dropped (pods of
 		// the cluster may always use the service).
-		tx.Add(&knftables.Rule{Chain: ext, Rule: fmt.Sprintf("ip saddr != { %s } fib saddr type != local drop", strings.Join(append(ranges, cidrs...), " , "))})
+		tx.Add(&knftables.Rule{Chain: ext, Rule: fmt.Sprintf("%s saddr != { %s } fib saddr type != local drop", f.ip, strings.Join(append(ranges, cidrs...), " , "))})
 	}
 	if sp.ExternalLocal {
 		// Pods and the node itself reaching the external address are
 		// treated as internal traffic; the rest keeps its source IP and
 		// only goes to endpoints on this node.
 		for _, c := range cidrs {
-			tx.Add(&knftables.Rule{Chain: ext, Rule: knftables.Concat("ip saddr", c, "goto", svc)})
+			tx.Add(&knftables.Rule{Chain: ext, Rule: knftables.Concat(f.ip, "saddr", c, "goto", svc)})
 		}
 		tx.Add(&knftables.Rule{Chain: ext, Rule: "fib saddr type local jump mark-for-masquerade"})
 		tx.Add(&knftables.Rule{Chain: ext, Rule: "fib saddr type local goto " + svc})
 		if len(external) == 0 {
 			tx.Add(&knftables.Rule{Chain: ext, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
 		} else {
-			dispatch(tx, ext, sp, external)
+			dispatch(tx, f, ext, sp, external)
 		}
 	} else {
 		tx.Add(&knftables.Rule{Chain: ext, Rule: "jump mark-for-masquerade"})
@@ -287,21 +339,21 @@ func containsEndpoint(list []Endpoint, e Endpoint) bool {
 	return false
 }
 
-func buildEndpoint(tx *Model, sp ServicePort, e Endpoint, chain func(*knftables.Chain)) {
+func buildEndpoint(tx *Model, f family, sp ServicePort, e Endpoint, chain func(*knftables.Chain)) {
 	ep := epChain(sp, e)
 	chain(&knftables.Chain{Name: ep, Comment: knftables.PtrTo(sp.Key() + " -> " + e.String())})
 	if sp.AffinitySeconds > 0 {
 		set := affinitySet(sp, e)
 		timeout := time.Duration(sp.AffinitySeconds) * time.Second
-		tx.Add(&knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &timeout})
-		tx.Add(&knftables.Rule{Chain: ep, Rule: fmt.Sprintf("update @%s { ip saddr }", set)})
+		tx.Add(&knftables.Set{Name: set, Type: f.addr, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &timeout})
+		tx.Add(&knftables.Rule{Chain: ep, Rule: fmt.Sprintf("update @%s { %s saddr }", set, f.ip)})
 	}
-	tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("meta l4proto", lower(sp.Protocol), "dnat ip to", e.String())})
+	tx.Add(&knftables.Rule{Chain: ep, Rule: knftables.Concat("meta l4proto", lower(sp.Protocol), "dnat", f.ip, "to", e.String())})
 }
 
 // dispatch sends a connection to one of eps: back to the endpoint a
 // client used before (session affinity), else a random one.
-func dispatch(tx *Model, chainName string, sp ServicePort, eps []Endpoint) {
+func dispatch(tx *Model, f family, chainName string, sp ServicePort, eps []Endpoint) {
 	if len(eps) == 0 {
 		tx.Add(&knftables.Rule{Chain: chainName, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
 		return
@@ -311,12 +363,12 @@ func dispatch(tx *Model, chainName string, sp ServicePort, eps []Endpoint) {
 		for i, e := range eps {
 			m = append(m, fmt.Sprintf("%d : %s . %d", i, e.IP, e.Port))
 		}
-		tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("meta l4proto %s dnat ip addr . port to numgen random mod %d map { %s }",
-			lower(sp.Protocol), len(eps), strings.Join(m, " , "))})
+		tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("meta l4proto %s dnat %s addr . port to numgen random mod %d map { %s }",
+			lower(sp.Protocol), f.ip, len(eps), strings.Join(m, " , "))})
 		return
 	}
 	for _, e := range eps {
-		tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("ip saddr @%s goto %s", affinitySet(sp, e), epChain(sp, e))})
+		tx.Add(&knftables.Rule{Chain: chainName, Rule: fmt.Sprintf("%s saddr @%s goto %s", f.ip, affinitySet(sp, e), epChain(sp, e))})
 	}
 	var vmap []string
 	for i, e := range eps {
@@ -340,6 +392,7 @@ func dispatch(tx *Model, chainName string, sp ServicePort, eps []Endpoint) {
 // protocols specified: ip vs. th"). Plain `type` maps have no such
 // problem and still cost one lookup per packet.
 type sharedDispatch struct {
+	f       family
 	tx      *Model // where shared chains and maps are written
 	created *Model // if set, also gets what is created from now on
 	done    map[string]bool
@@ -352,8 +405,8 @@ func (d *sharedDispatch) add(obj knftables.Object) {
 	}
 }
 
-func newSharedDispatch(tx *Model) *sharedDispatch {
-	return &sharedDispatch{tx: tx, done: map[string]bool{}}
+func newSharedDispatch(cfg Config, tx *Model) *sharedDispatch {
+	return &sharedDispatch{f: cfg.fam(), tx: tx, done: map[string]bool{}}
 }
 
 func (d *sharedDispatch) chain(kind string, n int) string {
@@ -374,11 +427,11 @@ func (d *sharedDispatch) chain(kind string, n int) string {
 	case "pick-ip":
 		m := d.bucketMap("service-endpoints", n)
 		d.add(&knftables.Chain{Name: name})
-		d.add(&knftables.Rule{Chain: name, Rule: "dnat ip addr . port to ip daddr . meta l4proto . th dport map @" + m})
+		d.add(&knftables.Rule{Chain: name, Rule: knftables.Concat("dnat", d.f.ip, "addr . port to", d.f.ip, "daddr . meta l4proto . th dport map @"+m)})
 	case "pick-np":
 		m := d.bucketMap("nodeport-endpoints", n)
 		d.add(&knftables.Chain{Name: name})
-		d.add(&knftables.Rule{Chain: name, Rule: "dnat ip addr . port to meta l4proto . th dport map @" + m})
+		d.add(&knftables.Rule{Chain: name, Rule: knftables.Concat("dnat", d.f.ip, "addr . port to meta l4proto . th dport map @"+m)})
 	case "ext-ip", "ext-np":
 		target := d.chain("dnat"+strings.TrimPrefix(kind, "ext"), n)
 		d.add(&knftables.Chain{Name: name})
@@ -397,10 +450,10 @@ func (d *sharedDispatch) bucketMap(prefix string, i int) string {
 	d.done[name] = true
 	switch prefix {
 	case "service-endpoints":
-		d.add(&knftables.Map{Name: name, Type: "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+		d.add(&knftables.Map{Name: name, Type: d.f.addr + " . inet_proto . inet_service : " + d.f.addr + " . inet_service",
 			Comment: knftables.PtrTo(fmt.Sprintf("service IP . protocol . port : endpoint of bucket %d", i))})
 	default:
-		d.add(&knftables.Map{Name: name, Type: "inet_proto . inet_service : ipv4_addr . inet_service",
+		d.add(&knftables.Map{Name: name, Type: "inet_proto . inet_service : " + d.f.addr + " . inet_service",
 			Comment: knftables.PtrTo(fmt.Sprintf("protocol . node port : endpoint of bucket %d", i))})
 	}
 	return name

@@ -5,6 +5,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // StaleUDP describes UDP conntrack entries that must go after a sync:
@@ -98,8 +99,9 @@ func (s StaleUDP) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 	return false
 }
 
-// DeleteStaleUDP removes the matching conntrack entries.
-func DeleteStaleUDP(stale []StaleUDP) (uint, error) {
+// DeleteStaleUDP removes the matching conntrack entries of one family
+// (IPv4 when empty).
+func DeleteStaleUDP(family corev1.IPFamily, stale []StaleUDP) (uint, error) {
 	if len(stale) == 0 {
 		return 0, nil
 	}
@@ -107,5 +109,9 @@ func DeleteStaleUDP(stale []StaleUDP) (uint, error) {
 	for i := range stale {
 		filters[i] = stale[i]
 	}
-	return netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filters...)
+	af := netlink.InetFamily(unix.AF_INET)
+	if family == corev1.IPv6Protocol {
+		af = unix.AF_INET6
+	}
+	return netlink.ConntrackDeleteFilters(netlink.ConntrackTable, af, filters...)
 }

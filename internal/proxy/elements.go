@@ -250,6 +250,12 @@ func encodeField(typ, val string) ([]byte, error) {
 			return nil, fmt.Errorf("not an IPv4 address: %q", val)
 		}
 		return []byte(ip), nil
+	case "ipv6_addr":
+		ip := net.ParseIP(val)
+		if ip == nil || ip.To4() != nil {
+			return nil, fmt.Errorf("not an IPv6 address: %q", val)
+		}
+		return []byte(ip.To16()), nil
 	case "inet_proto":
 		if p, ok := protoNumbers[val]; ok {
 			return []byte{p}, nil

@@ -20,6 +20,8 @@ func TestEncodeConcat(t *testing.T) {
 			[]byte{10, 96, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0}},
 		{[]string{"inet_proto", "inet_service"}, []string{"sctp", "30080"}, []byte{132, 0, 0, 0, 0x75, 0x80, 0, 0}},
 		{[]string{"ipv4_addr", "inet_service"}, []string{"10.244.1.2", "8080"}, []byte{10, 244, 1, 2, 0x1f, 0x90, 0, 0}},
+		{[]string{"ipv6_addr", "inet_proto", "inet_service"}, []string{"fd00:96::a", "tcp", "80"},
+			[]byte{0xfd, 0, 0, 0x96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa, 6, 0, 0, 0, 0, 80, 0, 0}},
 	} {
 		got, err := encodeConcat(c.types, c.vals)
 		if err != nil || !bytes.Equal(got, c.want) {
@@ -29,6 +31,8 @@ func TestEncodeConcat(t *testing.T) {
 	for _, c := range []struct{ types, vals []string }{
 		{[]string{"ipv4_addr"}, []string{"fd00::1"}},
 		{[]string{"ipv4_addr"}, []string{"nonsense"}},
+		{[]string{"ipv6_addr"}, []string{"10.0.0.1"}},
+		{[]string{"ipv6_addr"}, []string{"fd00::zz"}},
 		{[]string{"inet_service"}, []string{"70000"}},
 		{[]string{"inet_proto"}, []string{"icmpx"}},
 		{[]string{"ipv4_addr", "inet_service"}, []string{"10.0.0.1"}},

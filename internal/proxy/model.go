@@ -22,7 +22,8 @@ type ServicePort struct {
 	ExternalIPs               []net.IP // externalIPs and LoadBalancer ingress IPs
 	Port                      int32
 	NodePort                  int32
-	// AllEndpoints are every IPv4 endpoint of the port; the compiler picks
+	// AllEndpoints are every endpoint of the port (of the proxy's address
+	// family); the compiler picks
 	// from them per traffic policy (see SelectEndpoints).
 	AllEndpoints []Endpoint
 	// Endpoints are the usable cluster-wide endpoints.
@@ -118,32 +119,40 @@ func lower(p corev1.Protocol) string {
 	}
 }
 
-// ServicePorts turns a Service and its EndpointSlices into service ports
-// with their usable endpoints. Headless services (no cluster IP) and
-// ExternalName services have no proxy state.
+// ServicePorts is ServicePortsFor the IPv4 family.
 func ServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []ServicePort {
+	return ServicePortsFor(corev1.IPv4Protocol, svc, slices)
+}
+
+// ServicePortsFor turns a Service and its EndpointSlices into the service
+// ports of one address family, with their usable endpoints: the
+// family's ClusterIP, external and load-balancer IPs, and endpoints of
+// slices of that address type. A service without a ClusterIP of the
+// family (single-stack of the other one, headless) and ExternalName
+// services have no proxy state.
+func ServicePortsFor(family corev1.IPFamily, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []ServicePort {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil
 	}
-	var clusterIPs []net.IP
-	for _, s := range svc.Spec.ClusterIPs {
-		if ip := net.ParseIP(s); ip != nil && ip.To4() != nil {
-			clusterIPs = append(clusterIPs, ip.To4())
+	parse := func(list []string) []net.IP {
+		var out []net.IP
+		for _, s := range list {
+			if ip, ok := ofFamily(family, net.ParseIP(strings.TrimSpace(s))); ok {
+				out = append(out, ip)
+			}
 		}
+		return out
+	}
+	clusterIPs := parse(svc.Spec.ClusterIPs)
+	if len(svc.Spec.ClusterIPs) == 0 {
+		clusterIPs = parse([]string{svc.Spec.ClusterIP})
 	}
 	if len(clusterIPs) == 0 {
 		return nil
 	}
-	var external []net.IP
-	for _, s := range svc.Spec.ExternalIPs {
-		if ip := net.ParseIP(s); ip != nil && ip.To4() != nil {
-			external = append(external, ip.To4())
-		}
-	}
+	external := parse(svc.Spec.ExternalIPs)
 	for _, ing := range svc.Status.LoadBalancer.Ingress {
-		if ip := net.ParseIP(ing.IP); ip != nil && ip.To4() != nil {
-			external = append(external, ip.To4())
-		}
+		external = append(external, parse([]string{ing.IP})...)
 	}
 	var out []ServicePort
 	for _, p := range svc.Spec.Ports {
@@ -155,7 +164,7 @@ func ServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []Se
 		if sp.Protocol == "" {
 			sp.Protocol = corev1.ProtocolTCP
 		}
-		sp.AllEndpoints = collectEndpoints(p, slices)
+		sp.AllEndpoints = collectEndpoints(family, p, slices)
 		sp.Endpoints = SelectEndpoints(sp.AllEndpoints)
 		sp.InternalLocal = svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 		sp.ExternalLocal = svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal &&
@@ -169,8 +178,10 @@ func ServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []Se
 			}
 		}
 		for _, r := range svc.Spec.LoadBalancerSourceRanges {
-			if _, n, err := net.ParseCIDR(strings.TrimSpace(r)); err == nil && n.IP.To4() != nil {
-				sp.SourceRanges = append(sp.SourceRanges, n)
+			if _, n, err := net.ParseCIDR(strings.TrimSpace(r)); err == nil {
+				if _, ok := ofFamily(family, n.IP); ok {
+					sp.SourceRanges = append(sp.SourceRanges, n)
+				}
 			}
 		}
 		out = append(out, sp)
@@ -178,13 +189,17 @@ func ServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []Se
 	return out
 }
 
-// collectEndpoints gathers the IPv4 endpoints of slices for one service
-// port (matched by port name and protocol), without duplicates.
-func collectEndpoints(p corev1.ServicePort, slices []*discoveryv1.EndpointSlice) []Endpoint {
+// collectEndpoints gathers the endpoints of one family's slices for one
+// service port (matched by port name and protocol), without duplicates.
+func collectEndpoints(family corev1.IPFamily, p corev1.ServicePort, slices []*discoveryv1.EndpointSlice) []Endpoint {
 	seen := map[string]bool{}
 	var eps []Endpoint
+	addrType := discoveryv1.AddressTypeIPv4
+	if family == corev1.IPv6Protocol {
+		addrType = discoveryv1.AddressTypeIPv6
+	}
 	for _, sl := range slices {
-		if sl.AddressType != discoveryv1.AddressTypeIPv4 {
+		if sl.AddressType != addrType {
 			continue
 		}
 		var port int32 = -1
@@ -216,11 +231,11 @@ func collectEndpoints(p corev1.ServicePort, slices []*discoveryv1.EndpointSlice)
 				node = *ep.NodeName
 			}
 			for _, a := range ep.Addresses {
-				ip := net.ParseIP(a)
-				if ip == nil || ip.To4() == nil {
+				ip, ok := ofFamily(family, net.ParseIP(a))
+				if !ok {
 					continue
 				}
-				e := Endpoint{IP: ip.To4(), Port: port, Ready: ready, Serving: serving, Terminating: terminating, NodeName: node}
+				e := Endpoint{IP: ip, Port: port, Ready: ready, Serving: serving, Terminating: terminating, NodeName: node}
 				if ep.Hints != nil {
 					for _, z := range ep.Hints.ForZones {
 						e.HintZones = append(e.HintZones, z.Name)

@@ -199,16 +199,22 @@ type harness struct {
 // startProxy runs one sync of a proxy for node "n1" over objs.
 func startProxy(t *testing.T, tp topo, objs ...runtime.Object) *harness {
 	t.Helper()
+	return startProxyWith(t, tp, Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")},
+		ServiceCIDRs: []*net.IPNet{mustCIDR("10.96.0.0/16")}, NodeName: "n1"}, objs...)
+}
+
+// startProxyWith runs one sync of a proxy with cfg (its family's table).
+func startProxyWith(t *testing.T, tp topo, cfg Config, objs ...runtime.Object) *harness {
+	t.Helper()
 	h := &harness{client: fake.NewClientset(objs...)}
 	factory := informers.NewSharedInformerFactory(h.client, 0)
 	if err := tp.node.Do(func(ns.NetNS) error {
-		nft, err := knftables.New(knftables.InetFamily, TableName)
+		nft, err := knftables.New(knftables.InetFamily, TableFor(cfg.Family))
 		if err != nil {
 			return err
 		}
-		h.p = New(Config{ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}, ServiceCIDRs: []*net.IPNet{mustCIDR("10.96.0.0/16")}, NodeName: "n1"},
-			nft, factory, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-		h.p.Bulk = &NetlinkElements{Table: TableName} // as the agent has it
+		h.p = New(cfg, nft, factory, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		h.p.Bulk = &NetlinkElements{Table: TableFor(cfg.Family)} // as the agent has it
 		return nil
 	}); err != nil {
 		t.Fatal(err)

@@ -265,7 +265,7 @@ func (p *Proxy) Sync(ctx context.Context) error {
 		p.Health.Update(HealthPorts(ports, p.cfg.NodeName))
 	}
 	if p.CleanConntrack && len(stale) > 0 {
-		if n, err := DeleteStaleUDP(stale); err != nil {
+		if n, err := DeleteStaleUDP(p.cfg.Family, stale); err != nil {
 			p.log.Warn("stale UDP conntrack cleanup failed", "err", err)
 		} else if n > 0 {
 			p.log.Info("removed stale UDP conntrack entries", "count", n)
@@ -301,7 +301,7 @@ func (p *Proxy) portsOf(key string) ([]ServicePort, error) {
 			slices = append(slices, sl)
 		}
 	}
-	return ServicePorts(svc, slices), nil
+	return ServicePortsFor(p.cfg.Family, svc, slices), nil
 }
 
 // syncFull compiles every service and rewrites the table.
@@ -326,7 +326,7 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 	st := newTableState(p.cfg)
 	for _, svc := range svcs {
 		key := svc.Namespace + "/" + svc.Name
-		st.set(key, ServicePorts(svc, byService[key]))
+		st.set(key, ServicePortsFor(p.cfg.Family, svc, byService[key]))
 	}
 	model := st.model()
 	if p.Bulk != nil && !p.recreate {

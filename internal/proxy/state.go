@@ -29,7 +29,7 @@ type sharedChange struct {
 func newTableState(cfg Config) *tableState {
 	st := &tableState{cfg: cfg, base: compileBase(cfg), sharedM: newModel(),
 		services: map[string]*serviceState{}, refs: map[string]int{}}
-	st.shared = newSharedDispatch(st.sharedM)
+	st.shared = newSharedDispatch(cfg, st.sharedM)
 	return st
 }
 

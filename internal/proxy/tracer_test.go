@@ -76,7 +76,7 @@ func (tr *tracer) trace(p packet, fromNode bool) traceResult {
 	}
 	res := traceResult{verdict: st.verdict, updated: st.updated}
 	if st.dnatted {
-		res.dnat = st.dst + ":" + strconv.Itoa(st.dport)
+		res.dnat = net.JoinHostPort(st.dst, strconv.Itoa(st.dport))
 	}
 	if st.verdict == "accept" {
 		st.stopped = false
@@ -141,6 +141,21 @@ func inCIDRs(ip string, list string) bool {
 // runRule evaluates one rule: matches left to right, then the statement.
 func (tr *tracer) runRule(st *pktState, rule string) {
 	tok := strings.Fields(rule)
+	// In an inet table, an ip (IPv4) or ip6 expression carries an
+	// implicit family check: the rule does not apply to a packet of the
+	// other family. Past that check both spell the same here.
+	family := "ip"
+	if strings.Contains(st.dst, ":") {
+		family = "ip6"
+	}
+	for k, t := range tok {
+		if t == "ip" || t == "ip6" {
+			if t != family {
+				return
+			}
+			tok[k] = "ip"
+		}
+	}
 	i := 0
 	next := func(n int) []string { s := tok[i : i+n]; i += n; return s }
 	has := func(seq ...string) bool {
@@ -307,6 +322,10 @@ func (tr *tracer) runRule(st *pktState, rule string) {
 			return
 		case has("return"):
 			st.returned = true
+			return
+		case has("reject", "with", "tcp", "reset"):
+			next(4)
+			st.verdict, st.stopped = "reject", true
 			return
 		case has("drop"), has("reject"), has("accept"):
 			st.verdict, st.stopped = next(1)[0], true

@@ -192,8 +192,13 @@ func nodeMetrics(node, url string) map[string]float64 {
 		}
 		f := strings.Fields(line)
 		if len(f) == 2 {
+			// The IPv4 proxy's series, named without their ip_family label.
+			if strings.Contains(f[0], `ip_family="IPv6"`) {
+				continue
+			}
+			name := strings.NewReplacer(`{ip_family="IPv4"}`, "", `ip_family="IPv4",`, "").Replace(f[0])
 			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
-				res[f[0]] = v
+				res[name] = v
 			}
 		}
 	}

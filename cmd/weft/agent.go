@@ -77,7 +77,7 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
 	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
 	f.BoolVar(&cfg.Proxy, "proxy", true, "run the nftables service proxy (replaces kube-proxy)")
-	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped)")
+	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped); one service proxy runs per address family given here (IPv4, IPv6 or both)")
 	f.StringVar(&nodeLocalDNS, "node-local-dns", "", "run the node-local DNS cache on this link-local address, e.g. 169.254.20.10 (empty: off)")
 	f.StringVar(&cfg.ClusterDNS, "cluster-dns", "10.96.0.10:53", "cluster DNS Service the node-local cache forwards to (TCP)")
 	return cmd

@@ -129,18 +129,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		UpdateFunc: func(o, n any) { a.trigger() },
 		DeleteFunc: func(any) { a.trigger() },
 	})
-	var svcProxy *proxy.Proxy
+	// One service proxy per address family of the service CIDRs, as
+	// kube-proxy runs on dual-stack nodes; the first (primary) family's
+	// also serves healthCheckNodePorts and kube-proxy's endpoints.
+	var svcProxies []*proxy.Proxy
 	if a.cfg.Proxy {
-		nft, err := knftables.New(knftables.InetFamily, proxy.TableName)
-		if err != nil {
-			return fmt.Errorf("service proxy: %w", err)
+		for _, family := range serviceFamilies(a.cfg.ServiceCIDRs) {
+			nft, err := knftables.New(knftables.InetFamily, proxy.TableFor(family))
+			if err != nil {
+				return fmt.Errorf("service proxy (%s): %w", family, err)
+			}
+			reg := prometheus.WrapRegistererWith(prometheus.Labels{"ip_family": string(family)}, a.registry)
+			p := proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs, ServiceCIDRs: a.cfg.ServiceCIDRs,
+				NodeName: a.cfg.NodeName, Family: family}, nft, factory, a.log.With("family", family), reg)
+			p.CleanConntrack = true
+			p.Bulk = &proxy.NetlinkElements{Table: proxy.TableFor(family)}
+			if len(svcProxies) == 0 {
+				p.Health = proxy.NewHealthServer("", a.log)
+				defer p.Health.Close()
+			}
+			svcProxies = append(svcProxies, p)
 		}
-		svcProxy = proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs, ServiceCIDRs: a.cfg.ServiceCIDRs, NodeName: a.cfg.NodeName},
-			nft, factory, a.log, a.registry)
-		svcProxy.Health = proxy.NewHealthServer("", a.log)
-		svcProxy.CleanConntrack = true
-		svcProxy.Bulk = &proxy.NetlinkElements{Table: proxy.TableName}
-		defer svcProxy.Health.Close()
 	}
 	// hostPorts of pods on this node (the CNI portmap plugin's job).
 	if nft, err := knftables.New(knftables.InetFamily, hostport.TableName); err != nil {
@@ -173,13 +182,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if svcProxy != nil {
+	for i, p := range svcProxies {
 		if self, err := nodes.Lister().Get(a.cfg.NodeName); err == nil {
-			svcProxy.SetZone(self.Labels[corev1.LabelTopologyZone])
+			p.SetZone(self.Labels[corev1.LabelTopologyZone])
 		}
-		go svcProxy.Run(ctx)
+		go p.Run(ctx)
+		if i > 0 {
+			continue
+		}
 		go func() {
-			if err := svcProxy.ServeCompat(ctx, proxy.KubeProxyHealthzAddr, proxy.KubeProxyStatusAddr); err != nil {
+			if err := p.ServeCompat(ctx, proxy.KubeProxyHealthzAddr, proxy.KubeProxyStatusAddr); err != nil {
 				a.log.Error("kube-proxy compatible endpoints", "err", err)
 			}
 		}()
@@ -434,4 +446,25 @@ func (a *Agent) serveMetrics(ctx context.Context) {
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.log.Error("metrics server", "err", err)
 	}
+}
+
+// serviceFamilies lists the address families of the service CIDRs, the
+// first one's first (IPv4 alone when none is configured).
+func serviceFamilies(cidrs []*net.IPNet) []corev1.IPFamily {
+	var out []corev1.IPFamily
+	seen := map[corev1.IPFamily]bool{}
+	for _, c := range cidrs {
+		f := corev1.IPv4Protocol
+		if c.IP.To4() == nil {
+			f = corev1.IPv6Protocol
+		}
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		out = []corev1.IPFamily{corev1.IPv4Protocol}
+	}
+	return out
 }

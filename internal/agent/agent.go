@@ -289,13 +289,14 @@ func (a *Agent) ensureLocal(ctx context.Context, self *corev1.Node) error {
 		return errors.New("own node not found")
 	}
 	if a.cfg.Backend != routing.BackendHostGW {
-		vtep := routing.VTEPAddress(routing.PeerFromNode(self).PodCIDRs)
+		cidrs := routing.PeerFromNode(self).PodCIDRs
+		vtep := routing.VTEPAddress(cidrs)
 		if vtep == nil {
 			return errors.New("VXLAN needs an IPv4 podCIDR on this node")
 		}
 		err := a.dp.EnsureVXLAN(routing.VXLANConfig{Name: VXLANDevice, VNI: a.cfg.VNI, Port: a.cfg.VXLANPort,
 			LocalIP: a.local.NodeIP, MTU: a.underlayMTU - routing.VXLANOverhead, MAC: routing.VTEPMAC(a.cfg.NodeName),
-			VTEPIP: vtep, Underlay: a.underlayIdx})
+			VTEPIP: vtep, VTEPIP6: routing.VTEPAddress6(cidrs), Underlay: a.underlayIdx})
 		if err != nil {
 			return fmt.Errorf("vxlan device: %w", err)
 		}

@@ -52,8 +52,11 @@ type Local struct {
 
 // Peer is another node, as read from its Node object.
 type Peer struct {
-	Name     string
-	NodeIP   net.IP
+	Name   string
+	NodeIP net.IP
+	// NodeIP6: the node's IPv6 InternalIP on a dual-stack underlay (host-gw
+	// routes its IPv6 pod CIDR via it); nil on an IPv4 underlay.
+	NodeIP6  net.IP
 	PodCIDRs []*net.IPNet
 	VTEPMAC  net.HardwareAddr
 	VTEPIP   net.IP
@@ -75,8 +78,11 @@ type PeerPlan struct {
 	Reason string
 	Routes []Route
 	// VXLAN only: the peer's VTEP (inner address and MAC) and where to
-	// send its frames (the peer's underlay IP).
+	// send its frames (the peer's underlay IP). VTEPIP6 is its inner IPv6
+	// address when the peer has an IPv6 pod CIDR (IPv6 pods over an IPv4
+	// underlay).
 	VTEPIP  net.IP
+	VTEPIP6 net.IP
 	VTEPMAC net.HardwareAddr
 	FDBDst  net.IP
 }
@@ -86,10 +92,16 @@ type PeerPlan struct {
 func PeerFromNode(n *corev1.Node) Peer {
 	p := Peer{Name: n.Name}
 	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			if ip := net.ParseIP(a.Address); ip != nil && p.NodeIP == nil {
-				p.NodeIP = ip
-			}
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		ip := net.ParseIP(a.Address)
+		switch {
+		case ip == nil:
+		case p.NodeIP == nil:
+			p.NodeIP = ip
+		case p.NodeIP6 == nil && ip.To4() == nil && p.NodeIP.To4() != nil:
+			p.NodeIP6 = ip
 		}
 	}
 	cidrs := n.Spec.PodCIDRs
@@ -114,6 +126,17 @@ func VTEPAddress(podCIDRs []*net.IPNet) net.IP {
 	for _, c := range podCIDRs {
 		if v4 := c.IP.To4(); v4 != nil {
 			return v4.Mask(c.Mask)
+		}
+	}
+	return nil
+}
+
+// VTEPAddress6 is the inner IPv6 address of a node's VXLAN device: the
+// network address of its IPv6 pod CIDR (never handed to a pod either).
+func VTEPAddress6(podCIDRs []*net.IPNet) net.IP {
+	for _, c := range podCIDRs {
+		if c.IP.To4() == nil {
+			return c.IP.Mask(c.Mask)
 		}
 	}
 	return nil
@@ -159,8 +182,11 @@ func PlanPeer(local Local, peer Peer) PeerPlan {
 	switch mode {
 	case ModeDirect:
 		for _, c := range peer.PodCIDRs {
-			if (c.IP.To4() != nil) == (peer.NodeIP.To4() != nil) {
+			switch {
+			case (c.IP.To4() != nil) == (peer.NodeIP.To4() != nil):
 				plan.Routes = append(plan.Routes, Route{Dst: c, Via: peer.NodeIP})
+			case peer.NodeIP6 != nil && c.IP.To4() == nil:
+				plan.Routes = append(plan.Routes, Route{Dst: c, Via: peer.NodeIP6})
 			}
 		}
 	case ModeVXLAN:
@@ -174,10 +200,13 @@ func PlanPeer(local Local, peer Peer) PeerPlan {
 			dst = peer.NodeIP
 		}
 		plan.VTEPIP, plan.VTEPMAC, plan.FDBDst = vtep, peer.VTEPMAC, dst
+		plan.VTEPIP6 = VTEPAddress6(peer.PodCIDRs)
 		for _, c := range peer.PodCIDRs {
-			if c.IP.To4() != nil {
-				plan.Routes = append(plan.Routes, Route{Dst: c, Via: vtep, OverVXLAN: true})
+			via := vtep
+			if c.IP.To4() == nil {
+				via = plan.VTEPIP6
 			}
+			plan.Routes = append(plan.Routes, Route{Dst: c, Via: via, OverVXLAN: true})
 		}
 	}
 	return plan
@@ -198,5 +227,5 @@ func (p PeerPlan) Key() string {
 	for _, r := range p.Routes {
 		s += "|" + r.Dst.String() + ">" + r.Via.String() + strconv.FormatBool(r.OverVXLAN)
 	}
-	return s + "|" + p.VTEPIP.String() + "|" + p.VTEPMAC.String() + "|" + p.FDBDst.String()
+	return s + "|" + p.VTEPIP.String() + "|" + p.VTEPIP6.String() + "|" + p.VTEPMAC.String() + "|" + p.FDBDst.String()
 }

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -96,3 +97,37 @@ func TestVTEPMACStableAndLocal(t *testing.T) {
 }
 
 func mustIP(s string) net.IP { return net.ParseIP(s) }
+
+// A dual-stack peer: VXLAN routes the IPv6 pod CIDR via the peer's IPv6
+// VTEP address over the same (IPv4) tunnel; host-gw via its IPv6 node
+// address, and not at all when the node has none.
+func TestPlanPeerDualStack(t *testing.T) {
+	peer := Peer{Name: "b", NodeIP: net.ParseIP("198.18.1.12"), NodeIP6: net.ParseIP("fd00:198:18:1::12"),
+		PodCIDRs: []*net.IPNet{cidr("10.244.2.0/24"), cidr("fd00:10:244:2::/64")}, VTEPMAC: VTEPMAC("b")}
+	local := func(b string) Local {
+		return Local{Name: "a", NodeIP: net.ParseIP("198.18.1.11"), Underlay: cidr("198.18.1.0/24"), Backend: b}
+	}
+	routes := func(p PeerPlan) string {
+		var out []string
+		for _, r := range p.Routes {
+			out = append(out, fmt.Sprintf("%s>%s/%v", r.Dst, r.Via, r.OverVXLAN))
+		}
+		return strings.Join(out, " ")
+	}
+	p := PlanPeer(local(BackendVXLAN), peer)
+	if got := routes(p); got != "10.244.2.0/24>10.244.2.0/true fd00:10:244:2::/64>fd00:10:244:2::/true" || !p.VTEPIP6.Equal(net.ParseIP("fd00:10:244:2::")) {
+		t.Errorf("vxlan: %s, VTEP6 %v", got, p.VTEPIP6)
+	}
+	if got := routes(PlanPeer(local(BackendHostGW), peer)); got != "10.244.2.0/24>198.18.1.12/false fd00:10:244:2::/64>fd00:198:18:1::12/false" {
+		t.Errorf("host-gw: %s", got)
+	}
+	peer.NodeIP6 = nil
+	if got := routes(PlanPeer(local(BackendHostGW), peer)); got != "10.244.2.0/24>198.18.1.12/false" {
+		t.Errorf("host-gw without an IPv6 node address: %s", got)
+	}
+	n := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: "198.18.1.12"}, {Type: corev1.NodeInternalIP, Address: "fd00:198:18:1::12"}}}}
+	if got := PeerFromNode(n); !got.NodeIP.Equal(net.ParseIP("198.18.1.12")) || !got.NodeIP6.Equal(net.ParseIP("fd00:198:18:1::12")) {
+		t.Errorf("PeerFromNode: %v %v", got.NodeIP, got.NodeIP6)
+	}
+}

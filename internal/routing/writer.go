@@ -24,6 +24,7 @@ type VXLANConfig struct {
 	MTU      int
 	MAC      net.HardwareAddr
 	VTEPIP   net.IP // inner address, /32 on the device
+	VTEPIP6  net.IP // inner IPv6 address (/128) when the node has an IPv6 pod CIDR
 	Underlay int    // underlay link index
 }
 
@@ -105,10 +106,19 @@ func (n *Netlink) ensureVXLANUp(l netlink.Link, cfg VXLANConfig) error {
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("address %s on %s: %w", cfg.VTEPIP, cfg.Name, err)
 	}
-	// A node that got a new podCIDR has a new VTEP address: drop the old.
-	addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+	if cfg.VTEPIP6 != nil {
+		// No duplicate address detection: the address is ours by
+		// construction, and DAD would hold it (and IPv6 pods) back.
+		addr6 := &netlink.Addr{IPNet: &net.IPNet{IP: cfg.VTEPIP6, Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
+		if err := netlink.AddrReplace(l, addr6); err != nil {
+			return fmt.Errorf("address %s on %s: %w", cfg.VTEPIP6, cfg.Name, err)
+		}
+	}
+	// A node that got a new podCIDR has a new VTEP address: drop the old
+	// (IPv6 link-local addresses stay).
+	addrs, _ := netlink.AddrList(l, netlink.FAMILY_ALL)
 	for _, a := range addrs {
-		if !a.IP.Equal(cfg.VTEPIP) {
+		if !a.IP.Equal(cfg.VTEPIP) && !a.IP.Equal(cfg.VTEPIP6) && !a.IP.IsLinkLocalUnicast() {
 			_ = netlink.AddrDel(l, &a)
 		}
 	}
@@ -146,6 +156,11 @@ func neighEntry(idx int, p PeerPlan) *netlink.Neigh {
 		IP: p.VTEPIP, HardwareAddr: p.VTEPMAC}
 }
 
+func neighEntry6(idx int, p PeerPlan) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V6, State: netlink.NUD_PERMANENT,
+		IP: p.VTEPIP6, HardwareAddr: p.VTEPMAC}
+}
+
 // ApplyPeer makes next true and removes what prev had that next lacks.
 func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 	// VXLAN entries first so a new route never points at an unknown VTEP.
@@ -159,6 +174,11 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 		}
 		if err := netlink.NeighSet(neighEntry(idx, next)); err != nil {
 			return fmt.Errorf("neighbour %s: %w", next.VTEPIP, err)
+		}
+		if next.VTEPIP6 != nil {
+			if err := netlink.NeighSet(neighEntry6(idx, next)); err != nil {
+				return fmt.Errorf("neighbour %s: %w", next.VTEPIP6, err)
+			}
 		}
 	}
 	for _, r := range next.Routes {
@@ -194,6 +214,13 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 			}
 		}
 	}
+	if prev.VTEPIP6 != nil && (next.VTEPIP6 == nil || !prev.VTEPIP6.Equal(next.VTEPIP6)) {
+		if idx, err := n.vxlanIndex(); err == nil {
+			if err := netlink.NeighDel(neighEntry6(idx, prev)); err != nil && !notFound(err) {
+				return fmt.Errorf("delete neighbour %s: %w", prev.VTEPIP6, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -226,6 +253,9 @@ func (n *Netlink) Reconcile(plans []PeerPlan) (int, error) {
 		if p.VTEPMAC != nil {
 			wantFDB[p.VTEPMAC.String()+"@"+p.FDBDst.String()] = true
 			wantNeigh[p.VTEPIP.String()] = true
+			if p.VTEPIP6 != nil {
+				wantNeigh[p.VTEPIP6.String()] = true
+			}
 		}
 	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
@@ -258,7 +288,8 @@ func (n *Netlink) Reconcile(plans []PeerPlan) (int, error) {
 			}
 		}
 		neighs, _ := netlink.NeighList(idx, netlink.FAMILY_V4)
-		for _, e := range neighs {
+		neighs6, _ := netlink.NeighList(idx, netlink.FAMILY_V6)
+		for _, e := range append(neighs, neighs6...) {
 			if e.State&netlink.NUD_PERMANENT != 0 && !wantNeigh[e.IP.String()] {
 				if err := netlink.NeighDel(&e); err == nil {
 					changed++

@@ -207,3 +207,75 @@ func TestPrivilegedEnsureVXLANIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Dual-stack: each node also has an IPv6 pod CIDR (a "pod" address on lo).
+// VXLAN carries IPv6 pods over the IPv4 underlay (an IPv6 VTEP address and
+// neighbour entry per peer); host-gw routes the IPv6 pod CIDR via the
+// peer's IPv6 node address. Removing the plan removes both paths.
+func TestPrivilegedDualStackBackends(t *testing.T) {
+	for _, backend := range []string{BackendVXLAN, BackendHostGW} {
+		t.Run(backend, func(t *testing.T) {
+			a, b := setup(t, backend)
+			for i, s := range []*side{&a, &b} {
+				name := filepath.Base(s.n.Path())
+				n := i + 1
+				for _, c := range [][]string{
+					{"ip", "-n", name, "addr", "add", "fd00:198:18:50::" + string(rune('0'+n)) + "/64", "dev", "eth0", "nodad"},
+					{"ip", "-n", name, "addr", "add", "fd00:10:244:" + string(rune('0'+n)) + "::1/128", "dev", "lo"},
+				} {
+					if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+						t.Fatalf("%v: %v %s", c, err, out)
+					}
+				}
+			}
+			a.peer.PodCIDRs = append(a.peer.PodCIDRs, cidr("fd00:10:244:2::/64"))
+			a.peer.NodeIP6 = net.ParseIP("fd00:198:18:50::2")
+			b.peer.PodCIDRs = append(b.peer.PodCIDRs, cidr("fd00:10:244:1::/64"))
+			b.peer.NodeIP6 = net.ParseIP("fd00:198:18:50::1")
+			if backend == BackendVXLAN {
+				// The devices again, now with the IPv6 VTEP address.
+				for _, s := range []side{a, b} {
+					own := append([]*net.IPNet{}, b.peer.PodCIDRs...)
+					if s.local.Name == "b" {
+						own = append([]*net.IPNet{}, a.peer.PodCIDRs...)
+					}
+					err := s.n.Do(func(ns.NetNS) error {
+						idx, mtu, _, err := Underlay(s.local.NodeIP)
+						if err != nil {
+							return err
+						}
+						return s.dp.EnsureVXLAN(VXLANConfig{Name: "weft.vxlan", VNI: 1, Port: 4789, LocalIP: s.local.NodeIP,
+							MTU: mtu - VXLANOverhead, MAC: VTEPMAC(s.local.Name), VTEPIP: VTEPAddress(own), VTEPIP6: VTEPAddress6(own), Underlay: idx})
+					})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := ping(t, a.n, "fd00:10:244:2::1"); err == nil {
+				t.Fatal("IPv6 pod address reachable before any plan was applied")
+			}
+			pa, _ := a.apply(t), b.apply(t)
+			if backend == BackendVXLAN && !pa.VTEPIP6.Equal(net.ParseIP("fd00:10:244:2::")) {
+				t.Fatalf("IPv6 VTEP of b: %v", pa.VTEPIP6)
+			}
+			for _, dst := range []string{"10.244.2.1", "fd00:10:244:2::1"} {
+				if err := ping(t, a.n, dst); err != nil {
+					t.Fatalf("a → b pod address %s: %v", dst, err)
+				}
+			}
+			if err := a.n.Do(func(ns.NetNS) error { return a.dp.ApplyPeer(pa, PeerPlan{Peer: "b"}) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := ping(t, a.n, "fd00:10:244:2::1"); err == nil {
+				t.Fatal("IPv6 pod address still reachable after the peer was removed")
+			}
+			if backend == BackendVXLAN {
+				out, _ := exec.Command("ip", "-n", filepath.Base(a.n.Path()), "-6", "neigh", "show", "dev", "weft.vxlan").CombinedOutput()
+				if strings.Contains(string(out), "fd00:10:244:2::") {
+					t.Fatalf("IPv6 VTEP neighbour left behind:\n%s", out)
+				}
+			}
+		})
+	}
+}

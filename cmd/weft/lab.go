@@ -53,6 +53,7 @@ func labCmd() *cobra.Command {
 	up.Flags().IntVar(&opts.Workers, "nodes", 3, "worker nodes (the control-plane node comes on top)")
 	up.Flags().IntVar(&opts.Racks, "racks", 2, "L2 segments the nodes are spread over")
 	up.Flags().StringVar(&opts.Backend, "backend", "auto", "pod network backend across nodes: vxlan, host-gw or auto")
+	up.Flags().BoolVar(&opts.DualStack, "dual-stack", false, "IPv4 and IPv6: node, pod and service addresses of both families")
 
 	down := &cobra.Command{
 		Use:   "down",
@@ -107,7 +108,7 @@ func exitCode(err error) error {
 
 func labNodeCmd() *cobra.Command {
 	var cfg kubelet.Config
-	var kubeconfig, ip, zone string
+	var kubeconfig, ip, ip6, zone string
 	var controlPlane bool
 	cmd := &cobra.Command{
 		Use:    "node",
@@ -117,6 +118,11 @@ func labNodeCmd() *cobra.Command {
 			cfg.NodeIP = net.ParseIP(ip)
 			if cfg.NodeName == "" || cfg.NodeIP == nil {
 				return fmt.Errorf("--name and a valid --ip are required")
+			}
+			if ip6 != "" {
+				if cfg.NodeIP6 = net.ParseIP(ip6); cfg.NodeIP6 == nil || cfg.NodeIP6.To4() != nil {
+					return fmt.Errorf("--ip6 %q is not an IPv6 address", ip6)
+				}
 			}
 			cfg.WeftBinary = filepath.Join(binDir(), "weft")
 			cfg.Labels = map[string]string{}
@@ -138,6 +144,7 @@ func labNodeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "name", "", "node name")
 	f.StringVar(&ip, "ip", "", "node InternalIP")
+	f.StringVar(&ip6, "ip6", "", "node's IPv6 InternalIP (dual-stack lab)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig")
 	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI conflist directory")
 	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "CNI plugin directory")

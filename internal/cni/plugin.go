@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"weft.dev/weft/internal/cni/ipam"
 )
@@ -50,6 +51,17 @@ func hostMask(addr net.IP) net.IPMask {
 		return net.CIDRMask(32, 32)
 	}
 	return net.CIDRMask(128, 128)
+}
+
+// podAddr is a host-length address; IPv6 ones skip duplicate address
+// detection (IPAM hands each out once, and DAD would keep a new pod's
+// address unusable for a second or more after ADD returned).
+func podAddr(addr net.IP) *netlink.Addr {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr, Mask: hostMask(addr)}}
+	if addr.To4() == nil {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
 }
 
 func defaultDst(addr net.IP) *net.IPNet {
@@ -133,7 +145,7 @@ func setupVeth(netns ns.NetNS, ifName, hostName string, mtu int, ips []net.IP) (
 		}
 		hostMAC := hostIf.HardwareAddr
 		for _, addr := range ips {
-			if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: addr, Mask: hostMask(addr)}}); err != nil {
+			if err := netlink.AddrAdd(link, podAddr(addr)); err != nil {
 				return fmt.Errorf("add %s to %s: %w", addr, ifName, err)
 			}
 			gw := gatewayFor(addr)
@@ -168,7 +180,7 @@ func setupVeth(netns ns.NetNS, ifName, hostName string, mtu int, ips []net.IP) (
 	// Answer the pod's gateway on the host veth for IPv6 (fe80::1 lives there).
 	for _, addr := range ips {
 		if addr.To4() == nil {
-			_ = netlink.AddrAdd(host, &netlink.Addr{IPNet: &net.IPNet{IP: GatewayV6, Mask: hostMask(GatewayV6)}})
+			_ = netlink.AddrAdd(host, podAddr(GatewayV6))
 			break
 		}
 	}

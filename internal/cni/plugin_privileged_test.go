@@ -58,7 +58,9 @@ type env struct {
 	cniConf *libcni.CNIConfig
 	list    *libcni.NetworkConfigList
 	podCIDR string
-	rawConf []byte
+	// podCIDR6: a second (IPv6) pod CIDR for dual-stack tests.
+	podCIDR6 string
+	rawConf  []byte
 }
 
 func newEnv(t *testing.T, podCIDR string, writeRuntime bool) *env {
@@ -91,7 +93,11 @@ func newEnv(t *testing.T, podCIDR string, writeRuntime bool) *env {
 }
 
 func (e *env) writeRuntime() {
-	b, _ := json.Marshal(cni.RuntimeConfig{NodeName: "test", PodCIDRs: []string{e.podCIDR}, MTU: 1400})
+	cidrs := []string{e.podCIDR}
+	if e.podCIDR6 != "" {
+		cidrs = append(cidrs, e.podCIDR6)
+	}
+	b, _ := json.Marshal(cni.RuntimeConfig{NodeName: "test", PodCIDRs: cidrs, MTU: 1400})
 	if err := os.WriteFile(filepath.Join(e.dir, "runtime.json"), b, 0o644); err != nil {
 		e.t.Fatal(err)
 	}
@@ -548,4 +554,55 @@ func TestPrivilegedKillDuringAdd(t *testing.T) {
 		return nil
 	})
 	t.Logf("%d ADDs succeeded, %d killed", len(succeeded), killed)
+}
+
+// Dual-stack: one address per pod CIDR, both usable the moment ADD
+// returns (no IPv6 duplicate address detection holding the pod's address
+// back), the pod reaches the host over IPv6 through fe80::1, and DEL frees
+// both.
+func TestPrivilegedDualStackAdd(t *testing.T) {
+	e := newEnv(t, "10.244.7.0/24", false)
+	e.podCIDR6 = "fd00:10:244:7::/64"
+	e.writeRuntime()
+	if err := e.inHost(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("fd00:198:18:100::1"), Mask: net.CIDRMask(128, 128)}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pod := testutil.NewNetNS(t)
+	res, err := e.add(context.Background(), "ds1", pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, v6net, _ := net.ParseCIDR(e.podCIDR6)
+	var v4, v6 net.IP
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP.To4() != nil {
+			v4 = ipc.Address.IP
+		} else if v6net.Contains(ipc.Address.IP) {
+			v6 = ipc.Address.IP
+		}
+	}
+	if len(res.IPs) != 2 || v4 == nil || v6 == nil {
+		t.Fatalf("IPs %v, want one IPv4 and one in %s", res.IPs, e.podCIDR6)
+	}
+	podNS := filepath.Base(pod.Path())
+	out, err := exec.Command("ip", "-n", podNS, "-6", "addr", "show", "dev", "eth0", "tentative").CombinedOutput()
+	if err != nil || strings.Contains(string(out), v6.String()) {
+		t.Fatalf("pod IPv6 address still tentative after ADD: %v %s", err, out)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", podNS, "ping", "-c", "1", "-W", "2", "fd00:198:18:100::1").CombinedOutput(); err != nil {
+		t.Fatalf("pod → host over IPv6 right after ADD: %v %s", err, out)
+	}
+	if err := e.del("ds1", pod); err != nil {
+		t.Fatal(err)
+	}
+	held, err := e.store().List()
+	if err != nil || len(held) != 0 {
+		t.Fatalf("after DEL the store still holds %v %v", held, err)
+	}
 }

@@ -56,8 +56,9 @@ func New(stateDir, cacheDir, binDir string, out io.Writer) *Lab {
 // State is what `up` records for later commands.
 type State struct {
 	Nodes   []Node    `json:"nodes"`
-	Racks   int       `json:"racks"`
-	Backend string    `json:"backend"`
+	Racks     int    `json:"racks"`
+	Backend   string `json:"backend"`
+	DualStack bool   `json:"dualStack,omitempty"`
 	Started time.Time `json:"started"`
 }
 
@@ -97,6 +98,8 @@ type UpOptions struct {
 	Workers int
 	Racks   int
 	Backend string // vxlan, host-gw or auto
+	// DualStack: nodes, pods and services get IPv6 addresses too.
+	DualStack bool
 }
 
 // Up builds the lab and returns once every node is Ready.
@@ -122,16 +125,23 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 		}
 	}
 	nodes := Plan(o.Workers, o.Racks)
+	if o.DualStack {
+		AddIPv6(nodes)
+	}
 	l.printf("• certificates\n")
 	if err := l.writePKI(nodes); err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
-	l.printf("• topology: %d nodes in %d rack(s), router, outside\n", len(nodes), o.Racks)
-	if err := buildTopology(nodes, o.Racks); err != nil {
+	family := "IPv4"
+	if o.DualStack {
+		family = "IPv4 and IPv6"
+	}
+	l.printf("• topology: %d nodes in %d rack(s), router, outside; %s\n", len(nodes), o.Racks, family)
+	if err := buildTopology(nodes, o.Racks, o.DualStack); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
 	l.printf("• control plane %s\n", KubernetesVersion)
-	if err := l.startControlPlane(ctx); err != nil {
+	if err := l.startControlPlane(ctx, o.DualStack); err != nil {
 		return err
 	}
 	client, err := l.Client()
@@ -157,7 +167,7 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside", "--dns-port", "53"}, nil); err != nil {
 		return err
 	}
-	st := State{Nodes: nodes, Racks: o.Racks, Backend: o.Backend, Started: start}
+	st := State{Nodes: nodes, Racks: o.Racks, Backend: o.Backend, DualStack: o.DualStack, Started: start}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(filepath.Join(l.dir, "lab.json"), b, 0o644); err != nil {
 		return err
@@ -229,15 +239,24 @@ func (l *Lab) writePKI(nodes []Node) error {
 		if err := kc("node-"+n.Name+".kubeconfig", internal, "node-"+n.Name, "system:node:"+n.Name, []string{"system:nodes"}); err != nil {
 			return err
 		}
-		if _, _, err := ca.Issue(d, pki.Spec{Name: "kubelet-" + n.Name, CN: "system:node:" + n.Name, Server: true, IPs: []net.IP{n.IP}, DNS: []string{n.Name}}); err != nil {
+		ips := []net.IP{n.IP}
+		if n.IP6 != nil {
+			ips = append(ips, n.IP6)
+		}
+		if _, _, err := ca.Issue(d, pki.Spec{Name: "kubelet-" + n.Name, CN: "system:node:" + n.Name, Server: true, IPs: ips, DNS: []string{n.Name}}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (l *Lab) startControlPlane(ctx context.Context) error {
+func (l *Lab) startControlPlane(ctx context.Context, dual bool) error {
 	cp := l.ControlPlaneBinDir()
+	serviceCIDRs, clusterCIDRs, maskSizes := ServiceCIDR, ClusterCIDR, []string{"--node-cidr-mask-size=24"}
+	if dual {
+		serviceCIDRs, clusterCIDRs = ServiceCIDR+","+ServiceCIDR6, ClusterCIDR+","+ClusterCIDR6
+		maskSizes = []string{"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64"}
+	}
 	d := l.pkiDir()
 	if err := l.startProc("etcd", ControlPlane, []string{filepath.Join(cp, "etcd"), "--data-dir", filepath.Join(l.dir, "etcd")}, nil); err != nil {
 		return err
@@ -248,7 +267,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 		"--advertise-address=" + APIServerIP().String(),
 		"--tls-cert-file=" + d.Path("apiserver.crt"), "--tls-private-key-file=" + d.Path("apiserver.key"),
 		"--client-ca-file=" + d.Path("ca.crt"),
-		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-cluster-ip-range=" + serviceCIDRs,
 		"--service-account-issuer=https://kubernetes.default.svc." + ClusterDomain,
 		"--service-account-key-file=" + d.Path("sa.pub"), "--service-account-signing-key-file=" + d.Path("sa.key"),
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
@@ -279,16 +298,16 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 		time.Sleep(300 * time.Millisecond)
 	}
 	cm := filepath.Join(l.dir, "controller-manager.kubeconfig")
-	if err := l.startProc("kube-controller-manager", ControlPlane, []string{filepath.Join(cp, "kube-controller-manager"),
+	if err := l.startProc("kube-controller-manager", ControlPlane, append([]string{filepath.Join(cp, "kube-controller-manager"),
 		"--kubeconfig=" + cm, "--authentication-kubeconfig=" + cm, "--authorization-kubeconfig=" + cm,
 		"--bind-address=127.0.0.1", "--leader-elect=false",
-		"--allocate-node-cidrs=true", "--cluster-cidr=" + ClusterCIDR, "--node-cidr-mask-size=24",
-		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--allocate-node-cidrs=true", "--cluster-cidr=" + clusterCIDRs,
+		"--service-cluster-ip-range=" + serviceCIDRs,
 		"--service-account-private-key-file=" + d.Path("sa.key"), "--root-ca-file=" + d.Path("ca.crt"),
 		"--use-service-account-credentials=true",
 		"--cluster-signing-cert-file=" + d.Path("ca.crt"), "--cluster-signing-key-file=" + d.Path("ca.key"),
 		"--v=1",
-	}, nil); err != nil {
+	}, maskSizes...), nil); err != nil {
 		return err
 	}
 	sc := filepath.Join(l.dir, "scheduler.kubeconfig")
@@ -318,10 +337,15 @@ func (l *Lab) startAgent(n Node, backend string) error {
 		"--cni-data-dir=" + filepath.Join(nd, "cni", "data"),
 		"--cluster-cidr=" + ClusterCIDR,
 		"--no-masquerade=" + UnderlayCIDR,
+		"--service-cidr=" + ServiceCIDR,
 		"--metrics-addr=" + net.JoinHostPort(n.IP.String(), "9402"),
 		"--backend=" + backend,
 		"--node-local-dns=" + NodeLocalDNS,
 		"--cluster-dns=" + net.JoinHostPort(ClusterDNS, "53"),
+	}
+	if n.IP6 != nil {
+		// Dual-stack: IPv6 pods and services too (one proxy per family).
+		agent = append(agent, "--cluster-cidr="+ClusterCIDR6, "--no-masquerade="+UnderlayCIDR6, "--service-cidr="+ServiceCIDR6)
 	}
 	return l.startProc("agent-"+n.Name, n.Name, agent, nil)
 }
@@ -331,7 +355,7 @@ func (l *Lab) startKubelet(n Node) error {
 	weft := filepath.Join(l.binDir, "weft")
 	d := l.pkiDir()
 	node := []string{weft, "lab", "node",
-		"--name=" + n.Name, "--ip=" + n.IP.String(),
+		"--name=" + n.Name, "--ip=" + n.IP.String(), "--ip6=" + ipString(n.IP6),
 		"--kubeconfig=" + filepath.Join(l.dir, "node-"+n.Name+".kubeconfig"),
 		"--cni-conf-dir=" + filepath.Join(nd, "cni", "net.d"),
 		"--cni-bin-dir=" + l.binDir,
@@ -530,4 +554,12 @@ func (l *Lab) StartNodeProcess(node string, p NodeProcess) error {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// ipString is "" for a nil address (an empty flag means "none").
+func ipString(ip net.IP) string {
+	if ip == nil {
+		return ""
+	}
+	return ip.String()
 }

@@ -30,6 +30,12 @@ const (
 	// routes it yet: reachable from nodes and pods through the proxy;
 	// announcing it to the router comes with BGP.
 	LBPool = "198.19.100.0/24"
+
+	// Dual-stack labs (`weft lab up --dual-stack`) add IPv6 (ULA ranges):
+	// node fd00:198:18:<rack>::<host>, pods, services.
+	ClusterCIDR6  = "fd00:10:244::/56"
+	ServiceCIDR6  = "fd00:10:96::/112"
+	UnderlayCIDR6 = "fd00:198:18::/48"
 )
 
 // Node is one lab node: a network namespace on a rack's L2 segment.
@@ -37,7 +43,19 @@ type Node struct {
 	Name         string
 	Rack         int // 0-based
 	IP           net.IP
+	IP6          net.IP `json:"ip6,omitempty"` // dual-stack labs only
 	ControlPlane bool
+}
+
+// RackGateway6 is the router's IPv6 address on rack r.
+func RackGateway6(r int) net.IP { return net.ParseIP(fmt.Sprintf("fd00:198:18:%d::1", r+1)) }
+
+// AddIPv6 gives each node its IPv6 underlay address (dual-stack labs):
+// the IPv4 address's rack and host numbers in fd00:198:18::/48.
+func AddIPv6(nodes []Node) {
+	for i := range nodes {
+		nodes[i].IP6 = net.ParseIP(fmt.Sprintf("fd00:198:18:%d::%d", nodes[i].Rack+1, nodes[i].IP.To4()[3]))
+	}
 }
 
 // RackName is the bridge (in the router namespace) of rack r.
@@ -101,7 +119,7 @@ func sysctl(ns, key, val string) []string {
 // a route towards a real interface: the router has no default route, and
 // the only link to the host is the /30 to the control-plane namespace,
 // guarded by an nftables table that drops forwarding to or from it.
-func buildTopology(nodes []Node, racks int) error {
+func buildTopology(nodes []Node, racks int, dual bool) error {
 	cmds := [][]string{
 		{"ip", "netns", "add", RouterNS},
 		{"ip", "-n", RouterNS, "link", "set", "lo", "up"},
@@ -133,11 +151,26 @@ func buildTopology(nodes []Node, racks int) error {
 			[]string{"ip", "-n", RouterNS, "link", "set", gw, "up"},
 		)
 	}
+	if dual {
+		// No duplicate address detection anywhere: addresses are planned,
+		// and DAD would hold each for a second or more.
+		cmds = append(cmds, sysctl(RouterNS, "net.ipv6.conf.all.forwarding", "1"))
+		for r := 0; r < racks; r++ {
+			cmds = append(cmds, []string{"ip", "-n", RouterNS, "addr", "add", RackGateway6(r).String() + "/64", "dev", rackGatewayLink(r), "nodad"})
+		}
+	}
 	for i, n := range nodes {
 		port := fmt.Sprintf("weft-p%d", i)
 		cmds = append(cmds,
 			[]string{"ip", "netns", "add", n.Name},
-			[]string{"ip", "-n", n.Name, "link", "set", "lo", "up"},
+			[]string{"ip", "-n", n.Name, "link", "set", "lo", "up"})
+		if n.IP6 != nil {
+			// Before any link exists: pod veths too get no DAD.
+			cmds = append(cmds,
+				sysctl(n.Name, "net.ipv6.conf.default.accept_dad", "0"),
+				sysctl(n.Name, "net.ipv6.conf.all.accept_dad", "0"))
+		}
+		cmds = append(cmds,
 			[]string{"ip", "link", "add", port, "netns", RouterNS, "type", "veth", "peer", "name", "eth0", "netns", n.Name},
 			[]string{"ip", "-n", RouterNS, "link", "set", port, "master", RackName(n.Rack)},
 			[]string{"ip", "-n", RouterNS, "link", "set", port, "up"},
@@ -145,6 +178,11 @@ func buildTopology(nodes []Node, racks int) error {
 			[]string{"ip", "-n", n.Name, "link", "set", "eth0", "up"},
 			[]string{"ip", "-n", n.Name, "route", "add", "default", "via", RackGateway(n.Rack).String()},
 		)
+		if n.IP6 != nil {
+			cmds = append(cmds,
+				[]string{"ip", "-n", n.Name, "addr", "add", n.IP6.String() + "/64", "dev", "eth0", "nodad"},
+				[]string{"ip", "-n", n.Name, "-6", "route", "add", "default", "via", RackGateway6(n.Rack).String()})
+		}
 	}
 	// Host ↔ control plane: a point-to-point link for the API server only.
 	cmds = append(cmds,

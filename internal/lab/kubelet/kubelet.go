@@ -40,6 +40,7 @@ const Version = "v1.37.2-weft-lab"
 type Config struct {
 	NodeName    string
 	NodeIP      net.IP
+	NodeIP6     net.IP // dual-stack: the node's IPv6 InternalIP (nil otherwise)
 	Labels      map[string]string
 	Taints      []corev1.Taint
 	CNIConfDir  string // where the agent writes the conflist
@@ -274,10 +275,7 @@ func (k *Kubelet) updateNodeStatusOnce(ctx context.Context) error {
 		Capacity:    capacity,
 		Allocatable: capacity,
 		Conditions:  conds,
-		Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: k.cfg.NodeIP.String()},
-			{Type: corev1.NodeHostName, Address: k.cfg.NodeName},
-		},
+		Addresses:   k.nodeAddresses(),
 		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(k.cfg.Port)}},
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID: k.cfg.NodeName, SystemUUID: k.cfg.NodeName, BootID: k.cfg.NodeName,
@@ -371,4 +369,31 @@ func (k *Kubelet) leaseLoop(ctx context.Context) {
 		case <-time.After(10 * time.Second):
 		}
 	}
+}
+
+// nodeAddresses: the InternalIPs (IPv4 first, then IPv6 on a dual-stack
+// lab, as the kubelet orders --node-ip) and the hostname.
+func (k *Kubelet) nodeAddresses() []corev1.NodeAddress {
+	out := []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: k.cfg.NodeIP.String()}}
+	if k.cfg.NodeIP6 != nil {
+		out = append(out, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: k.cfg.NodeIP6.String()})
+	}
+	return append(out, corev1.NodeAddress{Type: corev1.NodeHostName, Address: k.cfg.NodeName})
+}
+
+// hostIPs are the node's addresses as pods see them (status.hostIPs, and
+// podIPs of hostNetwork pods).
+func (k *Kubelet) hostIPs() []net.IP {
+	if k.cfg.NodeIP6 != nil {
+		return []net.IP{k.cfg.NodeIP, k.cfg.NodeIP6}
+	}
+	return []net.IP{k.cfg.NodeIP}
+}
+
+func (k *Kubelet) podHostIPs() []corev1.HostIP {
+	var out []corev1.HostIP
+	for _, ip := range k.hostIPs() {
+		out = append(out, corev1.HostIP{IP: ip.String()})
+	}
+	return out
 }

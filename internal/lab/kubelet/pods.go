@@ -159,7 +159,7 @@ func (k *Kubelet) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, e
 	if pod.Spec.HostNetwork {
 		// The node's own namespace (the lab node runs in it), by name.
 		pr.hostNetwork, pr.netnsName = true, k.cfg.NodeName
-		pr.ips = []net.IP{k.cfg.NodeIP}
+		pr.ips = k.hostIPs()
 	}
 	// Volumes first: their API reads can fail transiently (the node
 	// authorizer learns of a new pod a moment after it is bound), and a
@@ -546,7 +546,7 @@ func (k *Kubelet) reportStartError(ctx context.Context, pod *corev1.Pod, err err
 	}
 	p.Status.Phase = corev1.PodPending
 	p.Status.HostIP = k.cfg.NodeIP.String()
-	p.Status.HostIPs = []corev1.HostIP{{IP: k.cfg.NodeIP.String()}}
+	p.Status.HostIPs = k.podHostIPs()
 	setCondition(&p.Status, corev1.PodCondition{Type: "PodReadyToStartContainers", Status: corev1.ConditionFalse,
 		Reason: "SandboxCreateFailed", Message: truncate(err.Error(), 512)})
 	_, _ = k.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})

@@ -16,7 +16,7 @@ func (k *Kubelet) computeStatus(pod *corev1.Pod, pr *podRuntime, old corev1.PodS
 	defer pr.mu.Unlock()
 	st := corev1.PodStatus{
 		HostIP:    k.cfg.NodeIP.String(),
-		HostIPs:   []corev1.HostIP{{IP: k.cfg.NodeIP.String()}},
+		HostIPs:   k.podHostIPs(),
 		StartTime: &metav1.Time{Time: pr.started},
 		QOSClass:  old.QOSClass,
 	}

@@ -55,11 +55,11 @@ func New(stateDir, cacheDir, binDir string, out io.Writer) *Lab {
 
 // State is what `up` records for later commands.
 type State struct {
-	Nodes   []Node    `json:"nodes"`
-	Racks     int    `json:"racks"`
-	Backend   string `json:"backend"`
-	DualStack bool   `json:"dualStack,omitempty"`
-	Started time.Time `json:"started"`
+	Nodes     []Node    `json:"nodes"`
+	Racks     int       `json:"racks"`
+	Backend   string    `json:"backend"`
+	DualStack bool      `json:"dualStack,omitempty"`
+	Started   time.Time `json:"started"`
 }
 
 // ControlPlaneBinDir is the cache of built control-plane binaries.

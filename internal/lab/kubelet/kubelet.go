@@ -272,10 +272,10 @@ func (k *Kubelet) updateNodeStatusOnce(ctx context.Context) error {
 	}
 	uname := unameRelease()
 	node.Status = corev1.NodeStatus{
-		Capacity:    capacity,
-		Allocatable: capacity,
-		Conditions:  conds,
-		Addresses:   k.nodeAddresses(),
+		Capacity:        capacity,
+		Allocatable:     capacity,
+		Conditions:      conds,
+		Addresses:       k.nodeAddresses(),
 		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(k.cfg.Port)}},
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID: k.cfg.NodeName, SystemUUID: k.cfg.NodeName, BootID: k.cfg.NodeName,

@@ -8,20 +8,24 @@
 # FOCUS defaults to every [sig-network] spec; SKIP to the rules in
 # internal/e2eupstream (each with its reason). With WEFT_E2E_REUSE=1 a lab that
 # is already up is used and left up; otherwise a lab is brought up for the run
-# and taken down after it.
+# and taken down after it. DUAL_STACK=1 brings the lab up with
+# --dual-stack (for the [Feature:IPv6DualStack] specs); OUT names the output
+# directory (default _output/e2e-upstream).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 cp_dir=${CP_DIR:?CP_DIR (the control-plane cache) must be set; use make e2e-upstream}
 focus=${FOCUS:-'\[sig-network\]'}
 skip=${SKIP:-$(go run ./test/upstream skip-regex)}
-out=$root/_output/e2e-upstream
+out=$root/${OUT:-_output/e2e-upstream}
 rm -rf "$out" && mkdir -p "$out"
 git describe --always --dirty 2>/dev/null >"$out/revision" || echo unknown >"$out/revision"
 
 if [[ ${WEFT_E2E_REUSE:-} != 1 ]]; then
   # Three racks = three zones: the trafficDistribution specs need them.
-  bin/weft lab up --nodes "${NODES:-3}" --racks "${RACKS:-3}" --backend "${BACKEND:-vxlan}"
+  dual=()
+  [[ ${DUAL_STACK:-} == 1 ]] && dual=(--dual-stack)
+  bin/weft lab up --nodes "${NODES:-3}" --racks "${RACKS:-3}" --backend "${BACKEND:-vxlan}" "${dual[@]}"
   trap 'bin/weft lab down' EXIT
 fi
 

@@ -32,3 +32,5 @@ focus=(
   'Services should not be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is false'
 )
 FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=62 hack/e2e-upstream.sh
+echo "== upstream e2e on a dual-stack lab: every [Feature:IPv6DualStack] spec"
+DUAL_STACK=1 OUT=_output/e2e-upstream-dual FOCUS='\[Feature:IPv6DualStack\]' SKIP='\[Disruptive\]' EXPECT_PASS=22 hack/e2e-upstream.sh

@@ -76,3 +76,21 @@ func TestClassifyRejectsGarbage(t *testing.T) {
 		t.Fatal("no error for a broken report")
 	}
 }
+
+func TestMergePasses(t *testing.T) {
+	v4 := []Spec{{Name: "a", Class: Pass}, {Name: "ds", Class: Skipped, Why: "needs dual-stack"}, {Name: "f", Class: NotRun}}
+	dual := []Spec{{Name: "a", Class: NotRun}, {Name: "ds", Class: Pass}, {Name: "f", Class: Fail, Why: "boom"}}
+	got := Merge(v4, dual)
+	want := map[string]Class{"a": Pass, "ds": Pass, "f": Fail}
+	if len(got) != 3 {
+		t.Fatalf("merged %v", got)
+	}
+	for _, s := range got {
+		if s.Class != want[s.Name] {
+			t.Errorf("%s: %s, want %s", s.Name, s.Class, want[s.Name])
+		}
+	}
+	if got[2].Why != "boom" {
+		t.Errorf("failure reason lost: %+v", got[2])
+	}
+}

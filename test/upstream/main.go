@@ -3,7 +3,7 @@
 //
 //	go run ./test/upstream skip-regex            # the default --skip
 //	go run ./test/upstream summary JUNIT         # counts and failures
-//	go run ./test/upstream doc JUNIT > docs/e2e.md
+//	go run ./test/upstream doc JUNIT [JUNIT…] > docs/e2e.md  # passes merged
 package main
 
 import (
@@ -24,25 +24,30 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: upstream skip-regex | summary JUNIT | doc JUNIT")
+		return fmt.Errorf("usage: upstream skip-regex | summary JUNIT | doc JUNIT [JUNIT…]")
 	}
 	switch args[0] {
 	case "skip-regex":
 		fmt.Println(e2eupstream.SkipRegex())
 		return nil
 	case "summary", "doc":
-		if len(args) != 2 {
-			return fmt.Errorf("%s needs the JUnit report path", args[0])
+		if len(args) < 2 || (args[0] == "summary" && len(args) != 2) {
+			return fmt.Errorf("%s needs the JUnit report path(s)", args[0])
 		}
-		f, err := os.Open(args[1])
-		if err != nil {
-			return err
+		var passes [][]e2eupstream.Spec
+		for _, path := range args[1:] {
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			specs, err := e2eupstream.Classify(f)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			passes = append(passes, specs)
 		}
-		defer f.Close()
-		specs, err := e2eupstream.Classify(f)
-		if err != nil {
-			return err
-		}
+		specs := e2eupstream.Merge(passes...)
 		if len(specs) == 0 {
 			return fmt.Errorf("%s has no [sig-network] specs", args[1])
 		}

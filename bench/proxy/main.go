@@ -192,11 +192,15 @@ func nodeMetrics(node, url string) map[string]float64 {
 		}
 		f := strings.Fields(line)
 		if len(f) == 2 {
-			// The IPv4 proxy's series, named without their ip_family label.
-			if strings.Contains(f[0], `ip_family="IPv6"`) {
-				continue
+			// weft's IPv4 proxy series, named without their ip_family
+			// label (kube-proxy's keep theirs).
+			name := f[0]
+			if strings.HasPrefix(name, "weft_") {
+				if strings.Contains(name, `ip_family="IPv6"`) {
+					continue
+				}
+				name = strings.NewReplacer(`{ip_family="IPv4"}`, "", `ip_family="IPv4",`, "").Replace(name)
 			}
-			name := strings.NewReplacer(`{ip_family="IPv4"}`, "", `ip_family="IPv4",`, "").Replace(f[0])
 			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
 				res[name] = v
 			}

@@ -353,15 +353,7 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node, all []*corev1.Node)
 	// Pod to node inside the cluster keeps the pod's address.
 	exempt := append([]*net.IPNet{}, a.cfg.ClusterCIDRs...)
 	exempt = append(exempt, a.cfg.NoMasquerade...)
-	for _, n := range all {
-		if ip := routing.PeerFromNode(n).NodeIP; ip != nil {
-			bits := 32
-			if ip.To4() == nil {
-				bits = 128
-			}
-			exempt = append(exempt, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
-		}
-	}
+	exempt = append(exempt, nodeAddresses(all)...)
 	key := fmt.Sprint(cidrs, mtu, exempt)
 	if key == a.lastKey {
 		return nil
@@ -466,6 +458,27 @@ func serviceFamilies(cidrs []*net.IPNet) []corev1.IPFamily {
 	}
 	if len(out) == 0 {
 		out = []corev1.IPFamily{corev1.IPv4Protocol}
+	}
+	return out
+}
+
+// nodeAddresses are the InternalIPs of every node, IPv4 and (on a
+// dual-stack cluster) IPv6, as host routes: pod to node traffic keeps the
+// pod's address in both families.
+func nodeAddresses(nodes []*corev1.Node) []*net.IPNet {
+	var out []*net.IPNet
+	for _, n := range nodes {
+		p := routing.PeerFromNode(n)
+		for _, ip := range []net.IP{p.NodeIP, p.NodeIP6} {
+			if ip == nil {
+				continue
+			}
+			bits := 32
+			if ip.To4() == nil {
+				bits = 128
+			}
+			out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+		}
 	}
 	return out
 }

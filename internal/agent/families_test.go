@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net"
 	"reflect"
 	"testing"
@@ -23,5 +24,19 @@ func TestServiceFamilies(t *testing.T) {
 		if got := serviceFamilies(c.in); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%v: %v, want %v", c.in, got, c.want)
 		}
+	}
+}
+
+// Pod to node is never masqueraded: both InternalIPs of a dual-stack
+// node are exempt, not only the first.
+func TestNodeAddressesBothFamilies(t *testing.T) {
+	n := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: "198.18.1.11"},
+		{Type: corev1.NodeInternalIP, Address: "fd00:198:18:1::11"},
+		{Type: corev1.NodeHostName, Address: "weft-node-1"}}}}
+	v4only := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.1.12"}}}}
+	got := fmt.Sprint(nodeAddresses([]*corev1.Node{n, v4only}))
+	if want := "[198.18.1.11/32 fd00:198:18:1::11/128 198.18.1.12/32]"; got != want {
+		t.Errorf("got %s, want %s", got, want)
 	}
 }

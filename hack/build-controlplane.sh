@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-# kubectl, kube-proxy (the benchmarks' baseline) and agnhost (the upstream
-# e2e test image's program, run for agnhost images; CoreDNS from lab/coredns
-# as its /coredns), and e2e-network.test (the
-# upstream e2e suite cut to the network specs, lab/k8s/e2enetwork), from lab/k8s
-# (pinned k8s.io/kubernetes) into a per-version cache.
+# kubectl, kube-proxy (the benchmarks' baseline), agnhost (the upstream e2e
+# test image's program, run for agnhost images; CoreDNS from lab/coredns as
+# its /coredns), regression-issue-74839 (the test image of the upstream
+# invalid-conntrack-state spec) and e2e-network.test (the upstream e2e suite
+# cut to the network specs, lab/k8s/e2enetwork), from lab/k8s (pinned
+# k8s.io/kubernetes) into a per-version cache.
 # A cold build takes several minutes; progress is printed as packages compile.
 set -euo pipefail
 version=$1 out=$2
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost e2e-network.test agnhost-localhost.crt agnhost-localhost.key coredns)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy agnhost regression-issue-74839 e2e-network.test agnhost-localhost.crt agnhost-localhost.key coredns)
 missing=0
 for b in "${bins[@]}"; do [[ -e $out/$b ]] || missing=1; done
 if ((missing == 0)); then
@@ -23,7 +24,7 @@ n=0
 go build -v -o "$out.tmp/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-proxy \
-  k8s.io/kubernetes/test/images/agnhost 2>&1 | while read -r line; do
+  k8s.io/kubernetes/test/images/agnhost k8s.io/kubernetes/test/images/regression-issue-74839 2>&1 | while read -r line; do
     n=$((n + 1))
     if ((n % 100 == 0)); then echo "  ... $n packages compiled ($(( $(date +%s) - start ))s)"; fi
     case $line in *error*|*cannot*|*undefined*) echo "$line";; esac

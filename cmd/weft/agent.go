@@ -14,6 +14,7 @@ import (
 	"weft.dev/weft/internal/agent"
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/cni"
+	"weft.dev/weft/internal/proxy"
 )
 
 func agentCmd() *cobra.Command {
@@ -77,6 +78,10 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
 	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
 	f.BoolVar(&cfg.Proxy, "proxy", true, "run the nftables service proxy (replaces kube-proxy)")
+	cfg.Conntrack = proxy.DefaultConntrack
+	f.DurationVar(&cfg.Conntrack.TCPEstablished, "conntrack-tcp-timeout-established", cfg.Conntrack.TCPEstablished, "idle timeout of established TCP conntrack entries (0: leave the kernel's)")
+	f.DurationVar(&cfg.Conntrack.TCPCloseWait, "conntrack-tcp-timeout-close-wait", cfg.Conntrack.TCPCloseWait, "timeout of TCP conntrack entries in CLOSE_WAIT (0: leave the kernel's)")
+	f.BoolVar(&cfg.Conntrack.TCPBeLiberal, "conntrack-tcp-be-liberal", false, "set nf_conntrack_tcp_be_liberal instead of dropping forwarded packets conntrack holds invalid")
 	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped); one service proxy runs per address family given here (IPv4, IPv6 or both)")
 	f.StringVar(&nodeLocalDNS, "node-local-dns", "", "run the node-local DNS cache on this link-local address, e.g. 169.254.20.10 (empty: off)")
 	f.StringVar(&cfg.ClusterDNS, "cluster-dns", "10.96.0.10:53", "cluster DNS Service the node-local cache forwards to (TCP)")

@@ -61,6 +61,9 @@ type Config struct {
 	// Proxy runs the service proxy (the kube-proxy replacement).
 	Proxy        bool
 	ServiceCIDRs []*net.IPNet
+	// Conntrack: the node's conntrack settings the proxy depends on
+	// (kube-proxy's defaults: proxy.DefaultConntrack).
+	Conntrack proxy.Conntrack
 	// NodeLocalDNS, when set, runs the node-local DNS cache on this address,
 	// forwarding to ClusterDNS (host:port).
 	NodeLocalDNS net.IP
@@ -141,7 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			reg := prometheus.WrapRegistererWith(prometheus.Labels{"ip_family": string(family)}, a.registry)
 			p := proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs, ServiceCIDRs: a.cfg.ServiceCIDRs,
-				NodeName: a.cfg.NodeName, Family: family}, nft, factory, a.log.With("family", family), reg)
+				NodeName: a.cfg.NodeName, Family: family, TCPBeLiberal: a.cfg.Conntrack.TCPBeLiberal}, nft, factory, a.log.With("family", family), reg)
 			p.CleanConntrack = true
 			p.Bulk = &proxy.NetlinkElements{Table: proxy.TableFor(family)}
 			if len(svcProxies) == 0 {
@@ -238,6 +241,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		all, _ := nodes.Lister().List(labels.Everything())
+		if a.cfg.Proxy {
+			// Every pass, so a value changed by hand comes back. Before the
+			// proxy's first sync loads conntrack the files may be missing.
+			if err := proxy.ApplySysctls("/proc/sys/net/netfilter", a.cfg.Conntrack.Sysctls()); err != nil {
+				a.log.Warn("conntrack settings", "err", err)
+			}
+		}
 		err = a.ensureLocal(ctx, node)
 		if err == nil {
 			err = a.sync(ctx, node, all)

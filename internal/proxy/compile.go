@@ -46,6 +46,13 @@ type Config struct {
 	// Family: the address family this proxy serves (IPv4 when empty);
 	// addresses of the other family in its inputs are ignored.
 	Family corev1.IPFamily
+	// TCPBeLiberal: conntrack runs in liberal mode (nf_conntrack_tcp_be_liberal,
+	// see ConntrackSysctls), so out-of-window packets stay part of their
+	// connection and are un-NATed. Otherwise forwarded packets that conntrack
+	// calls invalid are dropped: not being NATed, they would reach a client
+	// with a pod's address instead of the service's and reset its connection
+	// (kubernetes issue 74839).
+	TCPBeLiberal bool
 }
 
 // family holds the nft spellings of one address family.
@@ -186,6 +193,10 @@ func compileBase(cfg Config) *Model {
 	// NodePorts on the node's own addresses (not loopback).
 	tx.Add(&knftables.Rule{Chain: "services", Rule: knftables.Concat("fib daddr type local", f.ip, "daddr !=", f.loopback, "jump nodeports")})
 	tx.Add(&knftables.Rule{Chain: "nodeports", Rule: "meta l4proto . th dport vmap @service-nodeports"})
+	if !cfg.TCPBeLiberal {
+		tx.Add(&knftables.Rule{Chain: "filter-forward", Rule: "ct state invalid drop",
+			Comment: knftables.PtrTo("not NATed: would reach a client from an endpoint's address")})
+	}
 	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
 		tx.Add(&knftables.Rule{Chain: c, Rule: "ct state new jump no-endpoints"})
 	}

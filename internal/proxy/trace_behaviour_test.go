@@ -209,3 +209,28 @@ func TestTraceTopologyPreferSameZone(t *testing.T) {
 		t.Errorf("PreferSameZone in zone a targets %s", got)
 	}
 }
+
+// An endpoint's packet that conntrack holds invalid (say out of the TCP
+// window) is not un-NATed; forwarded as it is, it would reach the client
+// from the endpoint's address and reset the client's connection to the
+// service (kubernetes issue 74839). It is dropped, unless conntrack runs
+// in liberal mode, where such packets are not invalid in the first place.
+func TestTraceInvalidConntrackStateDropped(t *testing.T) {
+	reply := packet{remoteEP, podSrc, "tcp", 40000}
+	tr := compileOne(t, service("web", "10.96.0.50", 80, 0), twoEndpoints())
+	if r := tr.traceInvalid(reply, false); r.verdict != "drop" {
+		t.Errorf("invalid forwarded packet: %+v, want drop", r)
+	}
+	if r := tr.trace(reply, false); r.verdict != "accept" {
+		t.Errorf("valid forwarded packet: %+v, want accept", r)
+	}
+	if r := tr.traceInvalid(packet{remoteEP, nodeIP, "tcp", 40000}, false); r.verdict != "accept" {
+		t.Errorf("invalid packet to the node itself is not the proxy's business: %+v", r)
+	}
+	cfg := traceCfg()
+	cfg.TCPBeLiberal = true
+	liberal := newTracer(t, Compile(cfg, ServicePorts(service("web", "10.96.0.50", 80, 0), []*discoveryv1.EndpointSlice{twoEndpoints()})), nodeIP)
+	if r := liberal.traceInvalid(reply, false); r.verdict != "accept" {
+		t.Errorf("liberal mode: invalid forwarded packet %+v, want accept (the sysctl handles it)", r)
+	}
+}

@@ -44,6 +44,9 @@ type pktState struct {
 	updated  []string
 	stopped  bool // a terminal verdict was reached
 	returned bool
+	// invalid: conntrack's state for the packet is invalid (e.g. out of
+	// the TCP window); otherwise it is new.
+	invalid bool
 }
 
 func newTracer(t *testing.T, m *Model, local ...string) *tracer {
@@ -57,12 +60,25 @@ func newTracer(t *testing.T, m *Model, local ...string) *tracer {
 // trace sends p through nat (prerouting, or output when fromNode), the
 // filter hooks, and nat postrouting.
 func (tr *tracer) trace(p packet, fromNode bool) traceResult {
-	st := &pktState{packet: p, origDst: p.dst, verdict: "accept"}
+	return tr.traceState(&pktState{packet: p, origDst: p.dst, verdict: "accept"}, fromNode)
+}
+
+// traceInvalid traces a packet conntrack holds invalid (no NAT applies to
+// it): only the filter hooks see it.
+func (tr *tracer) traceInvalid(p packet, fromNode bool) traceResult {
+	return tr.traceState(&pktState{packet: p, origDst: p.dst, verdict: "accept", invalid: true}, fromNode)
+}
+
+func (tr *tracer) traceState(st *pktState, fromNode bool) traceResult {
 	natHook := "nat-prerouting"
 	if fromNode {
 		natHook = "nat-output"
 	}
-	tr.runChain(st, natHook)
+	// NAT chains see only the first packet of a connection: an invalid
+	// packet belongs to none.
+	if !st.invalid {
+		tr.runChain(st, natHook)
+	}
 	if !st.stopped || st.verdict == "accept" {
 		st.stopped, st.verdict = false, "accept"
 		filter := "filter-forward"
@@ -78,7 +94,7 @@ func (tr *tracer) trace(p packet, fromNode bool) traceResult {
 	if st.dnatted {
 		res.dnat = net.JoinHostPort(st.dst, strconv.Itoa(st.dport))
 	}
-	if st.verdict == "accept" {
+	if st.verdict == "accept" && !st.invalid {
 		st.stopped = false
 		tr.runChain(st, "nat-postrouting")
 		res.masq = st.masq
@@ -187,6 +203,14 @@ func (tr *tracer) runRule(st *pktState, rule string) {
 		// Matches.
 		case has("ct", "state", "new"):
 			next(3)
+			if st.invalid {
+				return
+			}
+		case has("ct", "state", "invalid"):
+			next(3)
+			if !st.invalid {
+				return
+			}
 		case has("ct", "status", "dnat"):
 			next(3)
 			if !st.dnatted {

@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -33,6 +34,12 @@ func (k *Kubelet) containerCommand(pod *corev1.Pod, pr *podRuntime, c corev1.Con
 			}
 		case "pause":
 			argv = []string{"sleep", "infinity"}
+		case regressionImage:
+			// Built with agnhost from the same k8s module, beside it.
+			if k.cfg.AgnhostBinary == "" {
+				return nil, nil, fmt.Errorf("image %s is built with agnhost, which this lab node was not given", c.Image)
+			}
+			argv = []string{filepath.Join(filepath.Dir(k.cfg.AgnhostBinary), regressionImage)}
 		case "weft":
 			argv = []string{k.cfg.WeftBinary}
 		default:
@@ -230,6 +237,11 @@ func expandVars(s string, env map[string]string) string {
 	})
 }
 
+// regressionImage is the upstream test image of kubernetes issue 74839 (a
+// server that answers with out-of-window TCP packets), used by the
+// conntrack spec of the upstream suite.
+const regressionImage = "regression-issue-74839"
+
 // imageKind classifies an image by name for the lab's image-to-program
 // mapping: agnhost, pause, weft (runs bin/weft with the container's args),
 // or anything else.
@@ -246,6 +258,8 @@ func imageKind(image string) string {
 		return "agnhost"
 	case "pause":
 		return "pause"
+	case regressionImage:
+		return regressionImage
 	case "weft":
 		return "weft"
 	}

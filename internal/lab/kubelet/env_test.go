@@ -5,11 +5,12 @@ import "testing"
 func TestImageKind(t *testing.T) {
 	for image, want := range map[string]string{
 		"registry.k8s.io/e2e-test-images/agnhost:2.53": "agnhost",
-		"agnhost":                           "agnhost",
-		"registry.k8s.io/pause:3.10":        "pause",
-		"busybox:1.36":                      "other",
-		"example.com/agnhost-like:1":        "other",
-		"localhost:5000/agnhost@sha256:abc": "agnhost",
+		"agnhost": "agnhost",
+		"registry.k8s.io/e2e-test-images/regression-issue-74839:1.2": "regression-issue-74839",
+		"registry.k8s.io/pause:3.10":                                 "pause",
+		"busybox:1.36":                                               "other",
+		"example.com/agnhost-like:1":                                 "other",
+		"localhost:5000/agnhost@sha256:abc":                          "agnhost",
 	} {
 		if got := imageKind(image); got != want {
 			t.Errorf("%s: %s, want %s", image, got, want)

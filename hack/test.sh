@@ -14,7 +14,8 @@ echo "== lab end-to-end tests"
 go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
 echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, services, hostPort, proxy)"
 echo "   plus the service proxy's behaviour specs: session affinity, ETP Local source IP, hairpin,"
-echo "   no-endpoint reject, terminating-endpoint fallback, UDP conntrack, proxy labels, health check, publishNotReadyAddresses"
+echo "   no-endpoint reject, terminating-endpoint fallback, UDP conntrack, proxy labels, health check, publishNotReadyAddresses,"
+echo "   invalid conntrack state (issue 74839), CLOSE_WAIT timeout"
 focus=(
   '\[sig-network\].*\[Conformance\]'
   'Services should support externalTrafficPolicy=Local for type=NodePort'
@@ -30,7 +31,9 @@ focus=(
   'Services should fail health check node port if there are only terminating endpoints'
   'Services should be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is true'
   'Services should not be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is false'
+  'Conntrack proxy implementation should not be vulnerable to the invalid conntrack state bug'
+  'KubeProxy should set TCP CLOSE_WAIT timeout'
 )
-FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=62 hack/e2e-upstream.sh
+FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=64 hack/e2e-upstream.sh
 echo "== upstream e2e on a dual-stack lab: every [Feature:IPv6DualStack] spec"
 DUAL_STACK=1 OUT=_output/e2e-upstream-dual FOCUS='\[Feature:IPv6DualStack\]' SKIP='\[Disruptive\]|\[Feature:SCTPConnectivity\]' EXPECT_PASS=22 hack/e2e-upstream.sh

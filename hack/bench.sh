@@ -15,6 +15,7 @@ trap 'rm -f "$tmp"' EXIT
   echo
   go run ./bench/cni -pods "${BENCH_PODS:-200}" -weft-cni bin/weft-cni
   go run ./bench/podnet -bin bin 2>_output/bench-podnet.log
+  bench/vxlanceiling/run.sh
   go run ./bench/proxy -bin bin -levels "${BENCH_PROXY_LEVELS:-10,1000,10000}" 2>_output/bench-proxy.log
   go run ./bench/dns -bin bin 2>_output/bench-dns.log
   echo "### \`weft lab up\` time, control plane cached"

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -56,7 +57,7 @@ func ApplySysctls(dir string, settings map[string]string) error {
 	sort.Strings(names)
 	for _, n := range names {
 		path := filepath.Join(dir, n)
-		if cur, err := os.ReadFile(path); err == nil && string(trimNewline(cur)) == settings[n] {
+		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == settings[n] {
 			continue
 		}
 		if err := os.WriteFile(path, []byte(settings[n]), 0o644); err != nil {
@@ -64,11 +65,4 @@ func ApplySysctls(dir string, settings map[string]string) error {
 		}
 	}
 	return nil
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

@@ -22,7 +22,7 @@ for n in "${nss[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
 ip -n weft-bx-bridge link add br0 type bridge
 ip -n weft-bx-bridge link set br0 up
 for i in 1 2; do
-  node=weft-bx-node$i pod=weft-bx-pod$i peer=$((3 - i))
+  node=weft-bx-node$i pod=weft-bx-pod$i
   ip link add "bxport$i" netns weft-bx-bridge type veth peer name eth0 netns "$node"
   ip -n weft-bx-bridge link set "bxport$i" master br0
   ip -n weft-bx-bridge link set "bxport$i" up

@@ -47,7 +47,7 @@ type Config struct {
 	// addresses of the other family in its inputs are ignored.
 	Family corev1.IPFamily
 	// TCPBeLiberal: conntrack runs in liberal mode (nf_conntrack_tcp_be_liberal,
-	// see ConntrackSysctls), so out-of-window packets stay part of their
+	// see Conntrack.Sysctls), so out-of-window packets stay part of their
 	// connection and are un-NATed. Otherwise forwarded packets that conntrack
 	// calls invalid are dropped: not being NATed, they would reach a client
 	// with a pod's address instead of the service's and reset its connection

@@ -188,6 +188,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	for i, p := range svcProxies {
 		if self, err := nodes.Lister().Get(a.cfg.NodeName); err == nil {
 			p.SetZone(self.Labels[corev1.LabelTopologyZone])
+			own := routing.PeerFromNode(self)
+			p.SetNodeIPs([]net.IP{own.NodeIP, own.NodeIP6})
 		}
 		go p.Run(ctx)
 		if i > 0 {

@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -53,6 +54,11 @@ type Config struct {
 	// with a pod's address instead of the service's and reset its connection
 	// (kubernetes issue 74839).
 	TCPBeLiberal bool
+	// NodeIPs: this node's own addresses (its InternalIPs). The node
+	// reaching an externalTrafficPolicy Local service from one of them
+	// keeps that source: every node routes replies to it. Other local
+	// sources (a load-balancer IP held by the node, say) are masqueraded.
+	NodeIPs []net.IP
 }
 
 // family holds the nft spellings of one address family.
@@ -81,6 +87,17 @@ func ofFamily(f corev1.IPFamily, ip net.IP) (net.IP, bool) {
 	return ip.To16(), f == corev1.IPv6Protocol
 }
 
+// nodeIPs returns the node's addresses of the proxy's family as strings.
+func (c Config) nodeIPs() []string {
+	var out []string
+	for _, ip := range c.NodeIPs {
+		if v, ok := ofFamily(c.Family, ip); ok {
+			out = append(out, v.String())
+		}
+	}
+	return out
+}
+
 // clusterCIDRs returns the cluster CIDRs of the proxy's family as strings.
 func (c Config) clusterCIDRs() []string {
 	var out []string
@@ -105,6 +122,7 @@ func chainName(prefix, key string) string {
 
 func svcChain(sp ServicePort) string { return chainName("svc", sp.Key()) }
 func extChain(sp ServicePort) string { return chainName("ext", sp.Key()) }
+func fwChain(sp ServicePort) string  { return chainName("fw", sp.Key()) }
 func epChain(sp ServicePort, e Endpoint) string {
 	return chainName("ep", sp.Key()+"/"+nameSafe(e.String()))
 }
@@ -306,14 +324,30 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 	}
 	ext := extChain(sp)
 	chain(&knftables.Chain{Name: ext, Comment: knftables.PtrTo("external traffic to " + sp.Key())})
-	if len(sp.SourceRanges) > 0 {
-		var ranges []string
+	// loadBalancerSourceRanges: traffic to a LoadBalancer IP passes a
+	// firewall chain first, dropping every other source, pods and the
+	// node included (as kube-proxy does).
+	fw := ""
+	if len(sp.SourceRanges) > 0 && len(sp.LoadBalancerIPs) > 0 {
+		fw = fwChain(sp)
+		chain(&knftables.Chain{Name: fw, Comment: knftables.PtrTo("loadBalancerSourceRanges of " + sp.Key())})
+		var sources []string
+		fromNode := false
 		for _, r := range sp.SourceRanges {
-			ranges = append(ranges, r.String())
+			sources = append(sources, r.String())
+			for _, ip := range cfg.nodeIPs() {
+				fromNode = fromNode || r.Contains(net.ParseIP(ip))
+			}
 		}
-		// Sources outside loadBalancerSourceRanges are dropped (pods of
-		// the cluster may always use the service).
-		tx.Add(&knftables.Rule{Chain: ext, Rule: fmt.Sprintf("%s saddr != { %s } fib saddr type != local drop", f.ip, strings.Join(append(ranges, cidrs...), " , "))})
+		if fromNode {
+			// A node that holds the load-balancer IP itself reaches it
+			// from that IP.
+			for _, ip := range sp.LoadBalancerIPs {
+				sources = append(sources, ip.String())
+			}
+		}
+		tx.Add(&knftables.Rule{Chain: fw, Rule: fmt.Sprintf("%s saddr != { %s } drop", f.ip, strings.Join(sources, " , "))})
+		tx.Add(&knftables.Rule{Chain: fw, Rule: "goto " + ext})
 	}
 	if sp.ExternalLocal {
 		// Pods and the node itself reaching the external address are
@@ -322,7 +356,14 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 		for _, c := range cidrs {
 			tx.Add(&knftables.Rule{Chain: ext, Rule: knftables.Concat(f.ip, "saddr", c, "goto", svc)})
 		}
-		tx.Add(&knftables.Rule{Chain: ext, Rule: "fib saddr type local jump mark-for-masquerade"})
+		// Masquerading the node's own address would hand the endpoint
+		// the address of the device towards it (a VXLAN device's, say)
+		// instead of the node's: keep it.
+		masqLocal := "fib saddr type local jump mark-for-masquerade"
+		if ips := cfg.nodeIPs(); len(ips) > 0 {
+			masqLocal = fmt.Sprintf("fib saddr type local %s saddr != { %s } jump mark-for-masquerade", f.ip, strings.Join(ips, " , "))
+		}
+		tx.Add(&knftables.Rule{Chain: ext, Rule: masqLocal})
 		tx.Add(&knftables.Rule{Chain: ext, Rule: "fib saddr type local goto " + svc})
 		if len(external) == 0 {
 			tx.Add(&knftables.Rule{Chain: ext, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
@@ -334,7 +375,11 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 		tx.Add(&knftables.Rule{Chain: ext, Rule: "goto " + svc})
 	}
 	for _, ip := range sp.ExternalIPs {
-		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, port}, Value: []string{"goto " + ext}})
+		target := ext
+		if fw != "" && slices.ContainsFunc(sp.LoadBalancerIPs, ip.Equal) {
+			target = fw
+		}
+		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, port}, Value: []string{"goto " + target}})
 	}
 	if sp.NodePort > 0 {
 		tx.Add(&knftables.Element{Map: "service-nodeports", Key: []string{proto, fmt.Sprint(sp.NodePort)}, Value: []string{"goto " + ext}})

@@ -20,8 +20,11 @@ type ServicePort struct {
 	Protocol                  corev1.Protocol
 	ClusterIPs                []net.IP
 	ExternalIPs               []net.IP // externalIPs and LoadBalancer ingress IPs
-	Port                      int32
-	NodePort                  int32
+	// LoadBalancerIPs are the LoadBalancer ingress IPs (also in
+	// ExternalIPs): only they are subject to SourceRanges.
+	LoadBalancerIPs []net.IP
+	Port            int32
+	NodePort        int32
 	// AllEndpoints are every endpoint of the port (of the proxy's address
 	// family); the compiler picks
 	// from them per traffic policy (see SelectEndpoints).
@@ -33,7 +36,9 @@ type ServicePort struct {
 	HealthCheckNodePort          int32
 	// AffinitySeconds > 0: sessionAffinity ClientIP with this timeout.
 	AffinitySeconds int32
-	// SourceRanges restricts external traffic (loadBalancerSourceRanges).
+	// SourceRanges restrict traffic to the LoadBalancerIPs
+	// (loadBalancerSourceRanges); NodePorts and externalIPs stay open, as
+	// with kube-proxy.
 	SourceRanges []*net.IPNet
 	// TopologyAware: trafficDistribution (or topology-mode Auto) asks to
 	// prefer close endpoints, using the slices' hints.
@@ -151,13 +156,15 @@ func ServicePortsFor(family corev1.IPFamily, svc *corev1.Service, slices []*disc
 		return nil
 	}
 	external := parse(svc.Spec.ExternalIPs)
+	var lbIPs []net.IP
 	for _, ing := range svc.Status.LoadBalancer.Ingress {
-		external = append(external, parse([]string{ing.IP})...)
+		lbIPs = append(lbIPs, parse([]string{ing.IP})...)
 	}
+	external = append(external, lbIPs...)
 	var out []ServicePort
 	for _, p := range svc.Spec.Ports {
 		sp := ServicePort{Namespace: svc.Namespace, Name: svc.Name, PortName: p.Name, Protocol: p.Protocol,
-			ClusterIPs: clusterIPs, ExternalIPs: external, Port: p.Port}
+			ClusterIPs: clusterIPs, ExternalIPs: external, LoadBalancerIPs: lbIPs, Port: p.Port}
 		if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
 			sp.NodePort = p.NodePort
 		}

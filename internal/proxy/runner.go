@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 	"sync"
 	"time"
@@ -141,6 +142,10 @@ func objectKey(obj any) string {
 
 // SetZone sets this node's zone (for topology hints); call before Run.
 func (p *Proxy) SetZone(zone string) { p.cfg.Zone = zone }
+
+// SetNodeIPs sets this node's own addresses (see Config.NodeIPs); call
+// before Run.
+func (p *Proxy) SetNodeIPs(ips []net.IP) { p.cfg.NodeIPs = ips }
 
 // dirty records changed services (none: only wake the loop) and wakes
 // the sync loop.

@@ -127,6 +127,26 @@ func TestTraceExternalTrafficPolicyLocal(t *testing.T) {
 	if got := keys(tr.targets(packet{podSrc, nodeIP, "tcp", 30080}, false, 4)); got != localEP+":8080,"+remoteEP+":8080" {
 		t.Errorf("ETP Local from a pod targets %s", got)
 	}
+	// From the node itself: short-circuited to every endpoint. Its own
+	// address is kept (the upstream ETP-change spec checks the client IP
+	// of a host-network client); another local address (a load-balancer
+	// IP the node holds) is masqueraded.
+	cfg := traceCfg()
+	cfg.NodeIPs = []net.IP{net.ParseIP(nodeIP), net.ParseIP("fd00::11")}
+	tr3 := newTracer(t, Compile(cfg, ServicePorts(svc, []*discoveryv1.EndpointSlice{twoEndpoints()})), nodeIP, "198.18.9.9")
+	if got := keys(tr3.targets(packet{nodeIP, nodeIP, "tcp", 30080}, true, 4)); got != localEP+":8080,"+remoteEP+":8080" {
+		t.Errorf("ETP Local from the node targets %s", got)
+	}
+	if r := tr3.trace(packet{nodeIP, nodeIP, "tcp", 30080}, true); r.masq || r.dnat == "" {
+		t.Errorf("ETP Local from the node's own address: %+v (want DNAT, source kept)", r)
+	}
+	if r := tr3.trace(packet{"198.18.9.9", nodeIP, "tcp", 30080}, true); !r.masq || r.dnat == "" {
+		t.Errorf("ETP Local from another local address: %+v (want DNAT and masquerade)", r)
+	}
+	// Without NodeIPs every local source is masqueraded, as kube-proxy does.
+	if r := tr.trace(packet{nodeIP, nodeIP, "tcp", 30080}, true); !r.masq {
+		t.Errorf("ETP Local from the node without NodeIPs: %+v (want masquerade)", r)
+	}
 	// A node without local endpoints drops external traffic.
 	tr2 := newTracer(t, Compile(Config{NodeName: "n3", ClusterCIDRs: traceCfg().ClusterCIDRs}, ServicePorts(svc, []*discoveryv1.EndpointSlice{twoEndpoints()})), "198.18.1.13")
 	if r := tr2.trace(packet{outside, "198.18.1.13", "tcp", 30080}, false); r.verdict != "drop" {
@@ -193,8 +213,31 @@ func TestTraceLoadBalancerSourceRanges(t *testing.T) {
 	if r := tr.trace(packet{"203.0.113.200", "198.19.100.5", "tcp", 80}, false); r.verdict != "drop" {
 		t.Errorf("source outside loadBalancerSourceRanges: %+v", r)
 	}
-	if r := tr.trace(packet{podSrc, "198.19.100.5", "tcp", 80}, false); r.dnat == "" {
-		t.Errorf("pods may always use the LB IP: %+v", r)
+	// As with kube-proxy, the ranges hold for everyone reaching the
+	// load-balancer IP, pods and the node included, and only for it: the
+	// NodePort of the same service stays open.
+	if r := tr.trace(packet{podSrc, "198.19.100.5", "tcp", 80}, false); r.verdict != "drop" {
+		t.Errorf("pod outside loadBalancerSourceRanges to the LB IP: %+v", r)
+	}
+	if r := tr.trace(packet{nodeIP, "198.19.100.5", "tcp", 80}, true); r.verdict != "drop" {
+		t.Errorf("node outside loadBalancerSourceRanges to the LB IP: %+v", r)
+	}
+	if r := tr.trace(packet{"203.0.113.200", nodeIP, "tcp", 30080}, false); r.dnat == "" {
+		t.Errorf("NodePort filtered by loadBalancerSourceRanges: %+v", r)
+	}
+	// A range holding the node's address lets the node in, from its own
+	// address and from the load-balancer IP (a node that holds the IP).
+	svc.Spec.LoadBalancerSourceRanges = []string{"203.0.113.0/28", "198.18.1.0/24"}
+	cfg := traceCfg()
+	cfg.NodeIPs = []net.IP{net.ParseIP(nodeIP)}
+	tr2 := newTracer(t, Compile(cfg, ServicePorts(svc, []*discoveryv1.EndpointSlice{twoEndpoints()})), nodeIP, "198.19.100.5")
+	for _, src := range []string{nodeIP, "198.19.100.5"} {
+		if r := tr2.trace(packet{src, "198.19.100.5", "tcp", 80}, true); r.dnat == "" {
+			t.Errorf("node (%s) inside loadBalancerSourceRanges to the LB IP: %+v", src, r)
+		}
+	}
+	if r := tr2.trace(packet{podSrc, "198.19.100.5", "tcp", 80}, false); r.verdict != "drop" {
+		t.Errorf("pod outside loadBalancerSourceRanges to the LB IP: %+v", r)
 	}
 }
 

@@ -154,6 +154,9 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	if o.Backend == "" {
 		o.Backend = "auto"
 	}
+	if err := registerControlPlane(ctx, client); err != nil {
+		return err
+	}
 	l.printf("• nodes: agent (backend %s) + lab node in each\n", o.Backend)
 	for _, n := range nodes {
 		if err := l.startNode(n, o.Backend); err != nil {
@@ -562,4 +565,21 @@ func ipString(ip net.IP) string {
 		return ""
 	}
 	return ip.String()
+}
+
+// registerControlPlane creates the control-plane Node with kubeadm's role
+// label and taint before its lab node registers (which then adds its own
+// labels). A kubelet may not set node-role labels (NodeRestriction), and
+// the label must be there from the start: the EndpointSlice controller
+// leaves such nodes out of its per-zone CPU count for topology hints, and
+// recounts only when a node is added or changes readiness or zone.
+func registerControlPlane(ctx context.Context, client kubernetes.Interface) error {
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: ControlPlane, Labels: map[string]string{"node-role.kubernetes.io/control-plane": ""}},
+		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}}},
+	}
+	if _, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("register %s: %w", ControlPlane, err)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ package kubelet
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -212,10 +214,25 @@ func (k *Kubelet) nodeObject() *corev1.Node {
 	}
 }
 
+// mergeLabels sets the node's own labels on an existing Node.
+func (k *Kubelet) mergeLabels(ctx context.Context) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": k.nodeObject().Labels}})
+	if err != nil {
+		return err
+	}
+	_, err = k.client.CoreV1().Nodes().Patch(ctx, k.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
 func (k *Kubelet) registerNode(ctx context.Context) error {
 	for {
 		_, err := k.client.CoreV1().Nodes().Create(ctx, k.nodeObject(), metav1.CreateOptions{})
-		if err == nil || apierrors.IsAlreadyExists(err) {
+		if apierrors.IsAlreadyExists(err) {
+			// Someone registered the Node first (the lab does for the
+			// control plane): add our labels, as the kubelet does.
+			err = k.mergeLabels(ctx)
+		}
+		if err == nil {
 			if err = k.updateNodeStatus(ctx); err == nil {
 				return nil
 			}

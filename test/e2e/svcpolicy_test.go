@@ -6,9 +6,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	netns "github.com/containernetworking/plugins/pkg/ns"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +20,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"weft.dev/weft/internal/lab"
+	"weft.dev/weft/internal/lab/kubelet"
+	"weft.dev/weft/internal/proxy/sctptest"
 )
 
 func createService(t *testing.T, svc *corev1.Service) *corev1.Service {
@@ -189,4 +195,182 @@ func TestLoadBalancerPool(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// routeFromRouter makes the lab router send dst to a node, as an upstream
+// router configured (or, later, told by BGP) to reach a load-balancer or
+// external IP through that node; the route goes at the end of the test.
+func routeFromRouter(t *testing.T, dst, node string) {
+	t.Helper()
+	via := nodeByName(t, node).Status.Addresses[0].Address
+	if out, err := hostCommand("ip", "-n", lab.RouterNS, "route", "replace", dst+"/32", "via", via); err != nil {
+		t.Fatalf("route %s via %s on the router: %v %s", dst, via, err, out)
+	}
+	t.Cleanup(func() { _, _ = hostCommand("ip", "-n", lab.RouterNS, "route", "del", dst+"/32") })
+}
+
+// loadBalancerSourceRanges, externalIPs and internalTrafficPolicy Local
+// with real packets: from the outside namespace through the router to a
+// node without the endpoint, and from pods on both nodes.
+func TestSourceRangesExternalIPsAndInternalLocal(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	srv := pinnedPod(ns, "srv", "weft-node-1")
+	srv.Labels = map[string]string{"app": "srv"}
+	createReady(t, srv, pinnedPod(ns, "near", "weft-node-1"), pinnedPod(ns, "far", "weft-node-2"))
+	port := []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}
+	sel := map[string]string{"app": "srv"}
+	lb := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "lb", Namespace: ns},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: sel, Ports: port,
+			LoadBalancerSourceRanges: []string{lab.OutsideIP + "/32"}}})
+	const externalIP = "198.19.200.10" // lab underlay range, held by no one
+	createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ext", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: sel, Ports: port, ExternalIPs: []string{externalIP}}})
+	itp := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "itp", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: sel, Ports: port,
+			InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyLocal)}})
+	var lbIP string
+	eventually(t, 20*time.Second, "load-balancer address assigned", func() error {
+		got, err := client.CoreV1().Services(ns).Get(ctx, lb.Name, metav1.GetOptions{})
+		if err != nil || len(got.Status.LoadBalancer.Ingress) == 0 {
+			return fmt.Errorf("no ingress yet (%v)", err)
+		}
+		lbIP = got.Status.LoadBalancer.Ingress[0].IP
+		return nil
+	})
+	routeFromRouter(t, lbIP, "weft-node-2")
+	routeFromRouter(t, externalIP, "weft-node-2")
+	reaches := func(from, url string) error {
+		out, err := execIn(t, from, "", "curl", "-sS", "-m", "2", url)
+		if err != nil || out != "srv" {
+			return fmt.Errorf("%s → %s: %q %v", from, url, out, err)
+		}
+		return nil
+	}
+	blocked := func(from, url string) error {
+		if out, err := execIn(t, from, "", "curl", "-sS", "-m", "2", url); err == nil {
+			return fmt.Errorf("%s → %s answered %q", from, url, out)
+		}
+		return nil
+	}
+
+	t.Run("LoadBalancerSourceRanges", func(t *testing.T) {
+		lbURL := "http://" + lbIP + "/hostname"
+		eventually(t, 20*time.Second, "outside (inside the ranges) reaches the load-balancer IP", func() error { return reaches("outside", lbURL) })
+		// The ranges hold for pods too, as with kube-proxy.
+		eventually(t, 20*time.Second, "a pod outside the ranges is kept off the load-balancer IP", func() error { return blocked(ns+"/far", lbURL) })
+		got, err := client.CoreV1().Services(ns).Get(ctx, lb.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Spec.LoadBalancerSourceRanges = []string{"192.0.2.0/24"}
+		if _, err := client.CoreV1().Services(ns).Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "outside, no longer in the ranges, is dropped", func() error { return blocked("outside", lbURL) })
+		// The NodePort of the same service is not filtered.
+		nodeIP := nodeByName(t, "weft-node-2").Status.Addresses[0].Address
+		if err := reaches("outside", fmt.Sprintf("http://%s:%d/hostname", nodeIP, got.Spec.Ports[0].NodePort)); err != nil {
+			t.Errorf("NodePort of a service with loadBalancerSourceRanges: %v", err)
+		}
+	})
+
+	t.Run("ExternalIPs", func(t *testing.T) {
+		url := "http://" + externalIP + "/hostname"
+		eventually(t, 20*time.Second, "outside reaches the externalIP through a node without the endpoint", func() error { return reaches("outside", url) })
+		if err := reaches(ns+"/far", url); err != nil {
+			t.Errorf("pod → externalIP: %v", err)
+		}
+	})
+
+	t.Run("InternalTrafficPolicyLocal", func(t *testing.T) {
+		url := "http://" + itp.Spec.ClusterIP + "/hostname"
+		eventually(t, 20*time.Second, "a pod on the endpoint's node reaches it", func() error { return reaches(ns+"/near", url) })
+		// No endpoint on weft-node-2: its pods get nothing, not the remote one.
+		if err := blocked(ns+"/far", url); err != nil {
+			t.Error(err)
+		}
+		// From weft-node-1 itself (hostNetwork traffic is internal too).
+		if err := reaches("weft-node-1", url); err != nil {
+			t.Errorf("node → ITP Local service with a local endpoint: %v", err)
+		}
+	})
+}
+
+// podNetNS opens a lab pod's network namespace.
+func podNetNS(t *testing.T, p *corev1.Pod) netns.NetNS {
+	t.Helper()
+	n, err := netns.GetNS(filepath.Join("/run/netns", kubelet.NetNSName(p.UID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func rawSCTP(t *testing.T, n netns.NetNS) int {
+	t.Helper()
+	fd, err := sctptest.Open(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	return fd
+}
+
+// SCTP services with real SCTP packets across nodes: this kernel has no
+// SCTP sockets, so raw sockets in the pods' and the outside namespace send
+// an association's INIT and see it arrive at the endpoint, DNATed.
+func TestSCTPService(t *testing.T) {
+	ns := newNamespace(t)
+	srv := pinnedPod(ns, "srv", "weft-node-1")
+	srv.Labels = map[string]string{"app": "srv"}
+	pods := createReady(t, srv, pinnedPod(ns, "far", "weft-node-2"))
+	svc := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "assoc", Namespace: ns},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "srv"},
+			Ports: []corev1.ServicePort{{Name: "sctp", Port: 80, Protocol: corev1.ProtocolSCTP, TargetPort: intstr.FromInt32(8080)}}}})
+	server := rawSCTP(t, podNetNS(t, pods["srv"]))
+	client := rawSCTP(t, podNetNS(t, pods["far"]))
+	outsideNS, err := netns.GetNS(filepath.Join("/run/netns", lab.OutsideNS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outsideNS.Close()
+	outside := rawSCTP(t, outsideNS)
+	want := pods["srv"].Status.PodIP + ":8080"
+	node2 := net.ParseIP(nodeByName(t, "weft-node-2").Status.Addresses[0].Address)
+	for i, c := range []struct {
+		what     string
+		fd       int
+		ip       net.IP
+		port     uint16
+		wantFrom string // "" when masqueraded
+	}{
+		{"pod on weft-node-2 → ClusterIP", client, net.ParseIP(svc.Spec.ClusterIP), 80, pods["far"].Status.PodIP},
+		{"outside → NodePort of weft-node-2", outside, node2, uint16(svc.Spec.Ports[0].NodePort), ""},
+	} {
+		src := uint16(41000 + i)
+		var got sctptest.Seen
+		eventually(t, 20*time.Second, c.what+" arrives at the endpoint", func() error {
+			if err := sctptest.SendInit(c.fd, src, c.ip, c.port); err != nil {
+				return err
+			}
+			var err error
+			got, err = sctptest.ReadInit(server)
+			if err != nil {
+				return err
+			}
+			if got.Dst != want {
+				return fmt.Errorf("arrived as %s, want %s", got.Dst, want)
+			}
+			return nil
+		})
+		from, _, _ := net.SplitHostPort(got.Src)
+		if c.wantFrom != "" && from != c.wantFrom {
+			t.Errorf("%s: arrived from %s, want the client's %s", c.what, from, c.wantFrom)
+		}
+		if c.wantFrom == "" && from == lab.OutsideIP {
+			t.Errorf("%s: not masqueraded (from %s)", c.what, got.Src)
+		}
+	}
 }

@@ -15,7 +15,8 @@ go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
 echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, services, hostPort, proxy)"
 echo "   plus the service proxy's behaviour specs: session affinity, ETP Local source IP, hairpin,"
 echo "   no-endpoint reject, terminating-endpoint fallback, UDP conntrack, proxy labels, health check, publishNotReadyAddresses,"
-echo "   invalid conntrack state (issue 74839), CLOSE_WAIT timeout"
+echo "   invalid conntrack state (issue 74839), CLOSE_WAIT timeout, ETP change, topology hints, externalIPs,"
+echo "   internalTrafficPolicy Local"
 focus=(
   '\[sig-network\].*\[Conformance\]'
   'Services should support externalTrafficPolicy=Local for type=NodePort'
@@ -33,7 +34,11 @@ focus=(
   'Services should not be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is false'
   'Conntrack proxy implementation should not be vulnerable to the invalid conntrack state bug'
   'KubeProxy should set TCP CLOSE_WAIT timeout'
+  'Services should implement NodePort and HealthCheckNodePort correctly when ExternalTrafficPolicy changes'
+  'Topology Hints should distribute endpoints evenly'
+  'Services should be possible to connect to a service via ExternalIP when the external IP is not assigned to a node'
+  'Services should respect internalTrafficPolicy=Local Pod to Pod'
 )
-FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=64 hack/e2e-upstream.sh
+FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=68 hack/e2e-upstream.sh
 echo "== upstream e2e on a dual-stack lab: every [Feature:IPv6DualStack] spec"
 DUAL_STACK=1 OUT=_output/e2e-upstream-dual FOCUS='\[Feature:IPv6DualStack\]' SKIP='\[Disruptive\]|\[Feature:SCTPConnectivity\]' EXPECT_PASS=22 hack/e2e-upstream.sh

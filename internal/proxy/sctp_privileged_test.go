@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"net"
-	"syscall"
 	"testing"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,17 +11,6 @@ import (
 
 	"weft.dev/weft/internal/proxy/sctptest"
 )
-
-// rawSCTP opens a raw SCTP socket in n (see sctptest).
-func rawSCTP(t *testing.T, n ns.NetNS) int {
-	t.Helper()
-	fd, err := sctptest.Open(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	return fd
-}
 
 // SCTP ClusterIP and NodePort: real SCTP packets are DNATed to the
 // endpoint (address and port rewritten, checksum redone by the kernel),
@@ -39,7 +26,7 @@ func TestPrivilegedSCTPServiceDNAT(t *testing.T) {
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.2"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
 	}
 	startProxy(t, tp, svc, sl)
-	server, client := rawSCTP(t, tp.server), rawSCTP(t, tp.client)
+	server, client := sctptest.Open(t, tp.server), sctptest.Open(t, tp.client)
 	for i, dst := range []struct {
 		ip   string
 		port uint16

@@ -8,7 +8,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -308,16 +307,6 @@ func podNetNS(t *testing.T, p *corev1.Pod) netns.NetNS {
 	return n
 }
 
-func rawSCTP(t *testing.T, n netns.NetNS) int {
-	t.Helper()
-	fd, err := sctptest.Open(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	return fd
-}
-
 // SCTP services with real SCTP packets across nodes: this kernel has no
 // SCTP sockets, so raw sockets in the pods' and the outside namespace send
 // an association's INIT and see it arrive at the endpoint, DNATed.
@@ -329,14 +318,14 @@ func TestSCTPService(t *testing.T) {
 	svc := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "assoc", Namespace: ns},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "srv"},
 			Ports: []corev1.ServicePort{{Name: "sctp", Port: 80, Protocol: corev1.ProtocolSCTP, TargetPort: intstr.FromInt32(8080)}}}})
-	server := rawSCTP(t, podNetNS(t, pods["srv"]))
-	client := rawSCTP(t, podNetNS(t, pods["far"]))
+	server := sctptest.Open(t, podNetNS(t, pods["srv"]))
+	client := sctptest.Open(t, podNetNS(t, pods["far"]))
 	outsideNS, err := netns.GetNS(filepath.Join("/run/netns", lab.OutsideNS))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer outsideNS.Close()
-	outside := rawSCTP(t, outsideNS)
+	outside := sctptest.Open(t, outsideNS)
 	want := pods["srv"].Status.PodIP + ":8080"
 	node2 := net.ParseIP(nodeByName(t, "weft-node-2").Status.Addresses[0].Address)
 	for i, c := range []struct {

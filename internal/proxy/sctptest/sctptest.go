@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"net"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -33,23 +34,24 @@ func Init(srcPort, dstPort uint16) []byte {
 	return b
 }
 
-// Open opens a raw IPv4 SCTP socket in n with a 2 s receive timeout; the
-// caller closes it.
-func Open(n ns.NetNS) (int, error) {
+// Open opens a raw IPv4 SCTP socket in n with a 2 s receive timeout,
+// closed when the test ends.
+func Open(t testing.TB, n ns.NetNS) int {
+	t.Helper()
 	var fd int
 	if err := n.Do(func(ns.NetNS) error {
 		var err error
 		fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, 132)
 		return err
 	}); err != nil {
-		return -1, err
+		t.Fatalf("raw SCTP socket: %v", err)
 	}
+	t.Cleanup(func() { syscall.Close(fd) })
 	tv := syscall.NsecToTimeval(int64(2 * time.Second))
 	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
-		syscall.Close(fd)
-		return -1, err
+		t.Fatal(err)
 	}
-	return fd, nil
+	return fd
 }
 
 // SendInit sends an INIT from srcPort to ip:port through a raw socket.

@@ -19,12 +19,13 @@ import (
 
 func agentCmd() *cobra.Command {
 	var (
-		cfg          agent.Config
-		kubeconfig   string
-		clusterCIDRs []string
-		noMasq       []string
-		serviceCIDRs []string
-		nodeLocalDNS string
+		cfg               agent.Config
+		kubeconfig        string
+		clusterCIDRs      []string
+		noMasq            []string
+		serviceCIDRs      []string
+		nodeLocalDNS      string
+		nodePortAddresses []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -42,6 +43,9 @@ func agentCmd() *cobra.Command {
 			}
 			if cfg.ServiceCIDRs, err = parseCIDRs(serviceCIDRs); err != nil {
 				return fmt.Errorf("--service-cidr: %w", err)
+			}
+			if cfg.NodePortAddresses, err = proxy.ParseNodePortAddresses(nodePortAddresses); err != nil {
+				return fmt.Errorf("--nodeport-addresses: %w", err)
 			}
 			if nodeLocalDNS != "" {
 				if cfg.NodeLocalDNS = net.ParseIP(nodeLocalDNS).To4(); cfg.NodeLocalDNS == nil {
@@ -83,6 +87,7 @@ func agentCmd() *cobra.Command {
 	f.DurationVar(&cfg.Conntrack.TCPCloseWait, "conntrack-tcp-timeout-close-wait", cfg.Conntrack.TCPCloseWait, "timeout of TCP conntrack entries in CLOSE_WAIT (0: leave the kernel's)")
 	f.BoolVar(&cfg.Conntrack.TCPBeLiberal, "conntrack-tcp-be-liberal", false, "set nf_conntrack_tcp_be_liberal instead of dropping forwarded packets conntrack holds invalid")
 	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped); one service proxy runs per address family given here (IPv4, IPv6 or both)")
+	f.StringSliceVar(&nodePortAddresses, "nodeport-addresses", nil, `where NodePorts are served: "primary" (the default: the node's InternalIPs) or CIDRs (the node's addresses inside them; 0.0.0.0/0 and ::/0: all but loopback)`)
 	f.StringVar(&nodeLocalDNS, "node-local-dns", "", "run the node-local DNS cache on this link-local address, e.g. 169.254.20.10 (empty: off)")
 	f.StringVar(&cfg.ClusterDNS, "cluster-dns", "10.96.0.10:53", "cluster DNS Service the node-local cache forwards to (TCP)")
 	return cmd

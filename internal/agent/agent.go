@@ -61,6 +61,9 @@ type Config struct {
 	// Proxy runs the service proxy (the kube-proxy replacement).
 	Proxy        bool
 	ServiceCIDRs []*net.IPNet
+	// NodePortAddresses: where NodePorts are served (empty: the node's
+	// InternalIPs; see proxy.Config.NodePortAddresses).
+	NodePortAddresses []*net.IPNet
 	// Conntrack: the node's conntrack settings the proxy depends on
 	// (kube-proxy's defaults: proxy.DefaultConntrack).
 	Conntrack proxy.Conntrack
@@ -144,7 +147,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			reg := prometheus.WrapRegistererWith(prometheus.Labels{"ip_family": string(family)}, a.registry)
 			p := proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs, ServiceCIDRs: a.cfg.ServiceCIDRs,
-				NodeName: a.cfg.NodeName, Family: family, TCPBeLiberal: a.cfg.Conntrack.TCPBeLiberal}, nft, factory, a.log.With("family", family), reg)
+				NodeName: a.cfg.NodeName, Family: family, TCPBeLiberal: a.cfg.Conntrack.TCPBeLiberal,
+				NodePortAddresses: a.cfg.NodePortAddresses}, nft, factory, a.log.With("family", family), reg)
 			p.CleanConntrack = true
 			p.Bulk = &proxy.NetlinkElements{Table: proxy.TableFor(family)}
 			if len(svcProxies) == 0 {

@@ -59,6 +59,62 @@ type Config struct {
 	// keeps that source: every node routes replies to it. Other local
 	// sources (a load-balancer IP held by the node, say) are masqueraded.
 	NodeIPs []net.IP
+	// NodePortAddresses: where NodePorts are served (kube-proxy's
+	// --nodeport-addresses). Empty: on the node's own addresses (NodeIPs),
+	// kube-proxy's nftables default ("primary"); otherwise on the node's
+	// local addresses inside these CIDRs (0.0.0.0/0 or ::/0: all of
+	// them). Never on loopback.
+	NodePortAddresses []*net.IPNet
+}
+
+// ParseNodePortAddresses reads --nodeport-addresses as kube-proxy does:
+// "primary" alone (or nothing) means the node's own addresses (nil);
+// otherwise CIDRs.
+func ParseNodePortAddresses(in []string) ([]*net.IPNet, error) {
+	if len(in) == 1 && in[0] == "primary" {
+		return nil, nil
+	}
+	var out []*net.IPNet
+	for _, s := range in {
+		if s == "primary" {
+			return nil, fmt.Errorf(`"primary" cannot be combined with CIDRs`)
+		}
+		_, n, err := net.ParseCIDR(strings.TrimSpace(s))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// nodePortMatch is the match for packets to a NodePort address, or "" when
+// this family serves no NodePorts (--nodeport-addresses of the other
+// family only).
+func (c Config) nodePortMatch() string {
+	f := c.fam()
+	allLocal := knftables.Concat("fib daddr type local", f.ip, "daddr !=", f.loopback)
+	if len(c.NodePortAddresses) > 0 {
+		var cidrs []string
+		for _, n := range c.NodePortAddresses {
+			if _, ok := ofFamily(c.Family, n.IP); !ok {
+				continue
+			}
+			if ones, _ := n.Mask.Size(); ones == 0 {
+				return allLocal
+			}
+			cidrs = append(cidrs, n.String())
+		}
+		if len(cidrs) == 0 {
+			return ""
+		}
+		return knftables.Concat(allLocal, f.ip, "daddr { "+strings.Join(cidrs, " , ")+" }")
+	}
+	if ips := c.nodeIPs(); len(ips) > 0 {
+		return knftables.Concat(f.ip, "daddr { "+strings.Join(ips, " , ")+" }")
+	}
+	// The node's addresses are not known (yet): every local one.
+	return allLocal
 }
 
 // family holds the nft spellings of one address family.
@@ -208,8 +264,10 @@ func compileBase(cfg Config) *Model {
 	tx.Add(&knftables.Rule{Chain: "nat-output", Rule: "jump services"})
 	tx.Add(&knftables.Rule{Chain: "nat-postrouting", Rule: "jump masquerading"})
 	tx.Add(&knftables.Rule{Chain: "services", Rule: f.ip + " daddr . meta l4proto . th dport vmap @service-ips"})
-	// NodePorts on the node's own addresses (not loopback).
-	tx.Add(&knftables.Rule{Chain: "services", Rule: knftables.Concat("fib daddr type local", f.ip, "daddr !=", f.loopback, "jump nodeports")})
+	nodePorts := cfg.nodePortMatch()
+	if nodePorts != "" {
+		tx.Add(&knftables.Rule{Chain: "services", Rule: knftables.Concat(nodePorts, "jump nodeports")})
+	}
 	tx.Add(&knftables.Rule{Chain: "nodeports", Rule: "meta l4proto . th dport vmap @service-nodeports"})
 	if !cfg.TCPBeLiberal {
 		tx.Add(&knftables.Rule{Chain: "filter-forward", Rule: "ct state invalid drop",
@@ -232,7 +290,9 @@ func compileBase(cfg Config) *Model {
 		}
 	}
 	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: f.ip + " daddr . meta l4proto . th dport vmap @no-endpoint-services"})
-	tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: knftables.Concat("fib daddr type local", f.ip, "daddr !=", f.loopback, "meta l4proto . th dport vmap @no-endpoint-nodeports")})
+	if nodePorts != "" {
+		tx.Add(&knftables.Rule{Chain: "no-endpoints", Rule: knftables.Concat(nodePorts, "meta l4proto . th dport vmap @no-endpoint-nodeports")})
+	}
 	// TCP gets a reset: an ICMPv6 error that arrives while connect() still
 	// holds the socket is only a soft error, so the client waited for its
 	// SYN retransmit (1 s) before it saw "refused".

@@ -277,3 +277,50 @@ func TestTraceInvalidConntrackStateDropped(t *testing.T) {
 		t.Errorf("liberal mode: invalid forwarded packet %+v, want accept (the sysctl handles it)", r)
 	}
 }
+
+// NodePorts are served where --nodeport-addresses says: by default on the
+// node's own addresses only (kube-proxy's nftables "primary"), not on
+// other local addresses such as the VXLAN device's; with CIDRs on the
+// local addresses inside them; with 0.0.0.0/0 on every local address.
+// Never on loopback. The no-endpoint reject follows the same addresses.
+func TestTraceNodePortAddresses(t *testing.T) {
+	const vtep = "10.244.1.0" // another local address of the node
+	svc := service("web", "10.96.0.50", 80, 30080)
+	empty := service("none", "10.96.0.51", 80, 30081)
+	for _, c := range []struct {
+		name      string
+		addresses []string
+		served    map[string]bool
+	}{
+		{"primary", nil, map[string]bool{nodeIP: true, vtep: false, "127.0.0.1": false}},
+		{"cidr", []string{"10.244.0.0/16"}, map[string]bool{nodeIP: false, vtep: true, "127.0.0.1": false}},
+		{"all", []string{"0.0.0.0/0"}, map[string]bool{nodeIP: true, vtep: true, "127.0.0.1": false}},
+		{"other family only", []string{"fd00::/64"}, map[string]bool{nodeIP: false, vtep: false}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := traceCfg()
+			cfg.NodeIPs = []net.IP{net.ParseIP(nodeIP)}
+			var err error
+			if cfg.NodePortAddresses, err = ParseNodePortAddresses(c.addresses); err != nil {
+				t.Fatal(err)
+			}
+			ports := append(ServicePorts(svc, []*discoveryv1.EndpointSlice{twoEndpoints()}), ServicePorts(empty, nil)...)
+			tr := newTracer(t, Compile(cfg, ports), nodeIP, vtep)
+			for addr, want := range c.served {
+				r := tr.trace(packet{outside, addr, "tcp", 30080}, false)
+				if got := r.dnat != ""; got != want {
+					t.Errorf("NodePort on %s: served %v, want %v (%+v)", addr, got, want, r)
+				}
+				r = tr.trace(packet{outside, addr, "tcp", 30081}, false)
+				if got := r.verdict == "reject"; got != want {
+					t.Errorf("NodePort without endpoints on %s: rejected %v, want %v (%+v)", addr, got, want, r)
+				}
+			}
+		})
+	}
+	for _, bad := range [][]string{{"primary", "10.0.0.0/8"}, {"10.0.0.0"}} {
+		if _, err := ParseNodePortAddresses(bad); err == nil {
+			t.Errorf("ParseNodePortAddresses(%q): no error", bad)
+		}
+	}
+}

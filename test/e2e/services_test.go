@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"weft.dev/weft/internal/lab"
+	"weft.dev/weft/internal/routing"
 )
 
 // Services through weft's nftables proxy, with real packets: ClusterIP
@@ -71,6 +72,16 @@ func TestServicesClusterIPNodePortReject(t *testing.T) {
 		if err != nil || !strings.HasPrefix(out, "web-") {
 			t.Errorf("NodePort %d on %s from outside: %q %v", np, n.name, out, err)
 		}
+	}
+	// NodePorts are served on node addresses only (--nodeport-addresses
+	// default, as kube-proxy's nftables mode): weft-node-1's VXLAN device
+	// address answers, but with a refusal, not the service.
+	vtep := nodeByName(t, "weft-node-1").Annotations[routing.AnnotationVTEPIP]
+	if vtep == "" {
+		t.Fatal("weft-node-1 has no VTEP address annotation")
+	}
+	if out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", fmt.Sprintf("http://%s:%d/hostname", vtep, np)); !refused(err) {
+		t.Errorf("NodePort on the VXLAN device address %s: %q %v, want connection refused", vtep, out, err)
 	}
 	// No endpoints: connection refused at once.
 	start := time.Now()

@@ -92,6 +92,12 @@ func TestServicesClusterIPNodePortReject(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("reject took %s (a timeout, not a refusal)", d)
 	}
+	// An unallocated IP in the service range is dropped by the proxy (a
+	// timeout, exit 28), not routed on towards the router (which would
+	// answer "no route", exit 7).
+	if out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "2", "http://10.96.255.254/"); err == nil || !strings.Contains(err.Error(), "exit status 28") {
+		t.Errorf("unallocated service IP: %q %v, want a timeout (dropped)", out, err)
+	}
 	// The kubernetes service reaches the API server.
 	if out, err := execIn(t, ns+"/client", "", "curl", "-sSk", "-m", "3", "https://10.96.0.1/healthz"); err != nil || out != "ok" {
 		t.Errorf("kubernetes service: %q %v", out, err)

@@ -102,7 +102,7 @@ func TestServicesClusterIPNodePortReject(t *testing.T) {
 	}
 	for _, s := range all.Items {
 		if s.Spec.ClusterIP == unallocated {
-			unallocated = "10.96.255.253" // held by chance; its neighbour cannot be too
+			unallocated = "10.96.255.253" // held by chance (both held: vanishingly unlikely)
 		}
 	}
 	if out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "2", "http://"+unallocated+"/"); err == nil || !strings.Contains(err.Error(), "exit status 28") {

@@ -158,6 +158,11 @@ func ServicePortsFor(family corev1.IPFamily, svc *corev1.Service, slices []*disc
 	external := parse(svc.Spec.ExternalIPs)
 	var lbIPs []net.IP
 	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		// ipMode Proxy: the load balancer proxies to the nodes itself;
+		// its IP must reach it, so it is not captured here (kube-proxy).
+		if ing.IPMode != nil && *ing.IPMode != corev1.LoadBalancerIPModeVIP {
+			continue
+		}
 		lbIPs = append(lbIPs, parse([]string{ing.IP})...)
 	}
 	external = append(external, lbIPs...)

@@ -324,3 +324,22 @@ func TestTraceNodePortAddresses(t *testing.T) {
 		}
 	}
 }
+
+// A load-balancer IP in ipMode Proxy belongs to a load balancer that
+// proxies to the nodes itself: it is not captured (kube-proxy does the
+// same), while a VIP-mode one (or one without ipMode) is.
+func TestTraceLoadBalancerIPMode(t *testing.T) {
+	svc := service("web", "10.96.0.50", 80, 30080)
+	svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{
+		{IP: "198.19.100.5"},
+		{IP: "198.19.100.6", IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)},
+		{IP: "198.19.100.7", IPMode: ptr.To(corev1.LoadBalancerIPModeProxy)},
+	}
+	tr := compileOne(t, svc, twoEndpoints())
+	for ip, captured := range map[string]bool{"198.19.100.5": true, "198.19.100.6": true, "198.19.100.7": false} {
+		if r := tr.trace(packet{podSrc, ip, "tcp", 80}, false); (r.dnat != "") != captured {
+			t.Errorf("%s: %+v, captured want %v", ip, r, captured)
+		}
+	}
+}

@@ -7,6 +7,7 @@ package proxy
 import (
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 
@@ -40,43 +41,51 @@ type ServicePort struct {
 	// (loadBalancerSourceRanges); NodePorts and externalIPs stay open, as
 	// with kube-proxy.
 	SourceRanges []*net.IPNet
-	// TopologyAware: trafficDistribution (or topology-mode Auto) asks to
-	// prefer close endpoints, using the slices' hints.
-	TopologyAware bool
 }
 
 // TopologyEndpoints narrows the usable endpoints by hints, as kube-proxy
-// does: only when every endpoint carries hints; to the endpoints hinted
-// for this node, else for this zone; else all of them.
+// does (whatever the Service asks: hints are set by whoever fills the
+// slices). Only ready endpoints count: when every one carries node hints
+// and one is hinted for this node, those hinted for this node; else when
+// every one carries zone hints and one is hinted for this zone, those;
+// else all of them (also when no endpoint is ready and serving-terminating
+// ones stand in).
 func (s ServicePort) TopologyEndpoints(node, zone string) []Endpoint {
-	if !s.TopologyAware || len(s.Endpoints) == 0 {
+	allNode, allZone, forNode, forZone, anyReady := true, true, false, false, false
+	for _, e := range s.Endpoints {
+		if !e.Ready {
+			continue
+		}
+		anyReady = true
+		if len(e.HintNodes) == 0 {
+			allNode = false
+		} else if slices.Contains(e.HintNodes, node) {
+			forNode = true
+		}
+		if len(e.HintZones) == 0 {
+			allZone = false
+		} else if slices.Contains(e.HintZones, zone) {
+			forZone = true
+		}
+	}
+	var keep func(Endpoint) bool
+	switch {
+	case !anyReady:
+		return s.Endpoints
+	case allNode && forNode:
+		keep = func(e Endpoint) bool { return slices.Contains(e.HintNodes, node) }
+	case allZone && forZone:
+		keep = func(e Endpoint) bool { return slices.Contains(e.HintZones, zone) }
+	default:
 		return s.Endpoints
 	}
-	var byNode, byZone []Endpoint
+	var out []Endpoint
 	for _, e := range s.Endpoints {
-		if len(e.HintZones) == 0 && len(e.HintNodes) == 0 {
-			return s.Endpoints
-		}
-		for _, n := range e.HintNodes {
-			if n == node {
-				byNode = append(byNode, e)
-				break
-			}
-		}
-		for _, z := range e.HintZones {
-			if z == zone {
-				byZone = append(byZone, e)
-				break
-			}
+		if e.Ready && keep(e) {
+			out = append(out, e)
 		}
 	}
-	switch {
-	case len(byNode) > 0:
-		return byNode
-	case len(byZone) > 0:
-		return byZone
-	}
-	return s.Endpoints
+	return out
 }
 
 // LocalEndpoints returns the usable endpoints on node.
@@ -182,7 +191,6 @@ func ServicePortsFor(family corev1.IPFamily, svc *corev1.Service, slices []*disc
 		sp.ExternalLocal = svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal &&
 			(sp.NodePort > 0 || len(external) > 0)
 		sp.HealthCheckNodePort = svc.Spec.HealthCheckNodePort
-		sp.TopologyAware = svc.Spec.TrafficDistribution != nil || topologyAuto(svc)
 		if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
 			sp.AffinitySeconds = corev1.DefaultClientIPServiceAffinitySeconds
 			if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
@@ -288,9 +296,4 @@ func SelectEndpoints(all []Endpoint) []Endpoint {
 		return ready
 	}
 	return fallback
-}
-
-func topologyAuto(svc *corev1.Service) bool {
-	return svc.Annotations[corev1.AnnotationTopologyMode] == "Auto" ||
-		svc.Annotations[corev1.DeprecatedAnnotationTopologyAwareHints] == "Auto"
 }

@@ -147,7 +147,7 @@ func TestTopologyEndpoints(t *testing.T) {
 		}
 		return x
 	}
-	sp := ServicePort{TopologyAware: true, Endpoints: []Endpoint{e("10.0.0.1", "n1", "a", true), e("10.0.0.2", "n2", "a", true), e("10.0.0.3", "n3", "b", true)}}
+	sp := ServicePort{Endpoints: []Endpoint{e("10.0.0.1", "n1", "a", true), e("10.0.0.2", "n2", "a", true), e("10.0.0.3", "n3", "b", true)}}
 	str := func(eps []Endpoint) string {
 		var s []string
 		for _, x := range eps {
@@ -164,13 +164,28 @@ func TestTopologyEndpoints(t *testing.T) {
 	if got := str(sp.TopologyEndpoints("n9", "c")); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
 		t.Errorf("no match falls back to all: %s", got)
 	}
-	sp.Endpoints[1].HintZones, sp.Endpoints[1].HintNodes = nil, nil
+	// Node hints count only when every ready endpoint has them; zone
+	// hints are still used.
+	sp.Endpoints[1].HintNodes = nil
+	if got := str(sp.TopologyEndpoints("n1", "a")); got != "10.0.0.1,10.0.0.2" {
+		t.Errorf("an endpoint without a node hint: want the zone's endpoints, got %s", got)
+	}
+	sp.Endpoints[1].HintZones = nil
 	if got := str(sp.TopologyEndpoints("n1", "a")); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
 		t.Errorf("an endpoint without hints disables them: %s", got)
 	}
-	sp.TopologyAware = false
-	if got := str(sp.TopologyEndpoints("n1", "a")); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
-		t.Errorf("not topology aware: %s", got)
+	// An unready endpoint without hints does not count.
+	sp.Endpoints[1].Ready = false
+	if got := str(sp.TopologyEndpoints("n1", "a")); got != "10.0.0.1" {
+		t.Errorf("unready endpoint without hints: %s", got)
+	}
+	// Serving-terminating stand-ins (none ready): hints are not used.
+	term := ServicePort{Endpoints: []Endpoint{e("10.0.0.1", "n1", "a", true), e("10.0.0.3", "n3", "b", true)}}
+	for i := range term.Endpoints {
+		term.Endpoints[i].Ready, term.Endpoints[i].Serving, term.Endpoints[i].Terminating = false, true, true
+	}
+	if got := str(term.TopologyEndpoints("n1", "a")); got != "10.0.0.1,10.0.0.3" {
+		t.Errorf("terminating fallback: %s", got)
 	}
 }
 

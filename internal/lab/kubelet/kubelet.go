@@ -111,6 +111,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	go k.leaseLoop(ctx)
 	go k.nodeStatusLoop(ctx)
 	go k.podResyncLoop(ctx)
+	go k.evictionLoop(ctx)
 	go func() {
 		if err := k.serveAPI(ctx); err != nil {
 			k.log.Error("kubelet API server stopped", "err", err)

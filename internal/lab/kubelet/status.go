@@ -168,6 +168,10 @@ func (k *Kubelet) updatePodStatus(ctx context.Context, pod *corev1.Pod, pr *podR
 		if latest.UID != pr.uid {
 			return nil
 		}
+		// Failed and Succeeded are final (an evicted pod stays Failed).
+		if latest.Status.Phase == corev1.PodFailed || latest.Status.Phase == corev1.PodSucceeded {
+			return nil
+		}
 		st := k.computeStatus(latest, pr, latest.Status)
 		if statusEqual(latest.Status, st) {
 			return nil

@@ -86,8 +86,10 @@ func overStorageLimit(pr *podRuntime) string {
 
 // writableUsage sums the sizes of the files on root's own filesystem,
 // not descending into what is mounted on it (the host directories a lab
-// container's root binds in).
+// container's root binds in). root may be a symbolic link to a directory.
 func writableUsage(root string) (int64, error) {
+	// /proc/PID/root is a symbolic link: walk what it points to.
+	root += "/"
 	var st syscall.Stat_t
 	if err := syscall.Stat(root, &st); err != nil {
 		return 0, err

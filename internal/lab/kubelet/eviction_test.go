@@ -21,7 +21,12 @@ func TestWritableUsageCountsFiles(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "a", "b", "file"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, err := writableUsage(root)
+	// Through a symbolic link, as /proc/PID/root is.
+	link := filepath.Join(t.TempDir(), "root")
+	if err := os.Symlink(root, link); err != nil {
+		t.Fatal(err)
+	}
+	got, err := writableUsage(link)
 	if err != nil {
 		t.Fatal(err)
 	}

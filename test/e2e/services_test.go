@@ -76,10 +76,7 @@ func TestServicesClusterIPNodePortReject(t *testing.T) {
 	// NodePorts are served on node addresses only (--nodeport-addresses
 	// default, as kube-proxy's nftables mode): weft-node-1's VXLAN device
 	// address answers, but with a refusal, not the service.
-	vtep := nodeByName(t, "weft-node-1").Annotations[routing.AnnotationVTEPIP]
-	if vtep == "" {
-		t.Fatal("weft-node-1 has no VTEP address annotation")
-	}
+	vtep := routing.VTEPAddress(routing.PeerFromNode(nodeByName(t, "weft-node-1")).PodCIDRs).String()
 	if out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", fmt.Sprintf("http://%s:%d/hostname", vtep, np)); !refused(err) {
 		t.Errorf("NodePort on the VXLAN device address %s: %q %v, want connection refused", vtep, out, err)
 	}

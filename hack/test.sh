@@ -16,7 +16,7 @@ echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, s
 echo "   plus the service proxy's behaviour specs: session affinity, ETP Local source IP, hairpin,"
 echo "   no-endpoint reject, terminating-endpoint fallback, UDP conntrack, proxy labels, health check, publishNotReadyAddresses,"
 echo "   invalid conntrack state (issue 74839), CLOSE_WAIT timeout, ETP change, topology hints, externalIPs,"
-echo "   internalTrafficPolicy Local"
+echo "   internalTrafficPolicy Local, reject for evicted pods"
 focus=(
   '\[sig-network\].*\[Conformance\]'
   'Services should support externalTrafficPolicy=Local for type=NodePort'
@@ -38,7 +38,8 @@ focus=(
   'Topology Hints should distribute endpoints evenly'
   'Services should be possible to connect to a service via ExternalIP when the external IP is not assigned to a node'
   'Services should respect internalTrafficPolicy=Local Pod to Pod'
+  'Services should be rejected for evicted pods'
 )
-FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=68 hack/e2e-upstream.sh
+FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=69 hack/e2e-upstream.sh
 echo "== upstream e2e on a dual-stack lab: every [Feature:IPv6DualStack] spec"
 DUAL_STACK=1 OUT=_output/e2e-upstream-dual FOCUS='\[Feature:IPv6DualStack\]' SKIP='\[Disruptive\]|\[Feature:SCTPConnectivity\]' EXPECT_PASS=22 hack/e2e-upstream.sh

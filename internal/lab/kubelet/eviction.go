@@ -29,13 +29,7 @@ func (k *Kubelet) evictionLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		k.mu.Lock()
-		pods := make([]*podRuntime, 0, len(k.pods))
-		for _, pr := range k.pods {
-			pods = append(pods, pr)
-		}
-		k.mu.Unlock()
-		for _, pr := range pods {
+		for _, pr := range k.podRuntimes() {
 			if msg := overStorageLimit(pr); msg != "" {
 				k.evict(ctx, pr, msg)
 			}

@@ -345,16 +345,21 @@ func (k *Kubelet) podResyncLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		k.mu.Lock()
-		keys := make([]string, 0, len(k.pods))
-		for key := range k.pods {
-			keys = append(keys, key)
-		}
-		k.mu.Unlock()
-		for _, key := range keys {
-			k.queue.Add(key)
+		for _, pr := range k.podRuntimes() {
+			k.queue.Add(pr.key)
 		}
 	}
+}
+
+// podRuntimes returns the pods the node runs now.
+func (k *Kubelet) podRuntimes() []*podRuntime {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]*podRuntime, 0, len(k.pods))
+	for _, pr := range k.pods {
+		out = append(out, pr)
+	}
+	return out
 }
 
 func (k *Kubelet) leaseLoop(ctx context.Context) {

@@ -54,20 +54,24 @@ ip netns exec weft-bx-node2 iperf3 -s -D -p 5401 >/dev/null
 ip netns exec weft-bx-pod2 iperf3 -s -D -p 5402 >/dev/null
 trap 'pkill -f "iperf3 -s -D -p 540[12]" || true; cleanup' EXIT
 sleep 0.5
-gbit() { ip netns exec "$1" iperf3 -c "$2" -p "$3" -t "$secs" -J | jq '.end.sum_received.bits_per_second / 1e9'; }
+# $4: extra iperf3 flags; "-A 0,1" pins the client to CPU 0 and the server
+# to CPU 1 (two real nodes never share a CPU; bench/podnet does the same).
+gbit() { ip netns exec "$1" iperf3 -c "$2" -p "$3" -t "$secs" $4 -J | jq '.end.sum_received.bits_per_second / 1e9'; }
 echo "### Kernel VXLAN ceiling on this machine (no weft)"
 echo
-echo "\`bench/vxlanceiling/run.sh\` (part of \`make bench\`): two namespaces on one bridge as nodes, a routed-veth pod (MTU 1450) behind each, a plain kernel VXLAN device with static FDB/neighbour entries between them; no nftables, no conntrack, no agent. iperf3 single stream, ${secs} s, node and pod runs alternating. Pod→pod over node→node here is the most any kernel-VXLAN overlay (weft's, Flannel's) can reach on this machine."
+echo "\`bench/vxlanceiling/run.sh\` (part of \`make bench\`): two namespaces on one bridge as nodes, a routed-veth pod (MTU 1450) behind each, a plain kernel VXLAN device with static FDB/neighbour entries between them; no nftables, no conntrack, no agent. iperf3 single stream, ${secs} s, node and pod runs alternating; pinned = client on CPU 0, server on CPU 1 (\`-A 0,1\`, as in bench/podnet), free = the scheduler places both. Pod→pod over node→node here is the most any kernel-VXLAN overlay (weft's, Flannel's) can reach on this machine."
 echo
-echo "| round | node→node | pod→pod over VXLAN | ratio |"
-echo "| --- | --- | --- | --- |"
-ratios=()
+echo "| round | node→node pinned | pod→pod pinned | ratio pinned | node→node free | pod→pod free | ratio free |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+pinned=() free=()
 for r in $(seq "$rounds"); do
-  n=$(gbit weft-bx-node1 198.18.250.2 5401)
-  p=$(gbit weft-bx-pod1 10.250.2.2 5402)
-  ratio=$(echo "$p / $n" | bc -l)
-  ratios+=("$ratio")
-  printf '| %d | %.2f Gbit/s | %.2f Gbit/s | %.2f |\n' "$r" "$n" "$p" "$ratio"
+  n=$(gbit weft-bx-node1 198.18.250.2 5401 "-A 0,1")
+  p=$(gbit weft-bx-pod1 10.250.2.2 5402 "-A 0,1")
+  nf=$(gbit weft-bx-node1 198.18.250.2 5401 "")
+  pf=$(gbit weft-bx-pod1 10.250.2.2 5402 "")
+  pinned+=("$(echo "$p / $n" | bc -l)")
+  free+=("$(echo "$pf / $nf" | bc -l)")
+  printf '| %d | %.2f Gbit/s | %.2f Gbit/s | %.2f | %.2f Gbit/s | %.2f Gbit/s | %.2f |\n' "$r" "$n" "$p" "${pinned[-1]}" "$nf" "$pf" "${free[-1]}"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(( (rounds + 1) / 2 ))p")
-printf '\nMedian ratio: %.2f.\n\n' "$median"
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( (rounds + 1) / 2 ))p"; }
+printf '\nMedian ratio: %.2f pinned, %.2f free.\n\n' "$(median "${pinned[@]}")" "$(median "${free[@]}")"

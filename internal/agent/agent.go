@@ -189,12 +189,28 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for i, p := range svcProxies {
-		if self, err := nodes.Lister().Get(a.cfg.NodeName); err == nil {
-			p.SetZone(self.Labels[corev1.LabelTopologyZone])
-			own := routing.PeerFromNode(self)
-			p.SetNodeIPs([]net.IP{own.NodeIP, own.NodeIP6})
+	// The proxies follow this node's zone label and addresses (kube-proxy
+	// follows its Node's topology labels too).
+	updateProxies := func(obj any) {
+		self, ok := obj.(*corev1.Node)
+		if !ok || self.Name != a.cfg.NodeName {
+			return
 		}
+		own := routing.PeerFromNode(self)
+		for _, p := range svcProxies {
+			p.UpdateNode(self.Labels[corev1.LabelTopologyZone], []net.IP{own.NodeIP, own.NodeIP6})
+		}
+	}
+	if self, err := nodes.Lister().Get(a.cfg.NodeName); err == nil {
+		updateProxies(self)
+	}
+	if len(svcProxies) > 0 {
+		_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    updateProxies,
+			UpdateFunc: func(_, obj any) { updateProxies(obj) },
+		})
+	}
+	for i, p := range svcProxies {
 		go p.Run(ctx)
 		if i > 0 {
 			continue

@@ -395,8 +395,9 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 		fromNode := false
 		for _, r := range sp.SourceRanges {
 			sources = append(sources, r.String())
-			for _, ip := range cfg.nodeIPs() {
-				fromNode = fromNode || r.Contains(net.ParseIP(ip))
+			for _, ip := range cfg.NodeIPs {
+				// Contains is false for an address of the other family.
+				fromNode = fromNode || r.Contains(ip)
 			}
 		}
 		if fromNode {

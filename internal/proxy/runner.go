@@ -55,10 +55,14 @@ type Proxy struct {
 	state    *tableState
 	lastFull time.Time
 
-	kick      chan struct{}
-	mu        sync.Mutex
-	firstDirt time.Time       // earliest unsynced change, for the latency metric
-	changed   map[string]bool // namespace/name of services changed since the last sync
+	kick chan struct{}
+	mu   sync.Mutex
+	// node: the zone and addresses last given to UpdateNode; nodeChanged:
+	// not yet copied into cfg (only Sync touches cfg while Run runs).
+	node        *nodeInfo
+	nodeChanged bool
+	firstDirt   time.Time       // earliest unsynced change, for the latency metric
+	changed     map[string]bool // namespace/name of services changed since the last sync
 	// lastUpdated is when a sync last succeeded (kube-proxy's /healthz).
 	lastUpdated time.Time
 
@@ -140,12 +144,38 @@ func objectKey(obj any) string {
 	return k
 }
 
-// SetZone sets this node's zone (for topology hints); call before Run.
-func (p *Proxy) SetZone(zone string) { p.cfg.Zone = zone }
+// UpdateNode sets this node's zone (for topology hints) and own addresses
+// (Config.NodeIPs). Safe to call at any time, from any goroutine: a change
+// makes the next sync a full one, so a relabelled zone or a changed
+// InternalIP takes effect without an agent restart.
+func (p *Proxy) UpdateNode(zone string, ips []net.IP) {
+	p.mu.Lock()
+	if p.node != nil && p.node.zone == zone && sameIPs(p.node.ips, ips) {
+		p.mu.Unlock()
+		return
+	}
+	p.node = &nodeInfo{zone: zone, ips: ips}
+	p.nodeChanged = true
+	p.mu.Unlock()
+	p.dirty()
+}
 
-// SetNodeIPs sets this node's own addresses (see Config.NodeIPs); call
-// before Run.
-func (p *Proxy) SetNodeIPs(ips []net.IP) { p.cfg.NodeIPs = ips }
+type nodeInfo struct {
+	zone string
+	ips  []net.IP
+}
+
+func sameIPs(a, b []net.IP) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].Equal(b[i]) {
+			return false
+		}
+	}
+	return true
+}
 
 // dirty records changed services (none: only wake the loop) and wakes
 // the sync loop.
@@ -235,6 +265,12 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	dirtSince, changed := p.firstDirt, p.changed
 	p.firstDirt, p.changed = time.Time{}, map[string]bool{}
+	if p.nodeChanged {
+		// Every service may depend on them (NodePort addresses, topology).
+		p.cfg.Zone, p.cfg.NodeIPs = p.node.zone, p.node.ips
+		p.nodeChanged = false
+		p.state = nil
+	}
 	p.mu.Unlock()
 	full := p.state == nil || time.Since(p.lastFull) >= p.FullEvery
 	var err error

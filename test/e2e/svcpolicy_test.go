@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -246,9 +247,15 @@ func TestSourceRangesExternalIPsAndInternalLocal(t *testing.T) {
 		}
 		return nil
 	}
+	// blocked wants the packets dropped (curl times out, exit 28): a refusal
+	// or a routing error would mean another rule, or none, caught them.
 	blocked := func(from, url string) error {
-		if out, err := execIn(t, from, "", "curl", "-sS", "-m", "2", url); err == nil {
+		out, err := execIn(t, from, "", "curl", "-sS", "-m", "2", url)
+		if err == nil {
 			return fmt.Errorf("%s → %s answered %q", from, url, out)
+		}
+		if !strings.Contains(err.Error(), "exit status 28") {
+			return fmt.Errorf("%s → %s failed other than by a drop: %v %q", from, url, err, out)
 		}
 		return nil
 	}
@@ -362,4 +369,48 @@ func TestSCTPService(t *testing.T) {
 			t.Errorf("%s: not masqueraded (from %s)", c.what, got.Src)
 		}
 	}
+}
+
+// The proxy follows its Node: relabelled into another zone, a node uses
+// that zone's endpoints (topology hints) at once, without an agent restart.
+func TestProxyFollowsNodeZone(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	const zoneLabel = "topology.kubernetes.io/zone"
+	zoneA := nodeByName(t, "weft-node-2").Labels[zoneLabel]
+	zoneB := nodeByName(t, "weft-node-3").Labels[zoneLabel]
+	if zoneA == "" || zoneB == "" || zoneA == zoneB || nodeByName(t, "weft-node-1").Labels[zoneLabel] != zoneA {
+		t.Fatalf("the lab's zones lost the test its point: node-1/2 in %q, node-3 in %q", zoneA, zoneB)
+	}
+	srvA, srvB := pinnedPod(ns, "srv-a", "weft-node-2"), pinnedPod(ns, "srv-b", "weft-node-3")
+	srvA.Labels = map[string]string{"app": "zoned"}
+	srvB.Labels = map[string]string{"app": "zoned"}
+	createReady(t, srvA, srvB, pinnedPod(ns, "client", "weft-node-1"))
+	svc := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "zoned", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "zoned"}, TrafficDistribution: ptr.To(corev1.ServiceTrafficDistributionPreferSameZone),
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
+	allFrom := func(want string) func() error {
+		return func() error {
+			for i := 0; i < 8; i++ {
+				out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "2", "http://"+svc.Spec.ClusterIP+"/hostname")
+				if err != nil {
+					return err
+				}
+				if out != want {
+					return fmt.Errorf("request %d reached %s", i, out)
+				}
+			}
+			return nil
+		}
+	}
+	relabel := func(zone string) {
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, zoneLabel, zone)
+		if _, err := client.CoreV1().Nodes().Patch(ctx, "weft-node-1", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "weft-node-1 in "+zoneA+" uses "+zoneA+"'s endpoint", allFrom("srv-a"))
+	relabel(zoneB)
+	t.Cleanup(func() { relabel(zoneA) })
+	eventually(t, 15*time.Second, "weft-node-1 relabelled into "+zoneB+" uses "+zoneB+"'s endpoint", allFrom("srv-b"))
 }

@@ -113,6 +113,13 @@ func (c Config) nodePortMatch() string {
 	if ips := c.nodeIPs(); len(ips) > 0 {
 		return knftables.Concat(f.ip, "daddr { "+strings.Join(ips, " , ")+" }")
 	}
+	for _, ip := range c.NodeIPs {
+		if ip != nil {
+			// The node has addresses, none of this family: no primary
+			// address, no NodePorts (kube-proxy likewise).
+			return ""
+		}
+	}
 	// The node's addresses are not known (yet): every local one.
 	return allLocal
 }

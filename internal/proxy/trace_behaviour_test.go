@@ -318,6 +318,15 @@ func TestTraceNodePortAddresses(t *testing.T) {
 			}
 		})
 	}
+	// primary on a node without an address of this family: none served.
+	cfg := traceCfg()
+	cfg.NodeIPs = []net.IP{net.ParseIP("fd00::11"), nil}
+	tr := newTracer(t, Compile(cfg, ServicePorts(svc, []*discoveryv1.EndpointSlice{twoEndpoints()})), nodeIP, vtep)
+	for _, addr := range []string{nodeIP, vtep} {
+		if r := tr.trace(packet{outside, addr, "tcp", 30080}, false); r.dnat != "" {
+			t.Errorf("primary, no IPv4 node address: NodePort on %s served (%+v)", addr, r)
+		}
+	}
 	for _, bad := range [][]string{{"primary", "10.0.0.0/8"}, {"10.0.0.0"}} {
 		if _, err := ParseNodePortAddresses(bad); err == nil {
 			t.Errorf("ParseNodePortAddresses(%q): no error", bad)

@@ -152,7 +152,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			p.CleanConntrack = true
 			p.Bulk = &proxy.NetlinkElements{Table: proxy.TableFor(family)}
 			if len(svcProxies) == 0 {
-				p.Health = proxy.NewHealthServer("", a.log)
+				p.Health = proxy.NewHealthServer(a.log)
 				defer p.Health.Close()
 			}
 			svcProxies = append(svcProxies, p)
@@ -197,8 +197,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return
 		}
 		own := routing.PeerFromNode(self)
+		nodeIPs := []net.IP{own.NodeIP, own.NodeIP6}
 		for _, p := range svcProxies {
-			p.UpdateNode(self.Labels[corev1.LabelTopologyZone], []net.IP{own.NodeIP, own.NodeIP6})
+			p.UpdateNode(self.Labels[corev1.LabelTopologyZone], nodeIPs)
+			if p.Health != nil {
+				p.Health.SetAddresses(proxy.HealthAddresses(a.cfg.NodePortAddresses, nodeIPs, localAddresses()))
+			}
 		}
 	}
 	if self, err := nodes.Lister().Get(a.cfg.NodeName); err == nil {
@@ -510,6 +514,22 @@ func nodeAddresses(nodes []*corev1.Node) []*net.IPNet {
 				bits = 128
 			}
 			out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+		}
+	}
+	return out
+}
+
+// localAddresses lists the addresses of this node's interfaces (for
+// --nodeport-addresses CIDRs); nil if they cannot be read.
+func localAddresses() []net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			out = append(out, n.IP)
 		}
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,17 +23,34 @@ type HealthInfo struct {
 // 503 otherwise, so external load balancers send traffic only to nodes
 // that can serve it without an extra hop.
 type HealthServer struct {
-	bindIP string
-	log    *slog.Logger
+	log *slog.Logger
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// bindIPs: one listener per address and port; "" is every address.
+	bindIPs []string
 	info    map[int32]HealthInfo
-	servers map[int32]*http.Server
+	servers map[int32][]*http.Server
 }
 
-// NewHealthServer listens on bindIP ("" for all addresses).
-func NewHealthServer(bindIP string, log *slog.Logger) *HealthServer {
-	return &HealthServer{bindIP: bindIP, log: log, info: map[int32]HealthInfo{}, servers: map[int32]*http.Server{}}
+// NewHealthServer listens on every address until SetAddresses says where.
+func NewHealthServer(log *slog.Logger) *HealthServer {
+	return &HealthServer{bindIPs: []string{""}, log: log, info: map[int32]HealthInfo{}, servers: map[int32][]*http.Server{}}
+}
+
+// SetAddresses moves every port to these addresses ("" is every address;
+// none: no listeners), as kube-proxy's follow --nodeport-addresses.
+func (h *HealthServer) SetAddresses(ips []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if slices.Equal(ips, h.bindIPs) {
+		return
+	}
+	h.bindIPs = ips
+	for port, srvs := range h.servers {
+		closeAll(srvs)
+		delete(h.servers, port)
+	}
+	h.openMissing()
 }
 
 // Update sets the ports to serve and what each reports.
@@ -40,31 +58,85 @@ func (h *HealthServer) Update(want map[int32]HealthInfo) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.info = want
-	for port, srv := range h.servers {
+	for port, srvs := range h.servers {
 		if _, ok := want[port]; !ok {
-			srv.Close()
+			closeAll(srvs)
 			delete(h.servers, port)
 		}
 	}
-	for port := range want {
+	h.openMissing()
+}
+
+// openMissing listens for every wanted port not served yet. A port none of
+// whose listeners opened is tried again at the next Update (every sync).
+func (h *HealthServer) openMissing() {
+	for port := range h.info {
 		if _, ok := h.servers[port]; ok {
 			continue
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(h.bindIP, strconv.Itoa(int(port))))
-		if err != nil {
-			h.log.Error("health check node port", "port", port, "err", err)
+		var srvs []*http.Server
+		for _, ip := range h.bindIPs {
+			ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(int(port))))
+			if err != nil {
+				h.log.Error("health check node port", "address", ip, "port", port, "err", err)
+				continue
+			}
+			p := port
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serve(p, w) }),
+				ReadHeaderTimeout: 5 * time.Second}
+			srvs = append(srvs, srv)
+			go func() {
+				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					h.log.Error("health check node port stopped", "address", ip, "port", p, "err", err)
+				}
+			}()
+		}
+		if len(srvs) > 0 {
+			h.servers[port] = srvs
+		}
+	}
+}
+
+func closeAll(srvs []*http.Server) {
+	for _, srv := range srvs {
+		srv.Close()
+	}
+}
+
+// HealthAddresses is where health check node ports listen, following
+// --nodeport-addresses as kube-proxy does: the node's InternalIPs
+// (primary; every address while they are unknown), its local addresses
+// inside the CIDRs, or every address ("") when a CIDR is 0.0.0.0/0 or ::/0.
+func HealthAddresses(nodePortAddresses []*net.IPNet, nodeIPs, local []net.IP) []string {
+	out := []string{}
+	if len(nodePortAddresses) == 0 {
+		for _, ip := range nodeIPs {
+			if ip != nil {
+				out = append(out, ip.String())
+			}
+		}
+		if len(out) == 0 {
+			return []string{""}
+		}
+		return out
+	}
+	for _, n := range nodePortAddresses {
+		if ones, _ := n.Mask.Size(); ones == 0 {
+			return []string{""}
+		}
+	}
+	for _, ip := range local {
+		if ip.IsLoopback() {
 			continue
 		}
-		p := port
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serve(p, w) }),
-			ReadHeaderTimeout: 5 * time.Second}
-		h.servers[port] = srv
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				h.log.Error("health check node port stopped", "port", p, "err", err)
+		for _, n := range nodePortAddresses {
+			if n.Contains(ip) {
+				out = append(out, ip.String())
+				break
 			}
-		}()
+		}
 	}
+	return out
 }
 
 func (h *HealthServer) serve(port int32, w http.ResponseWriter) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"testing"
 )
 
@@ -20,7 +21,8 @@ func freePort(t *testing.T) int32 {
 }
 
 func TestHealthServer(t *testing.T) {
-	h := NewHealthServer("127.0.0.1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := NewHealthServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h.SetAddresses([]string{"127.0.0.1"})
 	defer h.Close()
 	port := freePort(t)
 	get := func() (int, map[string]any) {
@@ -44,6 +46,63 @@ func TestHealthServer(t *testing.T) {
 	h.Update(map[int32]HealthInfo{})
 	if code, _ := get(); code != 0 {
 		t.Fatalf("port still served after the service went: %d", code)
+	}
+}
+
+// The ports move with the addresses (--nodeport-addresses, the node's
+// InternalIPs): served on the new one, no longer on the old.
+func TestHealthServerSetAddresses(t *testing.T) {
+	h := NewHealthServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer h.Close()
+	h.SetAddresses([]string{"127.0.0.1"})
+	port := freePort(t)
+	h.Update(map[int32]HealthInfo{port: {Namespace: "ns", Name: "svc", LocalEndpoints: 1}})
+	served := func(ip string) bool {
+		resp, err := http.Get(fmt.Sprintf("http://%s:%d/", ip, port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	if !served("127.0.0.1") || served("127.0.0.2") {
+		t.Fatalf("bound to 127.0.0.1: served there %v, on 127.0.0.2 %v", served("127.0.0.1"), served("127.0.0.2"))
+	}
+	h.SetAddresses([]string{"127.0.0.2", "127.0.0.3"})
+	if served("127.0.0.1") || !served("127.0.0.2") || !served("127.0.0.3") {
+		t.Fatalf("moved to 127.0.0.2 and .3: served on .1 %v, .2 %v, .3 %v", served("127.0.0.1"), served("127.0.0.2"), served("127.0.0.3"))
+	}
+	h.SetAddresses([]string{})
+	if served("127.0.0.2") {
+		t.Fatal("no addresses: still served")
+	}
+}
+
+func TestHealthAddresses(t *testing.T) {
+	cidrs := func(s ...string) []*net.IPNet {
+		n, err := ParseNodePortAddresses(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	nodeIPs := []net.IP{net.ParseIP("198.18.1.11"), net.ParseIP("fd00::11")}
+	local := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("198.18.1.11"), net.ParseIP("10.244.1.0"), net.ParseIP("fd00::11")}
+	for _, c := range []struct {
+		name  string
+		npa   []*net.IPNet
+		nodes []net.IP
+		want  []string
+	}{
+		{"primary", nil, nodeIPs, []string{"198.18.1.11", "fd00::11"}},
+		{"primary, node addresses unknown", nil, []net.IP{nil, nil}, []string{""}},
+		{"cidr", cidrs("10.244.0.0/16", "127.0.0.0/8"), nodeIPs, []string{"10.244.1.0"}},
+		{"all", cidrs("0.0.0.0/0"), nodeIPs, []string{""}},
+		{"no local address inside", cidrs("192.0.2.0/24"), nodeIPs, []string{}},
+	} {
+		if got := HealthAddresses(c.npa, c.nodes, local); !slices.Equal(got, c.want) {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
 	}
 }
 

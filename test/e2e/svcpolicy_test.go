@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"weft.dev/weft/internal/lab"
+	"weft.dev/weft/internal/routing"
 	"weft.dev/weft/internal/lab/kubelet"
 	"weft.dev/weft/internal/proxy/sctptest"
 )
@@ -130,6 +131,12 @@ func TestServicePolicies(t *testing.T) {
 			}
 			return nil
 		})
+		// Like NodePorts, health check ports listen on the node's InternalIPs
+		// only (--nodeport-addresses primary): not on its VXLAN address.
+		vtep := routing.VTEPAddress(routing.PeerFromNode(node1).PodCIDRs).String()
+		if out, err := execIn(t, "weft-node-2", "", "curl", "-sS", "-m", "3", fmt.Sprintf("http://%s:%d/", vtep, hc)); !refused(err) {
+			t.Errorf("health check port on weft-node-1's VXLAN address %s: %q %v, want connection refused", vtep, out, err)
+		}
 	})
 }
 

@@ -20,9 +20,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	"weft.dev/weft/internal/lab"
-	"weft.dev/weft/internal/routing"
 	"weft.dev/weft/internal/lab/kubelet"
 	"weft.dev/weft/internal/proxy/sctptest"
+	"weft.dev/weft/internal/routing"
 )
 
 func createService(t *testing.T, svc *corev1.Service) *corev1.Service {

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"weft.dev/weft/internal/dns"
 )
@@ -50,5 +51,15 @@ func dnsCmd() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", ":53", "UDP and TCP address to serve DNS on")
 	f.StringSliceVar(&cfg.Upstreams, "upstream", nil, "resolvers (host:port) for names outside the zone, tried in order")
 	f.StringVar(&cfg.HTTP, "http", ":9153", "address for /metrics, /healthz and /ready (empty: off)")
+	dnsLimitFlags(f, "", &cfg.Limits)
 	return cmd
+}
+
+// dnsLimitFlags adds a DNS server's abuse bounds as flags named prefix+name.
+func dnsLimitFlags(f *pflag.FlagSet, prefix string, l *dns.Limits) {
+	f.IntVar(&l.MaxUDPSize, prefix+"max-udp-size", dns.DefaultMaxUDPSize, "largest UDP reply in bytes, whatever the client's EDNS buffer (bigger answers are truncated: the client retries over TCP)")
+	f.IntVar(&l.MaxTCPConns, prefix+"max-tcp-conns", dns.DefaultMaxTCPConns, "open TCP connections at most")
+	f.IntVar(&l.MaxInflight, prefix+"max-inflight", dns.DefaultMaxInflight, "distinct questions forwarded upstream at once (identical ones are asked once)")
+	f.Float64Var(&l.RateLimit, prefix+"rate-limit", 0, "queries per second per client address, more are dropped (0: off)")
+	f.IntVar(&l.RateBurst, prefix+"rate-burst", 0, "burst above --"+prefix+"rate-limit (0: one second's worth)")
 }

@@ -69,8 +69,9 @@ type Config struct {
 	Conntrack proxy.Conntrack
 	// NodeLocalDNS, when set, runs the node-local DNS cache on this address,
 	// forwarding to ClusterDNS (host:port).
-	NodeLocalDNS net.IP
-	ClusterDNS   string
+	NodeLocalDNS       net.IP
+	ClusterDNS         string
+	NodeLocalDNSLimits weftdns.Limits
 }
 
 // VXLANDevice is the name of the agent's VXLAN interface.
@@ -169,7 +170,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	if a.cfg.NodeLocalDNS != nil {
-		c := nodedns.New(nodedns.Config{Address: a.cfg.NodeLocalDNS, ClusterDNS: a.cfg.ClusterDNS}, weftdns.NewMetrics(a.registry), a.log)
+		c := nodedns.New(nodedns.Config{Address: a.cfg.NodeLocalDNS, ClusterDNS: a.cfg.ClusterDNS, Limits: a.cfg.NodeLocalDNSLimits}, weftdns.NewMetrics(a.registry), a.log)
 		go func() {
 			// A cache that fails must not take the pod network down with it:
 			// report and retry.

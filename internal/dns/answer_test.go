@@ -49,6 +49,20 @@ func slice(ns, svc string, port *discoveryv1.EndpointPort, eps ...ep) *discovery
 type fakeUpstream struct {
 	addr    string
 	queries atomic.Int32
+	conns   atomic.Int32 // TCP connections accepted
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 func startUpstream(t *testing.T, answer func(q dns.Question, m *dns.Msg)) *fakeUpstream {
@@ -79,6 +93,7 @@ func startUpstream(t *testing.T, answer func(q dns.Question, m *dns.Msg)) *fakeU
 	if err != nil {
 		t.Fatal(err)
 	}
+	l = countingListener{Listener: l, n: &f.conns}
 	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: l, Handler: h}} {
 		go func() { _ = s.ActivateAndServe() }()
 		t.Cleanup(func() { _ = s.Shutdown() })
@@ -126,7 +141,7 @@ func testObjects() ([]*corev1.Service, []*discoveryv1.EndpointSlice, []*corev1.P
 func testHandler(t *testing.T) (*Handler, *fakeUpstream) {
 	up := startUpstream(t, outsideAnswers)
 	svcs, slices, pods := testObjects()
-	h := &Handler{Zone: "cluster.local", Forward: &Forwarder{Upstreams: []string{up.addr}}, Cache: NewCache(1000, 0), Server: "test"}
+	h := &Handler{Zone: "cluster.local", Forward: &Forwarder{Upstreams: []string{up.addr}}, Cache: NewCache(1<<20, 0), Server: "test"}
 	h.SetSnapshot(NewSnapshot(Config{Zone: "cluster.local", TTL: 30, NameserverIP: net.ParseIP("10.96.0.10")}, svcs, slices, pods))
 	return h, up
 }
@@ -276,14 +291,22 @@ func TestTruncationAndEDNS(t *testing.T) {
 	if !m.Truncated || m.Len() > dns.MinMsgSize {
 		t.Fatalf("plain UDP: tc=%v len=%d", m.Truncated, m.Len())
 	}
-	// EDNS0 with 4096: fits, and our OPT is in the reply.
+	// EDNS0 with 4096: capped at 1232 bytes (an amplifier otherwise), our
+	// OPT in the reply.
 	req := new(dns.Msg)
 	req.SetQuestion("big.example.org.", dns.TypeTXT)
 	req.SetEdns0(4096, false)
 	m = h.Respond(context.Background(), req, false)
-	if m.Truncated || len(m.Answer) != 40 || m.IsEdns0() == nil {
-		t.Fatalf("EDNS 4096: tc=%v answers=%d opt=%v", m.Truncated, len(m.Answer), m.IsEdns0())
+	if !m.Truncated || m.Len() > DefaultMaxUDPSize || m.IsEdns0() == nil || m.IsEdns0().UDPSize() != DefaultMaxUDPSize {
+		t.Fatalf("EDNS 4096: tc=%v len=%d opt=%v", m.Truncated, m.Len(), m.IsEdns0())
 	}
+	// A server configured for bigger replies gives what the client offers.
+	h.MaxUDPSize = 4096
+	m = h.Respond(context.Background(), req, false)
+	if m.Truncated || len(m.Answer) != 40 {
+		t.Fatalf("EDNS 4096 with MaxUDPSize 4096: tc=%v answers=%d", m.Truncated, len(m.Answer))
+	}
+	h.MaxUDPSize = 0
 	// TCP: everything.
 	req = new(dns.Msg)
 	req.SetQuestion("big.example.org.", dns.TypeTXT)
@@ -326,7 +349,7 @@ func TestMalformedRequests(t *testing.T) {
 
 func TestStaleServedWhenUpstreamDown(t *testing.T) {
 	up := startUpstream(t, outsideAnswers)
-	h := &Handler{Forward: &Forwarder{Upstreams: []string{up.addr}, TCPOnly: true}, Cache: NewCache(100, 0)}
+	h := &Handler{Forward: &Forwarder{Upstreams: []string{up.addr}, TCPOnly: true}, Cache: NewCache(1<<20, 0)}
 	h.Cache.Stale = 1 << 62
 	now := new(time_)
 	h.Cache.Now = now.get

@@ -10,16 +10,19 @@ import (
 
 // Cache keeps responses of forwarded queries for their TTL (negative answers
 // for the SOA minimum, RFC 2308), and, when Stale > 0, keeps expired entries
-// that long so they can be served when the upstream is down (RFC 8767).
+// that long so they can be served when the upstream is down (RFC 8767). Its
+// size is bounded in bytes, not entries: a flood of big answers costs no
+// more memory than one of small ones.
 type Cache struct {
-	MaxEntries int
-	MaxTTL     time.Duration // cap on positive answers
-	MaxNegTTL  time.Duration // cap on NXDOMAIN / no-data answers
-	Stale      time.Duration // how long past expiry an entry may still be served
-	Now        func() time.Time
+	MaxBytes  int
+	MaxTTL    time.Duration // cap on positive answers
+	MaxNegTTL time.Duration // cap on NXDOMAIN / no-data answers
+	Stale     time.Duration // how long past expiry an entry may still be served
+	Now       func() time.Time
 
 	mu      sync.Mutex
 	entries map[cacheKey]*cacheEntry
+	bytes   int
 }
 
 type cacheKey struct {
@@ -32,11 +35,24 @@ type cacheEntry struct {
 	msg     *dns.Msg // stored without OPT and with the ID of the first asker
 	stored  time.Time
 	expires time.Time
+	size    int
 }
 
-// NewCache returns a cache with sane limits.
-func NewCache(maxEntries int, stale time.Duration) *Cache {
-	return &Cache{MaxEntries: maxEntries, MaxTTL: time.Hour, MaxNegTTL: 30 * time.Minute, Stale: stale, Now: time.Now,
+// entryOverhead approximates what an entry costs beside its wire size: the
+// map slot, the key, the entry, and per record the parsed structs.
+const (
+	entryOverhead  = 200
+	recordOverhead = 100
+)
+
+func entrySize(name string, m *dns.Msg) int {
+	return entryOverhead + len(name) + m.Len() + recordOverhead*(len(m.Answer)+len(m.Ns)+len(m.Extra))
+}
+
+// NewCache returns a cache of at most maxBytes (approximate memory) with
+// sane TTL limits.
+func NewCache(maxBytes int, stale time.Duration) *Cache {
+	return &Cache{MaxBytes: maxBytes, MaxTTL: time.Hour, MaxNegTTL: 30 * time.Minute, Stale: stale, Now: time.Now,
 		entries: map[cacheKey]*cacheEntry{}}
 }
 
@@ -53,6 +69,7 @@ func (c *Cache) Get(q dns.Question, do bool) (m *dns.Msg, fresh, ok bool) {
 	e, ok := c.entries[keyOf(q, do)]
 	if ok && now.After(e.expires.Add(c.Stale)) {
 		delete(c.entries, keyOf(q, do))
+		c.bytes -= e.size
 		ok = false
 	}
 	c.mu.Unlock()
@@ -100,24 +117,52 @@ func (c *Cache) Put(q dns.Question, do bool, m *dns.Msg) {
 	}
 	stored := m.Copy()
 	stored.Extra = withoutOPT(stored.Extra)
+	key := keyOf(q, do)
+	e := &cacheEntry{msg: stored, size: entrySize(key.name, stored)}
+	if e.size > c.MaxBytes/16 {
+		return // one answer may not crowd out the rest
+	}
 	now := c.Now()
+	e.stored, e.expires = now, now.Add(ttl)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil {
 		c.entries = map[cacheKey]*cacheEntry{}
 	}
-	if len(c.entries) >= c.MaxEntries {
-		// Evict an arbitrary tenth: cheap, and fair enough for a cache
-		// whose entries expire on their own.
-		n := c.MaxEntries/10 + 1
-		for k := range c.entries {
+	if old, ok := c.entries[key]; ok {
+		c.bytes -= old.size
+	}
+	if c.bytes+e.size > c.MaxBytes {
+		c.evict(now, c.MaxBytes*9/10-e.size)
+	}
+	c.entries[key] = e
+	c.bytes += e.size
+}
+
+// evict drops entries past their stale window, then arbitrary ones, until
+// at most target bytes remain: cheap, and fair enough for a cache whose
+// entries expire on their own. Called with mu held.
+func (c *Cache) evict(now time.Time, target int) {
+	for k, e := range c.entries {
+		if now.After(e.expires.Add(c.Stale)) {
+			c.bytes -= e.size
 			delete(c.entries, k)
-			if n--; n == 0 {
-				break
-			}
 		}
 	}
-	c.entries[keyOf(q, do)] = &cacheEntry{msg: stored, stored: now, expires: now.Add(ttl)}
+	for k, e := range c.entries {
+		if c.bytes <= target {
+			return
+		}
+		c.bytes -= e.size
+		delete(c.entries, k)
+	}
+}
+
+// Bytes is the approximate memory the entries take.
+func (c *Cache) Bytes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
 }
 
 // Len is the number of entries.

@@ -4,23 +4,43 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sync/singleflight"
 )
 
 // UpstreamBufSize is the EDNS0 buffer size we offer upstreams: the DNS flag
 // day 2020 value, safe from IP fragmentation.
 const UpstreamBufSize = 1232
 
+// DefaultMaxInflight bounds distinct questions at the upstreams at once.
+const DefaultMaxInflight = 1000
+
+// ErrBusy is returned when MaxInflight questions are already upstream.
+var ErrBusy = errors.New("too many queries in flight upstream")
+
 // Forwarder sends questions to upstream resolvers in order until one
 // answers. Over UDP it falls back to TCP when the answer is truncated;
 // with TCPOnly it always uses TCP (the node-local cache does, so its
-// queries to the cluster DNS never race in conntrack).
+// queries to the cluster DNS never race in conntrack) over connections it
+// keeps open, so a burst of misses does not use up the node's source ports.
+// Identical questions in flight are asked once; at most MaxInflight
+// distinct ones are upstream at a time, more fail at once with ErrBusy.
 type Forwarder struct {
-	Upstreams []string // host:port
-	Timeout   time.Duration
-	TCPOnly   bool
+	Upstreams   []string // host:port
+	Timeout     time.Duration
+	TCPOnly     bool
+	MaxInflight int // 0: DefaultMaxInflight
+	IdleConns   int // TCP connections kept open per upstream (0: DefaultIdleConns)
+
+	flight   singleflight.Group
+	initOnce sync.Once
+	slots    chan struct{}
+	pools    sync.Map // upstream → *connPool
 }
 
 // Exchange asks upstreams for q with recursion desired and the client's DO
@@ -29,6 +49,34 @@ func (f *Forwarder) Exchange(ctx context.Context, q dns.Question, do bool) (*dns
 	if len(f.Upstreams) == 0 {
 		return nil, errors.New("no upstream resolvers configured")
 	}
+	f.initOnce.Do(func() {
+		n := f.MaxInflight
+		if n <= 0 {
+			n = DefaultMaxInflight
+		}
+		f.slots = make(chan struct{}, n)
+	})
+	key := strings.ToLower(q.Name) + "/" + strconv.Itoa(int(q.Qtype)) + "/" + strconv.Itoa(int(q.Qclass)) + "/" + strconv.FormatBool(do)
+	v, err, shared := f.flight.Do(key, func() (any, error) {
+		select {
+		case f.slots <- struct{}{}:
+		default:
+			return nil, ErrBusy
+		}
+		defer func() { <-f.slots }()
+		return f.exchange(ctx, q, do)
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := v.(*dns.Msg)
+	if shared {
+		m = m.Copy() // each caller may edit its own reply
+	}
+	return m, nil
+}
+
+func (f *Forwarder) exchange(ctx context.Context, q dns.Question, do bool) (*dns.Msg, error) {
 	req := new(dns.Msg)
 	req.SetQuestion(q.Name, q.Qtype)
 	req.Question[0].Qclass = q.Qclass
@@ -50,22 +98,38 @@ func (f *Forwarder) Exchange(ctx context.Context, q dns.Question, do bool) (*dns
 }
 
 func (f *Forwarder) exchangeOne(ctx context.Context, req *dns.Msg, upstream string, timeout time.Duration) (*dns.Msg, error) {
-	if !f.TCPOnly {
-		c := &dns.Client{Net: "udp", Timeout: timeout, UDPSize: UpstreamBufSize}
-		resp, _, err := c.ExchangeContext(ctx, req, upstream)
+	if f.TCPOnly {
+		resp, err := f.pool(upstream).exchange(ctx, req, timeout)
 		if err != nil {
 			return nil, err
 		}
-		if !resp.Truncated {
-			return checkReply(req, resp)
-		}
+		return checkReply(req, resp)
 	}
-	c := &dns.Client{Net: "tcp", Timeout: timeout}
+	c := &dns.Client{Net: "udp", Timeout: timeout, UDPSize: UpstreamBufSize}
 	resp, _, err := c.ExchangeContext(ctx, req, upstream)
 	if err != nil {
 		return nil, err
 	}
+	if !resp.Truncated {
+		return checkReply(req, resp)
+	}
+	c = &dns.Client{Net: "tcp", Timeout: timeout}
+	if resp, _, err = c.ExchangeContext(ctx, req, upstream); err != nil {
+		return nil, err
+	}
 	return checkReply(req, resp)
+}
+
+func (f *Forwarder) pool(upstream string) *connPool {
+	if p, ok := f.pools.Load(upstream); ok {
+		return p.(*connPool)
+	}
+	n := f.IdleConns
+	if n <= 0 {
+		n = DefaultIdleConns
+	}
+	p, _ := f.pools.LoadOrStore(upstream, &connPool{addr: upstream, idle: make(chan *pooledConn, n)})
+	return p.(*connPool)
 }
 
 // checkReply rejects answers to a different question (miekg/dns already

@@ -8,20 +8,30 @@ import (
 	"github.com/miekg/dns"
 )
 
-// FuzzRespond feeds arbitrary bytes to the message handler: whatever
-// unpacks must get a reply that packs, for UDP and TCP, without a panic.
-// Forwarding goes nowhere (no upstream), so only our own code runs.
+// FuzzRespond feeds arbitrary bytes to the message handler. What must hold
+// for every message that unpacks: a response (QR=1) gets no reply at all; any
+// other gets a reply that packs, whose UDP size stays within what the client
+// may receive (512 bytes without EDNS, its EDNS buffer capped at 1232 with
+// it). Forwarding goes nowhere (no upstream), so only our own code runs.
 func FuzzRespond(f *testing.F) {
 	for _, q := range []struct {
 		name  string
 		qtype uint16
 	}{{"kubernetes.default.svc.cluster.local.", dns.TypeA}, {"_http._tcp.front.web.svc.cluster.local.", dns.TypeSRV},
-		{"1.0.96.10.in-addr.arpa.", dns.TypePTR}, {"ext.web.svc.cluster.local.", dns.TypeANY}, {"cluster.local.", dns.TypeNS}} {
-		m := new(dns.Msg)
-		m.SetQuestion(q.name, q.qtype)
-		m.SetEdns0(4096, true)
-		b, _ := m.Pack()
-		f.Add(b)
+		{"1.0.96.10.in-addr.arpa.", dns.TypePTR}, {"ext.web.svc.cluster.local.", dns.TypeANY}, {"cluster.local.", dns.TypeNS},
+		{"db.web.svc.cluster.local.", dns.TypeA}} {
+		for _, size := range []uint16{0, 600, 4096} {
+			m := new(dns.Msg)
+			m.SetQuestion(q.name, q.qtype)
+			if size > 0 {
+				m.SetEdns0(size, true)
+			}
+			b, _ := m.Pack()
+			f.Add(b)
+			m.Response = true
+			b, _ = m.Pack()
+			f.Add(b)
+		}
 	}
 	h := testHandlerNoUpstream()
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -31,19 +41,29 @@ func FuzzRespond(f *testing.F) {
 		}
 		for _, tcp := range []bool{false, true} {
 			resp := h.Respond(context.Background(), req, tcp)
+			if req.Response {
+				if resp != nil {
+					t.Fatalf("a response (QR=1) was answered: %v", resp)
+				}
+				continue
+			}
 			out, err := resp.Pack()
 			if err != nil {
 				t.Fatalf("reply does not pack: %v", err)
 			}
-			if !tcp && len(out) > 65535 {
-				t.Fatalf("reply of %d bytes", len(out))
+			limit := dns.MinMsgSize
+			if opt := req.IsEdns0(); opt != nil {
+				limit = min(max(int(opt.UDPSize()), dns.MinMsgSize), DefaultMaxUDPSize)
+			}
+			if !tcp && len(out) > limit {
+				t.Fatalf("UDP reply of %d bytes, the client may receive %d", len(out), limit)
 			}
 		}
 	})
 }
 
 func testHandlerNoUpstream() *Handler {
-	h := &Handler{Zone: "cluster.local", Cache: NewCache(100, 0)}
+	h := &Handler{Zone: "cluster.local", Cache: NewCache(1<<20, 0)}
 	svcs, slices, pods := testObjects()
 	h.SetSnapshot(NewSnapshot(Config{Zone: "cluster.local", TTL: 30, NameserverIP: net.ParseIP("10.96.0.10")}, svcs, slices, pods))
 	return h

@@ -18,12 +18,37 @@ const maxChase = 8
 // everything is forwarded (to the cluster DNS) and stale entries are served
 // when that fails.
 type Handler struct {
-	Zone     string // "" for a pure forwarding cache
-	Forward  *Forwarder
-	Cache    *Cache
-	Metrics  *Metrics
-	Server   string // metrics label: "cluster" or "node-local"
-	snapshot atomic.Pointer[Snapshot]
+	Zone    string // "" for a pure forwarding cache
+	Forward *Forwarder
+	Cache   *Cache
+	Metrics *Metrics
+	Server  string // metrics label: "cluster" or "node-local"
+	// MaxUDPSize caps UDP replies whatever buffer the client's EDNS offers
+	// (0: DefaultMaxUDPSize): large UDP answers are what reflection attacks
+	// are made of, and fragments get lost.
+	MaxUDPSize int
+	// MaxTCPConns caps open TCP connections (0: DefaultMaxTCPConns).
+	MaxTCPConns int
+	// Limit, when set, drops queries of clients above their rate.
+	Limit *ClientLimiter
+	// MaxPending bounds UDP queries waiting for an upstream (0:
+	// DefaultMaxPending).
+	MaxPending int
+	pending    atomic.Int64
+	snapshot   atomic.Pointer[Snapshot]
+}
+
+// DefaultMaxUDPSize is the DNS flag day 2020 value: safe from fragmentation.
+const DefaultMaxUDPSize = 1232
+
+// DefaultMaxTCPConns bounds TCP connections when MaxTCPConns is 0.
+const DefaultMaxTCPConns = 256
+
+func (h *Handler) maxUDPSize() int {
+	if h.MaxUDPSize <= 0 {
+		return DefaultMaxUDPSize
+	}
+	return max(h.MaxUDPSize, dns.MinMsgSize)
 }
 
 // SetSnapshot installs the records to answer from. Until the first call,
@@ -37,6 +62,10 @@ func (h *Handler) Synced() bool { return h.Zone == "" || h.snapshot.Load() != ni
 // ServeDNS implements dns.Handler.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	start := time.Now()
+	if !h.Limit.Allow(w.RemoteAddr()) {
+		h.Metrics.dropped(h.Server, "rate-limit")
+		return
+	}
 	tcp := w.LocalAddr() != nil && w.LocalAddr().Network() == "tcp"
 	resp, ok := h.RespondLocal(req, tcp)
 	if !ok {
@@ -44,13 +73,20 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		resp = h.Respond(ctx, req, tcp)
 		cancel()
 	}
+	if resp == nil {
+		h.Metrics.dropped(h.Server, "response")
+		return
+	}
 	if err := w.WriteMsg(resp); err != nil {
 		h.Metrics.writeError(h.Server)
 	}
 	h.Metrics.observe(h.Server, req, resp, time.Since(start))
 }
 
-// Respond builds the reply to req. tcp lifts the UDP size limit.
+// Respond builds the reply to req. tcp lifts the UDP size limit. It is nil
+// when req must not be answered: a message that is itself a response (QR=1)
+// gets nothing, or two servers and one spoofed packet answer each other
+// forever.
 func (h *Handler) Respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg {
 	m, _ := h.respond(ctx, req, tcp, false)
 	return m
@@ -67,8 +103,7 @@ func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (*
 	opt := req.IsEdns0()
 	switch {
 	case req.Response:
-		m.SetRcodeFormatError(req)
-		return m, true
+		return nil, true
 	case req.Opcode != dns.OpcodeQuery:
 		m.SetRcode(req, dns.RcodeNotImplemented)
 		return m, true
@@ -78,7 +113,7 @@ func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (*
 	case opt != nil && opt.Version() != 0:
 		// RFC 6891 §6.1.3: answer BADVERS with our version (0).
 		m.SetRcode(req, dns.RcodeBadVers)
-		m.SetEdns0(UpstreamBufSize, false)
+		m.SetEdns0(uint16(h.maxUDPSize()), false)
 		return m, true
 	}
 	q := req.Question[0]
@@ -96,17 +131,22 @@ func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (*
 		m.Answer, m.Ns, m.Extra = r.answer, r.ns, r.extra
 	}
 	if opt != nil {
-		m.SetEdns0(UpstreamBufSize, do)
+		m.SetEdns0(uint16(h.maxUDPSize()), do)
 	}
-	size := dns.MinMsgSize
-	if opt != nil && int(opt.UDPSize()) > size {
-		size = int(opt.UDPSize())
-	}
-	if tcp {
-		size = dns.MaxMsgSize
-	}
-	m.Truncate(size)
+	m.Truncate(h.replySize(opt, tcp))
 	return m, true
+}
+
+// replySize is the largest reply the client may get: 512 bytes without
+// EDNS, the client's buffer capped by MaxUDPSize with it, anything on TCP.
+func (h *Handler) replySize(opt *dns.OPT, tcp bool) int {
+	if tcp {
+		return dns.MaxMsgSize
+	}
+	if opt == nil {
+		return dns.MinMsgSize
+	}
+	return min(max(int(opt.UDPSize()), dns.MinMsgSize), h.maxUDPSize())
 }
 
 type resolved struct {

@@ -17,6 +17,7 @@ type Metrics struct {
 	cacheOps  *prometheus.CounterVec
 	fwdErrors *prometheus.CounterVec
 	writeErrs *prometheus.CounterVec
+	drops     *prometheus.CounterVec
 	Records   prometheus.Gauge
 	Syncs     prometheus.Counter
 	bound     sync.Map // server → *boundMetrics
@@ -65,12 +66,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Forwarded queries no upstream answered."}, []string{"server"}),
 		writeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_dns_write_errors_total",
 			Help: "Responses that could not be sent."}, []string{"server"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_dns_dropped_total",
+			Help: "Messages not answered: response (QR=1, never answered), rate-limit (client over its rate), busy (too many forwards pending)."}, []string{"server", "reason"}),
 		Records: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_dns_names",
 			Help: "Owner names in the current cluster snapshot."}),
 		Syncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_dns_snapshot_builds_total",
 			Help: "Snapshots built from API changes."}),
 	}
-	reg.MustRegister(m.requests, m.responses, m.duration, m.cacheOps, m.fwdErrors, m.writeErrs, m.Records, m.Syncs)
+	reg.MustRegister(m.requests, m.responses, m.duration, m.cacheOps, m.fwdErrors, m.writeErrs, m.drops, m.Records, m.Syncs)
 	return m
 }
 
@@ -112,5 +115,11 @@ func (m *Metrics) forwardError(server string) {
 func (m *Metrics) writeError(server string) {
 	if m != nil {
 		m.writeErrs.WithLabelValues(server).Inc()
+	}
+}
+
+func (m *Metrics) dropped(server, reason string) {
+	if m != nil {
+		m.drops.WithLabelValues(server, reason).Inc()
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -30,6 +31,7 @@ type ServerConfig struct {
 	// Coalesce is how long API changes are gathered before a new snapshot
 	// is built.
 	Coalesce time.Duration
+	Limits   Limits
 }
 
 // Server watches the API and serves DNS.
@@ -52,7 +54,8 @@ func NewServer(cfg ServerConfig, client kubernetes.Interface, log *slog.Logger) 
 	}
 	h := &Handler{Zone: cfg.Records.Zone, Server: "cluster", Metrics: m,
 		Forward: &Forwarder{Upstreams: cfg.Upstreams, Timeout: 2 * time.Second},
-		Cache:   NewCache(100000, 0)}
+		Cache:   NewCache(64<<20, 0)}
+	cfg.Limits.Apply(h)
 	return &Server{cfg: cfg, client: client, log: log, reg: reg, Handler: h, metrics: m}
 }
 
@@ -199,6 +202,13 @@ func Listen(addr string, h *Handler, errc chan<- error) (stop func(), err error)
 		stop()
 		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
 	}
+	maxConns := h.MaxTCPConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxTCPConns
+	}
+	// Past the cap, new connections wait in the kernel's backlog instead of
+	// each costing a goroutine and buffers.
+	l = netutil.LimitListener(l, maxConns)
 	srv := &dns.Server{Listener: l, Handler: h, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	started := make(chan struct{})
 	srv.NotifyStartedFunc = func() { close(started) }

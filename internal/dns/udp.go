@@ -48,6 +48,10 @@ func serveUDPBatched(ctx context.Context, pc *net.UDPConn, h *Handler) error {
 			start := time.Now()
 			wire := in[i].Buffers[0][:in[i].N]
 			addr := in[i].Addr
+			if !h.Limit.Allow(addr) {
+				h.Metrics.dropped(h.Server, "rate-limit")
+				continue
+			}
 			req := new(dns.Msg)
 			if err := req.Unpack(wire); err != nil {
 				if resp := formErr(wire); resp != nil {
@@ -59,17 +63,11 @@ func serveUDPBatched(ctx context.Context, pc *net.UDPConn, h *Handler) error {
 			}
 			resp, ok := h.RespondLocal(req, false)
 			if !ok {
-				// Needs an upstream: answer from a goroutine with its own
-				// buffer (the datagram buffer is reused by the next read).
-				go func() {
-					fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-					defer cancel()
-					resp := h.Respond(fctx, req, false)
-					if b, err := resp.Pack(); err == nil {
-						_, _ = pc.WriteTo(b, addr)
-					}
-					h.Metrics.observe(h.Server, req, resp, time.Since(start))
-				}()
+				h.forwardUDP(ctx, pc, req, addr, start)
+				continue
+			}
+			if resp == nil {
+				h.Metrics.dropped(h.Server, "response")
 				continue
 			}
 			b, err := resp.PackBuffer(outBufs[len(out)])
@@ -89,6 +87,44 @@ func serveUDPBatched(ctx context.Context, pc *net.UDPConn, h *Handler) error {
 			sent += k
 		}
 	}
+}
+
+// DefaultMaxPending bounds queries waiting for an upstream on the UDP path
+// when MaxPending is 0.
+const DefaultMaxPending = 2048
+
+// forwardUDP answers a query that needs an upstream from a goroutine with
+// its own buffer (the datagram buffer is reused by the next read), so a slow
+// upstream never stalls the loop. Past MaxPending waiting queries the answer
+// is SERVFAIL at once: a flood of uncached names costs bounded goroutines.
+func (h *Handler) forwardUDP(ctx context.Context, pc *net.UDPConn, req *dns.Msg, addr net.Addr, start time.Time) {
+	limit := int64(h.MaxPending)
+	if limit <= 0 {
+		limit = DefaultMaxPending
+	}
+	if h.pending.Add(1) > limit {
+		h.pending.Add(-1)
+		h.Metrics.dropped(h.Server, "busy")
+		m := new(dns.Msg)
+		m.SetRcode(req, dns.RcodeServerFailure)
+		if b, err := m.Pack(); err == nil {
+			_, _ = pc.WriteTo(b, addr)
+		}
+		return
+	}
+	go func() {
+		defer h.pending.Add(-1)
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		resp := h.Respond(fctx, req, false)
+		if resp == nil {
+			return
+		}
+		if b, err := resp.Pack(); err == nil {
+			_, _ = pc.WriteTo(b, addr)
+		}
+		h.Metrics.observe(h.Server, req, resp, time.Since(start))
+	}()
 }
 
 // formErr answers a datagram that does not parse but has a DNS header with

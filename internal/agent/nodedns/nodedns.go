@@ -31,7 +31,8 @@ type Config struct {
 	ClusterDNS string // host:port of the cluster DNS Service
 	// Stale is how long past their TTL cached answers are still served when
 	// the cluster DNS does not answer.
-	Stale time.Duration
+	Stale  time.Duration
+	Limits weftdns.Limits
 }
 
 // Build describes the notrack table: queries to the listener and its
@@ -70,7 +71,8 @@ func New(cfg Config, metrics *weftdns.Metrics, log *slog.Logger) *Cache {
 	}
 	h := &weftdns.Handler{Server: "node-local", Metrics: metrics,
 		Forward: &weftdns.Forwarder{Upstreams: []string{cfg.ClusterDNS}, Timeout: 2 * time.Second, TCPOnly: true},
-		Cache:   weftdns.NewCache(50000, cfg.Stale)}
+		Cache:   weftdns.NewCache(32<<20, cfg.Stale)}
+	cfg.Limits.Apply(h)
 	return &Cache{cfg: cfg, log: log, Handler: h}
 }
 

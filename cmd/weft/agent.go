@@ -77,7 +77,7 @@ func agentCmd() *cobra.Command {
 	f.StringSliceVar(&clusterCIDRs, "cluster-cidr", []string{"10.244.0.0/16"}, "pod network CIDRs (masqueraded when leaving them)")
 	f.StringSliceVar(&noMasq, "no-masquerade", nil, "extra destination CIDRs that keep the pod source IP")
 	f.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0: the underlay interface's MTU minus encapsulation)")
-	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9402", "address for /metrics and /healthz (empty: off)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9402", "address for /metrics and /healthz (empty: off; loopback by default, as kube-proxy's metrics)")
 	f.StringVar(&cfg.Backend, "backend", "auto", "how pod networks are connected across nodes: vxlan, host-gw, or auto (host-gw inside an L2 subnet, VXLAN across)")
 	f.IntVar(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
 	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")

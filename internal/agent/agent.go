@@ -170,7 +170,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	if a.cfg.NodeLocalDNS != nil {
-		c := nodedns.New(nodedns.Config{Address: a.cfg.NodeLocalDNS, ClusterDNS: a.cfg.ClusterDNS, Limits: a.cfg.NodeLocalDNSLimits}, weftdns.NewMetrics(a.registry), a.log)
+		c := nodedns.New(nodedns.Config{Address: a.cfg.NodeLocalDNS, ClusterDNS: a.cfg.ClusterDNS, Limits: a.cfg.NodeLocalDNSLimits,
+			PodInterfaces: cni.HostVethPrefix, Tunnel: VXLANDevice}, weftdns.NewMetrics(a.registry), a.log)
 		go func() {
 			// A cache that fails must not take the pod network down with it:
 			// report and retry.

@@ -11,10 +11,11 @@ import (
 
 // kube-proxy's own endpoints, served so that what checks kube-proxy keeps
 // working when weft replaces it: cloud load balancers probe
-// :10256/healthz on every node, and tools read :10249/proxyMode.
+// :10256/healthz on every node, and tools on the node read
+// 127.0.0.1:10249/proxyMode (loopback only, as kube-proxy's metrics port).
 const (
 	KubeProxyHealthzAddr = ":10256"
-	KubeProxyStatusAddr  = ":10249"
+	KubeProxyStatusAddr  = "127.0.0.1:10249"
 	// unhealthyAfter: a change left unsynced this long makes /healthz fail.
 	unhealthyAfter = time.Minute
 )

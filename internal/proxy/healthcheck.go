@@ -24,6 +24,10 @@ type HealthInfo struct {
 // that can serve it without an extra hop.
 type HealthServer struct {
 	log *slog.Logger
+	// Healthy reports whether the proxy itself is in step with the API; a
+	// node whose proxy is not answers 503 whatever its endpoints, as
+	// kube-proxy's does. nil counts as healthy.
+	Healthy func() bool
 
 	mu sync.Mutex
 	// bindIPs: one listener per address and port; "" is every address.
@@ -147,15 +151,18 @@ func (h *HealthServer) serve(port int32, w http.ResponseWriter) {
 		http.Error(w, "no service on this port", http.StatusNotFound)
 		return
 	}
+	healthy := h.Healthy == nil || h.Healthy()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if info.LocalEndpoints == 0 {
+	// Load balancers that weigh nodes read the local endpoint count here.
+	w.Header().Set("X-Load-Balancing-Endpoint-Weight", strconv.Itoa(info.LocalEndpoints))
+	if info.LocalEndpoints == 0 || !healthy {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"service":             map[string]string{"namespace": info.Namespace, "name": info.Name},
 		"localEndpoints":      info.LocalEndpoints,
-		"serviceProxyHealthy": true,
+		"serviceProxyHealthy": healthy,
 	})
 }
 

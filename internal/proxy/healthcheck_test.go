@@ -25,23 +25,35 @@ func TestHealthServer(t *testing.T) {
 	h.SetAddresses([]string{"127.0.0.1"})
 	defer h.Close()
 	port := freePort(t)
+	weight := ""
 	get := func() (int, map[string]any) {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 		if err != nil {
 			return 0, nil
 		}
 		defer resp.Body.Close()
+		weight = resp.Header.Get("X-Load-Balancing-Endpoint-Weight")
 		var body map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&body)
 		return resp.StatusCode, body
 	}
 	h.Update(map[int32]HealthInfo{port: {Namespace: "ns", Name: "svc", LocalEndpoints: 2}})
-	if code, body := get(); code != 200 || body["localEndpoints"].(float64) != 2 {
-		t.Fatalf("with local endpoints: %d %v", code, body)
+	if code, body := get(); code != 200 || body["localEndpoints"].(float64) != 2 || body["serviceProxyHealthy"] != true || weight != "2" {
+		t.Fatalf("with local endpoints: %d %v weight %q", code, body, weight)
+	}
+	// The proxy itself unhealthy: 503 whatever the endpoints (kube-proxy).
+	proxyHealthy := false
+	h.Healthy = func() bool { return proxyHealthy }
+	if code, body := get(); code != 503 || body["serviceProxyHealthy"] != false || weight != "2" {
+		t.Fatalf("proxy unhealthy: %d %v weight %q, want 503", code, body, weight)
+	}
+	proxyHealthy = true
+	if code, _ := get(); code != 200 {
+		t.Fatalf("proxy healthy again: %d", code)
 	}
 	h.Update(map[int32]HealthInfo{port: {Namespace: "ns", Name: "svc", LocalEndpoints: 0}})
-	if code, _ := get(); code != 503 {
-		t.Fatalf("without local endpoints: %d, want 503", code)
+	if code, _ := get(); code != 503 || weight != "0" {
+		t.Fatalf("without local endpoints: %d weight %q, want 503", code, weight)
 	}
 	h.Update(map[int32]HealthInfo{})
 	if code, _ := get(); code != 0 {

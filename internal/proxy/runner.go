@@ -206,6 +206,9 @@ func (p *Proxy) pending() int {
 
 // Run syncs until ctx ends; informers must have synced.
 func (p *Proxy) Run(ctx context.Context) {
+	if p.Health != nil && p.Health.Healthy == nil {
+		p.Health.Healthy = func() bool { ok, _ := p.healthy(time.Now()); return ok }
+	}
 	full := time.NewTicker(p.FullEvery)
 	defer full.Stop()
 	check := time.NewTicker(p.CheckEvery)

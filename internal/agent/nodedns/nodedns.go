@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -33,12 +34,18 @@ type Config struct {
 	// the cluster DNS does not answer.
 	Stale  time.Duration
 	Limits weftdns.Limits
+	// PodInterfaces is the name prefix of the host side of pod interfaces
+	// and Tunnel the overlay device (which may share the prefix): queries
+	// are answered only from this node itself and its own pods.
+	PodInterfaces, Tunnel string
 }
 
-// Build describes the notrack table: queries to the listener and its
-// replies skip conntrack in both directions.
-func Build(tx *knftables.Transaction, addr net.IP) {
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft agent: node-local DNS bypasses conntrack")})
+// Build describes the table: queries to the listener and its replies skip
+// conntrack in both directions, and the listener answers only this node:
+// its own processes (lo) and its pods (interfaces named podIfs*), never a
+// packet from the underlay or the tunnel, even one routed here on purpose.
+func Build(tx *knftables.Transaction, addr net.IP, podIfs, tunnel string) {
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft agent: node-local DNS bypasses conntrack and answers only this node")})
 	for _, c := range []struct {
 		name string
 		hook knftables.BaseChainHook
@@ -55,6 +62,15 @@ func Build(tx *knftables.Transaction, addr net.IP) {
 			tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat("ip", c.dir, addr.String(), proto, port, "53", "notrack")})
 		}
 	}
+	tx.Add(&knftables.Chain{Name: "input", Type: knftables.PtrTo(knftables.FilterType),
+		Hook: knftables.PtrTo(knftables.InputHook), Priority: knftables.PtrTo(knftables.FilterPriority)})
+	tx.Flush(&knftables.Chain{Name: "input"})
+	to := knftables.Concat("ip daddr", addr.String())
+	tx.Add(&knftables.Rule{Chain: "input", Rule: knftables.Concat(to, `iifname "lo" accept`)})
+	if tunnel != "" {
+		tx.Add(&knftables.Rule{Chain: "input", Rule: knftables.Concat(to, "iifname", strconv.Quote(tunnel), "drop")})
+	}
+	tx.Add(&knftables.Rule{Chain: "input", Rule: knftables.Concat(to, "iifname !=", strconv.Quote(podIfs+"*"), "drop")})
 }
 
 // Cache is a running node-local cache.
@@ -88,7 +104,7 @@ func (c *Cache) Run(ctx context.Context) error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	tx := nft.NewTransaction()
-	Build(tx, c.cfg.Address)
+	Build(tx, c.cfg.Address, c.cfg.PodInterfaces, c.cfg.Tunnel)
 	if err := nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("node-local DNS notrack table: %w", err)
 	}

@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
+
+	"weft.dev/weft/internal/nftcomment"
 )
 
 // TableName is the proxy's own nftables table (IPv4); TableName6 the
@@ -380,7 +382,7 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 	}
 
 	svc := svcChain(sp)
-	chain(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(sp.Key())})
+	chain(&knftables.Chain{Name: svc, Comment: nftcomment.Bounded(sp.Key())})
 	for _, ip := range sp.ClusterIPs {
 		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip.String(), proto, port}, Value: []string{"goto " + svc}})
 	}
@@ -390,14 +392,14 @@ func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.C
 		return
 	}
 	ext := extChain(sp)
-	chain(&knftables.Chain{Name: ext, Comment: knftables.PtrTo("external traffic to " + sp.Key())})
+	chain(&knftables.Chain{Name: ext, Comment: nftcomment.Bounded("external traffic to " + sp.Key())})
 	// loadBalancerSourceRanges: traffic to a LoadBalancer IP passes a
 	// firewall chain first, dropping every other source, pods and the
 	// node included (as kube-proxy does).
 	fw := ""
 	if len(sp.SourceRanges) > 0 && len(sp.LoadBalancerIPs) > 0 {
 		fw = fwChain(sp)
-		chain(&knftables.Chain{Name: fw, Comment: knftables.PtrTo("loadBalancerSourceRanges of " + sp.Key())})
+		chain(&knftables.Chain{Name: fw, Comment: nftcomment.Bounded("loadBalancerSourceRanges of " + sp.Key())})
 		var sources []string
 		fromNode := false
 		for _, r := range sp.SourceRanges {
@@ -465,7 +467,7 @@ func containsEndpoint(list []Endpoint, e Endpoint) bool {
 
 func buildEndpoint(tx *Model, f family, sp ServicePort, e Endpoint, chain func(*knftables.Chain)) {
 	ep := epChain(sp, e)
-	chain(&knftables.Chain{Name: ep, Comment: knftables.PtrTo(sp.Key() + " -> " + e.String())})
+	chain(&knftables.Chain{Name: ep, Comment: nftcomment.Bounded(sp.Key() + " -> " + e.String())})
 	if sp.AffinitySeconds > 0 {
 		set := affinitySet(sp, e)
 		timeout := time.Duration(sp.AffinitySeconds) * time.Second

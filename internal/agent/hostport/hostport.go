@@ -21,6 +21,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
+
+	"weft.dev/weft/internal/nftcomment"
 )
 
 // TableName is the agent's hostPort table.
@@ -105,7 +107,7 @@ func Build(tx *knftables.Transaction, ms []Mapping) {
 			match = "ip daddr " + m.HostIP
 		}
 		tx.Add(&knftables.Rule{Chain: "hostports", Rule: knftables.Concat(match, "meta l4proto", m.Protocol, "th dport", m.HostPort,
-			"dnat ip to", net.JoinHostPort(m.PodIP, fmt.Sprint(m.ContainerPort))), Comment: knftables.PtrTo(m.Pod)})
+			"dnat ip to", net.JoinHostPort(m.PodIP, fmt.Sprint(m.ContainerPort))), Comment: nftcomment.Bounded(m.Pod)})
 		if !seen[m.PodIP] {
 			seen[m.PodIP] = true
 			tx.Add(&knftables.Element{Set: "hairpin", Key: []string{m.PodIP, m.PodIP}})

@@ -19,7 +19,10 @@ func TestPrivilegedTableLoads(t *testing.T) {
 	testutil.RequireRoot(t)
 	netns := testutil.NewNetNS(t)
 	ms := []Mapping{{HostIP: "127.0.0.1", HostPort: 54323, Protocol: "tcp", PodIP: "10.244.1.6", ContainerPort: 8080, Pod: "ns/lo"},
-		{HostPort: 54323, Protocol: "udp", PodIP: "10.244.1.7", ContainerPort: 8081, Pod: "ns/u"}}
+		{HostPort: 54323, Protocol: "udp", PodIP: "10.244.1.7", ContainerPort: 8081, Pod: "ns/u"},
+		// The longest names the API allows: the comment must stay in the
+		// kernel's 128 bytes.
+		{HostPort: 54324, Protocol: "tcp", PodIP: "10.244.1.8", ContainerPort: 8080, Pod: strings.Repeat("n", 63) + "/" + strings.Repeat("p", 253)}}
 	err := netns.Do(func(ns.NetNS) error {
 		nft, err := knftables.New(knftables.InetFamily, TableName)
 		if err != nil {
@@ -38,7 +41,7 @@ func TestPrivilegedTableLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("ip", "netns", "exec", filepath.Base(netns.Path()), "nft", "list", "table", "inet", TableName).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "dnat ip to 10.244.1.6:8080") || strings.Count(string(out), "dnat ip to") != 2 {
+	if err != nil || !strings.Contains(string(out), "dnat ip to 10.244.1.6:8080") || strings.Count(string(out), "dnat ip to") != 3 {
 		t.Fatalf("table in the kernel: %v\n%s", err, out)
 	}
 }

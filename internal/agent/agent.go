@@ -305,7 +305,8 @@ func (a *Agent) waitLocal(ctx context.Context, lister listersv1.NodeLister) (rou
 				if err != nil {
 					return routing.Local{}, 0, 0, err
 				}
-				return routing.Local{Name: a.cfg.NodeName, NodeIP: p.NodeIP, Underlay: subnet, Backend: a.cfg.Backend}, idx, mtu, nil
+				return routing.Local{Name: a.cfg.NodeName, NodeIP: p.NodeIP, Underlay: subnet, Backend: a.cfg.Backend,
+					ClusterCIDRs: a.cfg.ClusterCIDRs, Reserved: append(append([]*net.IPNet{}, p.PodCIDRs...), a.cfg.ServiceCIDRs...)}, idx, mtu, nil
 			}
 			a.log.Info("waiting for node InternalIP and podCIDR", "node", a.cfg.NodeName)
 		}

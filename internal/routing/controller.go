@@ -19,6 +19,9 @@ import (
 // Controller keeps routes and VXLAN entries to every peer node in sync,
 // one workqueue key per node, with a periodic full reconcile that repairs
 // drift and removes entries of nodes that left while the agent was down.
+// The reconcile is a key of the same queue and one worker drains it, so
+// there is one writer: a reconcile can never remove the route of a peer a
+// worker added after the reconcile listed the nodes.
 type Controller struct {
 	local    Local
 	dp       Datapath
@@ -71,18 +74,19 @@ func (c *Controller) Handler() cache.ResourceEventHandler {
 	}
 }
 
-// Run starts workers and the periodic reconcile; the informer must be
+// reconcileKey queues a full reconcile; no Node name contains a NUL.
+const reconcileKey = "\x00reconcile"
+
+// Run starts the worker and the periodic reconcile; the informer must be
 // synced before.
 func (c *Controller) Run(ctx context.Context) {
-	// Start-up: compute every plan, then one reconcile that removes what
-	// belongs to nodes that are gone and adds nothing twice.
-	c.fullReconcile()
-	for i := 0; i < 2; i++ {
-		go func() {
-			for c.processNext() {
-			}
-		}()
-	}
+	// Start-up: one reconcile that removes what belongs to nodes that are
+	// gone and adds nothing twice.
+	c.queue.Add(reconcileKey)
+	go func() {
+		for c.processNext() {
+		}
+	}()
 	t := time.NewTicker(c.resync)
 	defer t.Stop()
 	for {
@@ -91,7 +95,7 @@ func (c *Controller) Run(ctx context.Context) {
 			c.queue.ShutDown()
 			return
 		case <-t.C:
-			c.fullReconcile()
+			c.queue.Add(reconcileKey)
 		}
 	}
 }
@@ -102,6 +106,10 @@ func (c *Controller) processNext() bool {
 		return false
 	}
 	defer c.queue.Done(key)
+	if key == reconcileKey {
+		c.fullReconcile()
+		return true
+	}
 	if err := c.syncPeer(key); err != nil {
 		c.syncs.WithLabelValues("error").Inc()
 		c.log.Warn("peer sync failed; retrying", "peer", key, "err", err)
@@ -165,10 +173,10 @@ func (c *Controller) fullReconcile() {
 		list = append(list, p)
 		c.report(n, p)
 	}
+	// A peer that fails keeps its old entries; the others are applied.
 	changed, err := c.dp.Reconcile(list)
 	if err != nil {
-		c.log.Warn("reconcile failed", "err", err)
-		return
+		c.log.Warn("reconcile: some peers failed", "err", err)
 	}
 	if changed > 0 {
 		c.repairs.Add(float64(changed))
@@ -180,24 +188,30 @@ func (c *Controller) fullReconcile() {
 	c.updateGauge()
 }
 
-// report tells users about a peer host-gw cannot reach: a Warning Event
-// on the peer Node (once per unreachable spell) and a log line.
+// report tells users about a peer that is not routed: host-gw cannot reach
+// it, or its podCIDR is refused. A Warning Event on the peer Node (once per
+// spell) and a log line.
 func (c *Controller) report(node *corev1.Node, p PeerPlan) {
+	bad := p.Mode == ModeUnreachable || p.Mode == ModeRefused
 	c.mu.Lock()
 	already := c.reported[node.Name]
-	c.reported[node.Name] = p.Mode == ModeUnreachable
+	c.reported[node.Name] = bad
 	c.mu.Unlock()
-	if p.Mode != ModeUnreachable || already {
+	if !bad || already {
 		return
 	}
-	c.recorder.Event(node, corev1.EventTypeWarning, "HostGWPeerUnreachable", fmt.Sprintf("from %s: %s", c.local.Name, p.Reason))
-	c.log.Warn("peer unreachable with host-gw", "peer", node.Name, "reason", p.Reason)
+	reason := "HostGWPeerUnreachable"
+	if p.Mode == ModeRefused {
+		reason = "PodCIDRRefused"
+	}
+	c.recorder.Event(node, corev1.EventTypeWarning, reason, fmt.Sprintf("from %s: %s", c.local.Name, p.Reason))
+	c.log.Warn("peer not routed", "peer", node.Name, "mode", p.Mode, "reason", p.Reason)
 }
 
 func (c *Controller) updateGauge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	counts := map[Mode]int{ModeDirect: 0, ModeVXLAN: 0, ModeUnreachable: 0, ModeNotReady: 0}
+	counts := map[Mode]int{ModeDirect: 0, ModeVXLAN: 0, ModeUnreachable: 0, ModeNotReady: 0, ModeRefused: 0}
 	for _, p := range c.plans {
 		counts[p.Mode]++
 	}

@@ -2,10 +2,13 @@ package routing
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,4 +111,83 @@ func waitFor(t *testing.T, f func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("condition not met in 5s")
+}
+
+// oneWriterDP fails the test's expectation when two writes overlap.
+type oneWriterDP struct {
+	fakeDP
+	busy    atomic.Int32
+	overlap atomic.Bool
+}
+
+func (f *oneWriterDP) enter() {
+	if f.busy.Add(1) > 1 {
+		f.overlap.Store(true)
+	}
+	time.Sleep(time.Millisecond) // widen the window a second writer would hit
+}
+
+func (f *oneWriterDP) ApplyPeer(prev, next PeerPlan) error {
+	f.enter()
+	defer f.busy.Add(-1)
+	return f.fakeDP.ApplyPeer(prev, next)
+}
+
+func (f *oneWriterDP) Reconcile(plans []PeerPlan) (int, error) {
+	f.enter()
+	defer f.busy.Add(-1)
+	return f.fakeDP.Reconcile(plans)
+}
+
+// The periodic reconcile and the per-peer syncs never write at the same
+// time (a reconcile that listed the nodes before a worker added a peer
+// would remove that peer's routes), and a refused podCIDR is reported and
+// never routed while other peers are.
+func TestControllerOneWriterAndRefusedPeers(t *testing.T) {
+	client := fake.NewClientset(node("a", "198.18.1.11", "10.244.1.0/24"), node("evil", "198.18.1.99", "10.96.0.0/24"))
+	factory := informers.NewSharedInformerFactory(client, 0)
+	inf := factory.Core().V1().Nodes()
+	dp := &oneWriterDP{fakeDP: fakeDP{state: map[string]PeerPlan{}}}
+	rec := record.NewFakeRecorder(100)
+	local := Local{Name: "a", NodeIP: mustIP("198.18.1.11"), Underlay: cidr("198.18.1.0/24"), Backend: BackendHostGW,
+		ClusterCIDRs: []*net.IPNet{cidr("10.244.0.0/16")}}
+	c := NewController(local, dp, inf.Lister(), rec, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	c.resync = 2 * time.Millisecond
+	_, _ = inf.Informer().AddEventHandler(c.Handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	factory.Start(ctx.Done())
+	cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced)
+	go c.Run(ctx)
+	for i := 0; i < 40; i++ {
+		name := fmt.Sprintf("n%d", i)
+		if _, err := client.CoreV1().Nodes().Create(ctx, node(name, fmt.Sprintf("198.18.1.%d", 20+i), fmt.Sprintf("10.244.%d.0/24", 20+i)), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool {
+		for i := 0; i < 40; i++ {
+			if _, ok := dp.get(fmt.Sprintf("n%d", i)); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	if dp.overlap.Load() {
+		t.Fatal("two datapath writes ran at the same time")
+	}
+	if _, ok := dp.get("evil"); ok {
+		t.Fatal("a podCIDR outside the cluster CIDRs was routed")
+	}
+	if c.Plans()["evil"].Mode != ModeRefused {
+		t.Fatalf("plan of the refused peer: %+v", c.Plans()["evil"])
+	}
+	found := false
+	for len(rec.Events) > 0 && !found {
+		ev := <-rec.Events
+		found = strings.Contains(ev, "PodCIDRRefused") && strings.Contains(ev, "10.96.0.0/24")
+	}
+	if !found {
+		t.Fatal("no PodCIDRRefused event")
+	}
 }

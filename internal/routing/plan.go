@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,6 +41,7 @@ const (
 	ModeVXLAN       Mode = "vxlan"       // encapsulated
 	ModeUnreachable Mode = "unreachable" // host-gw to a peer on another L2 segment
 	ModeNotReady    Mode = "not-ready"   // peer lacks podCIDR, IP or VTEP data
+	ModeRefused     Mode = "refused"     // peer's podCIDR is not one we may route
 )
 
 // Local describes this node.
@@ -48,6 +50,12 @@ type Local struct {
 	NodeIP   net.IP
 	Underlay *net.IPNet // the L2 subnet of the node's underlay interface
 	Backend  string
+	// ClusterCIDRs, when set, hold every pod CIDR a peer may have; a peer's
+	// podCIDR outside them is refused.
+	ClusterCIDRs []*net.IPNet
+	// Reserved are networks a peer's podCIDR may never overlap: this node's
+	// own pod CIDRs, the service CIDRs. The underlay subnet is always one.
+	Reserved []*net.IPNet
 }
 
 // Peer is another node, as read from its Node object.
@@ -163,6 +171,12 @@ func PlanPeer(local Local, peer Peer) PeerPlan {
 		plan.Mode, plan.Reason = ModeNotReady, "no InternalIP"
 		return plan
 	}
+	// Node objects are written by kubelets: a compromised node must not
+	// pull another network's traffic to itself with a route.
+	if reason := local.refuse(peer.PodCIDRs); reason != "" {
+		plan.Mode, plan.Reason = ModeRefused, reason
+		return plan
+	}
 	sameL2 := local.Underlay != nil && local.Underlay.Contains(peer.NodeIP)
 	mode := ModeVXLAN
 	switch local.Backend {
@@ -210,6 +224,36 @@ func PlanPeer(local Local, peer Peer) PeerPlan {
 		}
 	}
 	return plan
+}
+
+// refuse says why a peer's pod CIDRs may not be routed, or "".
+func (l Local) refuse(cidrs []*net.IPNet) string {
+	reserved := l.Reserved
+	if l.Underlay != nil {
+		reserved = append([]*net.IPNet{l.Underlay}, reserved...)
+	}
+	for _, c := range cidrs {
+		if len(l.ClusterCIDRs) > 0 && !slices.ContainsFunc(l.ClusterCIDRs, func(n *net.IPNet) bool { return within(c, n) }) {
+			return fmt.Sprintf("podCIDR %s is outside the cluster CIDRs %v", c, l.ClusterCIDRs)
+		}
+		for _, r := range reserved {
+			if overlaps(c, r) {
+				return fmt.Sprintf("podCIDR %s overlaps %s, a network of node %s", c, r, l.Name)
+			}
+		}
+	}
+	return ""
+}
+
+// within reports whether inner lies entirely inside outer.
+func within(inner, outer *net.IPNet) bool {
+	io, _ := inner.Mask.Size()
+	oo, _ := outer.Mask.Size()
+	return io >= oo && outer.Contains(inner.IP)
+}
+
+func overlaps(a, b *net.IPNet) bool {
+	return a.Contains(b.IP) || b.Contains(a.IP)
 }
 
 // MTUFor returns the pod MTU for an underlay MTU and a backend.

@@ -131,3 +131,44 @@ func TestPlanPeerDualStack(t *testing.T) {
 		t.Errorf("PeerFromNode: %v %v", got.NodeIP, got.NodeIP6)
 	}
 }
+
+// A Node's podCIDR is written by its kubelet (or anyone who can patch
+// Nodes): routes are installed only for pod CIDRs inside the cluster CIDRs
+// that overlap none of this node's own networks.
+func TestPlanPeerRefusesForeignPodCIDRs(t *testing.T) {
+	l := Local{Name: "a", NodeIP: net.ParseIP("198.18.1.11"), Underlay: cidr("198.18.1.0/24"), Backend: BackendAuto,
+		ClusterCIDRs: []*net.IPNet{cidr("10.244.0.0/16"), cidr("fd10:244::/56")},
+		Reserved:     []*net.IPNet{cidr("10.244.1.0/24"), cidr("10.96.0.0/16")}}
+	peer := func(cidrs ...string) Peer {
+		p := Peer{Name: "b", NodeIP: net.ParseIP("198.18.1.12"), VTEPMAC: VTEPMAC("b")}
+		for _, c := range cidrs {
+			p.PodCIDRs = append(p.PodCIDRs, cidr(c))
+		}
+		return p
+	}
+	for name, c := range map[string]struct {
+		peer Peer
+		want Mode
+	}{
+		"inside":                 {peer("10.244.2.0/24", "fd10:244:0:2::/64"), ModeDirect},
+		"outside cluster CIDR":   {peer("10.50.0.0/24"), ModeRefused},
+		"wider than the cluster": {peer("10.0.0.0/8"), ModeRefused},
+		"default route":          {peer("0.0.0.0/0"), ModeRefused},
+		"this node's pod CIDR":   {peer("10.244.1.0/24"), ModeRefused},
+		"the underlay":           {peer("198.18.1.0/25"), ModeRefused},
+		"IPv6 outside":           {peer("10.244.2.0/24", "2001:db8::/64"), ModeRefused},
+	} {
+		got := PlanPeer(l, c.peer)
+		if got.Mode != c.want {
+			t.Errorf("%s: mode %s (%s), want %s", name, got.Mode, got.Reason, c.want)
+		}
+		if c.want == ModeRefused && (len(got.Routes) > 0 || got.VTEPMAC != nil || got.Reason == "") {
+			t.Errorf("%s: refused plan has entries or no reason: %+v", name, got)
+		}
+	}
+	// The underlay is reserved even without cluster CIDRs configured.
+	l.ClusterCIDRs = nil
+	if got := PlanPeer(l, peer("198.18.1.0/24")); got.Mode != ModeRefused {
+		t.Errorf("underlay as podCIDR without cluster CIDRs: %s", got.Mode)
+	}
+}

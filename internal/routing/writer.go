@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -40,6 +41,16 @@ type Datapath interface {
 type Netlink struct {
 	vxlanName     string
 	underlayIndex int
+	writes        atomic.Int64
+}
+
+// Writes counts the netlink writes (adds, replaces, deletes) so far: an
+// idle reconcile must not add to it.
+func (n *Netlink) Writes() int64 { return n.writes.Load() }
+
+func (n *Netlink) write(err error) error {
+	n.writes.Add(1)
+	return err
 }
 
 // NewNetlink returns a writer using the underlay link for direct routes.
@@ -169,14 +180,14 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 		if err != nil {
 			return err
 		}
-		if err := netlink.NeighSet(fdbEntry(idx, next)); err != nil {
+		if err := n.write(netlink.NeighSet(fdbEntry(idx, next))); err != nil {
 			return fmt.Errorf("fdb %s → %s: %w", next.VTEPMAC, next.FDBDst, err)
 		}
-		if err := netlink.NeighSet(neighEntry(idx, next)); err != nil {
+		if err := n.write(netlink.NeighSet(neighEntry(idx, next))); err != nil {
 			return fmt.Errorf("neighbour %s: %w", next.VTEPIP, err)
 		}
 		if next.VTEPIP6 != nil {
-			if err := netlink.NeighSet(neighEntry6(idx, next)); err != nil {
+			if err := n.write(netlink.NeighSet(neighEntry6(idx, next))); err != nil {
 				return fmt.Errorf("neighbour %s: %w", next.VTEPIP6, err)
 			}
 		}
@@ -186,14 +197,14 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 		if err != nil {
 			return err
 		}
-		if err := netlink.RouteReplace(nr); err != nil {
+		if err := n.write(netlink.RouteReplace(nr)); err != nil {
 			return fmt.Errorf("route %s via %s: %w", r.Dst, r.Via, err)
 		}
 	}
 	for _, r := range prev.Routes {
 		if !hasRoute(next.Routes, r) {
 			if nr, err := n.route(r); err == nil {
-				if err := netlink.RouteDel(nr); err != nil && !notFound(err) {
+				if err := n.write(netlink.RouteDel(nr)); err != nil && !notFound(err) {
 					return fmt.Errorf("delete route %s: %w", r.Dst, err)
 				}
 			}
@@ -203,12 +214,12 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 		!prev.FDBDst.Equal(next.FDBDst) || !prev.VTEPIP.Equal(next.VTEPIP)) {
 		if idx, err := n.vxlanIndex(); err == nil {
 			if next.VTEPMAC == nil || prev.VTEPMAC.String() != next.VTEPMAC.String() || !prev.FDBDst.Equal(next.FDBDst) {
-				if err := netlink.NeighDel(fdbEntry(idx, prev)); err != nil && !notFound(err) {
+				if err := n.write(netlink.NeighDel(fdbEntry(idx, prev))); err != nil && !notFound(err) {
 					return fmt.Errorf("delete fdb %s: %w", prev.VTEPMAC, err)
 				}
 			}
 			if next.VTEPIP == nil || !prev.VTEPIP.Equal(next.VTEPIP) {
-				if err := netlink.NeighDel(neighEntry(idx, prev)); err != nil && !notFound(err) {
+				if err := n.write(netlink.NeighDel(neighEntry(idx, prev))); err != nil && !notFound(err) {
 					return fmt.Errorf("delete neighbour %s: %w", prev.VTEPIP, err)
 				}
 			}
@@ -216,7 +227,7 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 	}
 	if prev.VTEPIP6 != nil && (next.VTEPIP6 == nil || !prev.VTEPIP6.Equal(next.VTEPIP6)) {
 		if idx, err := n.vxlanIndex(); err == nil {
-			if err := netlink.NeighDel(neighEntry6(idx, prev)); err != nil && !notFound(err) {
+			if err := n.write(netlink.NeighDel(neighEntry6(idx, prev))); err != nil && !notFound(err) {
 				return fmt.Errorf("delete neighbour %s: %w", prev.VTEPIP6, err)
 			}
 		}
@@ -238,80 +249,130 @@ func notFound(err error) bool {
 }
 
 // Reconcile makes the kernel match plans exactly: it re-adds anything
-// missing (drift repair) and removes weft-owned entries no plan wants
-// (peers that left while the agent was down). It returns how many
-// entries it changed.
+// missing or wrong (drift repair) and removes weft-owned entries no plan
+// wants (peers that left while the agent was down). It writes only what
+// differs, so an idle node does no netlink writes, and a peer that fails
+// does not stop the others: their errors are joined. It returns how many
+// entries it removed plus how many peers it repaired.
 func (n *Netlink) Reconcile(plans []PeerPlan) (int, error) {
-	changed := 0
-	wantRoutes := map[string]bool{}
-	wantFDB := map[string]bool{}
-	wantNeigh := map[string]bool{}
-	for _, p := range plans {
-		for _, r := range p.Routes {
-			wantRoutes[r.Dst.String()] = true
-		}
-		if p.VTEPMAC != nil {
-			wantFDB[p.VTEPMAC.String()+"@"+p.FDBDst.String()] = true
-			wantNeigh[p.VTEPIP.String()] = true
-			if p.VTEPIP6 != nil {
-				wantNeigh[p.VTEPIP6.String()] = true
-			}
-		}
-	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	want := wantedEntries(plans)
+	have, changed, err := n.pruneRoutes(want)
 	if err != nil {
 		return 0, err
 	}
+	idx, vxErr := n.vxlanIndex()
+	haveFDB, haveNeigh := map[string]bool{}, map[string]bool{}
+	if vxErr == nil {
+		changed += n.pruneNeighbours(idx, want, haveFDB, haveNeigh)
+	}
+	var errs []error
+	for _, p := range plans {
+		if n.inPlace(p, have, haveFDB, haveNeigh) {
+			continue
+		}
+		changed++
+		if err := n.ApplyPeer(PeerPlan{}, p); err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: %w", p.Peer, err))
+		}
+	}
+	return changed, errors.Join(errs...)
+}
+
+// wanted is what plans need, keyed as the kernel lists it.
+type wanted struct{ routes, fdb, neigh map[string]bool }
+
+func fdbKey(mac net.HardwareAddr, dst net.IP) string  { return mac.String() + "@" + dst.String() }
+func neighKey(ip net.IP, mac net.HardwareAddr) string { return ip.String() + "@" + mac.String() }
+
+func wantedEntries(plans []PeerPlan) wanted {
+	w := wanted{routes: map[string]bool{}, fdb: map[string]bool{}, neigh: map[string]bool{}}
+	for _, p := range plans {
+		for _, r := range p.Routes {
+			w.routes[r.Dst.String()] = true
+		}
+		if p.VTEPMAC != nil {
+			w.fdb[fdbKey(p.VTEPMAC, p.FDBDst)] = true
+			w.neigh[neighKey(p.VTEPIP, p.VTEPMAC)] = true
+			if p.VTEPIP6 != nil {
+				w.neigh[neighKey(p.VTEPIP6, p.VTEPMAC)] = true
+			}
+		}
+	}
+	return w
+}
+
+// pruneRoutes removes weft's routes no plan wants and returns the rest by
+// destination.
+func (n *Netlink) pruneRoutes(w wanted) (map[string]netlink.Route, int, error) {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return nil, 0, err
+	}
+	changed := 0
 	have := map[string]netlink.Route{}
 	for _, r := range routes {
 		if r.Dst == nil {
 			continue
 		}
-		if !wantRoutes[r.Dst.String()] {
-			if err := netlink.RouteDel(&r); err == nil {
+		if !w.routes[r.Dst.String()] {
+			if err := n.write(netlink.RouteDel(&r)); err == nil {
 				changed++
 			}
 			continue
 		}
 		have[r.Dst.String()] = r
 	}
-	if idx, err := n.vxlanIndex(); err == nil {
-		fdb, _ := netlink.NeighList(idx, unix.AF_BRIDGE)
-		for _, e := range fdb {
-			if e.State&netlink.NUD_PERMANENT == 0 || e.IP == nil {
-				continue
-			}
-			if !wantFDB[e.HardwareAddr.String()+"@"+e.IP.String()] {
-				if err := netlink.NeighDel(&e); err == nil {
-					changed++
-				}
-			}
+	return have, changed, nil
+}
+
+// pruneNeighbours removes permanent FDB and neighbour entries on the VXLAN
+// device no plan wants, and records the ones it keeps.
+func (n *Netlink) pruneNeighbours(idx int, w wanted, haveFDB, haveNeigh map[string]bool) int {
+	changed := 0
+	fdb, _ := netlink.NeighList(idx, unix.AF_BRIDGE)
+	for _, e := range fdb {
+		if e.State&netlink.NUD_PERMANENT == 0 || e.IP == nil {
+			continue
 		}
-		neighs, _ := netlink.NeighList(idx, netlink.FAMILY_V4)
-		neighs6, _ := netlink.NeighList(idx, netlink.FAMILY_V6)
-		for _, e := range append(neighs, neighs6...) {
-			if e.State&netlink.NUD_PERMANENT != 0 && !wantNeigh[e.IP.String()] {
-				if err := netlink.NeighDel(&e); err == nil {
-					changed++
-				}
-			}
-		}
-	}
-	// Re-apply every plan; count routes that were missing or wrong.
-	for _, p := range plans {
-		for _, r := range p.Routes {
-			cur, ok := have[r.Dst.String()]
-			want, err := n.route(r)
-			if err != nil {
-				return changed, err
-			}
-			if !ok || !cur.Gw.Equal(want.Gw) || cur.LinkIndex != want.LinkIndex {
+		k := fdbKey(e.HardwareAddr, e.IP)
+		if !w.fdb[k] {
+			if err := n.write(netlink.NeighDel(&e)); err == nil {
 				changed++
 			}
+			continue
 		}
-		if err := n.ApplyPeer(PeerPlan{}, p); err != nil {
-			return changed, err
+		haveFDB[k] = true
+	}
+	neighs, _ := netlink.NeighList(idx, netlink.FAMILY_V4)
+	neighs6, _ := netlink.NeighList(idx, netlink.FAMILY_V6)
+	for _, e := range append(neighs, neighs6...) {
+		if e.State&netlink.NUD_PERMANENT == 0 {
+			continue
+		}
+		k := neighKey(e.IP, e.HardwareAddr)
+		if !w.neigh[k] {
+			if err := n.write(netlink.NeighDel(&e)); err == nil {
+				changed++
+			}
+			continue
+		}
+		haveNeigh[k] = true
+	}
+	return changed
+}
+
+// inPlace reports whether every entry of p is in the kernel as p wants it.
+func (n *Netlink) inPlace(p PeerPlan, have map[string]netlink.Route, haveFDB, haveNeigh map[string]bool) bool {
+	for _, r := range p.Routes {
+		cur, ok := have[r.Dst.String()]
+		want, err := n.route(r)
+		if err != nil || !ok || !cur.Gw.Equal(want.Gw) || cur.LinkIndex != want.LinkIndex {
+			return false
 		}
 	}
-	return changed, nil
+	if p.VTEPMAC == nil {
+		return true
+	}
+	return haveFDB[fdbKey(p.VTEPMAC, p.FDBDst)] && haveNeigh[neighKey(p.VTEPIP, p.VTEPMAC)] &&
+		(p.VTEPIP6 == nil || haveNeigh[neighKey(p.VTEPIP6, p.VTEPMAC)])
 }

@@ -163,12 +163,36 @@ func TestPrivilegedReconcileRepairsAndRemovesStale(t *testing.T) {
 				t.Errorf("stale FDB entry survived: %v", e)
 			}
 		}
-		// A second reconcile finds nothing to do.
+		// A second reconcile finds nothing to do and writes nothing.
+		before := a.dp.Writes()
 		again, err := a.dp.Reconcile([]PeerPlan{pa})
 		if err == nil && again != 0 {
 			t.Errorf("second reconcile changed %d entries", again)
 		}
-		return err
+		if w := a.dp.Writes() - before; w != 0 {
+			t.Errorf("an idle reconcile made %d netlink writes", w)
+		}
+		if err != nil {
+			return err
+		}
+		// One peer that cannot be programmed (its gateway is on no link)
+		// does not stop the repair of the others.
+		if err := netlink.RouteDel(&netlink.Route{Dst: cidr("10.244.2.0/24"), LinkIndex: idx, Protocol: RouteProtocol}); err != nil {
+			return err
+		}
+		bad := PeerPlan{Peer: "bad", Mode: ModeDirect, Routes: []Route{{Dst: cidr("10.244.8.0/24"), Via: net.ParseIP("203.0.113.99")}}}
+		if _, err := a.dp.Reconcile([]PeerPlan{bad, pa}); err == nil || !strings.Contains(err.Error(), "peer bad") {
+			t.Errorf("reconcile with a failing peer: %v, want its error", err)
+		}
+		routes, _ = netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+		restored := false
+		for _, r := range routes {
+			restored = restored || (r.Dst != nil && r.Dst.String() == "10.244.2.0/24")
+		}
+		if !restored {
+			t.Error("a failing peer stopped the repair of another")
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -85,6 +85,8 @@ func agentCmd() *cobra.Command {
 	cfg.Conntrack = proxy.DefaultConntrack
 	f.DurationVar(&cfg.Conntrack.TCPEstablished, "conntrack-tcp-timeout-established", cfg.Conntrack.TCPEstablished, "idle timeout of established TCP conntrack entries (0: leave the kernel's)")
 	f.DurationVar(&cfg.Conntrack.TCPCloseWait, "conntrack-tcp-timeout-close-wait", cfg.Conntrack.TCPCloseWait, "timeout of TCP conntrack entries in CLOSE_WAIT (0: leave the kernel's)")
+	f.IntVar(&cfg.Conntrack.MaxPerCore, "conntrack-max-per-core", cfg.Conntrack.MaxPerCore, "conntrack table entries per CPU (0: leave the kernel's size); never lowered")
+	f.IntVar(&cfg.Conntrack.Min, "conntrack-min", cfg.Conntrack.Min, "conntrack table entries at least, whatever the CPU count")
 	f.BoolVar(&cfg.Conntrack.TCPBeLiberal, "conntrack-tcp-be-liberal", false, "set nf_conntrack_tcp_be_liberal instead of dropping forwarded packets conntrack holds invalid")
 	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped); one service proxy runs per address family given here (IPv4, IPv6 or both)")
 	f.StringSliceVar(&nodePortAddresses, "nodeport-addresses", nil, `where NodePorts are served: "primary" (the default: the node's InternalIPs) or CIDRs (the node's addresses inside them; 0.0.0.0/0 and ::/0: all but loopback)`)

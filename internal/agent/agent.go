@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -93,6 +94,9 @@ type Agent struct {
 	kick       chan struct{}
 	mtu        int
 	lastKey    string
+	// warnedConntrackMax: the table size could not be set (read-only in a
+	// namespace other than the host's); said once.
+	warnedConntrackMax bool
 
 	dp          *routing.Netlink
 	local       routing.Local
@@ -121,7 +125,7 @@ func New(cfg Config, client kubernetes.Interface, masqWriter *masq.Writer, log *
 // node's CNI files and NAT table on every node change and every
 // ResyncPeriod.
 func (a *Agent) Run(ctx context.Context) error {
-	if err := setSysctls(); err != nil {
+	if err := applySysctls("/proc/sys", hostSysctls("/proc/sys")); err != nil {
 		return err
 	}
 	switch a.cfg.Backend {
@@ -275,6 +279,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err := proxy.ApplySysctls("/proc/sys/net/netfilter", a.cfg.Conntrack.Sysctls()); err != nil {
 				a.log.Warn("conntrack settings", "err", err)
 			}
+			if err := raiseConntrackMax("/proc/sys", a.cfg.Conntrack.Max(runtime.NumCPU())); err != nil && !a.warnedConntrackMax {
+				a.warnedConntrackMax = true // read-only outside the host's namespace: say so once
+				a.log.Warn("conntrack table size", "err", err)
+			}
 		}
 		err = a.ensureLocal(ctx, node)
 		if err == nil {
@@ -424,18 +432,6 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node, all []*corev1.Node)
 	}
 	a.mtuGauge.Set(float64(mtu))
 	a.lastKey = key
-	return nil
-}
-
-func setSysctls() error {
-	for path, val := range map[string]string{
-		"/proc/sys/net/ipv4/ip_forward":          "1",
-		"/proc/sys/net/ipv6/conf/all/forwarding": "1",
-	} {
-		if err := os.WriteFile(path, []byte(val), 0o644); err != nil {
-			return fmt.Errorf("sysctl %s: %w", path, err)
-		}
-	}
 	return nil
 }
 

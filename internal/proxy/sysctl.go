@@ -24,10 +24,21 @@ type Conntrack struct {
 	// TCPBeLiberal: out-of-window TCP packets stay part of their
 	// connection instead of being marked invalid (see Config.TCPBeLiberal).
 	TCPBeLiberal bool
+	// MaxPerCore and Min size the conntrack table as kube-proxy does:
+	// MaxPerCore × CPUs, at least Min. 0 leaves the kernel's value.
+	MaxPerCore, Min int
 }
 
 // DefaultConntrack is kube-proxy's default configuration.
-var DefaultConntrack = Conntrack{TCPEstablished: 24 * time.Hour, TCPCloseWait: time.Hour}
+var DefaultConntrack = Conntrack{TCPEstablished: 24 * time.Hour, TCPCloseWait: time.Hour, MaxPerCore: 32768, Min: 131072}
+
+// Max is the conntrack table size for a node with cores CPUs (0: leave it).
+func (c Conntrack) Max(cores int) int {
+	if c.MaxPerCore == 0 {
+		return 0
+	}
+	return max(c.MaxPerCore*cores, c.Min)
+}
 
 // Sysctls returns the /proc/sys/net/netfilter settings, by file name, that
 // c asks for.

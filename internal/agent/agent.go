@@ -65,6 +65,8 @@ type Config struct {
 	// NodePortAddresses: where NodePorts are served (empty: the node's
 	// InternalIPs; see proxy.Config.NodePortAddresses).
 	NodePortAddresses []*net.IPNet
+	// ExternalIPCIDRs, when set, limits where Services' externalIPs may lie.
+	ExternalIPCIDRs []*net.IPNet
 	// Conntrack: the node's conntrack settings the proxy depends on
 	// (kube-proxy's defaults: proxy.DefaultConntrack).
 	Conntrack proxy.Conntrack
@@ -135,6 +137,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	factory := informers.NewSharedInformerFactory(a.client, 0)
 	nodes := factory.Core().V1().Nodes()
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: a.cfg.NodeName})
 	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.trigger() },
 		UpdateFunc: func(o, n any) { a.trigger() },
@@ -153,8 +159,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			reg := prometheus.WrapRegistererWith(prometheus.Labels{"ip_family": string(family)}, a.registry)
 			p := proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs, ServiceCIDRs: a.cfg.ServiceCIDRs,
 				NodeName: a.cfg.NodeName, Family: family, TCPBeLiberal: a.cfg.Conntrack.TCPBeLiberal,
-				NodePortAddresses: a.cfg.NodePortAddresses}, nft, factory, a.log.With("family", family), reg)
+				NodePortAddresses: a.cfg.NodePortAddresses, ExternalIPCIDRs: a.cfg.ExternalIPCIDRs}, nft, factory, a.log.With("family", family), reg)
 			p.CleanConntrack = true
+			p.Recorder = recorder
 			p.Bulk = &proxy.NetlinkElements{Table: proxy.TableFor(family)}
 			if len(svcProxies) == 0 {
 				p.Health = proxy.NewHealthServer(a.log)
@@ -214,10 +221,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	if self, err := nodes.Lister().Get(a.cfg.NodeName); err == nil {
 		updateProxies(self)
 	}
+	// No Service may take any node's address as an external address.
+	updateNodeAddresses := func(any) {
+		all, _ := nodes.Lister().List(labels.Everything())
+		addrs := proxy.NodeAddresses(all)
+		for _, p := range svcProxies {
+			p.SetNodeAddresses(addrs)
+		}
+	}
+	updateNodeAddresses(nil)
 	if len(svcProxies) > 0 {
 		_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    updateProxies,
-			UpdateFunc: func(_, obj any) { updateProxies(obj) },
+			AddFunc:    func(obj any) { updateProxies(obj); updateNodeAddresses(obj) },
+			UpdateFunc: func(_, obj any) { updateProxies(obj); updateNodeAddresses(obj) },
+			DeleteFunc: updateNodeAddresses,
 		})
 	}
 	for i, p := range svcProxies {
@@ -247,10 +264,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.ensureLocal(ctx, self); err != nil {
 		return err
 	}
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: a.cfg.NodeName})
 	ctrl := routing.NewController(local, dp, nodes.Lister(), recorder, a.log, a.registry)
 	_, _ = nodes.Informer().AddEventHandler(ctrl.Handler())
 	go ctrl.Run(ctx)

@@ -67,6 +67,9 @@ type Config struct {
 	// local addresses inside these CIDRs (0.0.0.0/0 or ::/0: all of
 	// them). Never on loopback.
 	NodePortAddresses []*net.IPNet
+	// ExternalIPCIDRs, when set, is where externalIPs must lie
+	// (--external-ip-cidrs); others are refused.
+	ExternalIPCIDRs []*net.IPNet
 }
 
 // ParseNodePortAddresses reads --nodeport-addresses as kube-proxy does:

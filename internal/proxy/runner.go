@@ -19,6 +19,7 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
 )
 
@@ -51,6 +52,13 @@ type Proxy struct {
 
 	// CleanConntrack deletes stale UDP conntrack entries after syncs.
 	CleanConntrack bool
+	// Recorder, when set, reports refused external addresses as Events.
+	Recorder record.EventRecorder
+	// guard: what external addresses Services may take, as of the last
+	// sync (only Sync touches it); guardKey notices changes.
+	guard    AddressGuard
+	guardKey string
+	refused  map[string]string // service → the refusals last reported
 	// What the table holds, per service; nil forces a full sync.
 	state    *tableState
 	lastFull time.Time
@@ -61,8 +69,9 @@ type Proxy struct {
 	// not yet copied into cfg (only Sync touches cfg while Run runs).
 	node        *nodeInfo
 	nodeChanged bool
-	firstDirt   time.Time       // earliest unsynced change, for the latency metric
-	changed     map[string]bool // namespace/name of services changed since the last sync
+	nodeAddrs   map[string]string // every node's addresses (SetNodeAddresses)
+	firstDirt   time.Time         // earliest unsynced change, for the latency metric
+	changed     map[string]bool   // namespace/name of services changed since the last sync
 	// lastUpdated is when a sync last succeeded (kube-proxy's /healthz).
 	lastUpdated time.Time
 
@@ -74,12 +83,15 @@ type Proxy struct {
 	fullSync     prometheus.Gauge
 	svcGauge     prometheus.Gauge
 	epGauge      prometheus.Gauge
+	refusedGauge prometheus.Gauge
 }
 
 // New wires a proxy on a shared informer factory; call Run after Start.
 func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFactory, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: time.Hour, CheckEvery: 10 * time.Second,
-		kick: make(chan struct{}, 1), changed: map[string]bool{},
+		kick: make(chan struct{}, 1), changed: map[string]bool{}, refused: map[string]string{},
+		refusedGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_services_with_refused_addresses",
+			Help: "Services some of whose externalIPs or load-balancer IPs were refused (node, API server, cluster addresses; outside --external-ip-cidrs)."}),
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_sync_duration_seconds",
 			Help: "Time to compile and apply the proxy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		progLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_network_programming_latency_seconds",
@@ -93,7 +105,7 @@ func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFa
 		epGauge:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_endpoints", Help: "Endpoints programmed."}),
 	}
 	if reg != nil {
-		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.drifts, p.svcGauge, p.epGauge, p.lastSync, p.fullSync)
+		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.drifts, p.svcGauge, p.epGauge, p.lastSync, p.fullSync, p.refusedGauge)
 	}
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()
@@ -275,6 +287,11 @@ func (p *Proxy) Sync(ctx context.Context) error {
 		p.state = nil
 	}
 	p.mu.Unlock()
+	if g := p.currentGuard(); g.Key() != p.guardKey {
+		// Which addresses every Service may take changed.
+		p.guard, p.guardKey = g, g.Key()
+		p.state = nil
+	}
 	full := p.state == nil || time.Since(p.lastFull) >= p.FullEvery
 	var err error
 	var stale []StaleUDP
@@ -327,6 +344,7 @@ func (p *Proxy) portsOf(key string) ([]ServicePort, error) {
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
 	svc, err := p.services.Services(ns).Get(name)
 	if apierrors.IsNotFound(err) {
+		p.admit(key, nil, nil) // forget its refusals
 		return nil, nil
 	}
 	if err != nil {
@@ -345,7 +363,7 @@ func (p *Proxy) portsOf(key string) ([]ServicePort, error) {
 			slices = append(slices, sl)
 		}
 	}
-	return ServicePortsFor(p.cfg.Family, svc, slices), nil
+	return p.admit(key, svc, ServicePortsFor(p.cfg.Family, svc, slices)), nil
 }
 
 // syncFull compiles every service and rewrites the table.
@@ -370,7 +388,12 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 	st := newTableState(p.cfg)
 	for _, svc := range svcs {
 		key := svc.Namespace + "/" + svc.Name
-		st.set(key, ServicePortsFor(p.cfg.Family, svc, byService[key]))
+		st.set(key, p.admit(key, svc, ServicePortsFor(p.cfg.Family, svc, byService[key])))
+	}
+	for key := range p.refused {
+		if _, ok := st.services[key]; !ok {
+			p.admit(key, nil, nil) // gone: forget its refusals
+		}
 	}
 	model := st.model()
 	if p.Bulk != nil && !p.recreate {

@@ -8,8 +8,9 @@ echo "== go vet"
 go vet ./...
 echo "== unit and kernel tests"
 go test -count=1 -timeout 20m ./...
-echo "== fuzzing the DNS message handler (bounded)"
+echo "== fuzzing the DNS message handler and the CNI network config (bounded)"
 go test -count=1 -run '^$' -fuzz FuzzRespond -fuzztime 30s ./internal/dns/
+go test -count=1 -run '^$' -fuzz FuzzParseNetConf -fuzztime 20s ./internal/cni/
 echo "== lab end-to-end tests"
 go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
 echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, services, hostPort, proxy)"

@@ -85,3 +85,24 @@ func (p *Proxy) admit(key string, svc *corev1.Service, ports []ServicePort) []Se
 	p.refusedGauge.Set(float64(len(p.refused)))
 	return ports
 }
+
+// reportConflicts tells each Service that lost an external address to an
+// older one: a Warning Event and a log line, once per change.
+func (p *Proxy) reportConflicts() {
+	for key, msg := range p.state.conflicts {
+		if p.conflicts[key] == msg {
+			continue
+		}
+		p.conflicts[key] = msg
+		p.log.Warn("external address held by another Service", "service", key, "conflict", msg)
+		ns, name, _ := strings.Cut(key, "/")
+		if svc, err := p.services.Services(ns).Get(name); err == nil && p.Recorder != nil {
+			p.Recorder.Event(svc, corev1.EventTypeWarning, "ExternalAddressConflict", msg)
+		}
+	}
+	for key := range p.conflicts {
+		if _, ok := p.state.conflicts[key]; !ok {
+			delete(p.conflicts, key)
+		}
+	}
+}

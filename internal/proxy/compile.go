@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -204,15 +203,17 @@ func affinitySet(sp ServicePort, e Endpoint) string {
 var nameSafe = strings.NewReplacer(":", "__", "[", "", "]", "").Replace
 
 // Compile turns services into the whole table's model (pure): the fixed
-// part, then each service port with the shared chains it needs.
+// part, then each service port with the shared chains it needs, external
+// addresses several Services ask for going to the oldest.
 func Compile(cfg Config, services []ServicePort) *Model {
-	tx := compileBase(cfg)
-	sd := newSharedDispatch(cfg, tx)
-	sort.Slice(services, func(i, j int) bool { return services[i].Key() < services[j].Key() })
+	st := newTableState(cfg)
+	all := map[string][]ServicePort{}
 	for _, sp := range services {
-		buildServicePort(tx, cfg, sp, sd)
+		k := sp.Namespace + "/" + sp.Name
+		all[k] = append(all[k], sp)
 	}
-	return tx
+	st.setAll(all)
+	return st.model()
 }
 
 // compileService is the part of the table one Service owns (its ports'

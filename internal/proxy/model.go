@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -41,6 +42,9 @@ type ServicePort struct {
 	// (loadBalancerSourceRanges); NodePorts and externalIPs stay open, as
 	// with kube-proxy.
 	SourceRanges []*net.IPNet
+	// Created is the Service's creation time: of two Services asking for
+	// the same external address, the older gets it.
+	Created time.Time
 }
 
 // TopologyEndpoints narrows the usable endpoints by hints, as kube-proxy
@@ -178,7 +182,7 @@ func ServicePortsFor(family corev1.IPFamily, svc *corev1.Service, slices []*disc
 	var out []ServicePort
 	for _, p := range svc.Spec.Ports {
 		sp := ServicePort{Namespace: svc.Namespace, Name: svc.Name, PortName: p.Name, Protocol: p.Protocol,
-			ClusterIPs: clusterIPs, ExternalIPs: external, LoadBalancerIPs: lbIPs, Port: p.Port}
+			ClusterIPs: clusterIPs, ExternalIPs: external, LoadBalancerIPs: lbIPs, Port: p.Port, Created: svc.CreationTimestamp.Time}
 		if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
 			sp.NodePort = p.NodePort
 		}

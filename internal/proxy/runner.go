@@ -59,6 +59,8 @@ type Proxy struct {
 	guard    AddressGuard
 	guardKey string
 	refused  map[string]string // service → the refusals last reported
+	// conflicts: service → the external addresses it lost, last reported.
+	conflicts map[string]string
 	// What the table holds, per service; nil forces a full sync.
 	state    *tableState
 	lastFull time.Time
@@ -89,7 +91,7 @@ type Proxy struct {
 // New wires a proxy on a shared informer factory; call Run after Start.
 func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFactory, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: time.Hour, CheckEvery: 10 * time.Second,
-		kick: make(chan struct{}, 1), changed: map[string]bool{}, refused: map[string]string{},
+		kick: make(chan struct{}, 1), changed: map[string]bool{}, refused: map[string]string{}, conflicts: map[string]string{},
 		refusedGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_services_with_refused_addresses",
 			Help: "Services some of whose externalIPs or load-balancer IPs were refused (node, API server, cluster addresses; outside --external-ip-cidrs)."}),
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_sync_duration_seconds",
@@ -321,6 +323,7 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	if !dirtSince.IsZero() {
 		p.progLatency.Observe(time.Since(dirtSince).Seconds())
 	}
+	p.reportConflicts()
 	ports, eps := p.state.allPorts()
 	if p.Health != nil {
 		p.Health.Update(HealthPorts(ports, p.cfg.NodeName))
@@ -386,10 +389,12 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 		}
 	}
 	st := newTableState(p.cfg)
+	all := make(map[string][]ServicePort, len(svcs))
 	for _, svc := range svcs {
 		key := svc.Namespace + "/" + svc.Name
-		st.set(key, p.admit(key, svc, ServicePortsFor(p.cfg.Family, svc, byService[key])))
+		all[key] = p.admit(key, svc, ServicePortsFor(p.cfg.Family, svc, byService[key]))
 	}
+	st.setAll(all)
 	for key := range p.refused {
 		if _, ok := st.services[key]; !ok {
 			p.admit(key, nil, nil) // gone: forget its refusals

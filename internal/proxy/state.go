@@ -13,6 +13,11 @@ type tableState struct {
 	sharedM  *Model // every shared chain and map created so far
 	services map[string]*serviceState
 	refs     map[string]int // shared-set element key → services using it
+	// raw: each service's ports before clashes over external addresses
+	// are decided; claims decides them; conflicts says what each lost.
+	raw       map[string][]ServicePort
+	claims    addressClaims
+	conflicts map[string]string
 }
 
 type serviceState struct {
@@ -28,16 +33,51 @@ type sharedChange struct {
 
 func newTableState(cfg Config) *tableState {
 	st := &tableState{cfg: cfg, base: compileBase(cfg), sharedM: newModel(),
-		services: map[string]*serviceState{}, refs: map[string]int{}}
+		services: map[string]*serviceState{}, refs: map[string]int{},
+		raw: map[string][]ServicePort{}, claims: newAddressClaims(), conflicts: map[string]string{}}
 	st.shared = newSharedDispatch(cfg, st.sharedM)
 	return st
 }
 
-// set recompiles one service (no ports: it is gone) and returns the
-// shared-set elements that lost their last or got their first user.
-// Shared chains and maps it needs for the first time are kept in
-// st.sharedM (and in st.shared.created when a partial sync collects them).
-func (st *tableState) set(key string, ports []ServicePort) []sharedChange {
+// set replaces one service's ports (none: it is gone) and recompiles it
+// and every Service it contends with for an external address.
+func (st *tableState) set(key string, ports []ServicePort) {
+	for _, k := range st.register(key, ports) {
+		st.compile(k)
+	}
+}
+
+// setAll fills an empty state with every service: all claims first, so
+// each address's holder is known before anything compiles.
+func (st *tableState) setAll(all map[string][]ServicePort) {
+	for key, ports := range all {
+		st.claims.replace(key, nil, ports)
+		st.raw[key] = ports
+	}
+	for _, key := range sortedKeys(all) {
+		st.compile(key)
+	}
+}
+
+// register records key's ports and their claims, and returns the services
+// to recompile: key, and every other claimant of an address whose claims
+// changed (it may have won or lost it).
+func (st *tableState) register(key string, ports []ServicePort) []string {
+	changed := st.claims.replace(key, st.raw[key], ports)
+	if len(ports) == 0 {
+		delete(st.raw, key)
+	} else {
+		st.raw[key] = ports
+	}
+	return append([]string{key}, st.claims.others(key, changed)...)
+}
+
+// compile rebuilds one service's part from its ports, less the external
+// addresses others hold, and returns the shared-set elements that lost
+// their last or got their first user. Shared chains and maps it needs for
+// the first time are kept in st.sharedM (and in st.shared.created when a
+// partial sync collects them).
+func (st *tableState) compile(key string) []sharedChange {
 	var changes []sharedChange
 	if old := st.services[key]; old != nil {
 		for _, k := range old.model.elemKeys {
@@ -49,6 +89,12 @@ func (st *tableState) set(key string, ports []ServicePort) []sharedChange {
 			}
 		}
 		delete(st.services, key)
+	}
+	ports, lost := st.claims.filter(key, st.raw[key])
+	if lost == "" {
+		delete(st.conflicts, key)
+	} else {
+		st.conflicts[key] = lost
 	}
 	if len(ports) == 0 {
 		return changes
@@ -96,13 +142,18 @@ func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart
 	oldPart, newPart = newModel(), newModel()
 	st.shared.created = newPart // shared chains and maps first needed now
 	defer func() { st.shared.created = nil }()
+	redo := map[string]bool{}
 	for _, key := range sortedKeys(changed) {
+		for _, k := range st.register(key, changed[key]) {
+			redo[k] = true
+		}
+	}
+	for _, key := range sortedKeys(redo) {
 		if old := st.services[key]; old != nil {
 			oldPart.merge(old.model, false)
 			oldPorts = append(oldPorts, old.ports...)
 		}
-		newPorts = append(newPorts, changed[key]...)
-		for _, c := range st.set(key, changed[key]) {
+		for _, c := range st.compile(key) {
 			// A shared-set element that lost its last user goes; one that
 			// got its first is added (both: no change).
 			if c.removed {
@@ -113,6 +164,7 @@ func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart
 		}
 		if now := st.services[key]; now != nil {
 			newPart.merge(now.model, false)
+			newPorts = append(newPorts, now.ports...)
 		}
 	}
 	return oldPart, newPart, oldPorts, newPorts

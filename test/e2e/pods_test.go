@@ -518,17 +518,19 @@ func TestHostPorts(t *testing.T) {
 func TestInitContainersAndSidecars(t *testing.T) {
 	ns := newNamespace(t)
 	p := pinnedPod(ns, "init", "weft-node-2")
-	vol := corev1.VolumeMount{Name: "work", MountPath: "/work"}
+	// A top-level path no checkout lives under: mounted over /work, it
+	// would hide the weft binary of a checkout in /work/... from the pod.
+	vol := corev1.VolumeMount{Name: "work", MountPath: "/initwork"}
 	p.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	p.Spec.InitContainers = []corev1.Container{
-		{Name: "first", Image: "busybox", Command: []string{"sh", "-c", "sleep 1; echo first > /work/order"}, VolumeMounts: []corev1.VolumeMount{vol}},
-		{Name: "second", Image: "busybox", Command: []string{"sh", "-c", "echo second >> /work/order"}, VolumeMounts: []corev1.VolumeMount{vol}},
+		{Name: "first", Image: "busybox", Command: []string{"sh", "-c", "sleep 1; echo first > /initwork/order"}, VolumeMounts: []corev1.VolumeMount{vol}},
+		{Name: "second", Image: "busybox", Command: []string{"sh", "-c", "echo second >> /initwork/order"}, VolumeMounts: []corev1.VolumeMount{vol}},
 		{Name: "side", Image: "weft/testserver", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 			Args: []string{"--http-port=9090", "--tcp-port=9091", "--udp-port=9091", "--name=side"}},
 	}
 	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{vol}
 	got := createReady(t, p)["init"]
-	if out, err := execIn(t, ns+"/init", "", "cat", "/work/order"); err != nil || out != "first\nsecond" {
+	if out, err := execIn(t, ns+"/init", "", "cat", "/initwork/order"); err != nil || out != "first\nsecond" {
 		t.Errorf("init containers ran out of order: %q %v", out, err)
 	}
 	if len(got.Status.InitContainerStatuses) != 3 {

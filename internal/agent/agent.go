@@ -175,7 +175,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("hostPort table: %w", err)
 	} else {
 		go func() {
-			if err := hostport.New(a.client, a.cfg.NodeName, nft, a.log).Run(ctx); err != nil {
+			hp := hostport.New(a.client, a.cfg.NodeName, nft, a.log)
+			hp.Recorder = recorder
+			if err := hp.Run(ctx); err != nil {
 				a.log.Error("hostPort controller stopped", "err", err)
 			}
 		}()

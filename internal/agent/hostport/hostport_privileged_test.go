@@ -22,7 +22,10 @@ func TestPrivilegedTableLoads(t *testing.T) {
 		{HostPort: 54323, Protocol: "udp", PodIP: "10.244.1.7", ContainerPort: 8081, Pod: "ns/u"},
 		// The longest names the API allows: the comment must stay in the
 		// kernel's 128 bytes.
-		{HostPort: 54324, Protocol: "tcp", PodIP: "10.244.1.8", ContainerPort: 8080, Pod: strings.Repeat("n", 63) + "/" + strings.Repeat("p", 253)}}
+		{HostPort: 54324, Protocol: "tcp", PodIP: "10.244.1.8", ContainerPort: 8080, Pod: strings.Repeat("n", 63) + "/" + strings.Repeat("p", 253)},
+		// IPv6, wildcard and with a host IP.
+		{HostPort: 54325, Protocol: "tcp", PodIP: "fd10:244:0:1::9", ContainerPort: 8080, Pod: "ns/v6", IPv6: true},
+		{HostIP: "fd00::11", HostPort: 54326, Protocol: "udp", PodIP: "fd10:244:0:1::9", ContainerPort: 8081, Pod: "ns/v6", IPv6: true}}
 	err := netns.Do(func(ns.NetNS) error {
 		nft, err := knftables.New(knftables.InetFamily, TableName)
 		if err != nil {
@@ -41,7 +44,7 @@ func TestPrivilegedTableLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("ip", "netns", "exec", filepath.Base(netns.Path()), "nft", "list", "table", "inet", TableName).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "dnat ip to 10.244.1.6:8080") || strings.Count(string(out), "dnat ip to") != 3 {
+	if err != nil || !strings.Contains(string(out), "dnat ip to 10.244.1.6:8080") || strings.Count(string(out), "dnat ip to") != 3 || strings.Count(string(out), "dnat ip6 to") != 2 {
 		t.Fatalf("table in the kernel: %v\n%s", err, out)
 	}
 }

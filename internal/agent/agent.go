@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -34,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
 
+	"weft.dev/weft/internal/agent/antispoof"
 	"weft.dev/weft/internal/agent/hostport"
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/agent/nodedns"
@@ -269,6 +271,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctrl := routing.NewController(local, dp, nodes.Lister(), recorder, a.log, a.registry)
 	_, _ = nodes.Informer().AddEventHandler(ctrl.Handler())
 	go ctrl.Run(ctx)
+	if err := a.runAntiSpoof(ctx, nodes); err != nil {
+		return err
+	}
 
 	a.log.Info("agent running", "node", a.cfg.NodeName, "backend", a.cfg.Backend, "mtu", a.mtu, "underlay", local.Underlay)
 	t := time.NewTicker(a.cfg.ResyncPeriod)
@@ -447,6 +452,22 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node, all []*corev1.Node)
 	}
 	a.mtuGauge.Set(float64(mtu))
 	a.lastKey = key
+	return nil
+}
+
+// runAntiSpoof starts the table that keeps pods to their own source
+// addresses and VXLAN to frames from nodes.
+func (a *Agent) runAntiSpoof(ctx context.Context, nodes coreinformers.NodeInformer) error {
+	nft, err := knftables.New(knftables.InetFamily, antispoof.TableName)
+	if err != nil {
+		return fmt.Errorf("anti-spoofing table: %w", err)
+	}
+	c := antispoof.New(antispoof.Config{PodInterfaces: cni.HostVethPrefix, Tunnel: VXLANDevice, VXLANPort: a.cfg.VXLANPort,
+		VTEPAnnotation: routing.AnnotationVTEPIP}, nft, nodes.Lister(), a.log)
+	if _, err := nodes.Informer().AddEventHandler(c.Handler()); err != nil {
+		return err
+	}
+	go func() { _ = c.Run(ctx) }()
 	return nil
 }
 

@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weft.dev/weft/internal/agent/antispoof"
+	"weft.dev/weft/internal/agent/reclaim"
 	"weft.dev/weft/internal/agent/hostport"
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/agent/nodedns"
@@ -81,6 +82,9 @@ type Config struct {
 
 // VXLANDevice is the name of the agent's VXLAN interface.
 const VXLANDevice = "weft.vxlan"
+
+// CNINetworkName names the network in the conflist (and weft-cni's store).
+const CNINetworkName = "weft"
 
 // Agent keeps the node configured.
 type Agent struct {
@@ -274,6 +278,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.runAntiSpoof(ctx, nodes); err != nil {
 		return err
 	}
+	linkExists := func(name string) bool { _, err := netlink.LinkByName(name); return err == nil }
+	go reclaim.New(a.client, a.cfg.NodeName, a.cfg.CNIDataDir, CNINetworkName, linkExists, a.log, a.registry).Run(ctx)
 
 	a.log.Info("agent running", "node", a.cfg.NodeName, "backend", a.cfg.Backend, "mtu", a.mtu, "underlay", local.Underlay)
 	t := time.NewTicker(a.cfg.ResyncPeriod)
@@ -431,7 +437,7 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node, all []*corev1.Node)
 	}
 	conflist := map[string]any{
 		"cniVersion": "1.1.0",
-		"name":       "weft",
+		"name":       CNINetworkName,
 		"plugins": []map[string]any{{
 			"type":              "weft-cni",
 			"runtimeConfigPath": a.cfg.CNIRuntimePath,

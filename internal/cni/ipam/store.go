@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 	"strings"
 	"syscall"
 )
@@ -199,6 +200,35 @@ func (s *Store) GC(valid []Attachment) ([]net.IP, error) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, ipStr)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return freed, err
+		}
+		freed = append(freed, net.ParseIP(ipStr))
+	}
+	return freed, nil
+}
+
+// Reclaim frees every address keep says no to, given its owner and how
+// long ago it was allocated. Not every runtime calls CNI GC, and a plugin
+// killed between allocating and answering leaves an address no DEL will
+// free: the agent reclaims those.
+func (s *Store) Reclaim(keep func(ip string, owner Attachment, age time.Duration) bool) ([]net.IP, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	held, err := s.list()
+	if err != nil {
+		return nil, err
+	}
+	var freed []net.IP
+	for ipStr, owner := range held {
+		path := filepath.Join(s.dir, ipStr)
+		fi, err := os.Stat(path)
+		if err != nil || keep(ipStr, owner, time.Since(fi.ModTime())) {
+			continue
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return freed, err
 		}
 		freed = append(freed, net.ParseIP(ipStr))

@@ -36,10 +36,10 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weft.dev/weft/internal/agent/antispoof"
-	"weft.dev/weft/internal/agent/reclaim"
 	"weft.dev/weft/internal/agent/hostport"
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/agent/nodedns"
+	"weft.dev/weft/internal/agent/reclaim"
 	"weft.dev/weft/internal/cni"
 	weftdns "weft.dev/weft/internal/dns"
 	"weft.dev/weft/internal/proxy"

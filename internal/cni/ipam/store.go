@@ -14,9 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"time"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // ErrExhausted is returned when a range has no free address.

@@ -136,6 +136,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := applySysctls("/proc/sys", hostSysctls("/proc/sys")); err != nil {
 		return err
 	}
+	if err := removeDisabled(ctx, a.cfg); err != nil {
+		return err
+	}
 	switch a.cfg.Backend {
 	case routing.BackendVXLAN, routing.BackendHostGW, routing.BackendAuto:
 	default:

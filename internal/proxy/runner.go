@@ -61,6 +61,8 @@ type Proxy struct {
 	refused  map[string]string // service → the refusals last reported
 	// conflicts: service → the external addresses it lost, last reported.
 	conflicts map[string]string
+	// skipped: services the kernel refused, left out until they change.
+	skipped map[string]string
 	// What the table holds, per service; nil forces a full sync.
 	state    *tableState
 	lastFull time.Time
@@ -86,12 +88,15 @@ type Proxy struct {
 	svcGauge     prometheus.Gauge
 	epGauge      prometheus.Gauge
 	refusedGauge prometheus.Gauge
+	skippedGauge prometheus.Gauge
 }
 
 // New wires a proxy on a shared informer factory; call Run after Start.
 func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFactory, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 	p := &Proxy{cfg: cfg, nft: nft, log: log, MinInterval: 100 * time.Millisecond, FullEvery: time.Hour, CheckEvery: 10 * time.Second,
-		kick: make(chan struct{}, 1), changed: map[string]bool{}, refused: map[string]string{}, conflicts: map[string]string{},
+		kick: make(chan struct{}, 1), changed: map[string]bool{}, refused: map[string]string{}, conflicts: map[string]string{}, skipped: map[string]string{},
+		skippedGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_services_skipped",
+			Help: "Services left out of the table because the kernel refused their rules (see their ServiceNotProgrammed Events)."}),
 		refusedGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_services_with_refused_addresses",
 			Help: "Services some of whose externalIPs or load-balancer IPs were refused (node, API server, cluster addresses; outside --external-ip-cidrs)."}),
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_proxy_sync_duration_seconds",
@@ -107,7 +112,7 @@ func New(cfg Config, nft knftables.Interface, factory informers.SharedInformerFa
 		epGauge:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_proxy_endpoints", Help: "Endpoints programmed."}),
 	}
 	if reg != nil {
-		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.drifts, p.svcGauge, p.epGauge, p.lastSync, p.fullSync, p.refusedGauge)
+		reg.MustRegister(p.syncDuration, p.progLatency, p.syncs, p.drifts, p.svcGauge, p.epGauge, p.lastSync, p.fullSync, p.refusedGauge, p.skippedGauge)
 	}
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()
@@ -282,6 +287,10 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	dirtSince, changed := p.firstDirt, p.changed
 	p.firstDirt, p.changed = time.Time{}, map[string]bool{}
+	for key := range changed {
+		delete(p.skipped, key) // a changed Service gets another chance
+	}
+	p.skippedGauge.Set(float64(len(p.skipped)))
 	if p.nodeChanged {
 		// Every service may depend on them (NodePort addresses, topology).
 		p.cfg.Zone, p.cfg.NodeIPs = p.node.zone, p.node.ips
@@ -392,7 +401,9 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 	all := make(map[string][]ServicePort, len(svcs))
 	for _, svc := range svcs {
 		key := svc.Namespace + "/" + svc.Name
-		all[key] = p.admit(key, svc, ServicePortsFor(p.cfg.Family, svc, byService[key]))
+		if _, skip := p.skipped[key]; !skip {
+			all[key] = p.admit(key, svc, ServicePortsFor(p.cfg.Family, svc, byService[key]))
+		}
 	}
 	st.setAll(all)
 	for key := range p.refused {
@@ -405,6 +416,17 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 		err = p.writeBulk(ctx, model)
 	} else {
 		err = p.writeWhole(ctx, model)
+	}
+	if err != nil {
+		// One object the kernel refuses must not freeze the table for
+		// all: find it, leave it out, write the rest in one transaction.
+		if bad := p.isolate(ctx, st); len(bad) > 0 {
+			for key, why := range bad {
+				p.skip(key, why)
+				st.set(key, nil)
+			}
+			err = p.writeWhole(ctx, st.model())
+		}
 	}
 	if err != nil {
 		p.recreate = true

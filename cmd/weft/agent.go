@@ -8,12 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"weft.dev/weft/internal/agent"
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/cni"
+	"weft.dev/weft/internal/kubeclient"
 	"weft.dev/weft/internal/proxy"
 )
 
@@ -114,16 +113,5 @@ func parseCIDRs(in []string) ([]*net.IPNet, error) {
 }
 
 func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, err
-	}
-	cfg.QPS, cfg.Burst = 50, 100
-	return kubernetes.NewForConfig(cfg)
+	return kubeclient.New(kubeconfig)
 }

@@ -253,18 +253,9 @@ func (l *Lab) writePKI(nodes []Node) error {
 	return nil
 }
 
-func (l *Lab) startControlPlane(ctx context.Context, dual bool) error {
-	cp := l.ControlPlaneBinDir()
-	serviceCIDRs, clusterCIDRs, maskSizes := ServiceCIDR, ClusterCIDR, []string{"--node-cidr-mask-size=24"}
-	if dual {
-		serviceCIDRs, clusterCIDRs = ServiceCIDR+","+ServiceCIDR6, ClusterCIDR+","+ClusterCIDR6
-		maskSizes = []string{"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64"}
-	}
+func (l *Lab) apiServerArgs(serviceCIDRs string) []string {
 	d := l.pkiDir()
-	if err := l.startProc("etcd", ControlPlane, []string{filepath.Join(cp, "etcd"), "--data-dir", filepath.Join(l.dir, "etcd")}, nil); err != nil {
-		return err
-	}
-	apiArgs := []string{filepath.Join(cp, "kube-apiserver"),
+	return []string{filepath.Join(l.ControlPlaneBinDir(), "kube-apiserver"),
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--bind-address=0.0.0.0", fmt.Sprintf("--secure-port=%d", APIPort),
 		"--advertise-address=" + APIServerIP().String(),
@@ -279,6 +270,53 @@ func (l *Lab) startControlPlane(ctx context.Context, dual bool) error {
 		"--kubelet-preferred-address-types=InternalIP",
 		"--allow-privileged=true", "--profiling=false", "--v=1",
 	}
+}
+
+// StopAPIServer kills kube-apiserver (SIGKILL, as a crash) and waits for it
+// to exit; StartAPIServer brings it back with the same flags.
+func (l *Lab) StopAPIServer() error {
+	b, err := os.ReadFile(filepath.Join(l.dir, "pids", "kube-apiserver.pid"))
+	if err != nil {
+		return err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return err
+	}
+	for i := 0; i < 100 && l.procAlive("kube-apiserver"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// StartAPIServer starts kube-apiserver again (see StopAPIServer).
+func (l *Lab) StartAPIServer() error {
+	st, err := l.LoadState()
+	if err != nil {
+		return err
+	}
+	cidrs := ServiceCIDR
+	if st.DualStack {
+		cidrs = ServiceCIDR + "," + ServiceCIDR6
+	}
+	return l.startProc("kube-apiserver", ControlPlane, l.apiServerArgs(cidrs), nil)
+}
+
+func (l *Lab) startControlPlane(ctx context.Context, dual bool) error {
+	cp := l.ControlPlaneBinDir()
+	serviceCIDRs, clusterCIDRs, maskSizes := ServiceCIDR, ClusterCIDR, []string{"--node-cidr-mask-size=24"}
+	if dual {
+		serviceCIDRs, clusterCIDRs = ServiceCIDR+","+ServiceCIDR6, ClusterCIDR+","+ClusterCIDR6
+		maskSizes = []string{"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64"}
+	}
+	d := l.pkiDir()
+	if err := l.startProc("etcd", ControlPlane, []string{filepath.Join(cp, "etcd"), "--data-dir", filepath.Join(l.dir, "etcd")}, nil); err != nil {
+		return err
+	}
+	apiArgs := l.apiServerArgs(serviceCIDRs)
 	if err := l.startProc("kube-apiserver", ControlPlane, apiArgs, nil); err != nil {
 		return err
 	}

@@ -111,8 +111,14 @@ func newNamespace(t *testing.T) string {
 // execIn runs argv in a pod, on a node or in "outside" and returns stdout.
 func execIn(t *testing.T, target, container string, argv ...string) (string, error) {
 	t.Helper()
+	return execInFor(t, 20*time.Second, target, container, argv...)
+}
+
+// execInFor is execIn with a time limit other than 20 s.
+func execInFor(t *testing.T, limit time.Duration, target, container string, argv ...string) (string, error) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	err := theLab.Exec(ctx, lab.ExecOptions{Target: target, Container: container, Argv: argv, Stdout: &out, Stderr: &errb})
 	if err != nil {

@@ -1,0 +1,53 @@
+// Package kubeclient makes the API client every weft component uses.
+package kubeclient
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// New returns a client from kubeconfig (empty: in-cluster) that waits out
+// an API server restart instead of failing (see DialPatiently).
+func New(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	cfg.Dial = DialPatiently(500 * time.Millisecond)
+	return kubernetes.NewForConfig(cfg)
+}
+
+// DialPatiently returns a dial function that, while the API server cannot
+// be reached (restarting, or a control-plane outage), tries again every
+// retry until the request's context ends, instead of failing at once.
+// client-go's informers back off for up to a minute after failed lists, so
+// failing dials would leave the datapath that long behind once the API
+// server is back; a waiting dial goes through the moment it returns.
+func DialPatiently(retry time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		for {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil || ctx.Err() != nil {
+				return c, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(retry):
+			}
+		}
+	}
+}

@@ -92,6 +92,7 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&cfg.Conntrack.Min, "conntrack-min", cfg.Conntrack.Min, "conntrack table entries at least, whatever the CPU count")
 	f.BoolVar(&cfg.Conntrack.TCPBeLiberal, "conntrack-tcp-be-liberal", false, "set nf_conntrack_tcp_be_liberal instead of dropping forwarded packets conntrack holds invalid")
 	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped); one service proxy runs per address family given here (IPv4, IPv6 or both)")
+	f.DurationVar(&cfg.ReclaimGrace, "ip-reclaim-grace", 0, "how old an address weft-cni handed out must be before the agent frees it when no pod and no sandbox uses it (0: 2m, checked every minute; else checked every half of it)")
 	f.StringSliceVar(&externalIPCIDRs, "external-ip-cidrs", nil, "where Services' externalIPs may lie (empty: anywhere but node, API server, pod and service addresses, which are always refused)")
 	f.StringSliceVar(&nodePortAddresses, "nodeport-addresses", nil, `where NodePorts are served: "primary" (the default: the node's InternalIPs) or CIDRs (the node's addresses inside them; 0.0.0.0/0 and ::/0: all but loopback)`)
 	f.StringVar(&nodeLocalDNS, "node-local-dns", "", "run the node-local DNS cache on this link-local address, e.g. 169.254.20.10 (empty: off)")

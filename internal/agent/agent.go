@@ -70,6 +70,9 @@ type Config struct {
 	NodePortAddresses []*net.IPNet
 	// ExternalIPCIDRs, when set, limits where Services' externalIPs may lie.
 	ExternalIPCIDRs []*net.IPNet
+	// ReclaimGrace: how old an unused pod address must be before the agent
+	// frees it (0: reclaim.DefaultGrace).
+	ReclaimGrace time.Duration
 	// Conntrack: the node's conntrack settings the proxy depends on
 	// (kube-proxy's defaults: proxy.DefaultConntrack).
 	Conntrack proxy.Conntrack
@@ -282,7 +285,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	linkExists := func(name string) bool { _, err := netlink.LinkByName(name); return err == nil }
-	go reclaim.New(a.client, a.cfg.NodeName, a.cfg.CNIDataDir, CNINetworkName, linkExists, a.log, a.registry).Run(ctx)
+	rc := reclaim.New(a.client, a.cfg.NodeName, a.cfg.CNIDataDir, CNINetworkName, linkExists, a.log, a.registry)
+	if a.cfg.ReclaimGrace > 0 {
+		rc.Grace, rc.Every = a.cfg.ReclaimGrace, max(a.cfg.ReclaimGrace/2, time.Second)
+	}
+	go rc.Run(ctx)
 
 	a.log.Info("agent running", "node", a.cfg.NodeName, "backend", a.cfg.Backend, "mtu", a.mtu, "underlay", local.Underlay)
 	t := time.NewTicker(a.cfg.ResyncPeriod)

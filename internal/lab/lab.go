@@ -383,6 +383,8 @@ func (l *Lab) startAgent(n Node, backend string) error {
 		"--backend=" + backend,
 		"--node-local-dns=" + NodeLocalDNS,
 		"--cluster-dns=" + net.JoinHostPort(ClusterDNS, "53"),
+		// Tests that kill CNI plugins check for leaks without waiting minutes.
+		"--ip-reclaim-grace=20s",
 	}
 	if n.IP6 != nil {
 		// Dual-stack: IPv6 pods and services too (one proxy per family).

@@ -20,14 +20,16 @@ import (
 	"weft.dev/weft/internal/cni/ipam"
 )
 
-// Grace is how old an allocation must be before it may be reclaimed: an
-// ADD in progress has allocated but its pod has no IP in the API yet.
-const Grace = 2 * time.Minute
+// DefaultGrace is how old an allocation must be before it may be
+// reclaimed: an ADD in progress has allocated but its pod has no IP in the
+// API yet.
+const DefaultGrace = 2 * time.Minute
 
-// Keep says whether an allocation is still in use: young, the IP of a pod
-// on this node, or its host veth still there (the sandbox lives).
-func Keep(ip string, owner ipam.Attachment, age time.Duration, podIPs map[string]bool, linkExists func(string) bool) bool {
-	if age < Grace || podIPs[ip] {
+// Keep says whether an allocation is still in use: younger than grace, the
+// IP of a pod on this node, or its host veth still there (the sandbox
+// lives).
+func Keep(ip string, owner ipam.Attachment, age, grace time.Duration, podIPs map[string]bool, linkExists func(string) bool) bool {
+	if age < grace || podIPs[ip] {
 		return true
 	}
 	return owner.ContainerID != "" && linkExists(cni.HostVethName(owner.ContainerID, owner.IfName))
@@ -40,6 +42,7 @@ type Reclaimer struct {
 	DataDir    string // weft-cni's dataDir
 	Network    string // the conflist's name
 	Every      time.Duration
+	Grace      time.Duration
 	LinkExists func(name string) bool
 	Log        *slog.Logger
 	freed      prometheus.Counter
@@ -47,7 +50,7 @@ type Reclaimer struct {
 
 // New wires a reclaimer; reg may be nil.
 func New(client kubernetes.Interface, nodeName, dataDir, network string, linkExists func(string) bool, log *slog.Logger, reg prometheus.Registerer) *Reclaimer {
-	r := &Reclaimer{Client: client, NodeName: nodeName, DataDir: dataDir, Network: network, Every: time.Minute,
+	r := &Reclaimer{Client: client, NodeName: nodeName, DataDir: dataDir, Network: network, Every: time.Minute, Grace: DefaultGrace,
 		LinkExists: linkExists, Log: log,
 		freed: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_cni_addresses_reclaimed_total",
 			Help: "Pod addresses freed by the agent because no pod and no sandbox used them."})}
@@ -94,7 +97,7 @@ func (r *Reclaimer) Once(ctx context.Context) error {
 		return err
 	}
 	freed, err := store.Reclaim(func(ip string, owner ipam.Attachment, age time.Duration) bool {
-		return Keep(ip, owner, age, podIPs, r.LinkExists)
+		return Keep(ip, owner, age, r.Grace, podIPs, r.LinkExists)
 	})
 	if len(freed) > 0 {
 		r.freed.Add(float64(len(freed)))

@@ -44,7 +44,7 @@ func TestReclaimFreesOnlyUnused(t *testing.T) {
 	podIPs := map[string]bool{ips["running"]: true}
 	links := map[string]bool{cni.HostVethName("sandbox", "eth0"): true}
 	freed, err := store.Reclaim(func(ip string, owner ipam.Attachment, age time.Duration) bool {
-		return Keep(ip, owner, age, podIPs, func(n string) bool { return links[n] })
+		return Keep(ip, owner, age, DefaultGrace, podIPs, func(n string) bool { return links[n] })
 	})
 	if err != nil {
 		t.Fatal(err)

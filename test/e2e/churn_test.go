@@ -1,0 +1,139 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"weft.dev/weft/internal/lab"
+)
+
+// storeIPs lists the addresses weft-cni's store on node holds.
+func storeIPs(t *testing.T, node string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(strings.TrimSuffix(ipamFile(node, ""), "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips []string
+	for _, e := range entries {
+		if net.ParseIP(e.Name()) != nil {
+			ips = append(ips, e.Name())
+		}
+	}
+	return ips
+}
+
+// Pods created and deleted in batches (WEFT_CHURN_PODS in all, 1,000 by
+// default) while CNI plugins are killed with SIGKILL at random and the
+// agents now and then: no two running pods ever share an address, and once
+// all are gone and the agents have reclaimed, no address is left held.
+func TestCNIChurnWithKills(t *testing.T) {
+	total := 1000
+	if v, err := strconv.Atoi(os.Getenv("WEFT_CHURN_PODS")); err == nil && v > 0 {
+		total = v
+	}
+	ns := newNamespace(t)
+	ctx := context.Background()
+	nodes := []string{"weft-node-1", "weft-node-2"}
+	stop := make(chan struct{})
+	killed := make(chan int, 1)
+	go func() {
+		r := rand.New(rand.NewSource(7))
+		n, lastAgent := 0, time.Now()
+		for {
+			select {
+			case <-stop:
+				killed <- n
+				return
+			case <-time.After(time.Duration(20+r.Intn(80)) * time.Millisecond):
+			}
+			if exec.Command("pkill", "-9", "-x", "weft-cni").Run() == nil {
+				n++
+			}
+			if time.Since(lastAgent) > 15*time.Second {
+				lastAgent = time.Now()
+				node := nodes[r.Intn(len(nodes))]
+				if theLab.KillNodeProcess(node, lab.ProcAgent, syscall.SIGKILL) == nil {
+					time.Sleep(500 * time.Millisecond)
+					if err := theLab.StartNodeProcess(node, lab.ProcAgent); err != nil {
+						t.Errorf("restart agent on %s: %v", node, err)
+					}
+				}
+			}
+		}
+	}()
+	const batch = 50
+	start := time.Now()
+	for done := 0; done < total; done += batch {
+		for i := 0; i < batch; i++ {
+			p := pinnedPod(ns, fmt.Sprintf("c%04d", done+i), nodes[i%len(nodes)])
+			p.Spec.Containers[0].ReadinessProbe = nil
+			if _, err := client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 3*time.Minute, fmt.Sprintf("batch at %d running with distinct addresses", done), func() error {
+			list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return err
+			}
+			owner := map[string]string{}
+			running := 0
+			for _, p := range list.Items {
+				if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+					continue
+				}
+				running++
+				if o, dup := owner[p.Status.PodIP]; dup {
+					t.Fatalf("pods %s and %s both have %s", o, p.Name, p.Status.PodIP)
+				}
+				owner[p.Status.PodIP] = p.Name
+			}
+			if running < batch {
+				return fmt.Errorf("%d of %d running", running, batch)
+			}
+			return nil
+		})
+		if err := client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Minute, "batch gone", func() error {
+			list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err != nil || len(list.Items) > 0 {
+				return fmt.Errorf("%d pods left %v", len(list.Items), err)
+			}
+			return nil
+		})
+	}
+	close(stop)
+	kills := <-killed // the killer restarts an agent before it stops
+	t.Logf("%d pods created and deleted in %s; %d kill -9 of weft-cni processes", total, time.Since(start).Round(time.Second), kills)
+	leakedBefore := 0
+	for _, n := range nodes {
+		leakedBefore += len(storeIPs(t, n))
+	}
+	eventually(t, 90*time.Second, "every address reclaimed", func() error {
+		for _, n := range nodes {
+			if ips := storeIPs(t, n); len(ips) > 0 {
+				return fmt.Errorf("%s still holds %v", n, ips)
+			}
+		}
+		return nil
+	})
+	t.Logf("%d addresses held after the churn, all reclaimed", leakedBefore)
+}

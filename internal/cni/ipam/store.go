@@ -181,30 +181,11 @@ func (s *Store) Release(a Attachment) ([]net.IP, error) {
 // GC frees every address whose owner is not in valid, including files left
 // empty or truncated by a plugin killed while allocating.
 func (s *Store) GC(valid []Attachment) ([]net.IP, error) {
-	unlock, err := s.lock()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 	keep := map[Attachment]bool{}
 	for _, a := range valid {
 		keep[a] = true
 	}
-	held, err := s.list()
-	if err != nil {
-		return nil, err
-	}
-	var freed []net.IP
-	for ipStr, owner := range held {
-		if keep[owner] {
-			continue
-		}
-		if err := os.Remove(filepath.Join(s.dir, ipStr)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return freed, err
-		}
-		freed = append(freed, net.ParseIP(ipStr))
-	}
-	return freed, nil
+	return s.Reclaim(func(_ string, owner Attachment, _ time.Duration) bool { return keep[owner] })
 }
 
 // Reclaim frees every address keep says no to, given its owner and how

@@ -15,7 +15,7 @@ import (
 func genPorts(n int, affinityEvery int) []ServicePort {
 	var ports []ServicePort
 	for i := 0; i < n; i++ {
-		sp := ServicePort{Namespace: "ns", Name: fmt.Sprintf("s%03d", i), Protocol: "TCP", Port: 80, NodePort: int32(30000 + i%3*0),
+		sp := ServicePort{Namespace: "ns", Name: fmt.Sprintf("s%03d", i), Protocol: "TCP", Port: 80,
 			ClusterIPs: []net.IP{net.IPv4(10, 96, 0, byte(i)).To4()}}
 		if i%3 == 0 {
 			sp.NodePort = int32(30000 + i)

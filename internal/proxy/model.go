@@ -216,7 +216,7 @@ func ServicePortsFor(family corev1.IPFamily, svc *corev1.Service, slices []*disc
 // collectEndpoints gathers the endpoints of one family's slices for one
 // service port (matched by port name and protocol), without duplicates.
 func collectEndpoints(family corev1.IPFamily, p corev1.ServicePort, slices []*discoveryv1.EndpointSlice) []Endpoint {
-	seen := map[string]bool{}
+	seen := map[string]int{} // endpoint → its index in eps
 	var eps []Endpoint
 	addrType := discoveryv1.AddressTypeIPv4
 	if family == corev1.IPv6Protocol {
@@ -268,10 +268,16 @@ func collectEndpoints(family corev1.IPFamily, p corev1.ServicePort, slices []*di
 						e.HintNodes = append(e.HintNodes, n.Name)
 					}
 				}
-				if seen[e.String()] {
+				// An address in two slices (a pod moving between them): a
+				// ready copy wins over one that is not, whatever the order,
+				// as in kube-proxy.
+				if i, dup := seen[e.String()]; dup {
+					if e.Ready && !eps[i].Ready {
+						eps[i] = e
+					}
 					continue
 				}
-				seen[e.String()] = true
+				seen[e.String()] = len(eps)
 				eps = append(eps, e)
 			}
 		}

@@ -34,10 +34,18 @@ func TestSelectEndpoints(t *testing.T) {
 		{"terminating serving fallback", []discoveryv1.Endpoint{ep("10.0.0.1", false, true, true), ep("10.0.0.2", false, false, true)}, "10.0.0.1:8080"},
 		{"ready wins over terminating", []discoveryv1.Endpoint{ep("10.0.0.1", false, true, true), ep("10.0.0.2", true, true, false)}, "10.0.0.2:8080"},
 		{"none", []discoveryv1.Endpoint{ep("10.0.0.1", false, false, false)}, ""},
-		{"duplicates across slices", []discoveryv1.Endpoint{ep("10.0.0.1", true, true, false), ep("10.0.0.1", true, true, false)}, "10.0.0.1:8080"},
+		// The same address in two slices, ready in one only: it is ready,
+		// whichever slice comes first.
+		{"duplicate, ready second", []discoveryv1.Endpoint{ep("10.0.0.1", false, false, false), ep("10.0.0.1", true, true, false)}, "10.0.0.1:8080"},
+		{"duplicate, ready first", []discoveryv1.Endpoint{ep("10.0.0.1", true, true, false), ep("10.0.0.1", false, false, false)}, "10.0.0.1:8080"},
 	}
 	for _, c := range cases {
-		sps := ServicePorts(svc, []*discoveryv1.EndpointSlice{sliceOf(c.eps...)})
+		// One slice per endpoint: duplicates come from different slices.
+		var slices []*discoveryv1.EndpointSlice
+		for _, e := range c.eps {
+			slices = append(slices, sliceOf(e))
+		}
+		sps := ServicePorts(svc, slices)
 		var got []string
 		for _, e := range sps[0].Endpoints {
 			got = append(got, e.String())

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
 	"sort"
 	"strings"
@@ -183,9 +184,17 @@ func TestTraceSessionAffinity(t *testing.T) {
 			t.Errorf("bucket %d: %s, want the remembered %s", b, r.dnat, first.dnat)
 		}
 	}
-	// Another client is free to go elsewhere.
-	if got := tr.targets(packet{"10.244.3.9", "10.96.0.50", "tcp", 80}, false, 1); len(got) != 1 {
-		t.Errorf("other client: %v", got)
+	// Other clients are free to go elsewhere: new clients, each on another
+	// random pick, reach both endpoints, not only the one podSrc remembers.
+	seen := map[string]bool{}
+	for b := 0; b < 4; b++ {
+		tr.bucket = b
+		if r := tr.trace(packet{fmt.Sprintf("10.244.3.%d", 10+b), "10.96.0.50", "tcp", 80}, false); r.dnat != "" {
+			seen[r.dnat] = true
+		}
+	}
+	if len(seen) != 2 {
+		t.Errorf("new clients reached %v, want both endpoints", seen)
 	}
 }
 

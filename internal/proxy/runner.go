@@ -52,7 +52,8 @@ type Proxy struct {
 
 	// CleanConntrack deletes stale UDP conntrack entries after syncs.
 	CleanConntrack bool
-	// Recorder, when set, reports refused external addresses as Events.
+	// Recorder, when set, reports as Events on Services: refused and
+	// conflicting external addresses, rules the kernel refused.
 	Recorder record.EventRecorder
 	// guard: what external addresses Services may take, as of the last
 	// sync (only Sync touches it); guardKey notices changes.

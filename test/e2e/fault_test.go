@@ -122,15 +122,24 @@ func TestFaultAPIServerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted = true
-	eventually(t, 90*time.Second, "API server back", func() error {
-		_, err := client.Discovery().ServerVersion()
+	// Back means ready: a freshly started API server refuses Services
+	// ("range is full") until its service IP allocator has synced.
+	eventually(t, 90*time.Second, "API server ready", func() error {
+		_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
 		return err
 	})
 	// A Service with its own EndpointSlice: what weft does with it does not
 	// wait for kube-controller-manager, which backs off on its own.
+	// Its return is when it takes the write (the service IP allocator may
+	// lag /readyz a little).
+	var svc *corev1.Service
+	eventually(t, 30*time.Second, "Service created", func() error {
+		var err error
+		svc, err = client.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "after", Namespace: ns},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}, metav1.CreateOptions{})
+		return err
+	})
 	back := time.Now()
-	svc := createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "after", Namespace: ns},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}})
 	es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "after-1", Namespace: ns,
 		Labels: map[string]string{discoveryv1.LabelServiceName: "after"}}, AddressType: discoveryv1.AddressTypeIPv4,
 		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}}}

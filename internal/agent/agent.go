@@ -346,13 +346,16 @@ func (a *Agent) waitLocal(ctx context.Context, lister listersv1.NodeLister) (rou
 			p := routing.PeerFromNode(n)
 			if p.NodeIP != nil && len(p.PodCIDRs) > 0 {
 				idx, mtu, subnet, err := routing.Underlay(p.NodeIP)
-				if err != nil {
-					return routing.Local{}, 0, 0, err
+				if err == nil {
+					return routing.Local{Name: a.cfg.NodeName, NodeIP: p.NodeIP, Underlay: subnet, Backend: a.cfg.Backend,
+						ClusterCIDRs: a.cfg.ClusterCIDRs, Reserved: append(append([]*net.IPNet{}, p.PodCIDRs...), a.cfg.ServiceCIDRs...)}, idx, mtu, nil
 				}
-				return routing.Local{Name: a.cfg.NodeName, NodeIP: p.NodeIP, Underlay: subnet, Backend: a.cfg.Backend,
-					ClusterCIDRs: a.cfg.ClusterCIDRs, Reserved: append(append([]*net.IPNet{}, p.PodCIDRs...), a.cfg.ServiceCIDRs...)}, idx, mtu, nil
+				// Not fatal: the interface may be coming up, or a dump
+				// was interrupted by pods coming and going.
+				a.log.Warn("underlay interface not found yet", "ip", p.NodeIP, "err", err)
+			} else {
+				a.log.Info("waiting for node InternalIP and podCIDR", "node", a.cfg.NodeName)
 			}
-			a.log.Info("waiting for node InternalIP and podCIDR", "node", a.cfg.NodeName)
 		}
 		select {
 		case <-ctx.Done():

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weft.dev/weft/internal/agent/nodedns"
+	"weft.dev/weft/internal/netlinkdump"
 	"weft.dev/weft/internal/proxy"
 )
 
@@ -54,7 +55,7 @@ func removeDisabled(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	addrs, err := netlink.AddrList(lo, netlink.FAMILY_V4)
+	addrs, err := netlinkdump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(lo, netlink.FAMILY_V4) })
 	if err != nil {
 		return err
 	}

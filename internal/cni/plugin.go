@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"weft.dev/weft/internal/cni/ipam"
+	"weft.dev/weft/internal/netlinkdump"
 )
 
 // HostVethPrefix names every host-side veth weft creates, so GC and lab
@@ -381,7 +382,7 @@ func GC(args *skel.CmdArgs) error {
 	if _, err := store.GC(keep); err != nil {
 		return types.NewError(types.ErrIOFailure, "collect pod addresses", err.Error())
 	}
-	links, err := netlink.LinkList()
+	links, err := netlinkdump.Retry(netlink.LinkList)
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, "list links", err.Error())
 	}

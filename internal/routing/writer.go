@@ -9,6 +9,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"weft.dev/weft/internal/netlinkdump"
 )
 
 // RouteProtocol marks the routes weft owns (like "proto bird" for BIRD),
@@ -60,12 +62,12 @@ func NewNetlink(vxlanName string, underlayIndex int) *Netlink {
 
 // Underlay finds the interface holding ip: its index, MTU and subnet.
 func Underlay(ip net.IP) (int, int, *net.IPNet, error) {
-	links, err := netlink.LinkList()
+	links, err := netlinkdump.Retry(netlink.LinkList)
 	if err != nil {
 		return 0, 0, nil, err
 	}
 	for _, l := range links {
-		addrs, _ := netlink.AddrList(l, netlink.FAMILY_ALL)
+		addrs, _ := netlinkdump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
 		for _, a := range addrs {
 			if a.IP.Equal(ip) {
 				return l.Attrs().Index, l.Attrs().MTU, &net.IPNet{IP: a.IP.Mask(a.Mask), Mask: a.Mask}, nil
@@ -127,7 +129,7 @@ func (n *Netlink) ensureVXLANUp(l netlink.Link, cfg VXLANConfig) error {
 	}
 	// A node that got a new podCIDR has a new VTEP address: drop the old
 	// (IPv6 link-local addresses stay).
-	addrs, _ := netlink.AddrList(l, netlink.FAMILY_ALL)
+	addrs, _ := netlinkdump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
 	for _, a := range addrs {
 		if !a.IP.Equal(cfg.VTEPIP) && !a.IP.Equal(cfg.VTEPIP6) && !a.IP.IsLinkLocalUnicast() {
 			_ = netlink.AddrDel(l, &a)
@@ -304,7 +306,9 @@ func wantedEntries(plans []PeerPlan) wanted {
 // pruneRoutes removes weft's routes no plan wants and returns the rest by
 // destination.
 func (n *Netlink) pruneRoutes(w wanted) (map[string]netlink.Route, int, error) {
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	routes, err := netlinkdump.Retry(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -329,7 +333,7 @@ func (n *Netlink) pruneRoutes(w wanted) (map[string]netlink.Route, int, error) {
 // device no plan wants, and records the ones it keeps.
 func (n *Netlink) pruneNeighbours(idx int, w wanted, haveFDB, haveNeigh map[string]bool) int {
 	changed := 0
-	fdb, _ := netlink.NeighList(idx, unix.AF_BRIDGE)
+	fdb, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(idx, unix.AF_BRIDGE) })
 	for _, e := range fdb {
 		if e.State&netlink.NUD_PERMANENT == 0 || e.IP == nil {
 			continue
@@ -343,8 +347,8 @@ func (n *Netlink) pruneNeighbours(idx int, w wanted, haveFDB, haveNeigh map[stri
 		}
 		haveFDB[k] = true
 	}
-	neighs, _ := netlink.NeighList(idx, netlink.FAMILY_V4)
-	neighs6, _ := netlink.NeighList(idx, netlink.FAMILY_V6)
+	neighs, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(idx, netlink.FAMILY_V4) })
+	neighs6, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(idx, netlink.FAMILY_V6) })
 	for _, e := range append(neighs, neighs6...) {
 		if e.State&netlink.NUD_PERMANENT == 0 {
 			continue

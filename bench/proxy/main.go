@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"weft.dev/weft/bench/internal/figure"
 	"weft.dev/weft/internal/lab"
 	"weft.dev/weft/internal/testserver"
 )
@@ -36,17 +37,27 @@ const ns = "bench-svc"
 
 var binDir string
 
+// level holds the figures at one service count; durations in seconds,
+// memory in MiB.
 type level struct {
-	services           int
-	weftFull, kpFull   time.Duration
-	weftOne, kpOne     time.Duration
-	weftRSS, kpRSS     int64 // KiB
-	clusterIPRR, podRR time.Duration
+	services         int
+	weftFull, kpFull figure.Figure
+	weftOne, kpOne   figure.Figure
+	weftRSS, kpRSS   figure.Figure
+	rr               rrRounds
+}
+
+// rrRounds are TCP request/response latencies through the ClusterIP and
+// straight to the pod IP, alternating round by round, in µs.
+type rrRounds struct {
+	clusterP50, podP50, clusterP99, podP99, ratioP50, ratioP99 figure.Rounds
 }
 
 func main() {
 	flag.StringVar(&binDir, "bin", "bin", "directory with weft and weft-cni")
 	levelsFlag := flag.String("levels", "10,1000,10000", "service counts")
+	rrRounds := flag.Int("rr-rounds", 9, "alternating ClusterIP / pod IP latency rounds")
+	sabotage := flag.String("sabotage", "", "break one side on purpose to check the bench fails closed: clusterip")
 	flag.Parse()
 	binDir, _ = filepath.Abs(binDir)
 	l := lab.New(lab.DefaultStateDir, lab.DefaultCacheDir, binDir, os.Stderr)
@@ -83,6 +94,13 @@ func main() {
 	check(err)
 	time.Sleep(2 * time.Second)
 
+	if *sabotage == "clusterip" {
+		// Proves the bench fails closed: the client's packets to the
+		// ClusterIP are dropped in its own namespace.
+		out, err := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", ns+"/client", "--", "nft", "add table ip weft-sabotage; add chain ip weft-sabotage out { type filter hook output priority 0; ip daddr "+echo.Spec.ClusterIP+" drop; }").CombinedOutput()
+		check(figure.WithOutput(err, out))
+	}
+
 	var levels []level
 	created := 0
 	for _, s := range strings.Split(*levelsFlag, ",") {
@@ -95,34 +113,51 @@ func main() {
 		lv.weftFull, lv.weftOne = measureWeft(ctx, l, client, n)
 		lv.kpFull, lv.kpOne, lv.kpRSS = measureKubeProxy(ctx, l, client, n)
 		lv.weftRSS = rss("agent-weft-node-1", l)
-		lv.clusterIPRR = rr("bench-svc/client", echo.Spec.ClusterIP+":8081")
-		lv.podRR = rr("bench-svc/client", backendIP+":8081")
+		lv.rr = measureRR(*rrRounds, echo.Spec.ClusterIP+":8081", backendIP+":8081")
 		levels = append(levels, lv)
 	}
+	printResults(levels, *levelsFlag, *rrRounds)
+	figure.Exit()
+}
 
+func printResults(levels []level, levelsFlag string, rounds int) {
 	fmt.Printf("### Service proxy: weft beside kube-proxy v1.37.2 (nftables mode)\n\n")
-	fmt.Printf("One lab, one API server. weft: the agent on weft-node-1 (a full sync at start and every hour, like kube-proxy: chains by nft, elements in one netlink batch; partial syncs of the changed services in one nft transaction). kube-proxy: built from k8s.io/kubernetes v1.37.2 (lab/k8s), `--proxy-mode=nftables`, alone on weft-node-2. Each service: one TCP port, one EndpointSlice with 10 ready endpoints. Full sync: the first sync of a freshly started weft agent (`weft_proxy_last_full_sync_duration_seconds`); kube-proxy's first (full) sync after a fresh start (`kubeproxy_sync_full_proxy_rules_duration_seconds`). One change: one EndpointSlice edited; weft's (partial) sync for it, kube-proxy's partial sync (`kubeproxy_sync_partial_proxy_rules_duration_seconds`). RSS from /proc. TCP RR: 64-byte request/response p50 from a pod to a pod on the same node, through the ClusterIP (weft) and to the pod IP.\n\n")
-	fmt.Println("| services | weft full sync | kube-proxy full sync | speed-up | weft one change | kube-proxy one change | weft agent RSS | kube-proxy RSS | ClusterIP RR p50 | pod IP RR p50 | latency ratio |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Printf("`go run ./bench/proxy -bin bin -levels %s` (part of `make bench`; `BENCH_PROXY_LEVELS` sets the levels), %s.\n\n", levelsFlag, figure.Stamp())
+	fmt.Printf("One lab, one API server. weft: the agent on weft-node-1. kube-proxy: built from k8s.io/kubernetes v1.37.2 (lab/k8s), `--proxy-mode=nftables`, alone on weft-node-2. Each service: one TCP port, one EndpointSlice with 10 ready endpoints. ")
+	fmt.Printf("Full sync: the first sync of a freshly started process, both starting from no table (weft's deleted after its agent stops; kube-proxy's deleted after each level): `weft_proxy_last_full_sync_duration_seconds` and `kubeproxy_sync_full_proxy_rules_duration_seconds`, both timing the same span (from reading the changes to the health-check update and conntrack cleanup after the kernel write). ")
+	fmt.Printf("One change: one EndpointSlice edited; the partial sync it causes on each side. RSS from /proc (the weft agent also runs the pod network, hostPort and node-local DNS). ")
+	fmt.Printf("Latency: 64-byte TCP request/response between two pods on weft-node-1, through the ClusterIP (weft's datapath) and to the pod IP, %d rounds of 2000 round trips alternating the two; medians of the per-round p50 and p99 with the interquartile range across rounds, ratio = median of the per-round ratios.\n\n", rounds)
+	fmt.Println("| services | weft full sync | kube-proxy full sync | speed-up | weft one change | kube-proxy one change | weft agent RSS | kube-proxy RSS |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, lv := range levels {
-		fmt.Printf("| %d | %s | %s | %.1f× | %s | %s | %d MiB | %d MiB | %d µs | %d µs | %.2f |\n", lv.services,
-			lv.weftFull.Round(time.Millisecond), lv.kpFull.Round(time.Millisecond), float64(lv.kpFull)/float64(lv.weftFull),
-			lv.weftOne.Round(time.Millisecond), lv.kpOne.Round(time.Millisecond), lv.weftRSS/1024, lv.kpRSS/1024,
-			lv.clusterIPRR.Microseconds(), lv.podRR.Microseconds(), float64(lv.clusterIPRR)/float64(lv.podRR))
+		fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %s |\n", lv.services,
+			lv.weftFull.Format("%.3f s"), lv.kpFull.Format("%.3f s"), figure.Div(lv.kpFull, lv.weftFull).Format("%.1f×"),
+			ms(lv.weftOne), ms(lv.kpOne), lv.weftRSS.Format("%.0f MiB"), lv.kpRSS.Format("%.0f MiB"))
+	}
+	fmt.Println()
+	fmt.Println("| services | ClusterIP p50 | pod IP p50 | p50 ratio (IQR) | ClusterIP p99 | pod IP p99 | p99 ratio (IQR) |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")
+	for _, lv := range levels {
+		r := lv.rr
+		fmt.Printf("| %d | %s µs (%s) | %s µs (%s) | %s (%s) | %s µs (%s) | %s µs (%s) | %s (%s) |\n", lv.services,
+			r.clusterP50.Median().Format("%.1f"), r.clusterP50.Spread("%.1f"), r.podP50.Median().Format("%.1f"), r.podP50.Spread("%.1f"),
+			r.ratioP50.Median().Format("%.2f"), r.ratioP50.Spread("%.2f"),
+			r.clusterP99.Median().Format("%.0f"), r.clusterP99.Spread("%.0f"), r.podP99.Median().Format("%.0f"), r.podP99.Spread("%.0f"),
+			r.ratioP99.Median().Format("%.2f"), r.ratioP99.Spread("%.2f"))
 	}
 	fmt.Println()
 	last := levels[len(levels)-1]
-	fmt.Printf("Targets at %d services: full sync ≥ 10× faster than kube-proxy: %s (%.1f×); one change ≤ 100 ms: %s (%s); latency ratio ≤ 1.05: %s (%.2f).\n\n",
-		last.services, verdict(float64(last.kpFull)/float64(last.weftFull) >= 10), float64(last.kpFull)/float64(last.weftFull),
-		verdict(last.weftOne <= 100*time.Millisecond), last.weftOne.Round(time.Millisecond),
-		verdict(float64(last.clusterIPRR)/float64(last.podRR) <= 1.05), float64(last.clusterIPRR)/float64(last.podRR))
+	fmt.Printf("Targets at %d services: full sync ≥ 10× faster than kube-proxy: %s; one change ≤ 100 ms: %s; ClusterIP p50 latency ratio ≤ 1.05: %s.\n\n",
+		last.services, figure.Div(last.kpFull, last.weftFull).Judge("%.1f×", func(x float64) bool { return x >= 10 }),
+		last.weftOne.Judge("%.3f s", func(x float64) bool { return x <= 0.1 }),
+		last.rr.ratioP50.Median().Judge("%.2f", func(x float64) bool { return x <= 1.05 }))
 }
 
-func verdict(ok bool) string {
-	if ok {
-		return "met"
+func ms(f figure.Figure) string {
+	if !f.OK() {
+		return f.Format("")
 	}
-	return "MISSED"
+	return fmt.Sprintf("%.0f ms", f.Value*1000)
 }
 
 // createServices makes services from..to-1, each with a 10-endpoint slice.
@@ -209,51 +244,52 @@ func nodeMetrics(node, url string) map[string]float64 {
 	return res
 }
 
-func measureWeft(ctx context.Context, l *lab.Lab, client kubernetes.Interface, n int) (time.Duration, time.Duration) {
-	url := "http://198.18.1.11:9402/metrics"
-	want := float64(n + 2) // + kubernetes and echo
-	deadline := time.Now().Add(10 * time.Minute)
-	var m map[string]float64
-	for time.Now().Before(deadline) {
-		m = nodeMetrics("weft-node-1", url)
-		if m["weft_proxy_service_ports"] >= want {
-			break
-		}
-		time.Sleep(time.Second)
+// measureWeft restarts weft-node-1's agent on an empty table and reads
+// its first (full) sync, then times the partial sync of one change.
+func measureWeft(ctx context.Context, l *lab.Lab, client kubernetes.Interface, n int) (full, one figure.Figure) {
+	url := "http://198.18.1.11:9402/metrics" // the lab agent's --metrics-addr
+	want := float64(n + 2)                   // + kubernetes and echo
+	if _, err := waitMetric("weft-node-1", url, 10*time.Minute, func(m map[string]float64) bool { return m["weft_proxy_service_ports"] >= want }); err != nil {
+		return figure.Missing("weft never programmed %d service ports: %v", n+2, err), figure.Missing("no full sync")
 	}
-	// Restart the agent: its first sync is a full one, like kube-proxy's
-	// first sync after a fresh start below.
 	check(l.KillNodeProcess("weft-node-1", lab.ProcAgent, syscall.SIGTERM))
+	_ = exec.Command("ip", "netns", "exec", "weft-node-1", "nft", "delete", "table", "inet", "weft-proxy").Run()
 	check(l.StartNodeProcess("weft-node-1", lab.ProcAgent))
-	var full time.Duration
-	for i := 0; i < 6000; i++ {
-		m = nodeMetrics("weft-node-1", url)
-		if v := m["weft_proxy_last_full_sync_duration_seconds"]; v > 0 {
-			full = time.Duration(v * float64(time.Second))
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// One change: a partial sync.
+	m, err := waitMetric("weft-node-1", url, 10*time.Minute, func(m map[string]float64) bool {
+		return m["weft_proxy_last_full_sync_duration_seconds"] > 0 && m["weft_proxy_service_ports"] >= want
+	})
+	full = figure.Of(m["weft_proxy_last_full_sync_duration_seconds"], err)
 	time.Sleep(time.Second)
-	before := nodeMetrics("weft-node-1", url)["weft_proxy_syncs_total{result=\"ok\"}"]
-	_, err := client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("s00000", 0, 1), metav1.UpdateOptions{})
+	before := nodeMetrics("weft-node-1", url)[`weft_proxy_syncs_total{result="ok"}`]
+	_, err = client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("s00000", 0, 1), metav1.UpdateOptions{})
 	check(err)
-	for i := 0; i < 600; i++ {
-		m = nodeMetrics("weft-node-1", url)
-		if m["weft_proxy_syncs_total{result=\"ok\"}"] > before {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	one := time.Duration(m["weft_proxy_last_sync_duration_seconds"] * float64(time.Second))
+	m, err = waitMetric("weft-node-1", url, 30*time.Second, func(m map[string]float64) bool { return m[`weft_proxy_syncs_total{result="ok"}`] > before })
+	one = figure.Of(m["weft_proxy_last_sync_duration_seconds"], err)
 	_, err = client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("s00000", 0, 0), metav1.UpdateOptions{})
 	check(err)
 	return full, one
 }
 
-func measureKubeProxy(ctx context.Context, l *lab.Lab, client kubernetes.Interface, n int) (time.Duration, time.Duration, int64) {
+// waitMetric polls a node's metrics until done holds.
+func waitMetric(node, url string, timeout time.Duration, done func(map[string]float64) bool) (map[string]float64, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		m := nodeMetrics(node, url)
+		if done(m) {
+			return m, nil
+		}
+		if time.Now().After(deadline) {
+			return m, fmt.Errorf("%s %s: not there after %s", node, url, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// measureKubeProxy starts kube-proxy afresh on weft-node-2 (no table) and
+// reads its first full sync, then the partial sync of one change.
+func measureKubeProxy(ctx context.Context, l *lab.Lab, client kubernetes.Interface, n int) (full, one, mem figure.Figure) {
 	_ = exec.Command("pkill", "-f", "kube-proxy --proxy-mode=nftables").Run()
+	_ = exec.Command("ip", "netns", "exec", "weft-node-2", "nft", "delete", "table", "ip", "kube-proxy").Run()
 	time.Sleep(time.Second)
 	kp := exec.Command("ip", "netns", "exec", "weft-node-2", filepath.Join(l.ControlPlaneBinDir(), "kube-proxy"),
 		"--proxy-mode=nftables", "--kubeconfig="+l.InternalKubeconfig(), "--hostname-override=weft-node-2",
@@ -268,75 +304,89 @@ func measureKubeProxy(ctx context.Context, l *lab.Lab, client kubernetes.Interfa
 		_ = exec.Command("ip", "netns", "exec", "weft-node-2", "nft", "delete", "table", "ip", "kube-proxy").Run()
 	}()
 	url := "http://127.0.0.1:10249/metrics"
-	var m map[string]float64
-	deadline := time.Now().Add(10 * time.Minute)
-	for time.Now().Before(deadline) {
-		m = nodeMetrics("weft-node-2", url)
-		if m[kpKey("full", "count")] >= 1 {
-			break
-		}
-		if kp.ProcessState != nil {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if m[kpKey("full", "count")] < 1 {
+	m, err := waitMetric("weft-node-2", url, 10*time.Minute, func(m map[string]float64) bool { return m[kpKey("full", "count")] >= 1 })
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "kube-proxy did not sync:\n%s\n", logBuf.String())
-		os.Exit(1)
+		return figure.Missing("kube-proxy full sync: %v", err), figure.Missing("kube-proxy did not sync"), figure.Missing("kube-proxy did not sync")
 	}
-	full := time.Duration(m[kpKey("full", "sum")] / m[kpKey("full", "count")] * float64(time.Second))
+	full = figure.Of(m[kpKey("full", "sum")]/m[kpKey("full", "count")], nil)
 	time.Sleep(2 * time.Second)
 	m = nodeMetrics("weft-node-2", url)
 	c0, s0 := m[kpKey("partial", "count")], m[kpKey("partial", "sum")]
-	_, err := client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("s00001", 1, 1), metav1.UpdateOptions{})
+	_, err = client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("s00001", 1, 1), metav1.UpdateOptions{})
 	check(err)
-	for i := 0; i < 600; i++ {
-		m = nodeMetrics("weft-node-2", url)
-		if m[kpKey("partial", "count")] > c0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	one := time.Duration((m[kpKey("partial", "sum")] - s0) / (m[kpKey("partial", "count")] - c0) * float64(time.Second))
+	m, err = waitMetric("weft-node-2", url, 60*time.Second, func(m map[string]float64) bool { return m[kpKey("partial", "count")] > c0 })
+	one = figure.Of((m[kpKey("partial", "sum")]-s0)/(m[kpKey("partial", "count")]-c0), err)
 	_, err = client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("s00001", 1, 0), metav1.UpdateOptions{})
 	check(err)
 	return full, one, procRSS(kp.Process.Pid)
 }
 
-func rss(proc string, l *lab.Lab) int64 {
+func rss(proc string, l *lab.Lab) figure.Figure {
 	b, err := os.ReadFile(filepath.Join(l.Dir(), "pids", proc+".pid"))
 	if err != nil {
-		return 0
+		return figure.Missing("%s: %v", proc, err)
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return figure.Missing("%s pid: %v", proc, err)
+	}
 	return procRSS(pid)
 }
 
-// procRSS returns VmRSS in KiB; for `ip netns exec` wrappers it follows
-// to the child when the wrapper exec'd.
-func procRSS(pid int) int64 {
+// procRSS returns VmRSS in MiB.
+func procRSS(pid int) figure.Figure {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0
+		return figure.Missing("rss: %v", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, "VmRSS:") {
 			f := strings.Fields(line)
-			v, _ := strconv.ParseInt(f[1], 10, 64)
-			return v
+			v, err := strconv.ParseFloat(f[1], 64)
+			return figure.Of(v/1024, err)
 		}
 	}
-	return 0
+	return figure.Missing("no VmRSS for pid %d", pid)
 }
 
-func rr(target, addr string) time.Duration {
-	out, err := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", target, "--", filepath.Join(binDir, "weft"), "testserver", "tcprr", addr, "--count", "3000").Output()
-	if err != nil {
-		return 0
+// measureRR alternates ClusterIP and pod IP rounds so machine noise hits
+// both alike.
+func measureRR(rounds int, clusterAddr, podAddr string) rrRounds {
+	var r rrRounds
+	for i := 0; i < rounds; i++ {
+		c, cerr := rr("bench-svc/client", clusterAddr)
+		p, perr := rr("bench-svc/client", podAddr)
+		c50, c99 := figure.Of(us(c.P50), cerr), figure.Of(us(c.P99), cerr)
+		p50, p99 := figure.Of(us(p.P50), perr), figure.Of(us(p.P99), perr)
+		r.clusterP50.Add(c50)
+		r.clusterP99.Add(c99)
+		r.podP50.Add(p50)
+		r.podP99.Add(p99)
+		r.ratioP50.Add(figure.Div(c50, p50))
+		r.ratioP99.Add(figure.Div(c99, p99))
 	}
+	return r
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func rr(target, addr string) (testserver.RRResult, error) {
 	var r testserver.RRResult
-	_ = json.Unmarshal(out, &r)
-	return r.P50
+	cmd := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", target, "--", filepath.Join(binDir, "weft"), "testserver", "tcprr", addr, "--count", "2000")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return r, fmt.Errorf("tcprr %s: %v %s", addr, err, stderr.String())
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("tcprr %s: %v", addr, err)
+	}
+	if r.Count == 0 {
+		return r, fmt.Errorf("tcprr %s: no round trips", addr)
+	}
+	return r, nil
 }
 
 func check(err error) {

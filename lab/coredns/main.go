@@ -1,5 +1,6 @@
 // Command coredns is CoreDNS built from its Go module with the plugins a
-// Kubernetes cluster DNS uses (kubernetes, cache, forward, errors), in the
+// Kubernetes cluster DNS uses (kubernetes, cache, forward, errors; multisocket
+// for its best UDP throughput), in the
 // order CoreDNS itself chains them: the baseline of weft dns's benchmark.
 // With hosts and log it also stands in for the /coredns binary of the agnhost
 // image, which upstream e2e specs run as a test DNS server.
@@ -16,10 +17,11 @@ import (
 	_ "github.com/coredns/coredns/plugin/hosts"
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/multisocket"
 )
 
 func init() {
-	dnsserver.Directives = []string{"errors", "log", "cache", "hosts", "kubernetes", "forward"}
+	dnsserver.Directives = []string{"multisocket", "errors", "log", "cache", "hosts", "kubernetes", "forward"}
 }
 
 func main() { coremain.Run() }

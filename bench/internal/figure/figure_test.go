@@ -1,0 +1,56 @@
+package figure
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestMissingFiguresNeverGiveAVerdict(t *testing.T) {
+	good := Of(2, nil)
+	for name, bad := range map[string]Figure{
+		"error": Of(5, errors.New("rr: connection refused")),
+		"zero":  Of(0, nil),
+		"NaN":   Of(math.NaN(), nil),
+	} {
+		for _, f := range []Figure{bad, Div(good, bad), Div(bad, good)} {
+			if f.OK() {
+				t.Errorf("%s: %+v is OK", name, f)
+			}
+			if v := f.Verdict(func(float64) bool { return true }); !strings.HasPrefix(v, "FAILED") {
+				t.Errorf("%s: verdict %q", name, v)
+			}
+			if s := f.Format("%.2f"); s != "FAILED" {
+				t.Errorf("%s: formatted %q", name, s)
+			}
+		}
+	}
+	if r := Div(Of(3, nil), good); !r.OK() || r.Value != 1.5 {
+		t.Errorf("3/2 = %+v", r)
+	}
+	if v := good.Verdict(func(x float64) bool { return x >= 10 }); v != "MISSED" {
+		t.Errorf("verdict %q", v)
+	}
+}
+
+func TestOneFailedRoundFailsTheFigure(t *testing.T) {
+	var r Rounds
+	for _, v := range []float64{1, 2, 3, 4} {
+		r.Add(Of(v, nil))
+	}
+	if m := r.Median(); m.Value != 2.5 {
+		t.Errorf("median %v", m)
+	}
+	if s := r.Spread("%.2f"); s != "1.75–3.25" {
+		t.Errorf("spread %q", s)
+	}
+	r.Add(Of(0, errors.New("iperf3 failed")))
+	if r.Median().OK() || r.Spread("%.1f") != "FAILED" {
+		t.Error("a failed round did not fail the figure")
+	}
+	var empty Rounds
+	if empty.Median().OK() {
+		t.Error("no rounds gave a median")
+	}
+}

@@ -1,43 +1,58 @@
 #!/usr/bin/env bash
-# `make bench`: runs every benchmark, each beside its baseline in the same
-# run, and writes bench/RESULTS.md with the command that produced it.
-set -euo pipefail
+# `make bench`: runs every benchmark once, each figure beside its baseline
+# in the same run, and writes bench/RESULTS.md from this run alone (each
+# section says its command, date and commit). A figure that could not be
+# measured prints FAILED; the file is still written and the target fails.
+# Analysis and history belong in bench/NOTES.md, not here.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=bench/RESULTS.md
 tmp=$(mktemp)
 mkdir -p _output
 trap 'rm -f "$tmp"' EXIT
-{
-  echo "# Benchmark results"
-  echo
-  echo "Produced by \`make bench\` (hack/bench.sh) on $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r), weft $(git describe --always --dirty 2>/dev/null || echo dev)."
-  echo "Shared machines are noisy: compare figures within one run, not across runs."
-  echo
-  go run ./bench/cni -pods "${BENCH_PODS:-200}" -weft-cni bin/weft-cni
-  go run ./bench/podnet -bin bin 2>_output/bench-podnet.log
-  bench/vxlanceiling/run.sh
-  go run ./bench/proxy -bin bin -levels "${BENCH_PROXY_LEVELS:-10,1000,10000}" 2>_output/bench-proxy.log
-  go run ./bench/dns -bin bin 2>_output/bench-dns.log
+status=0
+section() { # name, command...
+  local name=$1; shift
+  echo "bench: $name" >&2
+  if ! "$@" 2>"_output/bench-$name.log"; then
+    echo "**$name: FAILED** (exit status $?; see _output/bench-$name.log)"
+    echo
+    status=1
+  fi
+}
+labup() {
   echo "### \`weft lab up\` time, control plane cached"
   echo
-  echo "3 control-plane components + etcd, 1 control-plane node + 3 workers in 2 racks; from \`up\` to every node Ready."
+  echo "hack/bench.sh, run on $(date -u +%Y-%m-%d) at commit $(git describe --always --dirty). 3 control-plane components + etcd, 1 control-plane node + 3 workers in 2 racks; from \`up\` to every node Ready."
   echo "No baseline run here: kind needs a Docker engine, which these machines do not have."
   echo
   echo "| run | seconds |"
   echo "| --- | --- |"
-  times=()
+  local times=() i s e t
   for i in 1 2 3; do
     s=$(date +%s.%N)
-    bin/weft lab up --nodes 3 --racks 2 >/dev/null
+    bin/weft lab up --nodes 3 --racks 2 >/dev/null || return 1
     e=$(date +%s.%N)
     t=$(echo "$e - $s" | bc)
     times+=("$t")
     printf '| %d | %.1f |\n' "$i" "$t"
     bin/weft lab down >/dev/null
   done
-  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p)
-  printf '\nMedian: %.1f s.\n' "$median"
+  printf '\nMedian: %.1f s.\n\n' "$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p)"
+}
+{
+  echo "# Benchmark results"
+  echo
+  echo "Written by \`make bench\` (hack/bench.sh) in one run finished on $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r), weft $(git describe --always --dirty 2>/dev/null || echo dev)."
+  echo "Shared machines are noisy: compare figures within one run, not across runs. What the figures mean, what was tried and earlier runs: [NOTES.md](NOTES.md)."
+  echo
+  section cni go run ./bench/cni -pods "${BENCH_PODS:-200}" -weft-cni bin/weft-cni
+  section podnet go run ./bench/podnet -bin bin
+  section proxy go run ./bench/proxy -bin bin -levels "${BENCH_PROXY_LEVELS:-10,1000,10000}"
+  section dns go run ./bench/dns -bin bin
+  section lab-up labup
 } > "$tmp"
 mv "$tmp" "$out"
 trap - EXIT
 cat "$out"
+exit $status

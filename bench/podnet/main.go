@@ -1,8 +1,10 @@
 // Command podnet measures the pod network across nodes for each backend,
-// each figure beside node-to-node over the same underlay in the same lab:
-// iperf3 throughput (1 and 4 streams), TCP request/response latency, and
-// the time from a new node Ready to its pod being reachable. It brings up
-// its own labs and prints a Markdown section.
+// round by round beside node-to-node over the same underlay and beside a
+// bare kernel set-up of the same shape without weft (bare.go): iperf3
+// throughput (1 and 4 streams), TCP request/response latency, and the time
+// from a new node Ready to its pod being reachable. It brings up its own
+// labs and prints a Markdown section; a run that fails prints FAILED and
+// exits 1.
 package main
 
 import (
@@ -14,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -23,28 +24,30 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"weft.dev/weft/bench/internal/figure"
 	"weft.dev/weft/internal/lab"
 	"weft.dev/weft/internal/testserver"
 )
 
+// row is one backend and node pair: per-round samples, Gbit/s and µs.
 type row struct {
 	backend, pair string
-	// Medians over the rounds, Gbit/s, iperf3 client and server pinned to
-	// different CPUs (see pinnedCPUs).
-	node1, pod1, node4, pod4 float64
-	// Medians of the per-round pod/node ratios: pinned, and with the
-	// scheduler free to place client and server (single stream).
-	ratio1, ratio4, ratio1Free float64
-	nodeRR, podRR              time.Duration
-	readyToReachable           time.Duration
+	crossRack     bool
+	// Per stream count (1, 4): node→node and pod→pod in the lab, the same
+	// on the bare set-up, pod/node in each, and weft's ratio over bare's.
+	node, pod, bareNode, barePod, ratio, bareRatio, rel [2]figure.Rounds
+	nodeRR, podRR, rrRatio                              figure.Rounds // p50 µs
+	readyToReachable                                    figure.Figure // seconds
 }
+
+var streamCounts = [2]int{1, 4}
 
 // pinnedCPUs is iperf3's -A "client,server": the sender on CPU 0, the
 // receiver on CPU 1. In the lab both "nodes" share this machine's CPUs; left
 // to the scheduler, the receiver is sometimes woken onto the sender's CPU
 // and the figure of the same path swings by ±8 % between runs (0.78–0.89 on
 // the bare kernel VXLAN set-up). Two real nodes never share a CPU, so the
-// pinned figure is the closer model; the free one is reported beside it.
+// pinned figure is the closer model, for weft and bare alike.
 const pinnedCPUs = "0,1"
 
 var (
@@ -55,8 +58,8 @@ var (
 
 func main() {
 	flag.StringVar(&binDir, "bin", "bin", "directory with weft and weft-cni")
-	flag.IntVar(&seconds, "seconds", 5, "iperf3 run length")
-	flag.IntVar(&rounds, "rounds", 5, "alternating node/pod iperf3 rounds per figure (medians reported)")
+	flag.IntVar(&seconds, "seconds", 3, "iperf3 run length")
+	flag.IntVar(&rounds, "rounds", 10, "rounds; each alternates weft node, weft pod, bare node and bare pod runs")
 	backends := flag.String("backends", "host-gw,vxlan,auto", "backends to measure")
 	flag.Parse()
 	binDir, _ = filepath.Abs(binDir)
@@ -72,35 +75,45 @@ func main() {
 		}
 		rows = append(rows, rs...)
 	}
-	fmt.Printf("### Pod network across nodes, per backend\n\n")
+	report(rows, *backends)
+	figure.Exit()
+}
+
+func report(rows []row, backends string) {
+	fmt.Printf("### Pod network across nodes, per backend, against the bare kernel\n\n")
+	fmt.Printf("`go run ./bench/podnet -bin bin -backends %s -rounds %d -seconds %d` (part of `make bench`), %s. ", backends, rounds, seconds, figure.Stamp())
 	fmt.Printf("Lab: 3 workers in 2 racks: weft-node-1 and weft-node-2 share rack a, weft-node-3 is in rack b behind the router namespace (auto uses VXLAN there). ")
-	fmt.Printf("Baseline: node to node over the same underlay, same lab, same run. iperf3 %d s per run, %d rounds alternating node and pod runs, medians shown (ratio = median of the per-round ratios). ", seconds, rounds)
-	fmt.Printf("iperf3 client pinned to CPU 0 and server to CPU 1 (`-A %s`), as two real nodes never share a CPU; \"free\" = the same single-stream rounds with the scheduler placing both. ", pinnedCPUs)
-	fmt.Println("TCP RR = 64-byte request/response on one connection, 2000 round trips, p50.")
-	fmt.Println()
-	fmt.Println("| backend | pair | node→node 1 stream | pod→pod 1 stream | ratio | ratio, free | node→node 4 streams | pod→pod 4 streams | ratio | TCP RR node p50 | TCP RR pod p50 | latency ratio | new node Ready → pod reachable |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Printf("Bare: the same underlay shape built beside the lab without weft (rack bridges in a router namespace, routed-veth pods with MTU 1450, a plain kernel VXLAN device with static entries; no nftables, conntrack or agent), the same pair of racks, so a router hop is in both or neither. ")
+	fmt.Printf("Each round runs iperf3 (%d s) weft node→node, weft pod→pod, bare node→node, bare pod→pod, for 1 and then 4 streams, client on CPU 0 and server on CPU 1 (`-A %s`: two real nodes never share a CPU). ", seconds, pinnedCPUs)
+	fmt.Printf("Ratios are per round; shown: median and interquartile range over %d rounds. weft/bare = (weft pod/node) ÷ (bare pod/node): what weft costs beyond the kernel device. TCP RR: 64-byte request/response, 2000 round trips per round, p50.\n\n", rounds)
+	fmt.Println("| backend | pair | streams | weft node→node | weft pod→pod | weft pod/node | bare pod/node | weft/bare (IQR) |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
-		fmt.Printf("| %s | %s | %.2f Gbit/s | %.2f Gbit/s | %.2f | %.2f | %.2f Gbit/s | %.2f Gbit/s | %.2f | %d µs | %d µs | %.2f | %s |\n",
-			r.backend, r.pair, r.node1, r.pod1, r.ratio1, r.ratio1Free, r.node4, r.pod4, r.ratio4,
-			r.nodeRR.Microseconds(), r.podRR.Microseconds(), float64(r.podRR)/float64(r.nodeRR), r.readyToReachable.Round(time.Millisecond))
+		for i, n := range streamCounts {
+			bareRatio, rel := r.bareRatio[i].Median().Format("%.2f"), r.rel[i].Median().Format("%.2f")+" ("+r.rel[i].Spread("%.2f")+")"
+			if r.backend == "host-gw" {
+				bareRatio, rel = "—", "—"
+			}
+			fmt.Printf("| %s | %s | %d | %s Gbit/s | %s Gbit/s | %s (%s) | %s | %s |\n", r.backend, r.pair, n,
+				r.node[i].Median().Format("%.2f"), r.pod[i].Median().Format("%.2f"), r.ratio[i].Median().Format("%.2f"), r.ratio[i].Spread("%.2f"), bareRatio, rel)
+		}
 	}
 	fmt.Println()
-	fmt.Println("Same-rack pairs cross one bridge; the weft-node-3 pair also crosses the router namespace (its rack addresses sit on veths cabled to the rack bridges; see docs/lab.md for why not on the bridges).")
+	fmt.Println("| backend | pair | TCP RR node p50 | TCP RR pod p50 | pod/node (IQR) | new node Ready → pod reachable |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- |")
+	for _, r := range rows {
+		fmt.Printf("| %s | %s | %s µs | %s µs | %s (%s) | %s |\n", r.backend, r.pair, r.nodeRR.Median().Format("%.0f"), r.podRR.Median().Format("%.0f"),
+			r.rrRatio.Median().Format("%.2f"), r.rrRatio.Spread("%.2f"), r.readyToReachable.Format("%.2f s"))
+	}
 	fmt.Println()
 	for _, r := range rows {
-		target := 0.85
-		if r.backend == "host-gw" {
-			target = 0.95
-		}
-		verdict := func(ratio float64) string {
-			if ratio < target {
-				return "MISSES"
+		for i, n := range streamCounts {
+			if r.backend == "host-gw" {
+				fmt.Printf("- %s, %s, %d stream(s): pod/node ≥ 0.95: %s.\n", r.backend, r.pair, n, r.ratio[i].Median().Judge("%.2f", func(x float64) bool { return x >= 0.95 }))
+				continue
 			}
-			return "meets"
+			fmt.Printf("- %s, %s, %d stream(s): weft/bare ≥ 0.95: %s.\n", r.backend, r.pair, n, r.rel[i].Median().Judge("%.2f", func(x float64) bool { return x >= 0.95 }))
 		}
-		fmt.Printf("- %s, %s: single-stream ratio %.2f %s the target ≥ %.2f (free placement: %.2f, %s it).\n",
-			r.backend, r.pair, r.ratio1, verdict(r.ratio1), target, r.ratio1Free, verdict(r.ratio1Free))
 	}
 	fmt.Println()
 }
@@ -115,6 +128,12 @@ func measure(l *lab.Lab, backend string) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
+	// After l.Up: bringing a lab up removes every weft-* namespace.
+	var bx bare
+	if err := bx.up(); err != nil {
+		return nil, err
+	}
+	defer bx.remove()
 	targets := map[string][]string{"host-gw": {"weft-node-2"}, "vxlan": {"weft-node-2", "weft-node-3"}, "auto": {"weft-node-3"}}[backend]
 	var rows []row
 	for i, b := range targets {
@@ -157,96 +176,111 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, backe
 	for _, p := range pods {
 		podIP[p.Name] = p.Status.PodIP
 	}
-	// iperf3 servers: one on node b, one in the server pod.
-	nodeSrv := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", b, "--", "iperf3", "-s", "-p", "5301")
-	podSrv := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", ns+"/server", "--", "iperf3", "-s", "-p", "5302")
-	for _, c := range []*exec.Cmd{nodeSrv, podSrv} {
+	bareB := 2
+	if b == "weft-node-3" {
+		bareB, r.crossRack = 3, true
+	}
+	// iperf3 servers on node b, in the server pod, and on the bare node
+	// and pod of the same rack as b.
+	servers := [][]string{
+		{filepath.Join(binDir, "weft"), "lab", "exec", b, "--", "iperf3", "-s", "-p", "5301"},
+		{filepath.Join(binDir, "weft"), "lab", "exec", ns + "/server", "--", "iperf3", "-s", "-p", "5302"},
+		{"ip", "netns", "exec", fmt.Sprintf("weft-bx-n%d", bareB), "iperf3", "-s", "-p", "5303"},
+		{"ip", "netns", "exec", fmt.Sprintf("weft-bx-p%d", bareB), "iperf3", "-s", "-p", "5304"},
+		// An echo server on node b for the RR baseline.
+		{filepath.Join(binDir, "weft"), "lab", "exec", b, "--", filepath.Join(binDir, "weft"), "testserver", "--http-port", "18080", "--tcp-port", "18081", "--udp-port", "18081"},
+	}
+	for _, argv := range servers {
+		c := exec.Command(argv[0], argv[1:]...)
 		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := c.Start(); err != nil {
 			return r, err
 		}
 		defer syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 	}
-	// An echo server on node b for the RR baseline.
-	echo := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", b, "--", filepath.Join(binDir, "weft"), "testserver", "--http-port", "18080", "--tcp-port", "18081", "--udp-port", "18081")
-	echo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := echo.Start(); err != nil {
-		return r, err
-	}
-	defer syscall.Kill(-echo.Process.Pid, syscall.SIGKILL)
 	time.Sleep(time.Second)
 
-	iperf := func(target, host, port string, streams int, pinned bool) (float64, error) {
-		argv := []string{"iperf3", "-c", host, "-p", port, "-t", fmt.Sprint(seconds), "-P", fmt.Sprint(streams), "-J"}
-		if pinned {
-			argv = append(argv, "-A", pinnedCPUs)
-		}
-		out, err := labExec(target, argv...)
-		if err != nil {
-			return 0, fmt.Errorf("iperf3 %s → %s: %v %s", target, host, err, out)
-		}
-		var res struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal([]byte(out), &res); err != nil {
-			return 0, err
-		}
-		return res.End.SumReceived.BitsPerSecond / 1e9, nil
+	runs := []struct {
+		from, host, port string
+		got              *[2]figure.Rounds
+	}{
+		{"lab:" + a, ips[b], "5301", &r.node},
+		{"lab:" + ns + "/client", podIP["server"], "5302", &r.pod},
+		{"weft-bx-n1", bareNodeIP(bareB), "5303", &r.bareNode},
+		{"weft-bx-p1", barePodIP(bareB), "5304", &r.barePod},
 	}
-	// Alternate node and pod runs so machine noise hits both alike.
-	pair := func(streams int, pinned bool) (node, pod, ratio float64, err error) {
-		var nodes, pods, ratios []float64
-		for i := 0; i < rounds; i++ {
-			n, err := iperf(a, ips[b], "5301", streams, pinned)
-			if err != nil {
-				return 0, 0, 0, err
+	for round := 0; round < rounds; round++ {
+		for i, streams := range streamCounts {
+			var got [4]figure.Figure
+			for k, run := range runs {
+				got[k] = iperf(run.from, run.host, run.port, streams)
+				run.got[i].Add(got[k])
 			}
-			p, err := iperf(ns+"/client", podIP["server"], "5302", streams, pinned)
-			if err != nil {
-				return 0, 0, 0, err
-			}
-			nodes, pods, ratios = append(nodes, n), append(pods, p), append(ratios, p/n)
+			weft, bareR := figure.Div(got[1], got[0]), figure.Div(got[3], got[2])
+			r.ratio[i].Add(weft)
+			r.bareRatio[i].Add(bareR)
+			r.rel[i].Add(figure.Div(weft, bareR))
 		}
-		return median(nodes), median(pods), median(ratios), nil
+		n, p := rr("lab:"+a, ips[b]+":18081"), rr("lab:"+ns+"/client", podIP["server"]+":8081")
+		r.nodeRR.Add(n)
+		r.podRR.Add(p)
+		r.rrRatio.Add(figure.Div(p, n))
+		fmt.Fprintf(os.Stderr, "%s %s round %d: weft/bare 1 stream %s\n", backend, r.pair, round+1, r.rel[0].Median().Format("%.2f"))
 	}
-	if r.node1, r.pod1, r.ratio1, err = pair(1, true); err != nil {
-		return r, err
+	r.readyToReachable = figure.Of(newNodeReachable(ctx, l, client, ns, b))
+	return r, nil
+}
+
+// iperf runs one iperf3 client in a lab target ("lab:node" or
+// "lab:ns/pod") or a bare namespace and returns Gbit/s received.
+func iperf(from, host, port string, streams int) figure.Figure {
+	argv := []string{"iperf3", "-c", host, "-p", port, "-t", fmt.Sprint(seconds), "-P", fmt.Sprint(streams), "-J", "-A", pinnedCPUs}
+	out, err := run(from, argv...)
+	if err != nil {
+		return figure.Missing("iperf3 %s → %s: %v %s", from, host, err, out)
 	}
-	if _, _, r.ratio1Free, err = pair(1, false); err != nil {
-		return r, err
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
 	}
-	if r.node4, r.pod4, r.ratio4, err = pair(4, true); err != nil {
-		return r, err
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		return figure.Missing("iperf3 %s → %s: %v", from, host, err)
 	}
-	rr := func(target, addr string) (time.Duration, error) {
-		out, err := labExec(target, filepath.Join(binDir, "weft"), "testserver", "tcprr", addr, "--count", "2000")
-		if err != nil {
-			return 0, fmt.Errorf("tcprr %s: %v %s", addr, err, out)
-		}
-		var res testserver.RRResult
-		if err := json.Unmarshal([]byte(out), &res); err != nil {
-			return 0, err
-		}
-		return res.P50, nil
+	return figure.Of(res.End.SumReceived.BitsPerSecond/1e9, nil)
+}
+
+// rr is the p50 in µs of 2000 TCP round trips.
+func rr(from, addr string) figure.Figure {
+	out, err := run(from, filepath.Join(binDir, "weft"), "testserver", "tcprr", addr, "--count", "2000")
+	if err != nil {
+		return figure.Missing("tcprr %s: %v %s", addr, err, out)
 	}
-	if r.nodeRR, err = rr(a, ips[b]+":18081"); err != nil {
-		return r, err
+	var res testserver.RRResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Count == 0 {
+		return figure.Missing("tcprr %s: %v %q", addr, err, out)
 	}
-	if r.podRR, err = rr(ns+"/client", podIP["server"]+":8081"); err != nil {
-		return r, err
+	return figure.Of(float64(res.P50)/float64(time.Microsecond), nil)
+}
+
+// run runs argv in a lab target ("lab:<target>") or a bare namespace.
+func run(from string, argv ...string) (string, error) {
+	if t, ok := strings.CutPrefix(from, "lab:"); ok {
+		return labExec(t, argv...)
 	}
-	r.readyToReachable, err = newNodeReachable(ctx, l, client, ns, b)
-	return r, err
+	var out bytes.Buffer
+	cmd := exec.Command("ip", append([]string{"netns", "exec", from}, argv...)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
 }
 
 // newNodeReachable removes node b, pre-creates a pod bound to it, brings
 // the node back, and times from the Node's Ready to the pod answering a
 // pod on another node.
-func newNodeReachable(ctx context.Context, l *lab.Lab, client kubernetesClient, ns, node string) (time.Duration, error) {
+func newNodeReachable(ctx context.Context, l *lab.Lab, client kubernetesClient, ns, node string) (float64, error) {
 	if err := l.KillNodeProcess(node, lab.ProcKubelet, syscall.SIGTERM); err != nil {
 		return 0, err
 	}
@@ -279,22 +313,13 @@ func newNodeReachable(ctx context.Context, l *lab.Lab, client kubernetesClient, 
 			if err == nil && got.Status.PodIP != "" {
 				out, err := labExec(ns+"/client", "curl", "-s", "-m", "1", "http://"+got.Status.PodIP+":8080/hostname")
 				if err == nil && strings.TrimSpace(out) == "fresh" {
-					return time.Since(ready), nil
+					return time.Since(ready).Seconds(), nil
 				}
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return 0, fmt.Errorf("pod on re-added node %s not reachable in 90s", node)
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func labExec(target string, argv ...string) (string, error) {

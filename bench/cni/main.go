@@ -34,6 +34,8 @@ type contender struct {
 }
 
 func main() {
+	// Registered first, so it runs last: after every cleanup below.
+	defer figure.Exit()
 	pods := flag.Int("pods", 200, "pods to add and delete")
 	weftBin := flag.String("weft-cni", "bin/weft-cni", "weft-cni binary")
 	flag.Parse()
@@ -135,7 +137,6 @@ func main() {
 	med, base := figure.Of(pct(weft.adds, 50).Seconds()*1000, nil), figure.Of(pct(ptp.adds, 50).Seconds()*1000, nil)
 	fmt.Printf("\nTarget ADD median ≤ 50 ms: %s. Ratio weft/baseline ADD median: %s.\n\n",
 		med.Judge("%.1f ms", func(x float64) bool { return x <= 50 }), figure.Div(med, base).Format("%.2f"))
-	figure.Exit()
 }
 
 func pct(d []time.Duration, p int) time.Duration {

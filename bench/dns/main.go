@@ -55,6 +55,8 @@ type server struct {
 }
 
 func main() {
+	// Registered first, so it runs last: after every cleanup below.
+	defer figure.Exit()
 	binDir := flag.String("bin", "bin", "directory with weft")
 	services := flag.Int("services", 1000, "services in the cluster (the names queried)")
 	seconds := flag.Int("seconds", 10, "length of each throughput run")
@@ -91,7 +93,7 @@ func main() {
 	}
 	for _, s := range servers {
 		defer stop(s.cmd)
-		s.check = newChecker(nodeIP+":"+s.port, want)
+		s.check = newChecker("/run/netns/"+node, nodeIP+":"+s.port, want)
 	}
 
 	// The query file: every service name, A records.
@@ -145,7 +147,6 @@ func main() {
 		}
 	}
 	report(servers, *services, *seconds, *rounds, *rate, *sabotage)
-	figure.Exit()
 }
 
 func report(servers []*server, services, seconds, rounds, rate int, sabotage string) {

@@ -57,6 +57,8 @@ var (
 )
 
 func main() {
+	// Registered first, so it runs last: after every cleanup below.
+	defer figure.Exit()
 	flag.StringVar(&binDir, "bin", "bin", "directory with weft and weft-cni")
 	flag.IntVar(&seconds, "seconds", 3, "iperf3 run length")
 	flag.IntVar(&rounds, "rounds", 10, "rounds; each alternates weft node, weft pod, bare node and bare pod runs")
@@ -76,7 +78,6 @@ func main() {
 		rows = append(rows, rs...)
 	}
 	report(rows, *backends)
-	figure.Exit()
 }
 
 func report(rows []row, backends string) {

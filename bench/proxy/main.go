@@ -54,6 +54,8 @@ type rrRounds struct {
 }
 
 func main() {
+	// Registered first, so it runs last: after every cleanup below.
+	defer figure.Exit()
 	flag.StringVar(&binDir, "bin", "bin", "directory with weft and weft-cni")
 	levelsFlag := flag.String("levels", "10,1000,10000", "service counts")
 	rrRounds := flag.Int("rr-rounds", 9, "alternating ClusterIP / pod IP latency rounds")
@@ -117,7 +119,6 @@ func main() {
 		levels = append(levels, lv)
 	}
 	printResults(levels, *levelsFlag, *rrRounds)
-	figure.Exit()
 }
 
 func printResults(levels []level, levelsFlag string, rounds int) {

@@ -80,6 +80,7 @@ func agentCmd() *cobra.Command {
 	f.StringSliceVar(&clusterCIDRs, "cluster-cidr", []string{"10.244.0.0/16"}, "pod network CIDRs (masqueraded when leaving them)")
 	f.StringSliceVar(&noMasq, "no-masquerade", nil, "extra destination CIDRs that keep the pod source IP")
 	f.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0: the underlay interface's MTU minus encapsulation)")
+	f.BoolVar(&cfg.Profiling, "profiling", false, "serve Go's /debug/pprof/ on --metrics-addr")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9402", "address for /metrics and /healthz (empty: off; loopback by default, as kube-proxy's metrics)")
 	f.StringVar(&cfg.Backend, "backend", "auto", "how pod networks are connected across nodes: vxlan, host-gw, or auto (host-gw inside an L2 subnet, VXLAN across)")
 	f.IntVar(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")

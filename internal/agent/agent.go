@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -42,6 +43,7 @@ import (
 	"weft.dev/weft/internal/agent/reclaim"
 	"weft.dev/weft/internal/cni"
 	weftdns "weft.dev/weft/internal/dns"
+	"weft.dev/weft/internal/kubeclient"
 	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/routing"
 )
@@ -57,6 +59,9 @@ type Config struct {
 	NoMasquerade []*net.IPNet
 	MTU          int // 0: detect from the node's underlay interface
 	MetricsAddr  string
+	// Profiling serves Go's /debug/pprof/ on the metrics address (off by
+	// default, as kube-proxy's enableProfiling).
+	Profiling    bool
 	ResyncPeriod time.Duration
 	// Backend connects pod networks across nodes: vxlan, host-gw or auto.
 	Backend   string
@@ -147,7 +152,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	default:
 		return fmt.Errorf("unknown backend %q (want vxlan, host-gw or auto)", a.cfg.Backend)
 	}
-	factory := informers.NewSharedInformerFactory(a.client, 0)
+	factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, informers.WithTransform(kubeclient.Slim))
 	nodes := factory.Core().V1().Nodes()
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
@@ -267,6 +272,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.mtu = routing.MTUFor(a.cfg.Backend, underlayMTU)
 	}
 	dp := routing.NewNetlink(VXLANDevice, underlayIdx)
+	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "weft_routing_netlink_writes_total",
+		Help: "Route, neighbour, FDB and device writes of the pod network; flat while no peer changes."}, func() float64 { return float64(dp.Writes()) }))
 	a.dp, a.local, a.underlayIdx, a.underlayMTU = dp, local, underlayIdx, underlayMTU
 	if a.cfg.Backend == routing.BackendHostGW {
 		if l, err := netlink.LinkByName(VXLANDevice); err == nil {
@@ -521,6 +528,10 @@ func (a *Agent) serveMetrics(ctx context.Context) {
 		}
 		fmt.Fprint(w, "ok")
 	})
+	if a.cfg.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	srv := &http.Server{Addr: a.cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"weft.dev/weft/internal/kubeclient"
 )
 
 // ServerConfig configures `weft dns`, the cluster DNS server.
@@ -80,7 +81,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer hs.Close()
 	}
 
-	factory := informers.NewSharedInformerFactory(s.client, 0)
+	factory := informers.NewSharedInformerFactoryWithOptions(s.client, 0, informers.WithTransform(kubeclient.Slim))
 	svcInf := factory.Core().V1().Services()
 	esInf := factory.Discovery().V1().EndpointSlices()
 	podInf := factory.Core().V1().Pods()

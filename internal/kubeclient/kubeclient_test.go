@@ -5,6 +5,10 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 // A dial to an address nobody listens on yet waits, and connects as soon
@@ -47,5 +51,28 @@ func TestDialPatientlyWaitsForTheServer(t *testing.T) {
 	defer cancel()
 	if _, err := dial(ctx, "tcp", "127.0.0.1:1"); err == nil {
 		t.Fatal("a dial to a closed port succeeded")
+	}
+}
+
+func TestSlimDropsWhatNobodyReads(t *testing.T) {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1",
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}},
+		Annotations:   map[string]string{corev1.LastAppliedConfigAnnotation: "{...}", "weft.dev/vxlan-vtep-mac": "02:00:00:00:00:01"},
+		Labels:        map[string]string{corev1.LabelTopologyZone: "a"}},
+		Spec:   corev1.NodeSpec{PodCIDRs: []string{"10.244.1.0/24"}},
+		Status: corev1.NodeStatus{Images: []corev1.ContainerImage{{Names: []string{"x"}}}, Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.1.11"}}}}
+	out, err := Slim(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*corev1.Node)
+	if got.ManagedFields != nil || got.Status.Images != nil || got.Annotations[corev1.LastAppliedConfigAnnotation] != "" {
+		t.Errorf("kept: %+v", got)
+	}
+	if got.Annotations["weft.dev/vxlan-vtep-mac"] == "" || got.Labels[corev1.LabelTopologyZone] != "a" || len(got.Spec.PodCIDRs) != 1 || len(got.Status.Addresses) != 1 {
+		t.Errorf("dropped what weft reads: %+v", got)
+	}
+	if _, err := Slim(cache.DeletedFinalStateUnknown{Key: "n1"}); err != nil {
+		t.Errorf("tombstone: %v", err)
 	}
 }

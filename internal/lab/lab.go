@@ -380,6 +380,7 @@ func (l *Lab) startAgent(n Node, backend string) error {
 		"--no-masquerade=" + UnderlayCIDR,
 		"--service-cidr=" + ServiceCIDR,
 		"--metrics-addr=" + net.JoinHostPort(n.IP.String(), "9402"),
+		"--profiling", // benchmarks read heap profiles
 		"--backend=" + backend,
 		"--node-local-dns=" + NodeLocalDNS,
 		"--cluster-dns=" + net.JoinHostPort(ClusterDNS, "53"),

@@ -34,6 +34,18 @@ func Of(v float64, err error) Figure {
 	return Figure{Value: v}
 }
 
+// Count is a counted quantity, where zero is a real answer (writes seen,
+// errors seen); an error, a negative or NaN value make it missing.
+func Count(v float64, err error) Figure {
+	if err != nil {
+		return Figure{Err: err}
+	}
+	if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return Figure{Err: fmt.Errorf("no count (value %v)", v)}
+	}
+	return Figure{Value: v}
+}
+
 // Missing is a figure that could not be measured.
 func Missing(format string, args ...any) Figure {
 	return Figure{Err: fmt.Errorf(format, args...)}

@@ -54,3 +54,12 @@ func TestOneFailedRoundFailsTheFigure(t *testing.T) {
 		t.Error("no rounds gave a median")
 	}
 }
+
+func TestCountKeepsZero(t *testing.T) {
+	if f := Count(0, nil); !f.OK() || f.Verdict(func(x float64) bool { return x == 0 }) != "met" {
+		t.Errorf("zero count: %+v", f)
+	}
+	if Count(-1, nil).OK() || Count(3, errors.New("metrics unreachable")).OK() {
+		t.Error("a negative or failed count is OK")
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
 
+	"weft.dev/weft/internal/kubeclient"
 	"weft.dev/weft/internal/nftcomment"
 )
 
@@ -198,7 +199,7 @@ func New(client kubernetes.Interface, nodeName string, nft knftables.Interface, 
 // Run watches the node's pods and rewrites the table (small: one rule per
 // hostPort) after each burst of changes, and every minute to repair drift.
 func (c *Controller) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	factory := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTransform(kubeclient.Slim), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", c.nodeName).String()
 	}))
 	pods := factory.Core().V1().Pods()

@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"weft.dev/weft/bench/internal/figure"
+	"weft.dev/weft/bench/internal/peers"
 	"weft.dev/weft/internal/lab"
 	"weft.dev/weft/internal/testserver"
 )
@@ -59,6 +60,8 @@ func main() {
 	flag.StringVar(&binDir, "bin", "bin", "directory with weft and weft-cni")
 	levelsFlag := flag.String("levels", "10,1000,10000", "service counts")
 	rrRounds := flag.Int("rr-rounds", 9, "alternating ClusterIP / pod IP latency rounds")
+	npeers := flag.Int("peers", 1000, "peer Node objects in the cluster (API objects only), as a cluster of that size has")
+	heapProfile := flag.String("heap-profile", "", "write the weft agent's heap profile after the last level to this file")
 	sabotage := flag.String("sabotage", "", "break one side on purpose to check the bench fails closed: clusterip")
 	flag.Parse()
 	binDir, _ = filepath.Abs(binDir)
@@ -72,6 +75,7 @@ func main() {
 	check(l.KillNodeProcess("weft-node-2", lab.ProcAgent, syscall.SIGTERM))
 	_ = exec.Command("ip", "netns", "exec", "weft-node-2", "nft", "delete", "table", "inet", "weft-proxy").Run()
 
+	check(peers.Create(ctx, client, *npeers))
 	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	check(err)
 	time.Sleep(time.Second)
@@ -118,13 +122,17 @@ func main() {
 		lv.rr = measureRR(*rrRounds, echo.Spec.ClusterIP+":8081", backendIP+":8081")
 		levels = append(levels, lv)
 	}
-	printResults(levels, *levelsFlag, *rrRounds)
+	if *heapProfile != "" {
+		out, err := exec.Command("ip", "netns", "exec", "weft-node-1", "curl", "-sf", "-m", "30", "-o", *heapProfile, "http://198.18.1.11:9402/debug/pprof/heap").CombinedOutput()
+		check(figure.WithOutput(err, out))
+	}
+	printResults(levels, *levelsFlag, *rrRounds, *npeers)
 }
 
-func printResults(levels []level, levelsFlag string, rounds int) {
+func printResults(levels []level, levelsFlag string, rounds, npeers int) {
 	fmt.Printf("### Service proxy: weft beside kube-proxy v1.37.2 (nftables mode)\n\n")
 	fmt.Printf("`go run ./bench/proxy -bin bin -levels %s` (part of `make bench`; `BENCH_PROXY_LEVELS` sets the levels), %s.\n\n", levelsFlag, figure.Stamp())
-	fmt.Printf("One lab, one API server. weft: the agent on weft-node-1. kube-proxy: built from k8s.io/kubernetes v1.37.2 (lab/k8s), `--proxy-mode=nftables`, alone on weft-node-2. Each service: one TCP port, one EndpointSlice with 10 ready endpoints. ")
+	fmt.Printf("One lab, one API server, %d more Node objects (API objects only, as a cluster of that size has; the agent routes to each). weft: the agent on weft-node-1. kube-proxy: built from k8s.io/kubernetes v1.37.2 (lab/k8s), `--proxy-mode=nftables`, alone on weft-node-2. Each service: one TCP port, one EndpointSlice with 10 ready endpoints. ", npeers)
 	fmt.Printf("Full sync: the first sync of a freshly started process, both starting from no table (weft's deleted after its agent stops; kube-proxy's deleted after each level): `weft_proxy_last_full_sync_duration_seconds` and `kubeproxy_sync_full_proxy_rules_duration_seconds`, both timing the same span (from reading the changes to the health-check update and conntrack cleanup after the kernel write). ")
 	fmt.Printf("One change: one EndpointSlice edited; the partial sync it causes on each side. RSS from /proc (the weft agent also runs the pod network, hostPort and node-local DNS). ")
 	fmt.Printf("Latency: 64-byte TCP request/response between two pods on weft-node-1, through the ClusterIP (weft's datapath) and to the pod IP, %d rounds of 2000 round trips alternating the two; medians of the per-round p50 and p99 with the interquartile range across rounds, ratio = median of the per-round ratios.\n\n", rounds)
@@ -148,10 +156,11 @@ func printResults(levels []level, levelsFlag string, rounds int) {
 	}
 	fmt.Println()
 	last := levels[len(levels)-1]
-	fmt.Printf("Targets at %d services: full sync ≥ 10× faster than kube-proxy: %s; one change ≤ 100 ms: %s; ClusterIP p50 latency ratio ≤ 1.05: %s.\n\n",
+	fmt.Printf("Targets at %d services: full sync ≥ 10× faster than kube-proxy: %s; one change ≤ 100 ms: %s; ClusterIP p50 latency ratio ≤ 1.05: %s; weft agent RSS ≤ 150 MiB: %s.\n\n",
 		last.services, figure.Div(last.kpFull, last.weftFull).Judge("%.1f×", func(x float64) bool { return x >= 10 }),
 		last.weftOne.Judge("%.3f s", func(x float64) bool { return x <= 0.1 }),
-		last.rr.ratioP50.Median().Judge("%.2f", func(x float64) bool { return x <= 1.05 }))
+		last.rr.ratioP50.Median().Judge("%.2f", func(x float64) bool { return x <= 1.05 }),
+		last.weftRSS.Judge("%.0f MiB", func(x float64) bool { return x <= 150 }))
 }
 
 func ms(f figure.Figure) string {

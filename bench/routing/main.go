@@ -15,17 +15,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
 	"weft.dev/weft/bench/internal/figure"
+	"weft.dev/weft/bench/internal/peers"
 	"weft.dev/weft/internal/lab"
-	"weft.dev/weft/internal/routing"
 )
 
 const node = "weft-node-1"
@@ -34,19 +29,22 @@ func main() {
 	// Registered first, so it runs last: after every cleanup below.
 	defer figure.Exit()
 	binDir := flag.String("bin", "bin", "directory with weft and weft-cni")
-	peers := flag.Int("peers", 1000, "peer Node objects")
+	npeers := flag.Int("peers", 1000, "peer Node objects")
 	rounds := flag.Int("rounds", 5, "agent restarts timed")
 	idle := flag.Duration("idle", 16*time.Second, "how long the idle agent is watched (its reconcile runs every 5 s)")
+	keep := flag.Bool("keep", false, "leave the lab up afterwards (to read its logs)")
 	flag.Parse()
 	bin, _ := filepath.Abs(*binDir)
 	l := lab.New(lab.DefaultStateDir, lab.DefaultCacheDir, bin, os.Stderr)
-	defer l.Down()
+	if !*keep {
+		defer l.Down()
+	}
 	ctx := context.Background()
 	check(l.Up(ctx, lab.UpOptions{Workers: 1, Racks: 1, Backend: "vxlan"}))
 	client, err := l.Client()
 	check(err)
-	check(createPeers(ctx, client, *peers))
-	_, err = waitProgrammed(*peers, 5*time.Minute)
+	check(peers.Create(ctx, client, *npeers))
+	_, err = waitProgrammed(*npeers, 5*time.Minute)
 	check(err)
 
 	var start figure.Rounds
@@ -57,53 +55,20 @@ func main() {
 		check(run("ip", "-n", node, "link", "del", "weft.vxlan"))
 		t0 := time.Now()
 		check(l.StartNodeProcess(node, lab.ProcAgent))
-		d, err := waitProgrammed(*peers, time.Minute)
+		d, err := waitProgrammed(*npeers, time.Minute)
 		start.Add(figure.Of(d.Sub(t0).Seconds(), err))
 	}
 	idleWrites := idleNetlinkWrites(*idle)
 
-	fmt.Printf("### Pod network control plane at scale: %d peer nodes\n\n", *peers)
-	fmt.Printf("`go run ./bench/routing -bin bin` (part of `make bench`), %s. One lab node (vxlan backend) and %d more Node objects in the API server, each with an InternalIP, a /27 podCIDR and VTEP annotations; nothing behind them. ", figure.Stamp(), *peers)
+	fmt.Printf("### Pod network control plane at scale: %d peer nodes\n\n", *npeers)
+	fmt.Printf("`go run ./bench/routing -bin bin` (part of `make bench`), %s. One lab node (vxlan backend) and %d more Node objects in the API server, each with an InternalIP, a /27 podCIDR and VTEP annotations; nothing behind them. ", figure.Stamp(), *npeers)
 	fmt.Printf("Start: the agent on %s stopped, its VXLAN device deleted (with every route, neighbour and FDB entry), the agent started; time from the start to every peer's route and FDB entry in the kernel (polled every 10 ms), %d rounds. ", node, *rounds)
 	fmt.Printf("Idle: netlink writes (`weft_routing_netlink_writes_total`) while nothing changes for %s, i.e. across %d periodic reconciles.\n\n", *idle, int(idle.Seconds()/5))
 	fmt.Println("| figure | median | IQR | target |")
 	fmt.Println("| --- | --- | --- | --- |")
-	fmt.Printf("| agent start → %d peers programmed | %s | %s | ≤ 1 s: %s |\n", *peers, start.Median().Format("%.3f s"), start.Spread("%.3f"),
+	fmt.Printf("| agent start → %d peers programmed | %s | %s | ≤ 1 s: %s |\n", *npeers, start.Median().Format("%.3f s"), start.Spread("%.3f"),
 		start.Median().Verdict(func(x float64) bool { return x <= 1 }))
 	fmt.Printf("| netlink writes while idle | %s | — | 0: %s |\n\n", idleWrites.Format("%.0f"), idleWrites.Verdict(func(x float64) bool { return x == 0 }))
-}
-
-// createPeers makes n Node objects with what a weft peer publishes.
-func createPeers(ctx context.Context, client kubernetes.Interface, n int) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			// /27s from 10.244.128.0/17, clear of the lab nodes' /24s.
-			cidr := fmt.Sprintf("10.244.%d.%d/27", 128+i/8, i%8*32)
-			vtep := fmt.Sprintf("10.244.%d.%d", 128+i/8, i%8*32)
-			nd := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-peer-%04d", i),
-				Annotations: map[string]string{routing.AnnotationVTEPMAC: fmt.Sprintf("02:bb:00:00:%02x:%02x", i>>8, i&0xff), routing.AnnotationVTEPIP: vtep}},
-				Spec: corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}}}
-			got, err := client.CoreV1().Nodes().Create(ctx, nd, metav1.CreateOptions{})
-			if err != nil {
-				errs <- err
-				return
-			}
-			// Underlay addresses no namespace has: nothing is ever sent there.
-			got.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("198.18.%d.%d", 10+i/250, 1+i%250)}}
-			if _, err := client.CoreV1().Nodes().UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
 }
 
 // waitProgrammed polls the node's kernel until every peer has its route

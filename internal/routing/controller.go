@@ -157,6 +157,7 @@ func (c *Controller) syncPeer(name string) error {
 }
 
 func (c *Controller) fullReconcile() {
+	start := time.Now()
 	nodes, err := c.nodes.List(everything())
 	if err != nil {
 		c.log.Warn("list nodes", "err", err)
@@ -180,7 +181,7 @@ func (c *Controller) fullReconcile() {
 	}
 	if changed > 0 {
 		c.repairs.Add(float64(changed))
-		c.log.Info("reconcile repaired entries", "changed", changed)
+		c.log.Info("reconcile repaired entries", "changed", changed, "peers", len(list), "took", time.Since(start))
 	}
 	c.mu.Lock()
 	c.plans = plans

@@ -44,6 +44,14 @@ type Netlink struct {
 	vxlanName     string
 	underlayIndex int
 	writes        atomic.Int64
+	// vxIndex caches the VXLAN device's ifindex (0: look it up): a lookup
+	// per entry cost more than the entry itself with a thousand peers.
+	// EnsureVXLAN and a write that finds no device forget it.
+	vxIndex atomic.Int32
+	// h keeps one netlink socket for every request instead of opening
+	// one per request (the package functions do): a third of the cost of
+	// a write at a thousand peers.
+	h *netlink.Handle
 }
 
 // Writes counts the netlink writes (adds, replaces, deletes) so far: an
@@ -52,13 +60,24 @@ func (n *Netlink) Writes() int64 { return n.writes.Load() }
 
 func (n *Netlink) write(err error) error {
 	n.writes.Add(1)
+	if errors.Is(err, syscall.ENODEV) {
+		n.vxIndex.Store(0)
+	}
 	return err
 }
 
 // NewNetlink returns a writer using the underlay link for direct routes.
+// Its socket belongs to the network namespace of the caller.
 func NewNetlink(vxlanName string, underlayIndex int) *Netlink {
-	return &Netlink{vxlanName: vxlanName, underlayIndex: underlayIndex}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		h = &netlink.Handle{} // a socket per request: slower, same results
+	}
+	return &Netlink{vxlanName: vxlanName, underlayIndex: underlayIndex, h: h}
 }
+
+// Close releases the socket.
+func (n *Netlink) Close() { n.h.Close() }
 
 // Underlay finds the interface holding ip: its index, MTU and subnet.
 func Underlay(ip net.IP) (int, int, *net.IPNet, error) {
@@ -81,6 +100,7 @@ func Underlay(ip net.IP) (int, int, *net.IPNet, error) {
 // (an agent restart must not disturb traffic); a mismatching one is
 // replaced.
 func (n *Netlink) EnsureVXLAN(cfg VXLANConfig) error {
+	n.vxIndex.Store(0)
 	if l, err := netlink.LinkByName(cfg.Name); err == nil {
 		vx, ok := l.(*netlink.Vxlan)
 		if ok && vx.VxlanId == cfg.VNI && vx.Port == cfg.Port && vx.SrcAddr.Equal(cfg.LocalIP) && !vx.Learning &&
@@ -139,10 +159,14 @@ func (n *Netlink) ensureVXLANUp(l netlink.Link, cfg VXLANConfig) error {
 }
 
 func (n *Netlink) vxlanIndex() (int, error) {
-	l, err := netlink.LinkByName(n.vxlanName)
+	if i := n.vxIndex.Load(); i > 0 {
+		return int(i), nil
+	}
+	l, err := n.h.LinkByName(n.vxlanName)
 	if err != nil {
 		return 0, err
 	}
+	n.vxIndex.Store(int32(l.Attrs().Index))
 	return l.Attrs().Index, nil
 }
 
@@ -182,14 +206,14 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 		if err != nil {
 			return err
 		}
-		if err := n.write(netlink.NeighSet(fdbEntry(idx, next))); err != nil {
+		if err := n.write(n.h.NeighSet(fdbEntry(idx, next))); err != nil {
 			return fmt.Errorf("fdb %s → %s: %w", next.VTEPMAC, next.FDBDst, err)
 		}
-		if err := n.write(netlink.NeighSet(neighEntry(idx, next))); err != nil {
+		if err := n.write(n.h.NeighSet(neighEntry(idx, next))); err != nil {
 			return fmt.Errorf("neighbour %s: %w", next.VTEPIP, err)
 		}
 		if next.VTEPIP6 != nil {
-			if err := n.write(netlink.NeighSet(neighEntry6(idx, next))); err != nil {
+			if err := n.write(n.h.NeighSet(neighEntry6(idx, next))); err != nil {
 				return fmt.Errorf("neighbour %s: %w", next.VTEPIP6, err)
 			}
 		}
@@ -199,14 +223,14 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 		if err != nil {
 			return err
 		}
-		if err := n.write(netlink.RouteReplace(nr)); err != nil {
+		if err := n.write(n.h.RouteReplace(nr)); err != nil {
 			return fmt.Errorf("route %s via %s: %w", r.Dst, r.Via, err)
 		}
 	}
 	for _, r := range prev.Routes {
 		if !hasRoute(next.Routes, r) {
 			if nr, err := n.route(r); err == nil {
-				if err := n.write(netlink.RouteDel(nr)); err != nil && !notFound(err) {
+				if err := n.write(n.h.RouteDel(nr)); err != nil && !notFound(err) {
 					return fmt.Errorf("delete route %s: %w", r.Dst, err)
 				}
 			}
@@ -216,12 +240,12 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 		!prev.FDBDst.Equal(next.FDBDst) || !prev.VTEPIP.Equal(next.VTEPIP)) {
 		if idx, err := n.vxlanIndex(); err == nil {
 			if next.VTEPMAC == nil || prev.VTEPMAC.String() != next.VTEPMAC.String() || !prev.FDBDst.Equal(next.FDBDst) {
-				if err := n.write(netlink.NeighDel(fdbEntry(idx, prev))); err != nil && !notFound(err) {
+				if err := n.write(n.h.NeighDel(fdbEntry(idx, prev))); err != nil && !notFound(err) {
 					return fmt.Errorf("delete fdb %s: %w", prev.VTEPMAC, err)
 				}
 			}
 			if next.VTEPIP == nil || !prev.VTEPIP.Equal(next.VTEPIP) {
-				if err := n.write(netlink.NeighDel(neighEntry(idx, prev))); err != nil && !notFound(err) {
+				if err := n.write(n.h.NeighDel(neighEntry(idx, prev))); err != nil && !notFound(err) {
 					return fmt.Errorf("delete neighbour %s: %w", prev.VTEPIP, err)
 				}
 			}
@@ -229,7 +253,7 @@ func (n *Netlink) ApplyPeer(prev, next PeerPlan) error {
 	}
 	if prev.VTEPIP6 != nil && (next.VTEPIP6 == nil || !prev.VTEPIP6.Equal(next.VTEPIP6)) {
 		if idx, err := n.vxlanIndex(); err == nil {
-			if err := n.write(netlink.NeighDel(neighEntry6(idx, prev))); err != nil && !notFound(err) {
+			if err := n.write(n.h.NeighDel(neighEntry6(idx, prev))); err != nil && !notFound(err) {
 				return fmt.Errorf("delete neighbour %s: %w", prev.VTEPIP6, err)
 			}
 		}
@@ -307,7 +331,7 @@ func wantedEntries(plans []PeerPlan) wanted {
 // destination.
 func (n *Netlink) pruneRoutes(w wanted) (map[string]netlink.Route, int, error) {
 	routes, err := netlinkdump.Retry(func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+		return n.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 	})
 	if err != nil {
 		return nil, 0, err
@@ -319,7 +343,7 @@ func (n *Netlink) pruneRoutes(w wanted) (map[string]netlink.Route, int, error) {
 			continue
 		}
 		if !w.routes[r.Dst.String()] {
-			if err := n.write(netlink.RouteDel(&r)); err == nil {
+			if err := n.write(n.h.RouteDel(&r)); err == nil {
 				changed++
 			}
 			continue
@@ -333,29 +357,29 @@ func (n *Netlink) pruneRoutes(w wanted) (map[string]netlink.Route, int, error) {
 // device no plan wants, and records the ones it keeps.
 func (n *Netlink) pruneNeighbours(idx int, w wanted, haveFDB, haveNeigh map[string]bool) int {
 	changed := 0
-	fdb, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(idx, unix.AF_BRIDGE) })
+	fdb, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return n.h.NeighList(idx, unix.AF_BRIDGE) })
 	for _, e := range fdb {
 		if e.State&netlink.NUD_PERMANENT == 0 || e.IP == nil {
 			continue
 		}
 		k := fdbKey(e.HardwareAddr, e.IP)
 		if !w.fdb[k] {
-			if err := n.write(netlink.NeighDel(&e)); err == nil {
+			if err := n.write(n.h.NeighDel(&e)); err == nil {
 				changed++
 			}
 			continue
 		}
 		haveFDB[k] = true
 	}
-	neighs, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(idx, netlink.FAMILY_V4) })
-	neighs6, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(idx, netlink.FAMILY_V6) })
+	neighs, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return n.h.NeighList(idx, netlink.FAMILY_V4) })
+	neighs6, _ := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return n.h.NeighList(idx, netlink.FAMILY_V6) })
 	for _, e := range append(neighs, neighs6...) {
 		if e.State&netlink.NUD_PERMANENT == 0 {
 			continue
 		}
 		k := neighKey(e.IP, e.HardwareAddr)
 		if !w.neigh[k] {
-			if err := n.write(netlink.NeighDel(&e)); err == nil {
+			if err := n.write(n.h.NeighDel(&e)); err == nil {
 				changed++
 			}
 			continue

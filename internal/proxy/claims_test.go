@@ -44,7 +44,7 @@ func TestExternalAddressClash(t *testing.T) {
 	st.set("ns/zeta", []ServicePort{older})
 	f := knftables.NewFake(knftables.InetFamily, TableName)
 	tx := f.NewTransaction()
-	st.model().Full(tx)
+	st.ruleset().Full(tx)
 	if err := f.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}

@@ -202,10 +202,10 @@ func affinitySet(sp ServicePort, e Endpoint) string {
 // brackets: ip__port (IPv6 colons doubled likewise).
 var nameSafe = strings.NewReplacer(":", "__", "[", "", "]", "").Replace
 
-// Compile turns services into the whole table's model (pure): the fixed
+// Compile turns services into the whole table's ruleset (pure): the fixed
 // part, then each service port with the shared chains it needs, external
 // addresses several Services ask for going to the oldest.
-func Compile(cfg Config, services []ServicePort) *Model {
+func Compile(cfg Config, services []ServicePort) *Ruleset {
 	st := newTableState(cfg)
 	all := map[string][]ServicePort{}
 	for _, sp := range services {
@@ -213,15 +213,15 @@ func Compile(cfg Config, services []ServicePort) *Model {
 		all[k] = append(all[k], sp)
 	}
 	st.setAll(all)
-	return st.model()
+	return st.ruleset()
 }
 
 // compileService is the part of the table one Service owns (its ports'
 // map elements, chains and sets, and its entries in the shared sets
 // cluster-ips and hairpin-pairs); shared chains and maps it needs are
-// written to sd's model. Partial syncs recompile only changed Services.
-func compileService(cfg Config, ports []ServicePort, sd *sharedDispatch) *Model {
-	m := newModel()
+// written to sd's ruleset. Partial syncs recompile only changed Services.
+func compileService(cfg Config, ports []ServicePort, sd *sharedDispatch) *Ruleset {
+	m := newRuleset()
 	for _, sp := range ports {
 		buildServicePort(m, cfg, sp, sd)
 	}
@@ -233,8 +233,8 @@ var sharedSets = map[string]bool{"cluster-ips": true, "hairpin-pairs": true}
 
 // compileBase is the fixed part of the table: hooks, dispatch maps and
 // the global rules.
-func compileBase(cfg Config) *Model {
-	tx := newModel()
+func compileBase(cfg Config) *Ruleset {
+	tx := newRuleset()
 	chain := func(c *knftables.Chain) { tx.Add(c) }
 	f := cfg.fam()
 
@@ -327,7 +327,7 @@ func compileBase(cfg Config) *Model {
 }
 
 // buildServicePort writes one service port and its shared-set entries.
-func buildServicePort(tx *Model, cfg Config, sp ServicePort, sd *sharedDispatch) {
+func buildServicePort(tx *Ruleset, cfg Config, sp ServicePort, sd *sharedDispatch) {
 	for _, ip := range sp.ClusterIPs {
 		tx.Add(&knftables.Element{Set: "cluster-ips", Key: []string{ip.String()}})
 	}
@@ -343,7 +343,7 @@ func buildServicePort(tx *Model, cfg Config, sp ServicePort, sd *sharedDispatch)
 // buildService writes one service port: its entries in the dispatch maps,
 // the internal chain (svc-), the external chain (ext-) and the endpoint
 // chains (ep-).
-func buildService(tx *Model, cfg Config, sp ServicePort, chain func(*knftables.Chain), sd *sharedDispatch) {
+func buildService(tx *Ruleset, cfg Config, sp ServicePort, chain func(*knftables.Chain), sd *sharedDispatch) {
 	cidrs := cfg.clusterCIDRs()
 	f := cfg.fam()
 	proto := lower(sp.Protocol)
@@ -469,7 +469,7 @@ func containsEndpoint(list []Endpoint, e Endpoint) bool {
 	return false
 }
 
-func buildEndpoint(tx *Model, f family, sp ServicePort, e Endpoint, chain func(*knftables.Chain)) {
+func buildEndpoint(tx *Ruleset, f family, sp ServicePort, e Endpoint, chain func(*knftables.Chain)) {
 	ep := epChain(sp, e)
 	chain(&knftables.Chain{Name: ep, Comment: nftcomment.Bounded(sp.Key() + " -> " + e.String())})
 	if sp.AffinitySeconds > 0 {
@@ -483,7 +483,7 @@ func buildEndpoint(tx *Model, f family, sp ServicePort, e Endpoint, chain func(*
 
 // dispatch sends a connection to one of eps: back to the endpoint a
 // client used before (session affinity), else a random one.
-func dispatch(tx *Model, f family, chainName string, sp ServicePort, eps []Endpoint) {
+func dispatch(tx *Ruleset, f family, chainName string, sp ServicePort, eps []Endpoint) {
 	if len(eps) == 0 {
 		tx.Add(&knftables.Rule{Chain: chainName, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
 		return
@@ -523,8 +523,8 @@ func dispatch(tx *Model, f family, chainName string, sp ServicePort, eps []Endpo
 // problem and still cost one lookup per packet.
 type sharedDispatch struct {
 	f       family
-	tx      *Model // where shared chains and maps are written
-	created *Model // if set, also gets what is created from now on
+	tx      *Ruleset // where shared chains and maps are written
+	created *Ruleset // if set, also gets what is created from now on
 	done    map[string]bool
 }
 
@@ -535,35 +535,62 @@ func (d *sharedDispatch) add(obj knftables.Object) {
 	}
 }
 
-func newSharedDispatch(cfg Config, tx *Model) *sharedDispatch {
+func newSharedDispatch(cfg Config, tx *Ruleset) *sharedDispatch {
 	return &sharedDispatch{f: cfg.fam(), tx: tx, done: map[string]bool{}}
 }
 
-func (d *sharedDispatch) chain(kind string, n int) string {
-	name := fmt.Sprintf("%s-%d", kind, n)
-	if d.done[name] {
-		return name
+// entry is how traffic reaches a shared DNAT chain: to a service IP (its
+// bucket maps are keyed by address, protocol and port) or to a NodePort
+// (keyed by protocol and port).
+type entry int
+
+const (
+	viaServiceIP entry = iota
+	viaNodePort
+)
+
+func (e entry) suffix() string {
+	if e == viaNodePort {
+		return "np"
 	}
-	d.done[name] = true
-	switch kind {
-	case "dnat-ip", "dnat-np":
-		pick := "pick" + strings.TrimPrefix(kind, "dnat")
+	return "ip"
+}
+
+// dnatChain is dnat-<ip|np>-N: one of N buckets at random.
+func (d *sharedDispatch) dnatChain(e entry, n int) string {
+	name := fmt.Sprintf("dnat-%s-%d", e.suffix(), n)
+	if d.once(name) {
 		var vmap []string
 		for i := 0; i < n; i++ {
-			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, d.chain(pick, i)))
+			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, d.pickChain(e, i)))
 		}
 		d.add(&knftables.Chain{Name: name})
 		d.add(&knftables.Rule{Chain: name, Rule: fmt.Sprintf("numgen random mod %d vmap { %s }", n, strings.Join(vmap, " , "))})
-	case "pick-ip":
-		m := d.bucketMap("service-endpoints", n)
+	}
+	return name
+}
+
+// pickChain is pick-<ip|np>-i: DNAT to what bucket i's map holds for the
+// packet's entry point.
+func (d *sharedDispatch) pickChain(e entry, i int) string {
+	name := fmt.Sprintf("pick-%s-%d", e.suffix(), i)
+	if d.once(name) {
+		key := d.f.ip + " daddr . meta l4proto . th dport"
+		if e == viaNodePort {
+			key = "meta l4proto . th dport"
+		}
 		d.add(&knftables.Chain{Name: name})
-		d.add(&knftables.Rule{Chain: name, Rule: knftables.Concat("dnat", d.f.ip, "addr . port to", d.f.ip, "daddr . meta l4proto . th dport map @"+m)})
-	case "pick-np":
-		m := d.bucketMap("nodeport-endpoints", n)
-		d.add(&knftables.Chain{Name: name})
-		d.add(&knftables.Rule{Chain: name, Rule: knftables.Concat("dnat", d.f.ip, "addr . port to meta l4proto . th dport map @"+m)})
-	case "ext-ip", "ext-np":
-		target := d.chain("dnat"+strings.TrimPrefix(kind, "ext"), n)
+		d.add(&knftables.Rule{Chain: name, Rule: knftables.Concat("dnat", d.f.ip, "addr . port to", key, "map @"+d.bucketMap(e, i))})
+	}
+	return name
+}
+
+// externalChain is ext-<ip|np>-N: external traffic (externalTrafficPolicy
+// Cluster) is marked for masquerade, then dispatched like internal.
+func (d *sharedDispatch) externalChain(e entry, n int) string {
+	name := fmt.Sprintf("ext-%s-%d", e.suffix(), n)
+	if d.once(name) {
+		target := d.dnatChain(e, n)
 		d.add(&knftables.Chain{Name: name})
 		d.add(&knftables.Rule{Chain: name, Rule: "jump mark-for-masquerade"})
 		d.add(&knftables.Rule{Chain: name, Rule: "goto " + target})
@@ -571,20 +598,30 @@ func (d *sharedDispatch) chain(kind string, n int) string {
 	return name
 }
 
-// bucketMap creates the endpoint map of one bucket index.
-func (d *sharedDispatch) bucketMap(prefix string, i int) string {
-	name := fmt.Sprintf("%s-%d", prefix, i)
+// once reports whether name is created for the first time.
+func (d *sharedDispatch) once(name string) bool {
 	if d.done[name] {
-		return name
+		return false
 	}
 	d.done[name] = true
-	switch prefix {
-	case "service-endpoints":
+	return true
+}
+
+// bucketMap is the endpoint map of bucket i: service-endpoints-<i> or
+// nodeport-endpoints-<i>.
+func (d *sharedDispatch) bucketMap(e entry, i int) string {
+	if e == viaNodePort {
+		name := fmt.Sprintf("nodeport-endpoints-%d", i)
+		if d.once(name) {
+			d.add(&knftables.Map{Name: name, Type: "inet_proto . inet_service : " + d.f.addr + " . inet_service",
+				Comment: knftables.PtrTo(fmt.Sprintf("protocol . node port : endpoint of bucket %d", i))})
+		}
+		return name
+	}
+	name := fmt.Sprintf("service-endpoints-%d", i)
+	if d.once(name) {
 		d.add(&knftables.Map{Name: name, Type: d.f.addr + " . inet_proto . inet_service : " + d.f.addr + " . inet_service",
 			Comment: knftables.PtrTo(fmt.Sprintf("service IP . protocol . port : endpoint of bucket %d", i))})
-	default:
-		d.add(&knftables.Map{Name: name, Type: "inet_proto . inet_service : " + d.f.addr + " . inet_service",
-			Comment: knftables.PtrTo(fmt.Sprintf("protocol . node port : endpoint of bucket %d", i))})
 	}
 	return name
 }
@@ -593,35 +630,38 @@ func (d *sharedDispatch) bucketMap(prefix string, i int) string {
 // source ranges or externalTrafficPolicy Local as map elements only: each
 // entry point (cluster IP, external IP, node port) maps to a shared DNAT
 // chain for its endpoint count, and its buckets to the endpoints.
-func buildPlainService(tx *Model, sp ServicePort, internal, external []Endpoint, sd *sharedDispatch) {
+func buildPlainService(tx *Ruleset, sp ServicePort, internal, external []Endpoint, sd *sharedDispatch) {
 	proto := lower(sp.Protocol)
 	port := fmt.Sprint(sp.Port)
-	entry := func(ip string, eps []Endpoint, kind string) {
+	add := func(ip string, eps []Endpoint, external bool) {
 		verdict := "goto no-local-endpoints"
-		if len(eps) > 0 {
-			verdict = "goto " + sd.chain(kind, len(eps))
+		switch {
+		case len(eps) > 0 && external:
+			verdict = "goto " + sd.externalChain(viaServiceIP, len(eps))
+		case len(eps) > 0:
+			verdict = "goto " + sd.dnatChain(viaServiceIP, len(eps))
 		}
 		tx.Add(&knftables.Element{Map: "service-ips", Key: []string{ip, proto, port}, Value: []string{verdict}})
 		for i, e := range eps {
-			tx.Add(&knftables.Element{Map: sd.bucketMap("service-endpoints", i), Key: []string{ip, proto, port},
+			tx.Add(&knftables.Element{Map: sd.bucketMap(viaServiceIP, i), Key: []string{ip, proto, port},
 				Value: []string{e.IP.String(), fmt.Sprint(e.Port)}})
 		}
 	}
 	for _, ip := range sp.ClusterIPs {
-		entry(ip.String(), internal, "dnat-ip")
+		add(ip.String(), internal, false)
 	}
 	for _, ip := range sp.ExternalIPs {
-		entry(ip.String(), external, "ext-ip")
+		add(ip.String(), external, true)
 	}
 	if sp.NodePort > 0 {
 		np := fmt.Sprint(sp.NodePort)
 		verdict := "goto no-local-endpoints"
 		if len(external) > 0 {
-			verdict = "goto " + sd.chain("ext-np", len(external))
+			verdict = "goto " + sd.externalChain(viaNodePort, len(external))
 		}
 		tx.Add(&knftables.Element{Map: "service-nodeports", Key: []string{proto, np}, Value: []string{verdict}})
 		for i, e := range external {
-			tx.Add(&knftables.Element{Map: sd.bucketMap("nodeport-endpoints", i), Key: []string{proto, np},
+			tx.Add(&knftables.Element{Map: sd.bucketMap(viaNodePort, i), Key: []string{proto, np},
 				Value: []string{e.IP.String(), fmt.Sprint(e.Port)}})
 		}
 	}

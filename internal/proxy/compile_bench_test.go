@@ -75,7 +75,7 @@ func BenchmarkStateFull10k(b *testing.B) {
 			st.set(sp.Namespace+"/"+sp.Name, []ServicePort{sp})
 		}
 		tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
-		st.model().Full(tx)
+		st.ruleset().Full(tx)
 		_ = tx.String()
 	}
 }

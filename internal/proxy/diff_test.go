@@ -71,7 +71,7 @@ func TestDiffEqualsFull(t *testing.T) {
 	}
 	// Nothing changed: nothing to do.
 	if n := mb.Diff(incremental.NewTransaction(), Compile(cfg, b)); n != 0 {
-		t.Fatalf("diff of identical models has %d operations", n)
+		t.Fatalf("diff of identical rulesets has %d operations", n)
 	}
 	t.Logf("diff took %d operations", ops)
 }
@@ -156,7 +156,7 @@ func TestPartialUpdateEqualsFull(t *testing.T) {
 	}
 	incremental := knftables.NewFake(knftables.InetFamily, TableName)
 	tx := incremental.NewTransaction()
-	st.model().Full(tx)
+	st.ruleset().Full(tx)
 	if err := incremental.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}
@@ -195,12 +195,12 @@ func TestPartialUpdateEqualsFull(t *testing.T) {
 		t.Fatalf("the scenario lost its point:\n%s", whole.Dump())
 	}
 	// The state now equals one built from scratch.
-	if got, want := sortedLines(ruleDump(t, st.model())), sortedLines(ruleDump(t, Compile(cfg, b))); got != want {
+	if got, want := sortedLines(ruleDump(t, st.ruleset())), sortedLines(ruleDump(t, Compile(cfg, b))); got != want {
 		t.Fatalf("kept state differs from a fresh compile:\n--- kept\n%s\n--- fresh\n%s", got, want)
 	}
 }
 
-func ruleDump(t *testing.T, m *Model) string {
+func ruleDump(t *testing.T, m *Ruleset) string {
 	f := knftables.NewFake(knftables.InetFamily, TableName)
 	tx := f.NewTransaction()
 	m.Full(tx)

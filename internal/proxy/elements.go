@@ -16,12 +16,12 @@ import (
 )
 
 // ElementWriter replaces the static elements of every set and map of a
-// model in one kernel transaction. Full syncs use it for the bulk of the
+// ruleset in one kernel transaction. Full syncs use it for the bulk of the
 // table (100k+ elements at 10k services), which `nft -f` parses at ~10 µs
 // a line; the structure (chains, rules, set declarations) still goes
 // through knftables.
 type ElementWriter interface {
-	ReplaceElements(m *Model) error
+	ReplaceElements(m *Ruleset) error
 	// Objects names the table's chains, and its named sets and maps.
 	Objects() (chains, sets, maps []string, err error)
 }
@@ -91,7 +91,7 @@ func (w *NetlinkElements) Objects() (chains, sets, maps []string, err error) {
 	return chains, sets, maps, nil
 }
 
-func (w *NetlinkElements) ReplaceElements(m *Model) error {
+func (w *NetlinkElements) ReplaceElements(m *Ruleset) error {
 	batch, err := encodeElements(m)
 	if err != nil {
 		return err
@@ -146,10 +146,10 @@ type setElements struct {
 	elems []nftables.SetElement
 }
 
-// encodeElements turns the model's elements (nft syntax) into kernel
+// encodeElements turns the ruleset's elements (nft syntax) into kernel
 // encodings, per set and map with static elements. Sets that packets fill
 // (dynamic: session affinity) are left alone.
-func encodeElements(m *Model) ([]setElements, error) {
+func encodeElements(m *Ruleset) ([]setElements, error) {
 	type decl struct {
 		key, data []string
 		isMap     bool

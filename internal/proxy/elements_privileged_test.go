@@ -17,8 +17,8 @@ import (
 )
 
 // A full sync through the netlink element writer must leave exactly the
-// table nft writes from the same model in one transaction, and remove
-// what an earlier (bigger) table had that the model does not.
+// table nft writes from the same ruleset in one transaction, and remove
+// what an earlier (bigger) table had that the ruleset does not.
 func TestPrivilegedBulkFullSyncEqualsWhole(t *testing.T) {
 	testutil.RequireRoot(t)
 	cfg := Config{NodeName: "n1", ClusterCIDRs: []*net.IPNet{mustCIDR("10.244.0.0/16")}, ServiceCIDRs: []*net.IPNet{mustCIDR("10.96.0.0/16")}}
@@ -33,7 +33,7 @@ func TestPrivilegedBulkFullSyncEqualsWhole(t *testing.T) {
 	after[6].Protocol = "UDP"
 
 	bulkNS, wholeNS := testutil.NewNetNS(t), testutil.NewNetNS(t)
-	write := func(n ns.NetNS, bulk bool, m *Model) {
+	write := func(n ns.NetNS, bulk bool, m *Ruleset) {
 		t.Helper()
 		if err := n.Do(func(ns.NetNS) error {
 			nft, err := knftables.New(knftables.InetFamily, TableName)
@@ -66,7 +66,7 @@ func TestPrivilegedBulkFullSyncEqualsWhole(t *testing.T) {
 			t.Errorf("bulk table lacks %q", s)
 		}
 	}
-	// Same model again: nothing changes (idempotent).
+	// Same ruleset again: nothing changes (idempotent).
 	write(bulkNS, true, Compile(cfg, after))
 	if again := listTable(t, bulkNS); again != want {
 		t.Fatalf("second bulk write changed the table:\n%s", again)

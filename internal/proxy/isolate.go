@@ -15,11 +15,11 @@ import (
 // not an object's and nothing is returned.
 func (p *Proxy) isolate(ctx context.Context, st *tableState) map[string]string {
 	check := func(keys []string) error {
-		m := newModel()
+		m := newRuleset()
 		m.merge(st.base, true)
 		m.merge(st.sharedM, true)
 		for _, k := range keys {
-			m.merge(st.services[k].model, true)
+			m.merge(st.services[k].rules, true)
 		}
 		tx := p.nft.NewTransaction()
 		tx.Add(&knftables.Table{})

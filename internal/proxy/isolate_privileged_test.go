@@ -27,17 +27,17 @@ func TestPrivilegedIsolateRefusedService(t *testing.T) {
 	all["default/c"][0].AffinitySeconds = 60 // so it has chains of its own
 	st.setAll(all)
 	// A rule the kernel will not take, in c's own chain.
-	st.services["default/c"].model.Add(&knftables.Rule{Chain: svcChain(all["default/c"][0]), Rule: "ip saddr 10.0.0.0/33 drop"})
+	st.services["default/c"].rules.Add(&knftables.Rule{Chain: svcChain(all["default/c"][0]), Rule: "ip saddr 10.0.0.0/33 drop"})
 	var bad map[string]string
 	err := tp.node.Do(func(ns.NetNS) error {
-		if err := h.p.writeWhole(h.ctx, st.model()); err == nil {
+		if err := h.p.writeWhole(h.ctx, st.ruleset()); err == nil {
 			t.Error("the broken table loaded: the test lost its point")
 		}
 		bad = h.p.isolate(h.ctx, st)
 		for key := range bad {
 			st.set(key, nil)
 		}
-		return h.p.writeWhole(h.ctx, st.model())
+		return h.p.writeWhole(h.ctx, st.ruleset())
 	})
 	if err != nil {
 		t.Fatalf("the table without the refused service: %v", err)

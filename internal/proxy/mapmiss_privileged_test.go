@@ -15,7 +15,7 @@ import (
 func TestPrivilegedTracerMapMissMatchesKernel(t *testing.T) {
 	tp := newTopo(t)
 	serveName(t, tp.server, "10.244.1.2:8080", "after-the-misses")
-	m := newModel()
+	m := newRuleset()
 	for _, c := range []struct {
 		name string
 		typ  knftables.BaseChainType

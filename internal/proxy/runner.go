@@ -415,11 +415,11 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 			p.admit(key, nil, nil) // gone: forget its refusals
 		}
 	}
-	model := st.model()
+	rules := st.ruleset()
 	if p.Bulk != nil && !p.recreate {
-		err = p.writeBulk(ctx, model)
+		err = p.writeBulk(ctx, rules)
 	} else {
-		err = p.writeWhole(ctx, model)
+		err = p.writeWhole(ctx, rules)
 	}
 	if err != nil {
 		// One object the kernel refuses must not freeze the table for
@@ -429,7 +429,7 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 				p.skip(key, why)
 				st.set(key, nil)
 			}
-			err = p.writeWhole(ctx, st.model())
+			err = p.writeWhole(ctx, st.ruleset())
 		}
 	}
 	if err != nil {
@@ -450,11 +450,11 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 // writeWhole deletes and rewrites the table in one nft transaction:
 // atomic and independent of what the kernel holds, but nft parses each
 // element (seconds at 100k elements). Conntrack keeps established flows.
-func (p *Proxy) writeWhole(ctx context.Context, model *Model) error {
+func (p *Proxy) writeWhole(ctx context.Context, rules *Ruleset) error {
 	tx := p.nft.NewTransaction()
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
-	model.Full(tx)
+	rules.Full(tx)
 	return p.nft.Run(ctx, tx)
 }
 
@@ -463,15 +463,15 @@ func (p *Proxy) writeWhole(ctx context.Context, model *Model) error {
 // rules refilled, new sets and maps added, nothing deleted, so old
 // elements still point to existing chains; (2) netlink: every set's and
 // map's elements replaced in one batch; (3) nft: chains, sets and maps
-// the model does not have (the last agent's, or drift) deleted, now that
+// the ruleset does not have (the last agent's, or drift) deleted, now that
 // nothing refers to them.
-func (p *Proxy) writeBulk(ctx context.Context, model *Model) error {
+func (p *Proxy) writeBulk(ctx context.Context, rules *Ruleset) error {
 	tx := p.nft.NewTransaction()
-	model.Structure(tx)
+	rules.Structure(tx)
 	if err := p.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("table structure: %w", err)
 	}
-	if err := p.Bulk.ReplaceElements(model); err != nil {
+	if err := p.Bulk.ReplaceElements(rules); err != nil {
 		return err
 	}
 	chains, sets, maps, err := p.Bulk.Objects()
@@ -481,7 +481,7 @@ func (p *Proxy) writeBulk(ctx context.Context, model *Model) error {
 	tx = p.nft.NewTransaction()
 	var gone []string
 	for _, c := range chains {
-		if _, ok := model.chains[c]; !ok {
+		if _, ok := rules.chains[c]; !ok {
 			tx.Flush(&knftables.Chain{Name: c})
 			gone = append(gone, c)
 		}
@@ -490,12 +490,12 @@ func (p *Proxy) writeBulk(ctx context.Context, model *Model) error {
 		tx.Delete(&knftables.Chain{Name: c})
 	}
 	for _, n := range sets {
-		if _, ok := model.sets[n]; !ok {
+		if _, ok := rules.sets[n]; !ok {
 			tx.Delete(&knftables.Set{Name: n})
 		}
 	}
 	for _, n := range maps {
-		if _, ok := model.maps[n]; !ok {
+		if _, ok := rules.maps[n]; !ok {
 			tx.Delete(&knftables.Map{Name: n})
 		}
 	}
@@ -537,7 +537,7 @@ func (p *Proxy) missingObjects(ctx context.Context) ([]string, error) {
 		have["map "+n] = true
 	}
 	var missing []string
-	for _, m := range []*Model{p.state.base, p.state.sharedM} {
+	for _, m := range []*Ruleset{p.state.base, p.state.sharedM} {
 		for n := range m.chains {
 			if !have["chain "+n] {
 				missing = append(missing, "chain "+n)

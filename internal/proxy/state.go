@@ -8,9 +8,9 @@ import "sigs.k8s.io/knftables"
 // service's own part, and how many services use each shared-set element.
 type tableState struct {
 	cfg      Config
-	base     *Model
+	base     *Ruleset
 	shared   *sharedDispatch
-	sharedM  *Model // every shared chain and map created so far
+	sharedM  *Ruleset // every shared chain and map created so far
 	services map[string]*serviceState
 	refs     map[string]int // shared-set element key → services using it
 	// raw: each service's ports before clashes over external addresses
@@ -22,7 +22,7 @@ type tableState struct {
 
 type serviceState struct {
 	ports []ServicePort
-	model *Model
+	rules *Ruleset
 }
 
 // sharedChange is a shared-set element whose use count went to or from 0.
@@ -32,7 +32,7 @@ type sharedChange struct {
 }
 
 func newTableState(cfg Config) *tableState {
-	st := &tableState{cfg: cfg, base: compileBase(cfg), sharedM: newModel(),
+	st := &tableState{cfg: cfg, base: compileBase(cfg), sharedM: newRuleset(),
 		services: map[string]*serviceState{}, refs: map[string]int{},
 		raw: map[string][]ServicePort{}, claims: newAddressClaims(), conflicts: map[string]string{}}
 	st.shared = newSharedDispatch(cfg, st.sharedM)
@@ -80,8 +80,8 @@ func (st *tableState) register(key string, ports []ServicePort) []string {
 func (st *tableState) compile(key string) []sharedChange {
 	var changes []sharedChange
 	if old := st.services[key]; old != nil {
-		for _, k := range old.model.elemKeys {
-			if e := old.model.elements[k]; sharedSets[e.Set] {
+		for _, k := range old.rules.elemKeys {
+			if e := old.rules.elements[k]; sharedSets[e.Set] {
 				if st.refs[k]--; st.refs[k] == 0 {
 					delete(st.refs, k)
 					changes = append(changes, sharedChange{elem: e, removed: true})
@@ -107,17 +107,17 @@ func (st *tableState) compile(key string) []sharedChange {
 			}
 		}
 	}
-	st.services[key] = &serviceState{ports: ports, model: m}
+	st.services[key] = &serviceState{ports: ports, rules: m}
 	return changes
 }
 
-// model assembles the whole table.
-func (st *tableState) model() *Model {
-	m := newModel()
+// ruleset assembles the whole table.
+func (st *tableState) ruleset() *Ruleset {
+	m := newRuleset()
 	m.merge(st.base, true)
 	m.merge(st.sharedM, true)
 	for _, key := range sortedKeys(st.services) {
-		m.merge(st.services[key].model, true)
+		m.merge(st.services[key].rules, true)
 	}
 	return m
 }
@@ -138,8 +138,8 @@ func (st *tableState) allPorts() ([]ServicePort, int) {
 // update replaces the given services (no ports: gone) and returns the old
 // and the new parts of the table they touch, so that newPart.Diff(tx,
 // oldPart) is the partial sync, and their old and new ports.
-func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart *Model, oldPorts, newPorts []ServicePort) {
-	oldPart, newPart = newModel(), newModel()
+func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart *Ruleset, oldPorts, newPorts []ServicePort) {
+	oldPart, newPart = newRuleset(), newRuleset()
 	st.shared.created = newPart // shared chains and maps first needed now
 	defer func() { st.shared.created = nil }()
 	redo := map[string]bool{}
@@ -150,7 +150,7 @@ func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart
 	}
 	for _, key := range sortedKeys(redo) {
 		if old := st.services[key]; old != nil {
-			oldPart.merge(old.model, false)
+			oldPart.merge(old.rules, false)
 			oldPorts = append(oldPorts, old.ports...)
 		}
 		for _, c := range st.compile(key) {
@@ -163,7 +163,7 @@ func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart
 			}
 		}
 		if now := st.services[key]; now != nil {
-			newPart.merge(now.model, false)
+			newPart.merge(now.rules, false)
 			newPorts = append(newPorts, now.ports...)
 		}
 	}

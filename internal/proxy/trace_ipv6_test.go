@@ -98,7 +98,7 @@ func TestFamiliesStayApart(t *testing.T) {
 	v4 := Compile(traceCfg(), ServicePortsFor(corev1.IPv4Protocol, svc, slices))
 	cfg6 := traceCfg6()
 	v6 := Compile(cfg6, ServicePortsFor(corev1.IPv6Protocol, svc, slices))
-	for name, m := range map[string]*Model{"ipv4": v4, "ipv6": v6} {
+	for name, m := range map[string]*Ruleset{"ipv4": v4, "ipv6": v6} {
 		for _, k := range m.elemKeys {
 			e := m.elements[k]
 			for _, f := range append(append([]string{}, e.Key...), e.Value...) {

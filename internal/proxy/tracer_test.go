@@ -15,7 +15,7 @@ import (
 // verdict, DNAT target and whether the packet is masqueraded.
 type tracer struct {
 	t      *testing.T
-	m      *Model
+	m      *Ruleset
 	local  map[string]bool            // the node's own addresses
 	sets   map[string]map[string]bool // contents of dynamic sets (affinity)
 	bucket int                        // numgen random picks bucket % n
@@ -49,7 +49,7 @@ type pktState struct {
 	invalid bool
 }
 
-func newTracer(t *testing.T, m *Model, local ...string) *tracer {
+func newTracer(t *testing.T, m *Ruleset, local ...string) *tracer {
 	tr := &tracer{t: t, m: m, local: map[string]bool{"127.0.0.1": true}, sets: map[string]map[string]bool{}}
 	for _, l := range local {
 		tr.local[l] = true

@@ -1,7 +1,8 @@
-// Package proxy is weft's service proxy (the kube-proxy replacement). The
-// model and compiler here are pure: Services and EndpointSlices in, an
-// nftables transaction out. runner.go applies it through knftables from a
-// coalescing loop fed by informers.
+// Package proxy is weft's service proxy (the kube-proxy replacement).
+// serviceports.go turns Services and EndpointSlices into service ports;
+// compile.go turns service ports into a Ruleset (the nftables objects as
+// data, ruleset.go); both are pure. runner.go writes Rulesets through
+// knftables and netlink from a coalescing loop fed by informers.
 package proxy
 
 import (

@@ -7,11 +7,11 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// Model is the compiled table as data: chains with their rules, sets and
+// Ruleset is the compiled table as data: chains with their rules, sets and
 // maps, and elements. It can be written whole (Full) or as the difference
-// from the previous model (Diff), so a change to one service touches only
+// from the previous ruleset (Diff), so a change to one service touches only
 // that service's chains and elements.
-type Model struct {
+type Ruleset struct {
 	chains   map[string]*knftables.Chain
 	order    []string // chains in creation order
 	rules    map[string][]*knftables.Rule
@@ -21,13 +21,13 @@ type Model struct {
 	elemKeys []string
 }
 
-func newModel() *Model {
-	return &Model{chains: map[string]*knftables.Chain{}, rules: map[string][]*knftables.Rule{},
+func newRuleset() *Ruleset {
+	return &Ruleset{chains: map[string]*knftables.Chain{}, rules: map[string][]*knftables.Rule{},
 		sets: map[string]*knftables.Set{}, maps: map[string]*knftables.Map{}, elements: map[string]*knftables.Element{}}
 }
 
 // Add records an object, with the same call shape as a transaction.
-func (m *Model) Add(obj knftables.Object) {
+func (m *Ruleset) Add(obj knftables.Object) {
 	switch o := obj.(type) {
 	case *knftables.Chain:
 		if _, ok := m.chains[o.Name]; !ok {
@@ -69,7 +69,7 @@ func ruleText(rs []*knftables.Rule) string {
 
 // Full writes the whole table: flush and rewrite in one transaction, so
 // packets see the old or the new table, never a mix.
-func (m *Model) Full(tx *knftables.Transaction) {
+func (m *Ruleset) Full(tx *knftables.Transaction) {
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft service proxy")})
 	tx.Flush(&knftables.Table{})
 	for _, name := range sortedKeys(m.maps) {
@@ -99,9 +99,9 @@ func (m *Model) Full(tx *knftables.Transaction) {
 // Structure writes the table without elements and without emptying any
 // set or map: every chain is flushed and refilled (so rule drift is
 // repaired), new sets and maps are created. The elements follow through
-// an ElementWriter; objects of the old table that the model no longer has
+// an ElementWriter; objects of the old table that the ruleset no longer has
 // are deleted afterwards by the caller.
-func (m *Model) Structure(tx *knftables.Transaction) {
+func (m *Ruleset) Structure(tx *knftables.Transaction) {
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft service proxy")})
 	for _, name := range sortedKeys(m.maps) {
 		tx.Add(m.maps[name])
@@ -123,7 +123,7 @@ func (m *Model) Structure(tx *knftables.Transaction) {
 // Diff writes what changed from prev to m and returns how many operations
 // that took. Stale chains, sets and maps are removed after what referenced
 // them.
-func (m *Model) Diff(tx *knftables.Transaction, prev *Model) int {
+func (m *Ruleset) Diff(tx *knftables.Transaction, prev *Ruleset) int {
 	ops := 0
 	for _, name := range sortedKeys(m.sets) {
 		if _, ok := prev.sets[name]; !ok {
@@ -211,7 +211,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // merge adds o to m; withShared false leaves out the elements of shared
 // sets (a partial sync reference-counts those itself).
-func (m *Model) merge(o *Model, withShared bool) {
+func (m *Ruleset) merge(o *Ruleset, withShared bool) {
 	for _, name := range o.order {
 		m.Add(o.chains[name])
 	}

@@ -137,9 +137,9 @@ func New(cfg Config, client kubernetes.Interface, masqWriter *masq.Writer, log *
 	return a
 }
 
-// Run prepares the node, starts the routing controller, and re-syncs the
-// node's CNI files and NAT table on every node change and every
-// ResyncPeriod.
+// Run wires the agent's components, each with its own New and Run: the
+// service proxies, hostPort, the node-local DNS cache, the routing
+// controller, anti-spoofing, the address reclaimer, and the node loop.
 func (a *Agent) Run(ctx context.Context) error {
 	if err := applySysctls("/proc/sys", hostSysctls("/proc/sys")); err != nil {
 		return err
@@ -163,15 +163,49 @@ func (a *Agent) Run(ctx context.Context) error {
 		UpdateFunc: func(o, n any) { a.trigger() },
 		DeleteFunc: func(any) { a.trigger() },
 	})
-	// One service proxy per address family of the service CIDRs, as
-	// kube-proxy runs on dual-stack nodes; the first (primary) family's
-	// also serves healthCheckNodePorts and kube-proxy's endpoints.
+	svcProxies, err := a.newServiceProxies(factory, recorder)
+	if err != nil {
+		return err
+	}
+	for _, p := range svcProxies {
+		if p.Health != nil {
+			defer p.Health.Close()
+		}
+	}
+	if err := a.startHostPort(ctx, recorder); err != nil {
+		return err
+	}
+	a.startNodeLocalDNS(ctx)
+	go a.serveMetrics(ctx)
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+
+	local, underlayIdx, underlayMTU, err := a.waitLocal(ctx, nodes.Lister())
+	if err != nil {
+		return err
+	}
+	a.runServiceProxies(ctx, svcProxies, nodes)
+	if err := a.startRouting(ctx, local, underlayIdx, underlayMTU, nodes, recorder); err != nil {
+		return err
+	}
+	if err := a.runAntiSpoof(ctx, nodes); err != nil {
+		return err
+	}
+	a.startReclaim(ctx)
+	return a.nodeLoop(ctx, nodes.Lister(), local)
+}
+
+// newServiceProxies makes one service proxy per address family of the
+// service CIDRs, as kube-proxy runs on dual-stack nodes; the first
+// (primary) family's also serves healthCheckNodePorts and kube-proxy's
+// endpoints.
+func (a *Agent) newServiceProxies(factory informers.SharedInformerFactory, recorder record.EventRecorder) ([]*proxy.Proxy, error) {
 	var svcProxies []*proxy.Proxy
 	if a.cfg.Proxy {
 		for _, family := range serviceFamilies(a.cfg.ServiceCIDRs) {
 			nft, err := knftables.New(knftables.InetFamily, proxy.TableFor(family))
 			if err != nil {
-				return fmt.Errorf("service proxy (%s): %w", family, err)
+				return nil, fmt.Errorf("service proxy (%s): %w", family, err)
 			}
 			reg := prometheus.WrapRegistererWith(prometheus.Labels{"ip_family": string(family)}, a.registry)
 			p := proxy.New(proxy.Config{ClusterCIDRs: a.cfg.ClusterCIDRs, ServiceCIDRs: a.cfg.ServiceCIDRs,
@@ -182,23 +216,32 @@ func (a *Agent) Run(ctx context.Context) error {
 			p.Bulk = &proxy.NetlinkElements{Table: proxy.TableFor(family)}
 			if len(svcProxies) == 0 {
 				p.Health = proxy.NewHealthServer(a.log)
-				defer p.Health.Close()
 			}
 			svcProxies = append(svcProxies, p)
 		}
 	}
-	// hostPorts of pods on this node (the CNI portmap plugin's job).
-	if nft, err := knftables.New(knftables.InetFamily, hostport.TableName); err != nil {
+	return svcProxies, nil
+}
+
+// startHostPort runs the hostPorts of pods on this node (the CNI portmap
+// plugin's job).
+func (a *Agent) startHostPort(ctx context.Context, recorder record.EventRecorder) error {
+	nft, err := knftables.New(knftables.InetFamily, hostport.TableName)
+	if err != nil {
 		return fmt.Errorf("hostPort table: %w", err)
-	} else {
-		go func() {
-			hp := hostport.New(a.client, a.cfg.NodeName, nft, a.log)
-			hp.Recorder = recorder
-			if err := hp.Run(ctx); err != nil {
-				a.log.Error("hostPort controller stopped", "err", err)
-			}
-		}()
 	}
+	hp := hostport.New(a.client, a.cfg.NodeName, nft, a.log)
+	hp.Recorder = recorder
+	go func() {
+		if err := hp.Run(ctx); err != nil {
+			a.log.Error("hostPort controller stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// startNodeLocalDNS runs the node-local DNS cache, when configured.
+func (a *Agent) startNodeLocalDNS(ctx context.Context) {
 	if a.cfg.NodeLocalDNS != nil {
 		c := nodedns.New(nodedns.Config{Address: a.cfg.NodeLocalDNS, ClusterDNS: a.cfg.ClusterDNS, Limits: a.cfg.NodeLocalDNSLimits,
 			PodInterfaces: cni.HostVethPrefix, Tunnel: VXLANDevice}, weftdns.NewMetrics(a.registry), a.log)
@@ -213,16 +256,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	go a.serveMetrics(ctx)
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
+}
 
-	local, underlayIdx, underlayMTU, err := a.waitLocal(ctx, nodes.Lister())
-	if err != nil {
-		return err
-	}
-	// The proxies follow this node's zone label and addresses (kube-proxy
-	// follows its Node's topology labels too).
+// runServiceProxies starts the proxies, following this node's zone label
+// and addresses (kube-proxy follows its Node's topology labels too) and
+// every node's addresses, which no Service may take.
+func (a *Agent) runServiceProxies(ctx context.Context, svcProxies []*proxy.Proxy, nodes coreinformers.NodeInformer) {
 	updateProxies := func(obj any) {
 		self, ok := obj.(*corev1.Node)
 		if !ok || self.Name != a.cfg.NodeName {
@@ -267,6 +306,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+}
+
+// startRouting sets up this node's end of the pod network (MTU, VXLAN
+// device) and runs the controller that routes to every peer.
+func (a *Agent) startRouting(ctx context.Context, local routing.Local, underlayIdx, underlayMTU int, nodes coreinformers.NodeInformer, recorder record.EventRecorder) error {
 	a.mtu = a.cfg.MTU
 	if a.mtu == 0 {
 		a.mtu = routing.MTUFor(a.cfg.Backend, underlayMTU)
@@ -288,9 +332,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctrl := routing.NewController(local, dp, nodes.Lister(), recorder, a.log, a.registry)
 	_, _ = nodes.Informer().AddEventHandler(ctrl.Handler())
 	go ctrl.Run(ctx)
-	if err := a.runAntiSpoof(ctx, nodes); err != nil {
-		return err
-	}
+	return nil
+}
+
+// startReclaim runs the reclaimer of pod addresses no pod uses.
+func (a *Agent) startReclaim(ctx context.Context) {
 	linkExists := func(name string) bool { _, err := netlink.LinkByName(name); return err == nil }
 	rc := reclaim.New(a.client, a.cfg.NodeName, a.cfg.CNIDataDir, CNINetworkName, linkExists, a.log, a.registry)
 	if a.cfg.ReclaimGrace > 0 {
@@ -298,6 +344,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	go rc.Run(ctx)
 
+}
+
+// nodeLoop keeps this node configured for pods (CNI files, masquerade,
+// sysctls, VXLAN device) on every Node change and every ResyncPeriod.
+func (a *Agent) nodeLoop(ctx context.Context, lister listersv1.NodeLister, local routing.Local) error {
 	a.log.Info("agent running", "node", a.cfg.NodeName, "backend", a.cfg.Backend, "mtu", a.mtu, "underlay", local.Underlay)
 	t := time.NewTicker(a.cfg.ResyncPeriod)
 	defer t.Stop()
@@ -310,12 +361,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-t.C:
 			a.lastKey = "" // periodic full sync
 		}
-		node, err := nodes.Lister().Get(a.cfg.NodeName)
+		node, err := lister.Get(a.cfg.NodeName)
 		if err != nil {
 			a.log.Info("waiting for node object", "node", a.cfg.NodeName, "err", err)
 			continue
 		}
-		all, _ := nodes.Lister().List(labels.Everything())
+		all, _ := lister.List(labels.Everything())
 		if a.cfg.Proxy {
 			// Every pass, so a value changed by hand comes back. Before the
 			// proxy's first sync loads conntrack the files may be missing.

@@ -25,6 +25,9 @@ type Result struct {
 func (s *Snapshot) Resolve(q dns.Question) (res Result, ours bool) {
 	name := strings.ToLower(q.Name)
 	r, found := s.names[name]
+	if !found {
+		r, found = s.podName(name)
+	}
 	if !s.InZone(name) {
 		if !found || !strings.HasSuffix(name, ".arpa.") {
 			return Result{}, false

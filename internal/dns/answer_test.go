@@ -142,7 +142,7 @@ func testHandler(t *testing.T) (*Handler, *fakeUpstream) {
 	up := startUpstream(t, outsideAnswers)
 	svcs, slices, pods := testObjects()
 	h := &Handler{Zone: "cluster.local", Forward: &Forwarder{Upstreams: []string{up.addr}}, Cache: NewCache(1<<20, 0), Server: "test"}
-	h.SetSnapshot(NewSnapshot(Config{Zone: "cluster.local", TTL: 30, NameserverIP: net.ParseIP("10.96.0.10")}, svcs, slices, pods))
+	h.SetSnapshot(NewSnapshot(Config{Zone: "cluster.local", TTL: 30, NameserverIP: net.ParseIP("10.96.0.10")}, svcs, slices, newPodList(pods)))
 	return h, up
 }
 
@@ -206,6 +206,11 @@ func TestSpecRecords(t *testing.T) {
 		{"10-244-1-20.web.pod.cluster.local.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.244.1.20"}, nil, false},
 		{"10-244-1-21.web.pod.cluster.local.", dns.TypeA, dns.RcodeNameError, nil, nil, true},
 		{"10-244-1-20.other.pod.cluster.local.", dns.TypeA, dns.RcodeNameError, nil, nil, true},
+		{"10-244-1-20.WEB.pod.cluster.local.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.244.1.20"}, nil, false},
+		{"010-244-1-20.web.pod.cluster.local.", dns.TypeA, dns.RcodeNameError, nil, nil, true},
+		{"x.10-244-1-20.web.pod.cluster.local.", dns.TypeA, dns.RcodeNameError, nil, nil, true},
+		{"web.pod.cluster.local.", dns.TypeA, dns.RcodeSuccess, nil, nil, true}, // exists, no records
+		{"other.pod.cluster.local.", dns.TypeA, dns.RcodeNameError, nil, nil, true},
 		// Apex.
 		{"cluster.local.", dns.TypeSOA, dns.RcodeSuccess, []string{"SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30"}, nil, false},
 		{"cluster.local.", dns.TypeNS, dns.RcodeSuccess, []string{"NS ns.dns.cluster.local."}, []string{"A 10.96.0.10"}, false},

@@ -65,6 +65,6 @@ func FuzzRespond(f *testing.F) {
 func testHandlerNoUpstream() *Handler {
 	h := &Handler{Zone: "cluster.local", Cache: NewCache(1<<20, 0)}
 	svcs, slices, pods := testObjects()
-	h.SetSnapshot(NewSnapshot(Config{Zone: "cluster.local", TTL: 30, NameserverIP: net.ParseIP("10.96.0.10")}, svcs, slices, pods))
+	h.SetSnapshot(NewSnapshot(Config{Zone: "cluster.local", TTL: 30, NameserverIP: net.ParseIP("10.96.0.10")}, svcs, slices, newPodList(pods)))
 	return h
 }

@@ -56,13 +56,15 @@ type Snapshot struct {
 	ttl   uint32
 	names map[string]*rrset // every name that exists, including empty non-terminals
 	soa   *dns.SOA
+	pods  PodLookup // pod names, answered at query time
 }
 
 // NewSnapshot builds the records for the given objects. Objects may come
-// straight from informer caches: they are only read.
-func NewSnapshot(cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice, pods []*corev1.Pod) *Snapshot {
+// straight from informer caches: they are only read. Pod names are looked
+// up in pods when asked for (nil: none).
+func NewSnapshot(cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice, pods PodLookup) *Snapshot {
 	zone := dns.Fqdn(strings.ToLower(cfg.Zone))
-	s := &Snapshot{zone: zone, ttl: cfg.TTL, names: map[string]*rrset{}}
+	s := &Snapshot{zone: zone, ttl: cfg.TTL, names: map[string]*rrset{}, pods: pods}
 	s.soa = &dns.SOA{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: cfg.TTL},
 		Ns: "ns.dns." + zone, Mbox: "hostmaster." + zone, Serial: 1, Refresh: 7200, Retry: 1800, Expire: 86400, Minttl: cfg.TTL}
 
@@ -83,9 +85,6 @@ func NewSnapshot(cfg Config, services []*corev1.Service, slices []*discoveryv1.E
 	}
 	for _, svc := range services {
 		s.addService(svc, slicesBySvc[svc.Namespace+"/"+svc.Name])
-	}
-	for _, p := range pods {
-		s.addPod(p)
 	}
 	for _, r := range s.names {
 		sort.Slice(r.srv, func(i, j int) bool {
@@ -242,25 +241,6 @@ func dashed(ip net.IP) string {
 		return strings.ReplaceAll(v4.String(), ".", "-")
 	}
 	return strings.ReplaceAll(ip.String(), ":", "-")
-}
-
-// addPod publishes <dashed-ip>.<namespace>.pod.<zone> for each IP of a pod
-// that exists: names are verified, never made up from the query.
-func (s *Snapshot) addPod(p *corev1.Pod) {
-	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return
-	}
-	ips := p.Status.PodIPs
-	if len(ips) == 0 && p.Status.PodIP != "" {
-		ips = []corev1.PodIP{{IP: p.Status.PodIP}}
-	}
-	for _, pi := range ips {
-		ip := net.ParseIP(pi.IP)
-		if ip == nil {
-			continue
-		}
-		s.addIP(s.add(dashed(ip)+"."+strings.ToLower(p.Namespace)+".pod."+s.zone), ip)
-	}
 }
 
 // Names returns the number of owner names (for metrics and tests).

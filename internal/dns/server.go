@@ -86,17 +86,22 @@ func (s *Server) Run(ctx context.Context) error {
 	esInf := factory.Discovery().V1().EndpointSlices()
 	podInf := factory.Core().V1().Pods()
 	// Only a pod's namespace, IPs and phase matter here; dropping the rest
-	// keeps memory flat in big clusters.
+	// keeps memory flat in big clusters. Pod names are looked up in the
+	// informer's indexes when asked for, so pod changes rebuild nothing.
 	if err := podInf.Informer().SetTransform(slimPod); err != nil {
 		return err
 	}
+	if err := podInf.Informer().AddIndexers(PodIndexers()); err != nil {
+		return err
+	}
+	pods := PodIndex{Indexer: podInf.Informer().GetIndexer()}
 	changed := make(chan struct{}, 1)
 	notify := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { poke(changed) },
 		UpdateFunc: func(any, any) { poke(changed) },
 		DeleteFunc: func(any) { poke(changed) },
 	}
-	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), esInf.Informer(), podInf.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), esInf.Informer()} {
 		if _, err := inf.AddEventHandler(notify); err != nil {
 			return err
 		}
@@ -109,7 +114,6 @@ func (s *Server) Run(ctx context.Context) error {
 	build := func() {
 		svcs, _ := svcInf.Lister().List(labels.Everything())
 		slices, _ := esInf.Lister().List(labels.Everything())
-		pods, _ := podInf.Lister().List(labels.Everything())
 		start := time.Now()
 		snap := NewSnapshot(s.cfg.Records, svcs, slices, pods)
 		s.Handler.SetSnapshot(snap)

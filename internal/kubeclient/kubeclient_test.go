@@ -7,8 +7,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 )
 
 // A dial to an address nobody listens on yet waits, and connects as soon
@@ -71,6 +73,11 @@ func TestSlimDropsWhatNobodyReads(t *testing.T) {
 	}
 	if got.Annotations["weft.dev/vxlan-vtep-mac"] == "" || got.Labels[corev1.LabelTopologyZone] != "a" || len(got.Spec.PodCIDRs) != 1 || len(got.Status.Addresses) != 1 {
 		t.Errorf("dropped what weft reads: %+v", got)
+	}
+	es := &discoveryv1.EndpointSlice{Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, Hostname: ptr.To("db-0"),
+		TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "db-0"}}}}
+	if out, _ := Slim(es); out.(*discoveryv1.EndpointSlice).Endpoints[0].TargetRef != nil || *out.(*discoveryv1.EndpointSlice).Endpoints[0].Hostname != "db-0" {
+		t.Errorf("slice: %+v", out)
 	}
 	if _, err := Slim(cache.DeletedFinalStateUnknown{Key: "n1"}); err != nil {
 		t.Errorf("tombstone: %v", err)

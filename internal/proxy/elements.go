@@ -177,8 +177,7 @@ func encodeElements(m *Ruleset) ([]setElements, error) {
 		order = append(order, name)
 	}
 	byName := map[string][]nftables.SetElement{}
-	for _, k := range m.elemKeys {
-		e := m.elements[k]
+	for _, e := range m.elems {
 		name := e.Set + e.Map
 		d, ok := decls[name]
 		if !ok {

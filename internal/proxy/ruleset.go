@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"sort"
 	"strings"
 
@@ -12,18 +13,25 @@ import (
 // from the previous ruleset (Diff), so a change to one service touches only
 // that service's chains and elements.
 type Ruleset struct {
-	chains   map[string]*knftables.Chain
-	order    []string // chains in creation order
-	rules    map[string][]*knftables.Rule
-	sets     map[string]*knftables.Set
-	maps     map[string]*knftables.Map
-	elements map[string]*knftables.Element
-	elemKeys []string
+	chains map[string]*knftables.Chain
+	order  []string // chains in creation order
+	rules  map[string][]*knftables.Rule
+	sets   map[string]*knftables.Set
+	maps   map[string]*knftables.Map
+	// elems are the elements in the order added, one per set/map and
+	// key. Most rulesets are one Service's part (ten-odd elements), kept
+	// for every Service: a scan finds an element there, and an index is
+	// built only once a ruleset outgrows that (a whole table).
+	elems []*knftables.Element
+	index map[string]int // elementKey → position in elems; nil while small
 }
+
+// indexFrom is the size from which a ruleset indexes its elements.
+const indexFrom = 32
 
 func newRuleset() *Ruleset {
 	return &Ruleset{chains: map[string]*knftables.Chain{}, rules: map[string][]*knftables.Rule{},
-		sets: map[string]*knftables.Set{}, maps: map[string]*knftables.Map{}, elements: map[string]*knftables.Element{}}
+		sets: map[string]*knftables.Set{}, maps: map[string]*knftables.Map{}}
 }
 
 // Add records an object, with the same call shape as a transaction.
@@ -41,12 +49,43 @@ func (m *Ruleset) Add(obj knftables.Object) {
 	case *knftables.Map:
 		m.maps[o.Name] = o
 	case *knftables.Element:
-		k := elementKey(o)
-		if _, ok := m.elements[k]; !ok {
-			m.elemKeys = append(m.elemKeys, k)
+		if i, ok := m.find(o); ok {
+			m.elems[i] = o
+			return
 		}
-		m.elements[k] = o
+		m.elems = append(m.elems, o)
+		if m.index != nil {
+			m.index[elementKey(o)] = len(m.elems) - 1
+		}
 	}
+}
+
+// find returns the position of the element with e's set or map and key.
+func (m *Ruleset) find(e *knftables.Element) (int, bool) {
+	if m.index == nil && len(m.elems) >= indexFrom {
+		m.index = make(map[string]int, len(m.elems))
+		for i, x := range m.elems {
+			m.index[elementKey(x)] = i
+		}
+	}
+	if m.index != nil {
+		i, ok := m.index[elementKey(e)]
+		return i, ok
+	}
+	for i, x := range m.elems {
+		if x.Set == e.Set && x.Map == e.Map && slices.Equal(x.Key, e.Key) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// lookup returns the element with e's set or map and key.
+func (m *Ruleset) lookup(e *knftables.Element) (*knftables.Element, bool) {
+	if i, ok := m.find(e); ok {
+		return m.elems[i], true
+	}
+	return nil, false
 }
 
 func elementKey(e *knftables.Element) string {
@@ -91,8 +130,8 @@ func (m *Ruleset) Full(tx *knftables.Transaction) {
 			tx.Add(r)
 		}
 	}
-	for _, k := range m.elemKeys {
-		tx.Add(m.elements[k])
+	for _, e := range m.elems {
+		tx.Add(e)
 	}
 }
 
@@ -139,9 +178,8 @@ func (m *Ruleset) Diff(tx *knftables.Transaction, prev *Ruleset) int {
 	}
 	// Elements that go or change first, so no element points at a chain
 	// that is about to be deleted.
-	for _, k := range prev.elemKeys {
-		old := prev.elements[k]
-		if now, ok := m.elements[k]; !ok || elementValue(now) != elementValue(old) {
+	for _, old := range prev.elems {
+		if now, ok := m.lookup(old); !ok || elementValue(now) != elementValue(old) {
 			tx.Delete(&knftables.Element{Set: old.Set, Map: old.Map, Key: old.Key})
 			ops++
 		}
@@ -166,9 +204,8 @@ func (m *Ruleset) Diff(tx *knftables.Transaction, prev *Ruleset) int {
 			ops++
 		}
 	}
-	for _, k := range m.elemKeys {
-		now := m.elements[k]
-		if old, ok := prev.elements[k]; !ok || elementValue(now) != elementValue(old) {
+	for _, now := range m.elems {
+		if old, ok := prev.lookup(now); !ok || elementValue(now) != elementValue(old) {
 			tx.Add(now)
 			ops++
 		}
@@ -224,8 +261,8 @@ func (m *Ruleset) merge(o *Ruleset, withShared bool) {
 	for name, mp := range o.maps {
 		m.maps[name] = mp
 	}
-	for _, k := range o.elemKeys {
-		if e := o.elements[k]; withShared || !sharedSets[e.Set] {
+	for _, e := range o.elems {
+		if withShared || !sharedSets[e.Set] {
 			m.Add(e)
 		}
 	}

@@ -294,6 +294,11 @@ func collectEndpoints(family corev1.IPFamily, p corev1.ServicePort, slices []*di
 // clears it for terminating pods, except with publishNotReadyAddresses,
 // where a terminating, unready pod stays ready on purpose.
 func SelectEndpoints(all []Endpoint) []Endpoint {
+	if !slices.ContainsFunc(all, func(e Endpoint) bool { return !e.Ready }) {
+		// The usual case: every endpoint ready. Share the slice rather
+		// than keep a second copy of every endpoint of every Service.
+		return all
+	}
 	var ready, fallback []Endpoint
 	for _, e := range all {
 		switch {

@@ -80,8 +80,9 @@ func (st *tableState) register(key string, ports []ServicePort) []string {
 func (st *tableState) compile(key string) []sharedChange {
 	var changes []sharedChange
 	if old := st.services[key]; old != nil {
-		for _, k := range old.rules.elemKeys {
-			if e := old.rules.elements[k]; sharedSets[e.Set] {
+		for _, e := range old.rules.elems {
+			if sharedSets[e.Set] {
+				k := elementKey(e)
 				if st.refs[k]--; st.refs[k] == 0 {
 					delete(st.refs, k)
 					changes = append(changes, sharedChange{elem: e, removed: true})
@@ -100,8 +101,9 @@ func (st *tableState) compile(key string) []sharedChange {
 		return changes
 	}
 	m := compileService(st.cfg, ports, st.shared)
-	for _, k := range m.elemKeys {
-		if e := m.elements[k]; sharedSets[e.Set] {
+	for _, e := range m.elems {
+		if sharedSets[e.Set] {
+			k := elementKey(e)
 			if st.refs[k]++; st.refs[k] == 1 {
 				changes = append(changes, sharedChange{elem: e})
 			}

@@ -99,8 +99,7 @@ func TestFamiliesStayApart(t *testing.T) {
 	cfg6 := traceCfg6()
 	v6 := Compile(cfg6, ServicePortsFor(corev1.IPv6Protocol, svc, slices))
 	for name, m := range map[string]*Ruleset{"ipv4": v4, "ipv6": v6} {
-		for _, k := range m.elemKeys {
-			e := m.elements[k]
+		for _, e := range m.elems {
 			for _, f := range append(append([]string{}, e.Key...), e.Value...) {
 				ip := net.ParseIP(f)
 				if ip == nil {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/knftables"
 )
 
 // tracer runs a packet through a compiled Model the way the kernel would
@@ -122,12 +124,12 @@ func (tr *tracer) setHas(name, key string) bool {
 	if s, ok := tr.sets[name]; ok {
 		return s[key]
 	}
-	_, ok := tr.m.elements[name+"|"+key]
+	_, ok := tr.m.elementByKey(name + "|" + key)
 	return ok
 }
 
 func (tr *tracer) mapGet(name, key string) (string, bool) {
-	e, ok := tr.m.elements[name+"|"+key]
+	e, ok := tr.m.elementByKey(name + "|" + key)
 	if !ok {
 		return "", false
 	}
@@ -439,4 +441,14 @@ func (tr *tracer) targets(p packet, fromNode bool, buckets int) map[string]bool 
 	}
 	tr.bucket = 0
 	return out
+}
+
+// elementByKey finds an element by elementKey (tests only: a scan).
+func (m *Ruleset) elementByKey(k string) (*knftables.Element, bool) {
+	for _, e := range m.elems {
+		if elementKey(e) == k {
+			return e, true
+		}
+	}
+	return nil, false
 }

@@ -48,6 +48,7 @@ labup() {
   echo
   section cni go run ./bench/cni -pods "${BENCH_PODS:-200}" -weft-cni bin/weft-cni
   section podnet go run ./bench/podnet -bin bin
+  section routing go run ./bench/routing -bin bin
   section proxy go run ./bench/proxy -bin bin -levels "${BENCH_PROXY_LEVELS:-10,1000,10000}"
   section dns go run ./bench/dns -bin bin
   section lab-up labup

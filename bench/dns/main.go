@@ -174,7 +174,7 @@ func report(servers []*server, services, seconds, rounds, rate int, sabotage str
 	ratio := figure.Div(w.qps.Median(), c.qps.Median())
 	p99 := figure.Div(w.p99.Median(), c.p99.Median())
 	fmt.Printf("\nQPS ratio weft/CoreDNS (medians), target ≥ 1.5: %s. p99 ratio weft/CoreDNS, target ≤ 1: %s.\n\n",
-		ratio.Judge("%.2f", func(x float64) bool { return x >= 1.5 }), p99.Judge("%.2f", func(x float64) bool { return x <= 1 }))
+		ratio.Judge("%.3f", func(x float64) bool { return x >= 1.5 }), p99.Judge("%.3f", func(x float64) bool { return x <= 1 }))
 }
 
 // corefileFor is the baseline's configuration; the sabotaged one answers

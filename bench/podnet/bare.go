@@ -10,14 +10,17 @@ import (
 // bridges in a router namespace, the router's rack addresses on veths
 // plugged into them, GRO as the lab sets it) with three "nodes" and one
 // routed-veth "pod" each, joined by a plain kernel VXLAN device with
-// static FDB and neighbour entries. No nftables, no conntrack, no agent.
+// static FDB and neighbour entries, or for host-gw by plain routes via the
+// peer node. No nftables, no conntrack, no agent.
 // weft's ratio divided by bare's, round by round, is what weft's own
 // datapath costs beyond the kernel device on the same path.
 //
 // Namespaces are weft-bx-* (removed by remove, and by `weft lab up` when a
 // crashed run left them); addresses 198.18.251-252.0/24 (underlay) and
 // 10.251.N.0/24 (pods) exist only inside them.
-type bare struct{}
+type bare struct {
+	hostGW bool // routes via peer nodes (same rack only), MTU 1500
+}
 
 var bareNamespaces = []string{"weft-bx-router", "weft-bx-n1", "weft-bx-n2", "weft-bx-n3", "weft-bx-p1", "weft-bx-p2", "weft-bx-p3"}
 
@@ -74,7 +77,11 @@ func (b bare) up() error {
 		add("ip", "-n", node, "route", "add", "default", "via", gw)
 		add("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		// The pod: a routed veth with a link-local gateway, as weft-cni.
-		add("ip", "link", "add", fmt.Sprintf("bxveth%d", i), "netns", node, "mtu", "1450", "type", "veth", "peer", "name", "eth0", "netns", pod, "mtu", "1450")
+		mtu := "1450"
+		if b.hostGW {
+			mtu = "1500"
+		}
+		add("ip", "link", "add", fmt.Sprintf("bxveth%d", i), "netns", node, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", pod, "mtu", mtu)
 		add("ip", "-n", pod, "addr", "add", barePodIP(i)+"/32", "dev", "eth0")
 		add("ip", "-n", pod, "link", "set", "eth0", "up")
 		add("ip", "-n", pod, "route", "add", "169.254.1.1", "dev", "eth0")
@@ -91,6 +98,12 @@ func (b bare) up() error {
 		node := fmt.Sprintf("weft-bx-n%d", i)
 		for p := 1; p <= 3; p++ {
 			if p == i {
+				continue
+			}
+			if b.hostGW {
+				if (i == 3) == (p == 3) { // same rack: on-link
+					add("ip", "-n", node, "route", "add", fmt.Sprintf("10.251.%d.0/24", p), "via", bareNodeIP(p))
+				}
 				continue
 			}
 			mac := fmt.Sprintf("02:00:00:00:00:0%d", p)

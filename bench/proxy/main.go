@@ -159,7 +159,7 @@ func printResults(levels []level, levelsFlag string, rounds, npeers int) {
 	fmt.Printf("Targets at %d services: full sync ≥ 10× faster than kube-proxy: %s; one change ≤ 100 ms: %s; ClusterIP p50 latency ratio ≤ 1.05: %s; weft agent RSS ≤ 150 MiB: %s.\n\n",
 		last.services, figure.Div(last.kpFull, last.weftFull).Judge("%.1f×", func(x float64) bool { return x >= 10 }),
 		last.weftOne.Judge("%.3f s", func(x float64) bool { return x <= 0.1 }),
-		last.rr.ratioP50.Median().Judge("%.2f", func(x float64) bool { return x <= 1.05 }),
+		last.rr.ratioP50.Median().Judge("%.3f", func(x float64) bool { return x <= 1.05 }),
 		last.weftRSS.Judge("%.0f MiB", func(x float64) bool { return x <= 150 }))
 }
 

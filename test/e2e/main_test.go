@@ -32,7 +32,6 @@ var (
 	theLab   *lab.Lab
 	client   kubernetes.Interface
 	reuse    = os.Getenv("WEFT_E2E_REUSE") == "1"
-	labDown  bool
 )
 
 func TestMain(m *testing.M) {
@@ -63,8 +62,19 @@ func TestMain(m *testing.M) {
 	if code != 0 {
 		dumpLogs()
 	}
-	if !reuse && !labDown {
-		theLab.Down()
+	if !reuse {
+		for _, check := range []struct {
+			name string
+			run  func() error
+		}{{"lab up after a crash", upAfterCrash}, {"lab down leaves nothing", downLeavesNothing}} {
+			if err := check.run(); err != nil {
+				fmt.Printf("--- FAIL: %s: %v\n", check.name, err)
+				code = 1
+			} else {
+				fmt.Printf("--- PASS: %s\n", check.name)
+			}
+		}
+		theLab.Down() // after a failed check
 	}
 	os.Exit(code)
 }

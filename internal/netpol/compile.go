@@ -1,0 +1,276 @@
+// Package netpol compiles NetworkPolicies into the agent's weft-policy
+// nftables table (pure: Compile) and writes it (Write). A pod is judged on
+// its own node: its egress where it sends, its ingress where it receives,
+// both in the forward hook, after the service proxy's DNAT, so Service
+// traffic is judged against the backend pod.
+package netpol
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Input is everything the table depends on.
+type Input struct {
+	Node       string // pods of this node are enforced here
+	Policies   []*networkingv1.NetworkPolicy
+	Pods       []*corev1.Pod
+	Namespaces []*corev1.Namespace
+	// Pending: addresses weft-cni gave local pods that their status does
+	// not show yet, by namespace/name, so a pod is isolated before its
+	// first packet.
+	Pending map[string][]netip.Addr
+	// KeepEstablished lets established connections pass without being
+	// judged again, so a new deny spares flows already open.
+	KeepEstablished bool
+}
+
+// direction is ingress or egress.
+type direction struct {
+	name   string // "ingress" / "egress"
+	short  string // "in" / "eg"
+	dispatchAddr string // the local pod's address: daddr for ingress
+	peerAddr     string // the peer's address: saddr for ingress
+	deny   string
+}
+
+var (
+	dirIngress = direction{"ingress", "in", "daddr", "saddr", ChainDenyIn}
+	dirEgress  = direction{"egress", "eg", "saddr", "daddr", ChainDenyEg}
+)
+
+// family is IPv4 or IPv6.
+type family struct {
+	fam      string // nft's match prefix: ip, ip6
+	suffix   string // 4, 6
+	addrType string
+}
+
+var families = []family{{"ip", "4", "ipv4_addr"}, {"ip6", "6", "ipv6_addr"}}
+
+func familyOf(a netip.Addr) family {
+	if a.Is4() {
+		return families[0]
+	}
+	return families[1]
+}
+
+// pod is what the compiler needs of a pod.
+type pod struct {
+	namespace, name string
+	labels          labels.Set
+	ips             []netip.Addr
+	local           bool
+	hostNetwork     bool
+	ports           []corev1.ContainerPort
+}
+
+type compiler struct {
+	in      Input
+	rs      *Ruleset
+	pods    []*pod
+	nsLabel map[string]labels.Set
+	// targets: local pod address → direction → policy chains selecting it.
+	targets map[netip.Addr]map[string][]string
+}
+
+// Compile turns the policies into the table for in.Node.
+func Compile(in Input) *Ruleset {
+	c := &compiler{in: in, rs: newRuleset(), nsLabel: map[string]labels.Set{}, targets: map[netip.Addr]map[string][]string{}}
+	for _, ns := range in.Namespaces {
+		c.nsLabel[ns.Name] = ns.Labels
+	}
+	c.pods = c.podsOf(in)
+	c.base()
+	pols := append([]*networkingv1.NetworkPolicy(nil), in.Policies...)
+	sort.Slice(pols, func(i, j int) bool {
+		return pols[i].Namespace+"/"+pols[i].Name < pols[j].Namespace+"/"+pols[j].Name
+	})
+	for _, p := range pols {
+		c.policy(p)
+	}
+	c.groups()
+	return c.rs
+}
+
+// podsOf keeps pods that hold addresses: running or starting ones.
+func (c *compiler) podsOf(in Input) []*pod {
+	var out []*pod
+	for _, p := range in.Pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		q := &pod{namespace: p.Namespace, name: p.Name, labels: p.Labels, local: p.Spec.NodeName == in.Node, hostNetwork: p.Spec.HostNetwork}
+		seen := map[netip.Addr]bool{}
+		add := func(a netip.Addr) {
+			if a.IsValid() && !seen[a.Unmap()] {
+				seen[a.Unmap()] = true
+				q.ips = append(q.ips, a.Unmap())
+			}
+		}
+		for _, ip := range p.Status.PodIPs {
+			a, _ := netip.ParseAddr(ip.IP)
+			add(a)
+		}
+		if q.local {
+			for _, a := range in.Pending[p.Namespace+"/"+p.Name] {
+				add(a)
+			}
+		}
+		for _, ctr := range p.Spec.Containers {
+			q.ports = append(q.ports, ctr.Ports...)
+		}
+		if len(q.ips) > 0 {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// base writes the hook chains, the dispatch maps and the deny chains.
+func (c *compiler) base() {
+	for i, d := range []direction{dirEgress, dirIngress} {
+		ch := c.rs.chain(&Chain{Name: d.name, Hook: "forward", Priority: i,
+			Comment: "judges the " + d.name + " of this node's pods"})
+		ch.Rules = append(ch.Rules, Rule{Kind: KindReply}, Rule{Kind: KindRelated})
+		if c.in.KeepEstablished {
+			ch.Rules = append(ch.Rules, Rule{Kind: KindEstablished})
+		}
+		for _, f := range families {
+			m := d.name + f.suffix
+			c.rs.Maps[m] = &Map{Name: m, Type: f.addrType, Elems: map[string]string{}}
+			ch.Rules = append(ch.Rules, Rule{Kind: KindDispatch, Fam: f.fam, Addr: d.dispatchAddr, Map: m})
+		}
+		c.rs.chain(&Chain{Name: d.deny, Comment: "no policy allows it", Rules: []Rule{{Kind: KindDeny}}})
+	}
+}
+
+func (c *compiler) problem(p *networkingv1.NetworkPolicy, format string, args ...any) {
+	c.rs.Problems = append(c.rs.Problems, Problem{Namespace: p.Namespace, Name: p.Name, Message: fmt.Sprintf(format, args...)})
+}
+
+// affects says which directions a policy isolates its pods in.
+func affects(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
+	if len(p.Spec.PolicyTypes) == 0 {
+		return true, len(p.Spec.Egress) > 0
+	}
+	for _, t := range p.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		}
+	}
+	return ingress, egress
+}
+
+// policy compiles one policy if it selects a pod of this node.
+func (c *compiler) policy(p *networkingv1.NetworkPolicy) {
+	sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
+	if err != nil {
+		// Without its selector the policy's pods are unknown; nothing to isolate.
+		c.problem(p, "podSelector: %v", err)
+		return
+	}
+	var local []*pod
+	for _, q := range c.pods {
+		if q.local && !q.hostNetwork && q.namespace == p.Namespace && sel.Matches(q.labels) {
+			local = append(local, q)
+		}
+	}
+	if len(local) == 0 {
+		return
+	}
+	ingress, egress := affects(p)
+	id := shortHash(p.Namespace, p.Name)
+	if ingress {
+		c.direction(p, id, dirIngress, local)
+	}
+	if egress {
+		c.direction(p, id, dirEgress, local)
+	}
+}
+
+// direction writes the policy's chain for one direction and records the
+// pods it isolates.
+func (c *compiler) direction(p *networkingv1.NetworkPolicy, id string, d direction, local []*pod) {
+	name := "np-" + id + "-" + d.short
+	ch := c.rs.chain(&Chain{Name: name, Comment: d.name + " of " + p.Namespace + "/" + p.Name})
+	if d == dirIngress {
+		for i, r := range p.Spec.Ingress {
+			ch.Rules = append(ch.Rules, c.rule(p, d, fmt.Sprint(i), r.From, r.Ports, local)...)
+		}
+	} else {
+		for i, r := range p.Spec.Egress {
+			ch.Rules = append(ch.Rules, c.rule(p, d, fmt.Sprint(i), r.To, r.Ports, local)...)
+		}
+	}
+	for _, q := range local {
+		for _, ip := range q.ips {
+			if c.targets[ip] == nil {
+				c.targets[ip] = map[string][]string{}
+			}
+			c.targets[ip][d.name] = append(c.targets[ip][d.name], name)
+		}
+	}
+}
+
+// groups writes one chain per distinct list of policies selecting a pod
+// in a direction, and points the pod's address at it: a pod's packet
+// walks only the policies that select it, whatever their number.
+func (c *compiler) groups() {
+	for ip, byDir := range c.targets {
+		f := familyOf(ip)
+		for _, d := range []direction{dirIngress, dirEgress} {
+			chains := byDir[d.name]
+			if len(chains) == 0 {
+				continue
+			}
+			sort.Strings(chains)
+			name := "grp-" + d.short + "-" + shortHash(chains...)
+			g := c.rs.chain(&Chain{Name: name, Comment: d.name + ": the policies of a set of pods"})
+			if len(g.Rules) == 0 {
+				for _, ch := range chains {
+					g.Rules = append(g.Rules, Rule{Kind: KindMatch, Verdict: "jump " + ch})
+				}
+				g.Rules = append(g.Rules, Rule{Kind: KindMatch, Verdict: "goto " + d.deny})
+			}
+			c.rs.Maps[d.name+f.suffix].Elems[ip.String()] = name
+		}
+	}
+}
+
+func protoName(p *corev1.Protocol) string {
+	if p == nil {
+		return "tcp"
+	}
+	return strings.ToLower(string(*p))
+}
+
+// portsOf splits a rule's ports into numeric elements (proto . port or
+// range) and named ones (proto, name).
+func portsOf(ports []networkingv1.NetworkPolicyPort) (numeric [][]string, named [][2]string) {
+	for _, p := range ports {
+		proto := protoName(p.Protocol)
+		switch {
+		case p.Port == nil:
+			numeric = append(numeric, []string{proto, "0-65535"})
+		case p.Port.Type == 1: // a name
+			named = append(named, [2]string{proto, p.Port.StrVal})
+		case p.EndPort != nil && *p.EndPort > p.Port.IntVal:
+			numeric = append(numeric, []string{proto, fmt.Sprintf("%d-%d", p.Port.IntVal, *p.EndPort)})
+		default:
+			numeric = append(numeric, []string{proto, strconv.Itoa(int(p.Port.IntVal))})
+		}
+	}
+	return numeric, named
+}

@@ -1,0 +1,134 @@
+package netpol
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+)
+
+// Ruleset is the compiled weft-policy table as data. The tracer in the
+// tests walks it as the kernel would; Write renders it into one nftables
+// transaction.
+type Ruleset struct {
+	Sets   map[string]*Set
+	Maps   map[string]*Map
+	Chains map[string]*Chain
+	// Problems: what in the policies could not be compiled. The rule
+	// concerned allows nothing, so a broken rule never opens traffic.
+	Problems []Problem
+}
+
+// Problem is one policy's part that was left out, and why.
+type Problem struct {
+	Namespace, Name string
+	Message         string
+}
+
+// Set is a named set; elements are keys of one or more parts (a
+// concatenation), each part a value or an interval "a-b".
+type Set struct {
+	Name     string
+	Type     string
+	Interval bool
+	Comment  string
+	Elems    [][]string
+}
+
+// Map is a verdict map from an address to the chain to go to.
+type Map struct {
+	Name  string
+	Type  string
+	Elems map[string]string
+}
+
+// Chain is a chain with its rules; a base chain has a Hook.
+type Chain struct {
+	Name     string
+	Hook     string // "forward" for base chains, "" otherwise
+	Priority int
+	Comment  string
+	Rules    []Rule
+}
+
+// RuleKind is one of the few rule forms the compiler emits.
+type RuleKind int
+
+const (
+	// KindReply: ct direction reply accept.
+	KindReply RuleKind = iota
+	// KindRelated: ct state related accept (ICMP errors of allowed flows).
+	KindRelated
+	// KindEstablished: ct state established accept (only with KeepEstablished).
+	KindEstablished
+	// KindDispatch: <Fam> <Addr> vmap @<Map>.
+	KindDispatch
+	// KindMatch: the address and port matches that are set, then Verdict.
+	KindMatch
+	// KindDeny: count, log to the agent's nflog group, drop.
+	KindDeny
+)
+
+// Rule is one rule. For KindMatch every non-empty field must match.
+type Rule struct {
+	Kind RuleKind
+	Fam  string // "ip" or "ip6": the family of Src, Dst, DstPorts and Map
+	// Addr is "saddr" or "daddr" (KindDispatch).
+	Addr string
+	Map  string
+	Src  string // set the source address must be in
+	Dst  string // set the destination address must be in
+	// Ports: a set of protocol . port (interval) the packet must match.
+	Ports string
+	// DstPorts: a set of destination address . protocol . port.
+	DstPorts string
+	Verdict  string // accept, jump C, goto C
+}
+
+// Names of the fixed parts of the table.
+const (
+	TableName    = "weft-policy"
+	ChainEgress  = "egress"
+	ChainIngress = "ingress"
+	ChainDenyIn  = "deny-ingress"
+	ChainDenyEg  = "deny-egress"
+	// NFLogGroup receives one copy of each denied packet.
+	NFLogGroup = 2701
+)
+
+func newRuleset() *Ruleset {
+	return &Ruleset{Sets: map[string]*Set{}, Maps: map[string]*Map{}, Chains: map[string]*Chain{}}
+}
+
+func (rs *Ruleset) chain(c *Chain) *Chain {
+	if old, ok := rs.Chains[c.Name]; ok {
+		return old
+	}
+	rs.Chains[c.Name] = c
+	return c
+}
+
+// ChainNames lists the chains, base chains first, the rest sorted.
+func (rs *Ruleset) ChainNames() []string {
+	var base, rest []string
+	for n, c := range rs.Chains {
+		if c.Hook != "" {
+			base = append(base, n)
+		} else {
+			rest = append(rest, n)
+		}
+	}
+	sort.Strings(base)
+	sort.Strings(rest)
+	return append(base, rest...)
+}
+
+// shortHash names an object by what defines it, so the same definition
+// keeps its name across syncs and policies share identical sets.
+func shortHash(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}

@@ -1,0 +1,200 @@
+package netpol
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/knftables"
+
+	"weft.dev/weft/internal/testutil"
+)
+
+func sh(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v %s", args, err, out)
+	}
+}
+
+// lab is a node namespace routing between two pod namespaces: default/a
+// (10.244.1.10, local to the node) and default/c (10.244.2.10, standing
+// in for a pod behind another node).
+type lab struct {
+	node, a, c ns.NetNS
+	nft        knftables.Interface
+}
+
+func newLab(t *testing.T) *lab {
+	testutil.RequireRoot(t)
+	l := &lab{node: testutil.NewNetNS(t), a: testutil.NewNetNS(t), c: testutil.NewNetNS(t)}
+	node := filepath.Base(l.node.Path())
+	for _, p := range []struct {
+		n    ns.NetNS
+		ip   string
+		host string
+		gw   string
+	}{{l.a, ipA, "weft-pa", "10.244.1.1"}, {l.c, ipC, "weft-pc", "10.244.2.1"}} {
+		pod := filepath.Base(p.n.Path())
+		sh(t, "ip", "-n", node, "link", "add", p.host, "type", "veth", "peer", "name", "eth0", "netns", pod)
+		sh(t, "ip", "-n", node, "addr", "add", p.gw+"/32", "dev", p.host)
+		sh(t, "ip", "-n", node, "link", "set", p.host, "up")
+		sh(t, "ip", "-n", node, "route", "add", p.ip+"/32", "dev", p.host)
+		sh(t, "ip", "-n", pod, "addr", "add", p.ip+"/32", "dev", "eth0")
+		sh(t, "ip", "-n", pod, "link", "set", "eth0", "up")
+		sh(t, "ip", "-n", pod, "route", "add", p.gw, "dev", "eth0")
+		sh(t, "ip", "-n", pod, "route", "add", "default", "via", p.gw)
+	}
+	sh(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	var err error
+	if err = l.node.Do(func(ns.NetNS) error {
+		l.nft, err = knftables.New(knftables.InetFamily, TableName)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func (l *lab) apply(t *testing.T, in Input) {
+	t.Helper()
+	tx := l.nft.NewTransaction()
+	rs := Compile(in)
+	Write(tx, rs)
+	if err := l.node.Do(func(ns.NetNS) error { return l.nft.Run(context.Background(), tx) }); err != nil {
+		t.Fatalf("write table: %v", err)
+	}
+}
+
+// serve listens on a's port and echoes lines.
+func (l *lab) serve(t *testing.T, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := l.a.Do(func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ipA, port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(conn, conn); conn.Close() }()
+		}
+	}()
+}
+
+// dial connects from c to a's port.
+func (l *lab) dial(t *testing.T, port int) (net.Conn, error) {
+	t.Helper()
+	var conn net.Conn
+	err := l.c.Do(func(ns.NetNS) error {
+		var err error
+		conn, err = net.DialTimeout("tcp", fmt.Sprintf("%s:%d", ipA, port), 500*time.Millisecond)
+		return err
+	})
+	return conn, err
+}
+
+func echoes(conn net.Conn) bool {
+	_ = conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := conn.Write([]byte("ping\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 5)
+	_, err := io.ReadFull(conn, buf)
+	return err == nil
+}
+
+// The compiled table is accepted by the kernel and judges real packets:
+// allowed port open, other port closed, an open connection cut when a
+// deny arrives, kept with KeepEstablished.
+func TestPrivilegedPolicyJudgesRealPackets(t *testing.T) {
+	l := newLab(t)
+	l.serve(t, 8080)
+	l.serve(t, 9000)
+	in := testInput()
+	allow := policy("default", "allow-c-8080", "a", ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
+		From: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("c")}}, Ports: []networkingv1.NetworkPolicyPort{numPort(tcp, 8080)}}}, nil)
+	in.Policies = []*networkingv1.NetworkPolicy{allow}
+	l.apply(t, in)
+	conn, err := l.dial(t, 8080)
+	if err != nil {
+		t.Fatalf("allowed port: %v", err)
+	}
+	defer conn.Close()
+	if !echoes(conn) {
+		t.Fatal("allowed connection does not echo")
+	}
+	if c, err := l.dial(t, 9000); err == nil {
+		c.Close()
+		t.Fatal("port 9000 reached though no policy allows it")
+	}
+	// A deny (allow nothing) on a's open connection cuts it.
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}
+	l.apply(t, in)
+	if echoes(conn) {
+		t.Fatal("established connection still echoes after the deny")
+	}
+	// With KeepEstablished a connection opened before the deny lives on.
+	in.Policies, in.KeepEstablished = []*networkingv1.NetworkPolicy{allow}, true
+	l.apply(t, in)
+	kept, err := l.dial(t, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}
+	l.apply(t, in)
+	if !echoes(kept) {
+		t.Fatal("KeepEstablished: established connection cut")
+	}
+}
+
+// Every rule form of the unit tests is valid nft: all their policies at once.
+func TestPrivilegedEveryRuleFormLoads(t *testing.T) {
+	l := newLab(t)
+	in := testInput()
+	for _, pols := range [][]*networkingv1.NetworkPolicy{allTestPolicies()} {
+		in.Policies = pols
+		l.apply(t, in)
+	}
+	out, err := exec.Command("ip", "netns", "exec", filepath.Base(l.node.Path()), "nft", "list", "table", "inet", TableName).CombinedOutput()
+	if err != nil {
+		t.Fatal(err, string(out))
+	}
+	for _, want := range []string{"meta l4proto . th dport @ports-", "ip daddr . meta l4proto . th dport @named4-", "ip saddr @cidr4-", "ip6 saddr @cidr6-", "log group 2701"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func allTestPolicies() []*networkingv1.NetworkPolicy {
+	r := numPort(tcp, 8000)
+	end := int32(8010)
+	r.EndPort = &end
+	return []*networkingv1.NetworkPolicy{
+		policy("default", "blocks", "a", ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "203.0.113.0/24", Except: []string{"203.0.113.0/29"}}},
+				{IPBlock: &networkingv1.IPBlock{CIDR: "fd00:203::/64", Except: []string{"fd00:203::/120"}}}, {PodSelector: sel("c")}},
+			Ports: []networkingv1.NetworkPolicyPort{r, numPort(udp, 53), {Protocol: &sctp}, namePort(tcp, "http")}}}, nil),
+		policy("default", "eg", "", egressOnly, nil, []networkingv1.NetworkPolicyEgressRule{
+			{Ports: []networkingv1.NetworkPolicyPort{namePort(tcp, "http")}},
+			{To: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("b")}}},
+			{}}),
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,7 +29,47 @@ func testserverCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Name, "name", "", "name /hostname returns (default $POD_NAME, else the hostname)")
 	cmd.Flags().IntVar(&cfg.DNSPort, "dns-port", 0, "serve the outside.test DNS zone on this port (0: off)")
 	cmd.Flags().StringVar(&cfg.WWWAddress, "www-address", "203.0.113.10", "address of www.outside.test")
-	cmd.AddCommand(tcprrCmd())
+	cmd.AddCommand(tcprrCmd(), scanCmd(), holdCmd())
+	return cmd
+}
+
+func scanCmd() *cobra.Command {
+	var port int
+	var dur, timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "scan CIDR",
+		Short: "Connect to a TCP port on every address of a CIDR, round after round (JSON: the addresses reached)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			r, err := testserver.Scan(args[0], port, dur, timeout)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(r)
+		},
+	}
+	cmd.Flags().IntVar(&port, "port", 8080, "TCP port")
+	cmd.Flags().DurationVar(&dur, "for", 5*time.Second, "how long to keep scanning")
+	cmd.Flags().DurationVar(&timeout, "timeout", 100*time.Millisecond, "connect timeout per address")
+	return cmd
+}
+
+func holdCmd() *cobra.Command {
+	var dur, every time.Duration
+	cmd := &cobra.Command{
+		Use:   "hold HOST:PORT",
+		Short: "Keep one TCP connection to an echo server busy and report whether it was cut (JSON)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			r, err := testserver.Hold(args[0], dur, every)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(r)
+		},
+	}
+	cmd.Flags().DurationVar(&dur, "for", 5*time.Second, "how long to hold the connection")
+	cmd.Flags().DurationVar(&every, "every", 100*time.Millisecond, "interval between echoes")
 	return cmd
 }
 

@@ -44,6 +44,7 @@ import (
 	"weft.dev/weft/internal/cni"
 	weftdns "weft.dev/weft/internal/dns"
 	"weft.dev/weft/internal/kubeclient"
+	"weft.dev/weft/internal/netpol"
 	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/routing"
 )
@@ -86,6 +87,11 @@ type Config struct {
 	NodeLocalDNS       net.IP
 	ClusterDNS         string
 	NodeLocalDNSLimits weftdns.Limits
+	// NetworkPolicy enforces NetworkPolicies on this node's pods.
+	NetworkPolicy bool
+	// PolicyKeepEstablished lets connections opened before a new deny
+	// live on (by default every packet is judged by the current policy).
+	PolicyKeepEstablished bool
 }
 
 // VXLANDevice is the name of the agent's VXLAN interface.
@@ -176,6 +182,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.startNodeLocalDNS(ctx)
+	if err := a.startNetworkPolicy(ctx, recorder); err != nil {
+		return err
+	}
 	go a.serveMetrics(ctx)
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
@@ -235,6 +244,41 @@ func (a *Agent) startHostPort(ctx context.Context, recorder record.EventRecorder
 	go func() {
 		if err := hp.Run(ctx); err != nil {
 			a.log.Error("hostPort controller stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// policySocket is where weft-cni asks for a pod's policy before its
+// interface comes up; it sits beside the runtime config, one per node.
+func (a *Agent) policySocket() string {
+	if !a.cfg.NetworkPolicy {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(a.cfg.CNIRuntimePath), "policy.sock")
+}
+
+// startNetworkPolicy runs the NetworkPolicy table and the socket weft-cni
+// waits on.
+func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRecorder) error {
+	if !a.cfg.NetworkPolicy {
+		return nil
+	}
+	nft, err := knftables.New(knftables.InetFamily, netpol.TableName)
+	if err != nil {
+		return fmt.Errorf("NetworkPolicy table: %w", err)
+	}
+	c := netpol.New(a.client, a.cfg.NodeName, nft, a.log.With("component", "netpol"), a.registry)
+	c.KeepEstablished = a.cfg.PolicyKeepEstablished
+	c.Recorder = recorder
+	go func() {
+		if err := c.Run(ctx); err != nil {
+			a.log.Error("NetworkPolicy controller stopped", "err", err)
+		}
+	}()
+	go func() {
+		if err := c.Serve(ctx, a.policySocket()); err != nil {
+			a.log.Error("NetworkPolicy socket", "err", err)
 		}
 	}()
 	return nil
@@ -502,7 +546,7 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node, all []*corev1.Node)
 	if key == a.lastKey {
 		return nil
 	}
-	rc := cni.RuntimeConfig{NodeName: node.Name, PodCIDRs: cidrs, MTU: mtu}
+	rc := cni.RuntimeConfig{NodeName: node.Name, PodCIDRs: cidrs, MTU: mtu, PolicySocket: a.policySocket()}
 	if err := writeJSONAtomic(a.cfg.CNIRuntimePath, rc); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"weft.dev/weft/internal/agent/nodedns"
 	"weft.dev/weft/internal/netlinkdump"
+	"weft.dev/weft/internal/netpol"
 	"weft.dev/weft/internal/proxy"
 )
 
@@ -28,6 +29,9 @@ func disabledTables(cfg Config) []string {
 	}
 	if cfg.NodeLocalDNS == nil {
 		out = append(out, nodedns.TableName)
+	}
+	if !cfg.NetworkPolicy {
+		out = append(out, netpol.TableName)
 	}
 	return out
 }

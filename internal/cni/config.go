@@ -40,6 +40,9 @@ type RuntimeConfig struct {
 	NodeName string   `json:"nodeName,omitempty"`
 	PodCIDRs []string `json:"podCIDRs"`
 	MTU      int      `json:"mtu"`
+	// PolicySocket is where the agent's NetworkPolicy component answers;
+	// ADD waits there until the pod's addresses are judged by policy.
+	PolicySocket string `json:"policySocket,omitempty"`
 }
 
 // ParseNetConf decodes and validates the plugin config; errors carry spec codes.

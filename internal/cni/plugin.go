@@ -108,6 +108,11 @@ func Add(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, "allocate pod address", err.Error())
 	}
 
+	// The interface comes up only once policy judges the pod's addresses.
+	if err := waitForPolicy(rc.PolicySocket, args.Args, ips); err != nil {
+		_, _ = store.Release(owner)
+		return types.NewError(types.ErrTryAgainLater, "network policy for the pod is not in place yet", err.Error())
+	}
 	hostName := HostVethName(args.ContainerID, args.IfName)
 	result, err := setupVeth(netns, args.IfName, hostName, mtu, ips)
 	if err != nil {

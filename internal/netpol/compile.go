@@ -35,11 +35,11 @@ type Input struct {
 
 // direction is ingress or egress.
 type direction struct {
-	name   string // "ingress" / "egress"
-	short  string // "in" / "eg"
+	name         string // "ingress" / "egress"
+	short        string // "in" / "eg"
 	dispatchAddr string // the local pod's address: daddr for ingress
 	peerAddr     string // the peer's address: saddr for ingress
-	deny   string
+	deny         string
 }
 
 var (

@@ -85,7 +85,9 @@ func namePort(proto corev1.Protocol, name string) networkingv1.NetworkPolicyPort
 	return networkingv1.NetworkPolicyPort{Protocol: &proto, Port: &v}
 }
 
-func tcpTo(src, dst string, port int) packet { return packet{src: src, dst: dst, proto: "tcp", dport: port} }
+func tcpTo(src, dst string, port int) packet {
+	return packet{src: src, dst: dst, proto: "tcp", dport: port}
+}
 
 type expect struct {
 	p     packet
@@ -112,12 +114,12 @@ func TestDefaultDenyIngress(t *testing.T) {
 	in := testInput()
 	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "", ingressOnly, nil, nil)}
 	checkAll(t, in, []expect{
-		{tcpTo(ipC, ipA, 80), false},              // from another node
-		{tcpTo(ipB, ipA, 80), false},              // from the same node
-		{tcpTo(outside, ipB, 80), false},          // from outside
-		{tcpTo(ipY, ipA, 80), false},              // from another namespace
-		{tcpTo(ipA, ipC, 80), true},               // egress is not isolated
-		{tcpTo(ipA, ipY, 80), true},               // other/y is not selected
+		{tcpTo(ipC, ipA, 80), false},     // from another node
+		{tcpTo(ipB, ipA, 80), false},     // from the same node
+		{tcpTo(outside, ipB, 80), false}, // from outside
+		{tcpTo(ipY, ipA, 80), false},     // from another namespace
+		{tcpTo(ipA, ipC, 80), true},      // egress is not isolated
+		{tcpTo(ipA, ipY, 80), true},      // other/y is not selected
 		{packet{src: ipC, dst: ipA, proto: "udp", dport: 40000, reply: true}, true}, // replies to a
 		{packet{src: ipC, dst: ipA, proto: "icmp", related: true}, true},
 	})

@@ -1,0 +1,350 @@
+package netpol
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/knftables"
+)
+
+// Controller keeps the weft-policy table in line with NetworkPolicies,
+// pods and namespaces. Informer handlers only mark it dirty; one loop
+// compiles and writes the whole table, at most every MinInterval.
+type Controller struct {
+	node string
+	nft  knftables.Interface
+	log  *slog.Logger
+
+	factory    informers.SharedInformerFactory
+	policies   networkinglisters.NetworkPolicyLister
+	pods       listersv1.PodLister
+	namespaces listersv1.NamespaceLister
+
+	// KeepEstablished: see Input.
+	KeepEstablished bool
+	MinInterval     time.Duration
+	// FullEvery rewrites the table even without changes, repairing drift.
+	FullEvery time.Duration
+	Recorder  record.EventRecorder
+
+	kick     chan struct{}
+	mu       sync.Mutex
+	gen      uint64                  // bumped by every change
+	pending  map[string]pendingPod   // namespace/name → addresses from weft-cni
+	waiting  map[string]int          // pods whose CNI ADD waits → number of waiters
+	written  map[string]uint64       // waited-for pods in a written table → the generation
+	done     chan struct{}           // closed and replaced after each write
+	judged   map[netip.Addr]judgedBy // last table: local pod address → policies
+	reported map[string]string       // policy → problems last reported
+
+	syncs    *prometheus.CounterVec
+	duration prometheus.Histogram
+	lastSync prometheus.Gauge
+	// readyWait: how long CNI ADDs waited for the table.
+	readyWait prometheus.Histogram
+}
+
+type pendingPod struct {
+	ips  []netip.Addr
+	seen time.Time
+}
+
+// judgedBy names the policies that select a local pod, per direction.
+type judgedBy struct {
+	pod             string
+	ingress, egress []string
+}
+
+// New wires a controller with its own informers: every pod and namespace
+// of the cluster (peers may be anywhere) and every NetworkPolicy.
+func New(client kubernetes.Interface, node string, nft knftables.Interface, log *slog.Logger, reg prometheus.Registerer) *Controller {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(SlimPod))
+	c := &Controller{node: node, nft: nft, log: log, factory: factory,
+		policies:    factory.Networking().V1().NetworkPolicies().Lister(),
+		pods:        factory.Core().V1().Pods().Lister(),
+		namespaces:  factory.Core().V1().Namespaces().Lister(),
+		MinInterval: 100 * time.Millisecond, FullEvery: time.Minute,
+		kick: make(chan struct{}, 1), pending: map[string]pendingPod{}, written: map[string]uint64{}, waiting: map[string]int{},
+		done: make(chan struct{}), reported: map[string]string{},
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_policy_syncs_total",
+			Help: "Writes of the NetworkPolicy table by result."}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_policy_sync_duration_seconds",
+			Help: "Time to compile and write the NetworkPolicy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_policy_last_sync_timestamp_seconds",
+			Help: "When the NetworkPolicy table was last written."}),
+		readyWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_policy_pod_ready_wait_seconds",
+			Help: "How long a pod's CNI ADD waited for its addresses to be in the NetworkPolicy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+	}
+	if reg != nil {
+		reg.MustRegister(c.syncs, c.duration, c.lastSync, c.readyWait)
+	}
+	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { c.changed() }, UpdateFunc: func(_, _ any) { c.changed() },
+		DeleteFunc: func(any) { c.changed() }}
+	for _, inf := range []cache.SharedIndexInformer{factory.Networking().V1().NetworkPolicies().Informer(),
+		factory.Core().V1().Pods().Informer(), factory.Core().V1().Namespaces().Informer()} {
+		_, _ = inf.AddEventHandler(h)
+	}
+	return c
+}
+
+func (c *Controller) changed() {
+	c.mu.Lock()
+	c.gen++
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run starts the informers and writes the table until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	c.factory.Start(ctx.Done())
+	for typ, ok := range c.factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("NetworkPolicy: %v cache did not sync", typ)
+		}
+	}
+	tick := time.NewTicker(c.FullEvery)
+	defer tick.Stop()
+	var last time.Time
+	for {
+		if wait := c.MinInterval - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
+		if err := c.Sync(ctx); err != nil {
+			c.log.Error("NetworkPolicy table", "err", err)
+			c.changed() // try again after MinInterval
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+// Sync compiles and writes the table once.
+func (c *Controller) Sync(ctx context.Context) error {
+	start := time.Now()
+	c.mu.Lock()
+	gen := c.gen
+	pending := c.pendingInput()
+	c.mu.Unlock()
+	in, err := c.input(pending)
+	if err != nil {
+		return err
+	}
+	rs := Compile(in)
+	tx := c.nft.NewTransaction()
+	Write(tx, rs)
+	if err := c.nft.Run(ctx, tx); err != nil {
+		c.syncs.WithLabelValues("error").Inc()
+		return err
+	}
+	c.syncs.WithLabelValues("ok").Inc()
+	c.duration.Observe(time.Since(start).Seconds())
+	c.lastSync.SetToCurrentTime()
+	c.report(in.Policies, rs.Problems)
+	c.mu.Lock()
+	c.judged = judgedFrom(in, rs)
+	known := map[string]bool{}
+	for _, p := range in.Pods {
+		known[p.Namespace+"/"+p.Name] = true
+	}
+	for key := range c.waiting {
+		if known[key] {
+			c.written[key] = gen
+		}
+	}
+	close(c.done)
+	c.done = make(chan struct{})
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Controller) input(pending map[string][]netip.Addr) (Input, error) {
+	pols, err := c.policies.List(labels.Everything())
+	if err != nil {
+		return Input{}, err
+	}
+	pods, err := c.pods.List(labels.Everything())
+	if err != nil {
+		return Input{}, err
+	}
+	nss, err := c.namespaces.List(labels.Everything())
+	if err != nil {
+		return Input{}, err
+	}
+	return Input{Node: c.node, Policies: pols, Pods: pods, Namespaces: nss, Pending: pending, KeepEstablished: c.KeepEstablished}, nil
+}
+
+// pendingInput copies the addresses weft-cni reported and forgets those
+// the pod's status now shows, or whose pod is gone. Call with mu held.
+func (c *Controller) pendingInput() map[string][]netip.Addr {
+	out := map[string][]netip.Addr{}
+	for key, p := range c.pending {
+		pod, err := c.pods.Pods(namespaceOf(key)).Get(nameOf(key))
+		if (err == nil && statusShows(pod, p.ips)) || (err != nil && time.Since(p.seen) > time.Minute) {
+			delete(c.pending, key)
+			continue
+		}
+		out[key] = p.ips
+	}
+	return out
+}
+
+func statusShows(pod *corev1.Pod, ips []netip.Addr) bool {
+	for _, ip := range ips {
+		found := false
+		for _, s := range pod.Status.PodIPs {
+			if a, err := netip.ParseAddr(s.IP); err == nil && a.Unmap() == ip.Unmap() {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func namespaceOf(key string) string { ns, _, _ := strings.Cut(key, "/"); return ns }
+func nameOf(key string) string      { _, n, _ := strings.Cut(key, "/"); return n }
+
+// PodReady records addresses weft-cni gave a pod and returns once a table
+// holding them, judged by the pod's policies, is in the kernel. It gives
+// up with ctx.
+func (c *Controller) PodReady(ctx context.Context, namespace, name string, ips []netip.Addr) error {
+	key := namespace + "/" + name
+	c.mu.Lock()
+	c.pending[key] = pendingPod{ips: ips, seen: time.Now()}
+	c.waiting[key]++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.waiting[key]--; c.waiting[key] == 0 {
+			delete(c.waiting, key)
+			delete(c.written, key)
+		}
+		c.mu.Unlock()
+	}()
+	c.changed()
+	c.mu.Lock()
+	want := c.gen
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		got, ok := c.written[key]
+		done := c.done
+		c.mu.Unlock()
+		if ok && got >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if _, err := c.pods.Pods(namespace).Get(name); err != nil {
+				return fmt.Errorf("pod %s not known to the agent yet: %w", key, ctx.Err())
+			}
+			return fmt.Errorf("policy table not written in time: %w", ctx.Err())
+		case <-done:
+		}
+	}
+}
+
+// report tells, once per change, what of a policy was left out.
+func (c *Controller) report(pols []*networkingv1.NetworkPolicy, problems []Problem) {
+	by := map[string][]string{}
+	for _, p := range problems {
+		key := p.Namespace + "/" + p.Name
+		by[key] = append(by[key], p.Message)
+	}
+	for _, p := range pols {
+		key := p.Namespace + "/" + p.Name
+		msg := strings.Join(by[key], "; ")
+		if c.reported[key] == msg {
+			continue
+		}
+		c.reported[key] = msg
+		if msg == "" {
+			continue
+		}
+		c.log.Warn("NetworkPolicy partly ignored: the parts named allow nothing", "policy", key, "problems", msg)
+		if c.Recorder != nil {
+			c.Recorder.Event(p, corev1.EventTypeWarning, "PolicyRuleIgnored", "weft allows nothing for: "+msg)
+		}
+	}
+}
+
+func judgedFrom(in Input, rs *Ruleset) map[netip.Addr]judgedBy {
+	names := map[string]string{} // chain → namespace/name, from its comment
+	for n, ch := range rs.Chains {
+		if strings.HasPrefix(n, "np-") {
+			_, pol, _ := strings.Cut(ch.Comment, " of ")
+			names[n] = pol
+		}
+	}
+	out := map[netip.Addr]judgedBy{}
+	for _, m := range rs.Maps {
+		ingress := strings.HasPrefix(m.Name, ChainIngress)
+		for ip, grp := range m.Elems {
+			a := netip.MustParseAddr(ip)
+			j := out[a]
+			for _, r := range rs.Chains[grp].Rules {
+				if ch, ok := strings.CutPrefix(r.Verdict, "jump "); ok {
+					if ingress {
+						j.ingress = append(j.ingress, names[ch])
+					} else {
+						j.egress = append(j.egress, names[ch])
+					}
+				}
+			}
+			sort.Strings(j.ingress)
+			sort.Strings(j.egress)
+			out[a] = j
+		}
+	}
+	return out
+}
+
+// SlimPod keeps of a pod only what policies read, so that holding every
+// pod of the cluster stays cheap.
+func SlimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name, UID: p.UID,
+		Labels: p.Labels, ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIPs: p.Status.PodIPs, PodIP: p.Status.PodIP}}
+	for _, ctr := range p.Spec.Containers {
+		if len(ctr.Ports) > 0 {
+			out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: ctr.Name, Ports: ctr.Ports})
+		}
+	}
+	return out, nil
+}

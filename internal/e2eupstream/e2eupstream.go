@@ -22,10 +22,9 @@ type Rule struct {
 // SkipRules are the specs `make e2e-upstream` does not run by default.
 // Each names what the lab or weft lacks, so the list shrinks as work lands.
 var SkipRules = []Rule{
-	{`\[Feature:NetworkPolicy\]`, "NetworkPolicy enforcement is not built yet (mission item; no issue filed)"},
 	{`\[Feature:IPv6DualStack\]`, "needs a dual-stack cluster: run in a second pass against `weft lab up --dual-stack` (DUAL_STACK=1; make e2e-doc and make test do)"},
 	{`\[Feature:Networking-IPv6\]`, "needs an IPv6-primary cluster; the lab is IPv4 or dual-stack with IPv4 first"},
-	{`\[Feature:SCTPConnectivity\]`, "SCTP is not tested in the lab yet (issue 5)"},
+	{`\[Feature:SCTPConnectivity\]`, "this machine's kernel offers no SCTP sockets (SCTP policy rules are checked by the packet tracer and load into the kernel)"},
 	{`\[Feature:LoadBalancer\]`, "needs a cloud provider's load balancer; the lab only assigns LoadBalancer IPs"},
 	{`\[Disruptive\]`, "reboots or partitions nodes through a cloud provider or SSH"},
 	{`\[Feature:PerformanceDNS\]|\[Feature:Networking-Performance\]`, "scale/performance runs, not correctness; weft's own `make bench` covers speed"},
@@ -40,6 +39,7 @@ var SkipRules = []Rule{
 var OwnerRules = []Rule{
 	// What the lab node (kubelet-lite) must do for the spec to run at all.
 	{`restartable init containers|evicted pods|Readiness Gates|proxy logs on node|unready|terminating endpoints`, "issue 4 (lab fidelity)"},
+	{`\[sig-network\] (Netpol|NetworkPolicy)`, "issue 13 (NetworkPolicy)"},
 	{`\[sig-network\] HostPort`, "issue 3 (pod network: hostPort)"},
 	{`\[sig-network\] DNS|dns`, "issue 6 (cluster DNS)"},
 	{`kube-proxy urls|KubeProxy`, "issue 5 (service proxy)"},

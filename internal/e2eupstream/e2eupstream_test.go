@@ -16,7 +16,7 @@ const report = `<?xml version="1.0" encoding="UTF-8"?>
    <failure message="wait for endpoints: timed out&#xA;second line" type="failed">details</failure>
   </testcase>
   <testcase name="[It] [sig-network] DNS should provide DNS for the cluster [Conformance] [sig-network, Conformance]" status="timedout" time="600"><failure message="" type="timedout">Spec timed out</failure></testcase>
-  <testcase name="[It] [sig-network] NetworkPolicyLegacy [LinuxOnly] should deny ingress [Feature:NetworkPolicy] [sig-network, Feature:NetworkPolicy]" status="skipped" time="0"></testcase>
+  <testcase name="[It] [sig-network] Netpol NetworkPolicy between server and client should support a 'default-deny-ingress' policy [Feature:SCTPConnectivity] [sig-network, Feature:SCTPConnectivity]" status="skipped" time="0"></testcase>
   <testcase name="[It] [sig-network] Proxy version v1 should proxy through a service and a pod [Conformance] [sig-network, Conformance]" status="skipped" time="0"></testcase>
   <testcase name="[It] [sig-apps] Deployment should run [sig-apps]" status="failed" time="1"></testcase>
   <testcase name="[It] [sig-network] Traffic Distribution should route [sig-network]" status="skipped" time="0.1"><skipped message="skipped - Requires &gt;= 3 zones"></skipped></testcase>
@@ -29,12 +29,12 @@ func TestClassify(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]Spec{
-		"[sig-network] Networking Granular Checks: Pods should function for intra-pod communication: http [Conformance] [NodeConformance]": {Class: Pass},
-		"[sig-network] Services should serve a basic endpoint from pods  [Conformance]":                                                    {Class: Fail, Why: "wait for endpoints: timed out", Owner: "issue 5 (service proxy)"},
-		"[sig-network] DNS should provide DNS for the cluster [Conformance]":                                                               {Class: Fail, Why: "Spec timed out", Owner: "issue 6 (cluster DNS)"},
-		"[sig-network] NetworkPolicyLegacy [LinuxOnly] should deny ingress [Feature:NetworkPolicy]":                                        {Class: Skipped, Why: SkipRules[0].Reason},
-		"[sig-network] Proxy version v1 should proxy through a service and a pod [Conformance]":                                            {Class: NotRun},
-		"[sig-network] Traffic Distribution should route":                                                                                  {Class: Skipped, Why: "skipped by the spec: Requires >= 3 zones"},
+		"[sig-network] Networking Granular Checks: Pods should function for intra-pod communication: http [Conformance] [NodeConformance]":       {Class: Pass},
+		"[sig-network] Services should serve a basic endpoint from pods  [Conformance]":                                                          {Class: Fail, Why: "wait for endpoints: timed out", Owner: "issue 5 (service proxy)"},
+		"[sig-network] DNS should provide DNS for the cluster [Conformance]":                                                                     {Class: Fail, Why: "Spec timed out", Owner: "issue 6 (cluster DNS)"},
+		"[sig-network] Netpol NetworkPolicy between server and client should support a 'default-deny-ingress' policy [Feature:SCTPConnectivity]": {Class: Skipped, Why: SkipRules[2].Reason},
+		"[sig-network] Proxy version v1 should proxy through a service and a pod [Conformance]":                                                  {Class: NotRun},
+		"[sig-network] Traffic Distribution should route":                                                                                        {Class: Skipped, Why: "skipped by the spec: Requires >= 3 zones"},
 	}
 	if len(specs) != len(want) {
 		t.Fatalf("got %d specs, want %d (only [sig-network] It specs): %+v", len(specs), len(want), specs)
@@ -60,7 +60,7 @@ func TestClassify(t *testing.T) {
 
 func TestSkipRegexCompilesAndMatchesEachRule(t *testing.T) {
 	re := regexp.MustCompile(SkipRegex())
-	samples := []string{"[Feature:NetworkPolicy]", "[Feature:IPv6DualStack]", "[Feature:SCTPConnectivity]", "[Feature:LoadBalancer]", "[Disruptive]", "[Feature:PerformanceDNS]"}
+	samples := []string{"[Feature:IPv6DualStack]", "[Feature:SCTPConnectivity]", "[Feature:LoadBalancer]", "[Disruptive]", "[Feature:PerformanceDNS]"}
 	for _, s := range samples {
 		if !re.MatchString("[sig-network] x " + s) {
 			t.Errorf("skip regex misses %s", s)

@@ -149,7 +149,7 @@ func (c *compiler) base() {
 			c.rs.Maps[m] = &Map{Name: m, Type: f.addrType, Elems: map[string]string{}}
 			ch.Rules = append(ch.Rules, Rule{Kind: KindDispatch, Fam: f.fam, Addr: d.dispatchAddr, Map: m})
 		}
-		c.rs.chain(&Chain{Name: d.deny, Comment: "no policy allows it", Rules: []Rule{{Kind: KindDeny}}})
+		c.rs.chain(&Chain{Name: d.deny, Comment: "no policy allows it", Rules: []Rule{{Kind: KindLog, Addr: d.name}, {Kind: KindDeny}}})
 	}
 }
 

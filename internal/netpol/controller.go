@@ -46,13 +46,14 @@ type Controller struct {
 
 	kick     chan struct{}
 	mu       sync.Mutex
-	gen      uint64                  // bumped by every change
-	pending  map[string]pendingPod   // namespace/name → addresses from weft-cni
-	waiting  map[string]int          // pods whose CNI ADD waits → number of waiters
-	written  map[string]uint64       // waited-for pods in a written table → the generation
-	done     chan struct{}           // closed and replaced after each write
-	judged   map[netip.Addr]judgedBy // last table: local pod address → policies
-	reported map[string]string       // policy → problems last reported
+	gen      uint64                // bumped by every change
+	pending  map[string]pendingPod // namespace/name → addresses from weft-cni
+	waiting  map[string]int        // pods whose CNI ADD waits → number of waiters
+	written  map[string]uint64     // waited-for pods in a written table → the generation
+	done     chan struct{}         // closed and replaced after each write
+	view     view                  // what the last table knew, for denial reports
+	denials  *denials
+	reported map[string]string // policy → problems last reported
 
 	syncs    *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -68,7 +69,6 @@ type pendingPod struct {
 
 // judgedBy names the policies that select a local pod, per direction.
 type judgedBy struct {
-	pod             string
 	ingress, egress []string
 }
 
@@ -92,8 +92,9 @@ func New(client kubernetes.Interface, node string, nft knftables.Interface, log 
 		readyWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_policy_pod_ready_wait_seconds",
 			Help: "How long a pod's CNI ADD waited for its addresses to be in the NetworkPolicy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
+	c.denials = newDenials(log)
 	if reg != nil {
-		reg.MustRegister(c.syncs, c.duration, c.lastSync, c.readyWait)
+		reg.MustRegister(c.syncs, c.duration, c.lastSync, c.readyWait, c.denials.counter)
 	}
 	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { c.changed() }, UpdateFunc: func(_, _ any) { c.changed() },
 		DeleteFunc: func(any) { c.changed() }}
@@ -122,6 +123,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			return fmt.Errorf("NetworkPolicy: %v cache did not sync", typ)
 		}
 	}
+	go c.readDenials(ctx)
 	tick := time.NewTicker(c.FullEvery)
 	defer tick.Stop()
 	var last time.Time
@@ -170,7 +172,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 	c.lastSync.SetToCurrentTime()
 	c.report(in.Policies, rs.Problems)
 	c.mu.Lock()
-	c.judged = judgedFrom(in, rs)
+	c.view = view{pods: podsByAddress(in), judged: judgedFrom(rs)}
 	known := map[string]bool{}
 	for _, p := range in.Pods {
 		known[p.Namespace+"/"+p.Name] = true
@@ -299,7 +301,21 @@ func (c *Controller) report(pols []*networkingv1.NetworkPolicy, problems []Probl
 	}
 }
 
-func judgedFrom(in Input, rs *Ruleset) map[netip.Addr]judgedBy {
+// podsByAddress names every pod address the table was compiled with.
+func podsByAddress(in Input) map[netip.Addr]string {
+	c := &compiler{in: in}
+	out := map[netip.Addr]string{}
+	for _, p := range c.podsOf(in) {
+		for _, ip := range p.ips {
+			if !p.hostNetwork {
+				out[ip] = p.namespace + "/" + p.name
+			}
+		}
+	}
+	return out
+}
+
+func judgedFrom(rs *Ruleset) map[netip.Addr]judgedBy {
 	names := map[string]string{} // chain → namespace/name, from its comment
 	for n, ch := range rs.Chains {
 		if strings.HasPrefix(n, "np-") {

@@ -64,7 +64,10 @@ const (
 	KindDispatch
 	// KindMatch: the address and port matches that are set, then Verdict.
 	KindMatch
-	// KindDeny: count, log to the agent's nflog group, drop.
+	// KindLog: report to the agent's nflog group, at most DenyLogRate a
+	// second, prefixed with the direction (Addr); no verdict.
+	KindLog
+	// KindDeny: count and drop.
 	KindDeny
 )
 
@@ -91,8 +94,11 @@ const (
 	ChainIngress = "ingress"
 	ChainDenyIn  = "deny-ingress"
 	ChainDenyEg  = "deny-egress"
-	// NFLogGroup receives one copy of each denied packet.
+	// NFLogGroup receives a copy of denied packets.
 	NFLogGroup = 2701
+	// DenyLogRate bounds the packets per second and direction copied to the
+	// agent, so a flood of denied packets costs the agent little.
+	DenyLogRate = 100
 )
 
 func newRuleset() *Ruleset {

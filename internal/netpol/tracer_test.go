@@ -75,6 +75,8 @@ func (tr tracer) run(name string, p packet, depth int) (string, string) {
 				return "accept", ""
 			}
 			continue
+		case KindLog:
+			continue
 		case KindDeny:
 			return "drop", name
 		case KindDispatch:

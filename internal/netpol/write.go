@@ -63,8 +63,10 @@ func (r Rule) Text() string {
 		return "ct state established accept"
 	case KindDispatch:
 		return fmt.Sprintf("%s %s vmap @%s", r.Fam, r.Addr, r.Map)
+	case KindLog:
+		return fmt.Sprintf("limit rate %d/second burst %d packets log prefix %q group %d", DenyLogRate, DenyLogRate, r.Addr, NFLogGroup)
 	case KindDeny:
-		return fmt.Sprintf("counter log group %d drop", NFLogGroup)
+		return "counter drop"
 	}
 	var parts []string
 	if r.Src != "" {

@@ -176,7 +176,7 @@ func TestPrivilegedEveryRuleFormLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err, string(out))
 	}
-	for _, want := range []string{"meta l4proto . th dport @ports-", "ip daddr . meta l4proto . th dport @named4-", "ip saddr @cidr4-", "ip6 saddr @cidr6-", "log group 2701"} {
+	for _, want := range []string{"meta l4proto . th dport @ports-", "ip daddr . meta l4proto . th dport @named4-", "ip saddr @cidr4-", "ip6 saddr @cidr6-", `log prefix "ingress" group 2701`} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -196,5 +196,35 @@ func allTestPolicies() []*networkingv1.NetworkPolicy {
 			{Ports: []networkingv1.NetworkPolicyPort{namePort(tcp, "http")}},
 			{To: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("b")}}},
 			{}}),
+	}
+}
+
+// A denied packet reaches the agent through nflog with its direction,
+// addresses and ports.
+func TestPrivilegedDenialsAreReported(t *testing.T) {
+	l := newLab(t)
+	in := testInput()
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}
+	l.apply(t, in)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan Denied, 16)
+	go func() {
+		_ = l.node.Do(func(ns.NetNS) error {
+			return ReadDenials(ctx, func(d Denied) { got <- d })
+		})
+	}()
+	time.Sleep(200 * time.Millisecond) // the reader binds its group
+	if c, err := l.dial(t, 9000); err == nil {
+		c.Close()
+		t.Fatal("denied connection went through")
+	}
+	select {
+	case d := <-got:
+		if d.Direction != "ingress" || d.Proto != "tcp" || d.Src.Addr().String() != ipC || d.Dst.String() != ipA+":9000" {
+			t.Fatalf("report %+v, want ingress tcp %s → %s:9000", d, ipC, ipA)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no denial reported")
 	}
 }

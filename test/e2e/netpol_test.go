@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"weft.dev/weft/internal/lab"
 	"weft.dev/weft/internal/testserver"
 )
 
@@ -301,4 +303,40 @@ func TestNetworkPolicyCutsEstablishedConnections(t *testing.T) {
 		t.Fatalf("connection not cut by the deny (or never worked): %+v", res)
 	}
 	t.Logf("cut after %s (%d echoes)", res.After, res.Echoes)
+}
+
+// A denied connection leaves a log line naming both pods and the policy,
+// and the agent's metric counts it.
+func TestNetworkPolicyDenialIsLoggedAndCounted(t *testing.T) {
+	ns := newNamespace(t)
+	pods := createReady(t, pinnedPod(ns, "server", "weft-node-1"), pinnedPod(ns, "client", "weft-node-3"))
+	createPolicy(t, netpol(ns, "deny-in", nil, polIngress))
+	wantReach(t, ns+"/client", ip(pods["server"]), 8080, false)
+	logFile := filepath.Join(lab.DefaultStateDir, "logs", "agent-weft-node-1.log")
+	eventually(t, 10*time.Second, "denial log line", func() error {
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "denied by NetworkPolicy") && strings.Contains(line, "srcPod="+ns+"/client") &&
+				strings.Contains(line, "dstPod="+ns+"/server") && strings.Contains(line, "policies=["+ns+"/deny-in]") &&
+				strings.Contains(line, "direction=ingress") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no line for %s/client → %s/server in %s", ns, ns, logFile)
+	})
+	node1 := internalIP(nodeByName(t, "weft-node-1"))
+	eventually(t, 10*time.Second, "denial metric", func() error {
+		out, err := execIn(t, "weft-node-1", "", "curl", "-sS", "-m", "2", "http://"+node1+":9402/metrics")
+		if err != nil {
+			return err
+		}
+		want := fmt.Sprintf(`weft_policy_denied_packets_total{direction="ingress",namespace=%q}`, ns)
+		if !strings.Contains(out, want) {
+			return fmt.Errorf("metrics lack %s", want)
+		}
+		return nil
+	})
 }

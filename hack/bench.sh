@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: runs every benchmark once, each figure beside its baseline
-# in the same run, and writes bench/RESULTS.md from this run alone (each
-# section says its command, date and commit). A figure that could not be
-# measured prints FAILED; the file is still written and the target fails.
-# Analysis and history belong in bench/NOTES.md, not here.
+# in the same run, and writes bench/RESULTS.md (each section says its
+# command, date and commit). BENCH_ONLY="netpol dns" runs only the sections
+# named and keeps the others' last results, marked as such. A figure that
+# could not be measured prints FAILED; the file is still written and the
+# target fails. Analysis and history belong in bench/NOTES.md, not here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=bench/RESULTS.md
@@ -11,14 +12,25 @@ tmp=$(mktemp)
 mkdir -p _output
 trap 'rm -f "$tmp"' EXIT
 status=0
+only=" ${BENCH_ONLY:-} "
 section() { # name, command...
   local name=$1; shift
-  echo "bench: $name" >&2
-  if ! "$@" 2>"_output/bench-$name.log"; then
-    echo "**$name: FAILED** (exit status $?; see _output/bench-$name.log)"
-    echo
-    status=1
+  echo "<!-- bench:$name -->"
+  if [[ $only != "  " && $only != *" $name "* ]]; then
+    # Not run this time: the last run's section, which carries its own date.
+    local kept
+    kept=$(sed -n "/^<!-- bench:$name -->\$/,/^<!-- \/bench:$name -->\$/p" "$out" | sed '1d;$d')
+    printf '%s\n' "${kept:-**$name: not run yet** (run \`BENCH_ONLY=$name make bench\`)}"
+  else
+    echo "bench: $name" >&2
+    if ! "$@" 2>"_output/bench-$name.log"; then
+      echo "**$name: FAILED** (exit status $?; see _output/bench-$name.log)"
+      echo
+      status=1
+    fi
   fi
+  echo "<!-- /bench:$name -->"
+  echo
 }
 labup() {
   echo "### \`weft lab up\` time, control plane cached"
@@ -43,12 +55,17 @@ labup() {
 {
   echo "# Benchmark results"
   echo
-  echo "Written by \`make bench\` (hack/bench.sh) in one run finished on $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r), weft $(git describe --always --dirty 2>/dev/null || echo dev)."
+  if [[ -z ${BENCH_ONLY:-} ]]; then
+    echo "Written by \`make bench\` (hack/bench.sh) in one run finished on $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r), weft $(git describe --always --dirty 2>/dev/null || echo dev)."
+  else
+    echo "Written by \`make bench\` (hack/bench.sh) on $(nproc) CPUs, kernel $(uname -r); sections from more than one run (the last, on $(date -u +%Y-%m-%d) at weft $(git describe --always --dirty 2>/dev/null || echo dev), ran \`BENCH_ONLY=\"${BENCH_ONLY}\"\`): each section's first line gives its own date and commit."
+  fi
   echo "Shared machines are noisy: compare figures within one run, not across runs. What the figures mean, what was tried and earlier runs: [NOTES.md](NOTES.md)."
   echo
   section cni go run ./bench/cni -pods "${BENCH_PODS:-200}" -weft-cni bin/weft-cni
   section podnet go run ./bench/podnet -bin bin
   section routing go run ./bench/routing -bin bin
+  section netpol go run ./bench/netpol -bin bin
   section proxy go run ./bench/proxy -bin bin -levels "${BENCH_PROXY_LEVELS:-10,1000,10000}"
   section dns go run ./bench/dns -bin bin
   section lab-up labup

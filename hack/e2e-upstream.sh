@@ -29,15 +29,25 @@ if [[ ${WEFT_E2E_REUSE:-} != 1 ]]; then
   trap 'bin/weft lab down' EXIT
 fi
 
+# The ginkgo CLI of the suite's own Ginkgo version runs it in parallel:
+# PROCS processes (default 4), each its own API client; specs marked
+# Serial run alone at the end. The specs mostly wait, so 2 CPUs carry 4.
+ginkgo_version=$(sed -n 's|^\s*github.com/onsi/ginkgo/v2 \(v[0-9.]*\).*|\1|p' lab/k8s/go.mod)
+ginkgo=$(dirname "$cp_dir")/ginkgo-$ginkgo_version
+if [[ ! -x $ginkgo ]]; then
+  (cd lab/k8s && go build -o "$ginkgo.tmp" github.com/onsi/ginkgo/v2/ginkgo) && mv "$ginkgo.tmp" "$ginkgo"
+fi
+
 echo "upstream e2e: focus=$focus"
 echo "              skip=$skip"
+echo "              procs=${PROCS:-4}"
 rc=0
 # The suite calls kubectl (on PATH) and reaches pods and node ports directly.
 bin/weft lab exec weft-control-plane -- env PATH="$cp_dir:$PATH" HOME="$out" \
-  "$cp_dir/e2e-network.test" --provider=local \
+  "$ginkgo" --procs="${PROCS:-4}" --no-color --timeout="${TIMEOUT:-6h}" \
+  --focus="$focus" --skip="$skip" --junit-report=junit.xml --output-dir="$out" \
+  "$cp_dir/e2e-network.test" -- --provider=local \
   --kubeconfig=/var/lib/weft-lab/admin-internal.kubeconfig \
-  --ginkgo.focus="$focus" --ginkgo.skip="$skip" --ginkgo.no-color \
-  --ginkgo.timeout="${TIMEOUT:-6h}" --ginkgo.junit-report="$out/junit.xml" \
   --report-dir="$out" >"$out/e2e.log" 2>&1 || rc=$?
 tail -n 5 "$out/e2e.log"
 go run ./test/upstream summary "$out/junit.xml" | tee "$out/summary.txt"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,7 +30,7 @@ func testserverCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Name, "name", "", "name /hostname returns (default $POD_NAME, else the hostname)")
 	cmd.Flags().IntVar(&cfg.DNSPort, "dns-port", 0, "serve the outside.test DNS zone on this port (0: off)")
 	cmd.Flags().StringVar(&cfg.WWWAddress, "www-address", "203.0.113.10", "address of www.outside.test")
-	cmd.AddCommand(tcprrCmd(), scanCmd(), holdCmd())
+	cmd.AddCommand(tcprrCmd(), scanCmd(), holdCmd(), watchCmd())
 	return cmd
 }
 
@@ -89,5 +90,30 @@ func tcprrCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&count, "count", 2000, "round trips")
 	cmd.Flags().IntVar(&size, "size", 64, "request and response size in bytes")
+	return cmd
+}
+
+func watchCmd() *cobra.Command {
+	var dur, every, timeout time.Duration
+	var until string
+	cmd := &cobra.Command{
+		Use:   "watch HOST:PORT",
+		Short: "Connect over and over until the port is open or blocked; print when (JSON)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if until != "open" && until != "blocked" {
+				return fmt.Errorf("--until must be open or blocked")
+			}
+			r, err := testserver.Watch(args[0], until == "open", dur, every, timeout)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(r)
+		},
+	}
+	cmd.Flags().StringVar(&until, "until", "blocked", "the state to wait for: open or blocked")
+	cmd.Flags().DurationVar(&dur, "for", 10*time.Second, "give up after this long")
+	cmd.Flags().DurationVar(&every, "every", 5*time.Millisecond, "pause between attempts")
+	cmd.Flags().DurationVar(&timeout, "timeout", 20*time.Millisecond, "an attempt not connected within this is blocked")
 	return cmd
 }

@@ -5,15 +5,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -176,12 +180,95 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	fmt.Fprintf(w, "DNS (node-local cache %s → weft dns %s):", NodeLocalDNS, ClusterDNS)
 	PrintChecks(w, dnsChecks)
 	checks = append(checks, dnsChecks...)
+
+	policyChecks, err := l.demoPolicy(ctx, w, client, byNode[nodes[0]][0], byNode[nodes[len(nodes)-1]])
+	if err != nil {
+		return err
+	}
+	checks = append(checks, policyChecks...)
 	for _, c := range checks {
 		if !c.OK {
 			return fmt.Errorf("connectivity check failed: %s from %s to %s", c.What, c.From, c.To)
 		}
 	}
 	return nil
+}
+
+// demoPolicy locks the demo namespace down (default deny ingress), then
+// lets in only pods labelled role=frontend, and shows the denial's log
+// line. target is a pod on the first node; others are two pods of another.
+func (l *Lab) demoPolicy(ctx context.Context, w io.Writer, client kubernetes.Interface, target corev1.Pod, others []corev1.Pod) ([]Check, error) {
+	if len(others) < 2 {
+		return nil, fmt.Errorf("policy demo needs two pods on %s", others[0].Spec.NodeName)
+	}
+	frontend, stranger := others[0], others[1]
+	url := fmt.Sprintf("http://%s:8080/hostname", target.Status.PodIP)
+	probe := func(from corev1.Pod, want string) Check {
+		var got string
+		for i := 0; i < 20; i++ { // the agents write their tables within moments
+			got = "blocked"
+			var out, errb bytes.Buffer
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := l.Exec(cctx, ExecOptions{Target: from.Namespace + "/" + from.Name,
+				Argv: []string{"curl", "-sS", "--connect-timeout", "0.5", "-m", "2", url}, Stdout: &out, Stderr: &errb})
+			cancel()
+			if err == nil {
+				got = "allowed"
+			}
+			if got == want {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		return Check{Node: from.Spec.NodeName + " → " + strings.TrimPrefix(target.Spec.NodeName, "weft-"), From: from.Name, To: target.Name,
+			Want: want, Got: got, OK: got == want}
+	}
+	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "default-deny-ingress"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+	if _, err := client.NetworkingV1().NetworkPolicies(DemoNamespace).Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	c := probe(frontend, "blocked")
+	c.What = "default-deny-ingress: pod → pod"
+	checks := []Check{c}
+	if _, err := client.CoreV1().Pods(DemoNamespace).Patch(ctx, frontend.Name, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"role":"frontend"}}}`), metav1.PatchOptions{}); err != nil {
+		return nil, err
+	}
+	allow := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "allow-frontend"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "frontend"}}}}}}}}
+	if _, err := client.NetworkingV1().NetworkPolicies(DemoNamespace).Create(ctx, allow, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	c = probe(frontend, "allowed")
+	c.What, c.From = "allow-frontend: role=frontend pod → pod", frontend.Name+" (role=frontend)"
+	checks = append(checks, c)
+	c = probe(stranger, "blocked")
+	c.What = "allow-frontend: unlabelled pod → pod"
+	checks = append(checks, c)
+	fmt.Fprintf(w, "NetworkPolicy (table inet weft-policy, judged on the receiving node):")
+	PrintChecks(w, checks)
+	line := l.denialLine(target)
+	fmt.Fprintf(w, "The denial, as %s's agent logged it:\n  %s\n\n", target.Spec.NodeName, line)
+	return checks, nil
+}
+
+// denialLine is the last "denied by NetworkPolicy" line of the agent on
+// the pod's node that names the pod.
+func (l *Lab) denialLine(p corev1.Pod) string {
+	b, err := os.ReadFile(filepath.Join(l.dir, "logs", "agent-"+p.Spec.NodeName+".log"))
+	if err != nil {
+		return err.Error()
+	}
+	last := "(none found)"
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "denied by NetworkPolicy") && strings.Contains(line, "dstPod="+p.Namespace+"/"+p.Name) {
+			last = line
+		}
+	}
+	return last
 }
 
 // pathTo says how node reaches ip: through the VXLAN device or directly.

@@ -104,3 +104,31 @@ func Hold(addr string, dur, every time.Duration) (HoldResult, error) {
 	}
 	return res, nil
 }
+
+// WatchResult is when a connection attempt first had the state watched for.
+type WatchResult struct {
+	At    int64 `json:"at"` // Unix nanoseconds: when that attempt began
+	Tries int   `json:"tries"`
+}
+
+// Watch connects to addr every interval until an attempt succeeds (want
+// open) or fails (want blocked), for at most dur. A blocked attempt is one
+// that does not connect within timeout.
+func Watch(addr string, wantOpen bool, dur, every, timeout time.Duration) (WatchResult, error) {
+	end := time.Now().Add(dur)
+	var res WatchResult
+	for time.Now().Before(end) {
+		res.Tries++
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", addr, timeout)
+		if err == nil {
+			c.Close()
+		}
+		if (err == nil) == wantOpen {
+			res.At = start.UnixNano()
+			return res, nil
+		}
+		time.Sleep(every)
+	}
+	return res, fmt.Errorf("%s not %s after %d tries in %s", addr, map[bool]string{true: "open", false: "blocked"}[wantOpen], res.Tries, dur)
+}

@@ -38,6 +38,9 @@ if [[ ! -x $ginkgo ]]; then
   (cd lab/k8s && go build -o "$ginkgo.tmp" github.com/onsi/ginkgo/v2/ginkgo) && mv "$ginkgo.tmp" "$ginkgo"
 fi
 
+# Only the first Ginkgo process counts the nodes; the others need telling.
+workers=$(bin/weft lab kubectl get nodes -l '!node-role.kubernetes.io/control-plane' --no-headers | wc -l)
+
 echo "upstream e2e: focus=$focus"
 echo "              skip=$skip"
 echo "              procs=${PROCS:-4}"
@@ -46,7 +49,7 @@ rc=0
 bin/weft lab exec weft-control-plane -- env PATH="$cp_dir:$PATH" HOME="$out" \
   "$ginkgo" --procs="${PROCS:-4}" --no-color --timeout="${TIMEOUT:-6h}" \
   --focus="$focus" --skip="$skip" --junit-report=junit.xml --output-dir="$out" \
-  "$cp_dir/e2e-network.test" -- --provider=local \
+  "$cp_dir/e2e-network.test" -- --provider=local --num-nodes="$workers" \
   --kubeconfig=/var/lib/weft-lab/admin-internal.kubeconfig \
   --report-dir="$out" >"$out/e2e.log" 2>&1 || rc=$?
 tail -n 5 "$out/e2e.log"

@@ -340,3 +340,58 @@ func TestNetworkPolicyDenialIsLoggedAndCounted(t *testing.T) {
 		return nil
 	})
 }
+
+// tcpOpen says whether a TCP connection from a pod to addr is accepted
+// within a second.
+func tcpOpen(t *testing.T, from, addr string) bool {
+	t.Helper()
+	_, err := execInFor(t, 5*time.Second, from, "", weftBin(), "testserver", "watch", addr, "--until", "open", "--for", "1s", "--timeout", "200ms")
+	return err == nil
+}
+
+func wantOpen(t *testing.T, from, addr string, want bool) {
+	t.Helper()
+	eventually(t, 10*time.Second, fmt.Sprintf("%s → %s open=%v", from, addr, want), func() error {
+		if got := tcpOpen(t, from, addr); got != want {
+			return fmt.Errorf("open=%v", got)
+		}
+		return nil
+	})
+}
+
+// A named port resolves per pod (web is 8080 on one server, 9090 on the
+// other); endPort allows a range and nothing past it.
+func TestNetworkPolicyNamedPortsAndEndPort(t *testing.T) {
+	ns := newNamespace(t)
+	a, b := pinnedPod(ns, "server-a", "weft-node-1"), pinnedPod(ns, "server-b", "weft-node-2")
+	a.Labels["role"], b.Labels["role"] = "web", "web"
+	a.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "web", ContainerPort: 8080}}
+	b.Spec.Containers[0].Args = []string{"--http-port=9090"}
+	b.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "web", ContainerPort: 9090}}
+	b.Spec.Containers[0].ReadinessProbe.TCPSocket.Port = intstr.FromInt32(9090)
+	pods := createReady(t, a, b, pinnedPod(ns, "client", "weft-node-3"))
+	from := ns + "/client"
+	ipA, ipB := ip(pods["server-a"]), ip(pods["server-b"])
+
+	tcp := corev1.ProtocolTCP
+	named := netpol(ns, "web-only", map[string]string{"role": "web"}, polIngress)
+	named.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromString("web"))}}}}
+	createPolicy(t, named)
+	wantOpen(t, from, ipA+":8080", true)
+	wantOpen(t, from, ipB+":9090", true)
+	wantOpen(t, from, ipA+":8081", false) // the echo port is not "web"
+	wantOpen(t, from, ipB+":8081", false)
+	deletePolicy(t, ns, "web-only")
+
+	ranged := netpol(ns, "range", map[string]string{"app": "server-a"}, polIngress)
+	ranged.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{
+		{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(8079)), EndPort: ptr.To[int32](8080)}}}}
+	createPolicy(t, ranged)
+	wantOpen(t, from, ipA+":8080", true)
+	wantOpen(t, from, ipA+":8081", false)
+	ranged.Spec.Ingress[0].Ports[0].EndPort = ptr.To[int32](8081)
+	if _, err := client.NetworkingV1().NetworkPolicies(ns).Update(context.Background(), ranged, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wantOpen(t, from, ipA+":8081", true)
+}

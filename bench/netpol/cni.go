@@ -10,6 +10,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netns"
 
 	"weft.dev/weft/internal/lab"
 	"weft.dev/weft/internal/testutil"
@@ -85,7 +86,7 @@ func (a *adder) add(i int, wait bool) (float64, error) {
 	}
 	defer func() {
 		pod.Close()
-		_ = os.Remove("/run/netns/" + name)
+		_ = netns.DeleteNamed(name)
 	}()
 	list := a.without
 	if wait {

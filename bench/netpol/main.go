@@ -305,6 +305,7 @@ func throughput(ips map[string]string, rounds int) [2]figure.Rounds {
 	for r := 0; r < rounds; r++ {
 		o, err := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", benchNS+"/client-weft-node-3", "--",
 			"iperf3", "-c", ips["server"], "-p", "5302", "-t", strconv.Itoa(seconds), "-J", "-A", "0,1").Output()
+		err = figure.WithOutput(err, o)
 		var res struct {
 			End struct {
 				SumReceived struct {
@@ -317,7 +318,8 @@ func throughput(ips map[string]string, rounds int) [2]figure.Rounds {
 		}
 		out[0].Add(figure.Of(res.End.SumReceived.BitsPerSecond/1e9, err))
 		o, err = exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", benchNS+"/client-weft-node-3", "--",
-			filepath.Join(binDir, "weft"), "testserver", "tcprr", ips["server"]+":8081", "--count", "2000").Output()
+			filepath.Join(binDir, "weft"), "testserver", "tcprr", ips["server"]+":8081", "--count", "2000").CombinedOutput()
+		err = figure.WithOutput(err, o)
 		var rr testserver.RRResult
 		if err == nil {
 			err = json.Unmarshal(o, &rr)

@@ -347,3 +347,14 @@ func TestCostDoesNotGrowWithPolicies(t *testing.T) {
 		t.Errorf("%d sets for 500 policies with one selector, want them shared", n)
 	}
 }
+
+func TestOverlappingPortsMerge(t *testing.T) {
+	got := mergePorts([][]string{{"tcp", "80"}, {"udp", "53"}, {"tcp", "80-90"}, {"tcp", "91"}, {"tcp", "100"}, {"tcp", "0-65535"}, {"udp", "54"}})
+	want := "[[tcp 0-65535] [udp 53-54]]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+	if got := mergePorts([][]string{{"tcp", "80"}, {"tcp", "82"}}); fmt.Sprint(got) != "[[tcp 80] [tcp 82]]" {
+		t.Fatalf("got %v", got)
+	}
+}

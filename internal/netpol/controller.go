@@ -40,10 +40,13 @@ type Controller struct {
 	// KeepEstablished: see Input.
 	KeepEstablished bool
 	MinInterval     time.Duration
-	// FullEvery rewrites the table even without changes, repairing drift.
+	// FullEvery: the whole table is rewritten at least this often, even
+	// without changes, repairing drift; other writes are differences.
 	FullEvery time.Duration
 	Recorder  record.EventRecorder
 
+	last     *Ruleset // what the table holds; nil: write it whole
+	lastFull time.Time
 	kick     chan struct{}
 	mu       sync.Mutex
 	gen      uint64                // bumped by every change
@@ -80,11 +83,11 @@ func New(client kubernetes.Interface, node string, nft knftables.Interface, log 
 		policies:    factory.Networking().V1().NetworkPolicies().Lister(),
 		pods:        factory.Core().V1().Pods().Lister(),
 		namespaces:  factory.Core().V1().Namespaces().Lister(),
-		MinInterval: 100 * time.Millisecond, FullEvery: time.Minute,
+		MinInterval: 20 * time.Millisecond, FullEvery: time.Minute,
 		kick: make(chan struct{}, 1), pending: map[string]pendingPod{}, written: map[string]uint64{}, waiting: map[string]int{},
 		done: make(chan struct{}), reported: map[string]string{},
 		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_policy_syncs_total",
-			Help: "Writes of the NetworkPolicy table by result."}, []string{"result"}),
+			Help: "Writes of the NetworkPolicy table: full (the whole table) or diff (what changed), by result."}, []string{"kind", "result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_policy_sync_duration_seconds",
 			Help: "Time to compile and write the NetworkPolicy table.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_policy_last_sync_timestamp_seconds",
@@ -162,12 +165,24 @@ func (c *Controller) Sync(ctx context.Context) error {
 	}
 	rs := Compile(in)
 	tx := c.nft.NewTransaction()
-	Write(tx, rs)
-	if err := c.nft.Run(ctx, tx); err != nil {
-		c.syncs.WithLabelValues("error").Inc()
+	kind := "diff"
+	if time.Since(c.lastFull) > c.FullEvery || !WriteDiff(tx, c.last, rs) {
+		tx = c.nft.NewTransaction()
+		Write(tx, rs)
+		kind = "full"
+	}
+	if tx.NumOperations() == 0 {
+		kind = "none"
+	} else if err := c.nft.Run(ctx, tx); err != nil {
+		c.syncs.WithLabelValues(kind, "error").Inc()
+		c.last = nil // the next write is whole
 		return err
 	}
-	c.syncs.WithLabelValues("ok").Inc()
+	if kind == "full" {
+		c.lastFull = time.Now()
+	}
+	c.last = rs
+	c.syncs.WithLabelValues(kind, "ok").Inc()
 	c.duration.Observe(time.Since(start).Seconds())
 	c.lastSync.SetToCurrentTime()
 	c.report(in.Policies, rs.Problems)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -233,6 +234,7 @@ func (c *compiler) blockSet(f family, rs []ipRange) string {
 }
 
 func (c *compiler) portSet(numeric [][]string) string {
+	numeric = mergePorts(numeric)
 	var def []string
 	for _, e := range numeric {
 		def = append(def, e[0]+" . "+e[1])
@@ -278,4 +280,45 @@ func namedPort(q *pod, proto, name string) (int32, bool) {
 		}
 	}
 	return 0, false
+}
+
+// mergePorts joins overlapping or touching port ranges of a protocol: an
+// interval set refuses overlapping elements (a rule listing 80 and 80-90).
+func mergePorts(numeric [][]string) [][]string {
+	byProto := map[string][][2]int{}
+	var protos []string
+	for _, e := range numeric {
+		lo, hi, _ := strings.Cut(e[1], "-")
+		a, _ := strconv.Atoi(lo)
+		b := a
+		if hi != "" {
+			b, _ = strconv.Atoi(hi)
+		}
+		if _, ok := byProto[e[0]]; !ok {
+			protos = append(protos, e[0])
+		}
+		byProto[e[0]] = append(byProto[e[0]], [2]int{a, b})
+	}
+	sort.Strings(protos)
+	var out [][]string
+	for _, p := range protos {
+		rs := byProto[p]
+		sort.Slice(rs, func(i, j int) bool { return rs[i][0] < rs[j][0] })
+		var merged [][2]int
+		for _, r := range rs {
+			if n := len(merged); n > 0 && r[0] <= merged[n-1][1]+1 {
+				merged[n-1][1] = max(merged[n-1][1], r[1])
+				continue
+			}
+			merged = append(merged, r)
+		}
+		for _, r := range merged {
+			v := strconv.Itoa(r[0])
+			if r[1] != r[0] {
+				v += "-" + strconv.Itoa(r[1])
+			}
+			out = append(out, []string{p, v})
+		}
+	}
+	return out
 }

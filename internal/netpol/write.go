@@ -96,3 +96,143 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// WriteDiff puts into tx what turns the table written from old into the
+// table of rs: new sets and chains, changed chains rewritten, elements
+// added and removed, what is gone deleted, so a pod or label change costs
+// a few elements instead of the whole table. It reports false (and writes
+// nothing) when only a full Write can do it.
+func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
+	if old == nil || !sameShape(old, rs) {
+		return false
+	}
+	// 1. New sets with their elements; new elements of kept sets. Sets
+	// with intervals are named by their content, so theirs never change.
+	for _, name := range sortedKeys(rs.Sets) {
+		s, was := rs.Sets[name], old.Sets[name]
+		if was == nil {
+			set := &knftables.Set{Name: name, Type: s.Type, Comment: nftcomment.Bounded(s.Comment)}
+			if s.Interval {
+				set.Flags = []knftables.SetFlag{knftables.IntervalFlag}
+			}
+			tx.Add(set)
+		}
+		for _, e := range elemsNotIn(s, was) {
+			tx.Add(&knftables.Element{Set: name, Key: e})
+		}
+	}
+	// 2. New chains, then every new or changed chain's rules.
+	names := rs.ChainNames()
+	for _, name := range names {
+		if old.Chains[name] == nil {
+			tx.Add(&knftables.Chain{Name: name, Comment: nftcomment.Bounded(rs.Chains[name].Comment)})
+		}
+	}
+	for _, name := range names {
+		was := old.Chains[name]
+		if was != nil && sameRules(was, rs.Chains[name]) {
+			continue
+		}
+		if was != nil {
+			tx.Flush(&knftables.Chain{Name: name})
+		}
+		for _, r := range rs.Chains[name].Rules {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r.Text()})
+		}
+	}
+	// 3. Dispatch elements: gone or moved ones out, new or moved ones in.
+	for _, name := range sortedKeys(rs.Maps) {
+		m, was := rs.Maps[name], old.Maps[name]
+		for _, k := range sortedKeys(was.Elems) {
+			if v, ok := m.Elems[k]; !ok || v != was.Elems[k] {
+				tx.Delete(&knftables.Element{Map: name, Key: []string{k}})
+			}
+		}
+		for _, k := range sortedKeys(m.Elems) {
+			if v, ok := was.Elems[k]; !ok || v != m.Elems[k] {
+				tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{"goto " + m.Elems[k]}})
+			}
+		}
+	}
+	// 4. Elements of kept sets that are gone; then chains and sets nothing
+	// refers to any more.
+	for _, name := range sortedKeys(old.Sets) {
+		if s := rs.Sets[name]; s != nil {
+			for _, e := range elemsNotIn(old.Sets[name], s) {
+				tx.Delete(&knftables.Element{Set: name, Key: e})
+			}
+		}
+	}
+	for _, name := range old.ChainNames() {
+		if rs.Chains[name] == nil {
+			tx.Flush(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range old.ChainNames() {
+		if rs.Chains[name] == nil {
+			tx.Delete(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range sortedKeys(old.Sets) {
+		if rs.Sets[name] == nil {
+			tx.Delete(&knftables.Set{Name: name})
+		}
+	}
+	return true
+}
+
+// sameShape: the base chains, maps and every kept set are defined alike,
+// so a difference can be written in place.
+func sameShape(a, b *Ruleset) bool {
+	for _, name := range sortedKeys(b.Chains) {
+		if c := b.Chains[name]; c.Hook != "" {
+			o := a.Chains[name]
+			if o == nil || o.Hook != c.Hook || o.Priority != c.Priority {
+				return false
+			}
+		}
+	}
+	if len(a.Maps) != len(b.Maps) {
+		return false
+	}
+	for name, m := range b.Maps {
+		if o := a.Maps[name]; o == nil || o.Type != m.Type {
+			return false
+		}
+	}
+	for name, s := range b.Sets {
+		if o := a.Sets[name]; o != nil && (o.Type != s.Type || o.Interval != s.Interval) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameRules(a, b *Chain) bool {
+	if len(a.Rules) != len(b.Rules) {
+		return false
+	}
+	for i := range a.Rules {
+		if a.Rules[i] != b.Rules[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// elemsNotIn lists the elements of s that other lacks (all, if other is nil).
+func elemsNotIn(s, other *Set) [][]string {
+	have := map[string]bool{}
+	if other != nil {
+		for _, e := range other.Elems {
+			have[strings.Join(e, " . ")] = true
+		}
+	}
+	var out [][]string
+	for _, e := range s.Elems {
+		if !have[strings.Join(e, " . ")] {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -228,3 +228,42 @@ func TestPrivilegedDenialsAreReported(t *testing.T) {
 		t.Fatal("no denial reported")
 	}
 }
+
+// The kernel takes every difference WriteDiff writes (element deletes by
+// key, chain flushes, deletes in order), and the result judges packets
+// like a full write.
+func TestPrivilegedDiffsLoad(t *testing.T) {
+	l := newLab(t)
+	l.serve(t, 8080)
+	in := testInput()
+	var last *Ruleset
+	for i, step := range append([]func(*Input){func(*Input) {}}, diffSteps()...) {
+		step(&in)
+		rs := Compile(in)
+		tx := l.nft.NewTransaction()
+		if !WriteDiff(tx, last, rs) {
+			Write(tx, rs)
+		}
+		if err := l.node.Do(func(ns.NetNS) error { return l.nft.Run(context.Background(), tx) }); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		last = rs
+	}
+	// The last step removed every policy: c reaches a.
+	if c, err := l.dial(t, 8080); err != nil {
+		t.Fatalf("after the last diff: %v", err)
+	} else {
+		c.Close()
+	}
+	in = testInput() // the steps deleted default/a; it is back
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}
+	tx := l.nft.NewTransaction()
+	WriteDiff(tx, last, Compile(in))
+	if err := l.node.Do(func(ns.NetNS) error { return l.nft.Run(context.Background(), tx) }); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := l.dial(t, 8080); err == nil {
+		c.Close()
+		t.Fatal("a deny written as a diff lets c in")
+	}
+}

@@ -76,12 +76,12 @@ func main() {
 	stopServers := startServers(ips)
 	defer stopServers()
 
-	baseline := throughput(ips, *rounds/2+1)
-	one := measure(ctx, l, client, ips, "1 policy", *rounds, *adds, baseline)
+	var baseline [2]figure.Rounds // no policy at all, measured in phase one
+	one := measure(ctx, l, client, ips, "1 policy", *rounds, *adds, &baseline)
 	fmt.Fprintf(os.Stderr, "creating %d policies\n", *npol)
 	check(createPolicies(ctx, client, *npol))
 	time.Sleep(5 * time.Second) // every agent has written them
-	many := measure(ctx, l, client, ips, fmt.Sprintf("%d policies", *npol+1), *rounds, *adds, baseline)
+	many := measure(ctx, l, client, ips, fmt.Sprintf("%d policies", *npol+1), *rounds, *adds, nil)
 	report(*npods, *npol, *rounds, *adds, baseline, []*phase{one, many})
 }
 
@@ -150,7 +150,9 @@ func startServers(ips map[string]string) func() {
 }
 
 // measure runs every figure of one phase.
-func measure(ctx context.Context, l *lab.Lab, client kubernetes.Interface, ips map[string]string, name string, rounds, adds int, baseline [2]figure.Rounds) *phase {
+// With baseline given, each datapath round with the policy follows one
+// without any (the policy deleted), recorded there.
+func measure(ctx context.Context, l *lab.Lab, client kubernetes.Interface, ips map[string]string, name string, rounds, adds int, baseline *[2]figure.Rounds) *phase {
 	p := &phase{name: name}
 	fmt.Fprintf(os.Stderr, "phase %s: policy create → enforced\n", name)
 	for r := 0; r < rounds; r++ {
@@ -172,12 +174,17 @@ func measure(ctx context.Context, l *lab.Lab, client kubernetes.Interface, ips m
 	// walk the policy on every one.
 	allow := policy("bench-allow-client", map[string]string{"role": "server"})
 	allow.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}}}}
-	_, err := client.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, allow, metav1.CreateOptions{})
-	check(err)
-	time.Sleep(2 * time.Second)
-	got := throughput(ips, baseline[0].Len())
-	p.gbps, p.rr = got[0], got[1]
-	check(client.NetworkingV1().NetworkPolicies(benchNS).Delete(ctx, allow.Name, metav1.DeleteOptions{}))
+	for r := 0; r < rounds; r++ {
+		if baseline != nil {
+			throughput(ips, &baseline[0], &baseline[1])
+		}
+		_, err := client.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, allow, metav1.CreateOptions{})
+		check(err)
+		time.Sleep(time.Second)
+		throughput(ips, &p.gbps, &p.rr)
+		check(client.NetworkingV1().NetworkPolicies(benchNS).Delete(ctx, allow.Name, metav1.DeleteOptions{}))
+		time.Sleep(time.Second)
+	}
 	p.rss = agentRSS(l)
 	p.syncMillis = syncDuration()
 	return p
@@ -298,35 +305,31 @@ func createPolicies(ctx context.Context, client kubernetes.Interface, n int) err
 	return nil
 }
 
-// throughput returns, per round, the client→server Gbit/s (iperf3, one
-// stream, pinned as bench/podnet pins) and the TCP RR p50 in µs.
-func throughput(ips map[string]string, rounds int) [2]figure.Rounds {
-	var out [2]figure.Rounds
-	for r := 0; r < rounds; r++ {
-		o, err := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", benchNS+"/client-weft-node-3", "--",
-			"iperf3", "-c", ips["server"], "-p", "5302", "-t", strconv.Itoa(seconds), "-J", "-A", "0,1").Output()
-		err = figure.WithOutput(err, o)
-		var res struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err == nil {
-			err = json.Unmarshal(o, &res)
-		}
-		out[0].Add(figure.Of(res.End.SumReceived.BitsPerSecond/1e9, err))
-		o, err = exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", benchNS+"/client-weft-node-3", "--",
-			filepath.Join(binDir, "weft"), "testserver", "tcprr", ips["server"]+":8081", "--count", "2000").CombinedOutput()
-		err = figure.WithOutput(err, o)
-		var rr testserver.RRResult
-		if err == nil {
-			err = json.Unmarshal(o, &rr)
-		}
-		out[1].Add(figure.Of(float64(rr.P50)/float64(time.Microsecond), err))
+// throughput adds one round of client→server Gbit/s (iperf3, one stream,
+// pinned as bench/podnet pins) and TCP RR p50 in µs.
+func throughput(ips map[string]string, gbps, rr *figure.Rounds) {
+	o, err := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", benchNS+"/client-weft-node-3", "--",
+		"iperf3", "-c", ips["server"], "-p", "5302", "-t", strconv.Itoa(seconds), "-J", "-A", "0,1").Output()
+	err = figure.WithOutput(err, o)
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
 	}
-	return out
+	if err == nil {
+		err = json.Unmarshal(o, &res)
+	}
+	gbps.Add(figure.Of(res.End.SumReceived.BitsPerSecond/1e9, err))
+	o, err = exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", benchNS+"/client-weft-node-3", "--",
+		filepath.Join(binDir, "weft"), "testserver", "tcprr", ips["server"]+":8081", "--count", "2000").CombinedOutput()
+	err = figure.WithOutput(err, o)
+	var r testserver.RRResult
+	if err == nil {
+		err = json.Unmarshal(o, &r)
+	}
+	rr.Add(figure.Of(float64(r.P50)/float64(time.Microsecond), err))
 }
 
 // cniAdds times CNI ADD + DEL of a sandbox on weft-node-1 through libcni,
@@ -415,7 +418,7 @@ func report(npods, npol, rounds, adds int, baseline [2]figure.Rounds, phases []*
 	fmt.Printf("Enforced: each client probes the server every 5 ms (`weft testserver watch`); the time from the create call of an egress policy that cuts every client off to each client's first blocked attempt, %d rounds × 3 nodes (as ClusterLoader2's NetworkPolicyEnforcementLatency). ", rounds)
 	fmt.Printf("Label change: the label a server policy allows removed from the client on weft-node-3; the time to its first blocked attempt, %d rounds. ", rounds)
 	fmt.Printf("CNI ADD: weft-cni ADD+DEL on weft-node-1 through libcni, %d with the closed-start wait and %d without, interleaved. ", adds, adds)
-	fmt.Printf("Datapath: iperf3 (%d s, one stream, pinned) and TCP RR p50 client on weft-node-3 → server, with the server selected by a policy allowing the client, as a ratio to the same pair with no policy at all (%d rounds each).\n\n", seconds, baseline[0].Len())
+	fmt.Printf("Datapath: iperf3 (%d s, one stream, pinned) and TCP RR p50 client on weft-node-3 → server, with the server selected by a policy allowing the client, as a ratio to the same pair with no policy at all (%d rounds each; in phase one the rounds alternate with and without).\n\n", seconds, baseline[0].Len())
 	fmt.Printf("No policy at all: %s Gbit/s (IQR %s), TCP RR p50 %s µs (IQR %s).\n\n", baseline[0].Median().Format("%.2f"), baseline[0].Spread("%.2f"),
 		baseline[1].Median().Format("%.0f"), baseline[1].Spread("%.0f"))
 	fmt.Println("| phase | create → enforced p50 | p99 | label change → enforced p50 | p99 | CNI ADD+DEL with wait (IQR) | without (IQR) | extra | Gbit/s with policy (IQR) | policy/none | TCP RR p50 with policy (IQR) | none/policy | agent RSS | table write (mean) |")

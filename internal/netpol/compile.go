@@ -80,11 +80,14 @@ type compiler struct {
 	nsLabel map[string]labels.Set
 	// targets: local pod address → direction → policy chains selecting it.
 	targets map[netip.Addr]map[string][]string
+	// selected memoizes selector matches: many policies share selectors.
+	selected map[string][]*pod
 }
 
 // Compile turns the policies into the table for in.Node.
 func Compile(in Input) *Ruleset {
-	c := &compiler{in: in, rs: newRuleset(), nsLabel: map[string]labels.Set{}, targets: map[netip.Addr]map[string][]string{}}
+	c := &compiler{in: in, rs: newRuleset(), nsLabel: map[string]labels.Set{}, targets: map[netip.Addr]map[string][]string{},
+		selected: map[string][]*pod{}}
 	for _, ns := range in.Namespaces {
 		c.nsLabel[ns.Name] = ns.Labels
 	}
@@ -182,10 +185,10 @@ func (c *compiler) policy(p *networkingv1.NetworkPolicy) {
 		return
 	}
 	var local []*pod
-	for _, q := range c.pods {
-		if q.local && !q.hostNetwork && q.namespace == p.Namespace && sel.Matches(q.labels) {
-			local = append(local, q)
-		}
+	for _, q := range c.matching("target\x00"+p.Namespace+"\x00"+sel.String(), func(q *pod) bool {
+		return q.local && !q.hostNetwork && q.namespace == p.Namespace && sel.Matches(q.labels)
+	}) {
+		local = append(local, q)
 	}
 	if len(local) == 0 {
 		return
@@ -198,6 +201,21 @@ func (c *compiler) policy(p *networkingv1.NetworkPolicy) {
 	if egress {
 		c.direction(p, id, dirEgress, local)
 	}
+}
+
+// matching returns the pods that pass match, remembered under key.
+func (c *compiler) matching(key string, match func(*pod) bool) []*pod {
+	if out, ok := c.selected[key]; ok {
+		return out
+	}
+	out := []*pod{}
+	for _, q := range c.pods {
+		if match(q) {
+			out = append(out, q)
+		}
+	}
+	c.selected[key] = out
+	return out
 }
 
 // direction writes the policy's chain for one direction and records the

@@ -112,11 +112,7 @@ func (c *compiler) peersOf(p *networkingv1.NetworkPolicy, d direction, idx strin
 			ns = p.Namespace
 		}
 		defs = append(defs, ns+string(def))
-		for _, q := range c.pods {
-			if match(q) {
-				pr.pods = append(pr.pods, q)
-			}
-		}
+		pr.pods = append(pr.pods, c.matching("peer\x00"+ns+"\x00"+string(def), match)...)
 	}
 	for k, rs := range pr.blocks {
 		pr.blocks[k] = merge(rs)

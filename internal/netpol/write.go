@@ -2,7 +2,8 @@ package netpol
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -16,7 +17,7 @@ func Write(tx *knftables.Transaction, rs *Ruleset) {
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft agent: NetworkPolicy")})
-	for _, name := range sortedKeys(rs.Sets) {
+	for _, name := range slices.Sorted(maps.Keys(rs.Sets)) {
 		s := rs.Sets[name]
 		set := &knftables.Set{Name: name, Type: s.Type, Comment: nftcomment.Bounded(s.Comment)}
 		if s.Interval {
@@ -38,10 +39,10 @@ func Write(tx *knftables.Transaction, rs *Ruleset) {
 		tx.Add(ch)
 	}
 	// Maps name chains, so they come after the chains exist.
-	for _, name := range sortedKeys(rs.Maps) {
+	for _, name := range slices.Sorted(maps.Keys(rs.Maps)) {
 		m := rs.Maps[name]
 		tx.Add(&knftables.Map{Name: name, Type: m.Type + " : verdict"})
-		for _, k := range sortedKeys(m.Elems) {
+		for _, k := range slices.Sorted(maps.Keys(m.Elems)) {
 			tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{"goto " + m.Elems[k]}})
 		}
 	}
@@ -88,14 +89,6 @@ func (r Rule) Text() string {
 	return strings.Join(append(parts, r.Verdict), " ")
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
 
 // WriteDiff puts into tx what turns the table written from old into the
 // table of rs: new sets and chains, changed chains rewritten, elements
@@ -108,7 +101,7 @@ func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
 	}
 	// 1. New sets with their elements; new elements of kept sets. Sets
 	// with intervals are named by their content, so theirs never change.
-	for _, name := range sortedKeys(rs.Sets) {
+	for _, name := range slices.Sorted(maps.Keys(rs.Sets)) {
 		s, was := rs.Sets[name], old.Sets[name]
 		if was == nil {
 			set := &knftables.Set{Name: name, Type: s.Type, Comment: nftcomment.Bounded(s.Comment)}
@@ -141,14 +134,14 @@ func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
 		}
 	}
 	// 3. Dispatch elements: gone or moved ones out, new or moved ones in.
-	for _, name := range sortedKeys(rs.Maps) {
+	for _, name := range slices.Sorted(maps.Keys(rs.Maps)) {
 		m, was := rs.Maps[name], old.Maps[name]
-		for _, k := range sortedKeys(was.Elems) {
+		for _, k := range slices.Sorted(maps.Keys(was.Elems)) {
 			if v, ok := m.Elems[k]; !ok || v != was.Elems[k] {
 				tx.Delete(&knftables.Element{Map: name, Key: []string{k}})
 			}
 		}
-		for _, k := range sortedKeys(m.Elems) {
+		for _, k := range slices.Sorted(maps.Keys(m.Elems)) {
 			if v, ok := was.Elems[k]; !ok || v != m.Elems[k] {
 				tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{"goto " + m.Elems[k]}})
 			}
@@ -156,7 +149,7 @@ func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
 	}
 	// 4. Elements of kept sets that are gone; then chains and sets nothing
 	// refers to any more.
-	for _, name := range sortedKeys(old.Sets) {
+	for _, name := range slices.Sorted(maps.Keys(old.Sets)) {
 		if s := rs.Sets[name]; s != nil {
 			for _, e := range elemsNotIn(old.Sets[name], s) {
 				tx.Delete(&knftables.Element{Set: name, Key: e})
@@ -173,7 +166,7 @@ func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
 			tx.Delete(&knftables.Chain{Name: name})
 		}
 	}
-	for _, name := range sortedKeys(old.Sets) {
+	for _, name := range slices.Sorted(maps.Keys(old.Sets)) {
 		if rs.Sets[name] == nil {
 			tx.Delete(&knftables.Set{Name: name})
 		}
@@ -184,7 +177,7 @@ func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
 // sameShape: the base chains, maps and every kept set are defined alike,
 // so a difference can be written in place.
 func sameShape(a, b *Ruleset) bool {
-	for _, name := range sortedKeys(b.Chains) {
+	for _, name := range slices.Sorted(maps.Keys(b.Chains)) {
 		if c := b.Chains[name]; c.Hook != "" {
 			o := a.Chains[name]
 			if o == nil || o.Hook != c.Hook || o.Priority != c.Priority {

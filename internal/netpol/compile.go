@@ -111,7 +111,11 @@ func (c *compiler) podsOf(in Input) []*pod {
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		q := &pod{namespace: p.Namespace, name: p.Name, labels: p.Labels, local: p.Spec.NodeName == in.Node, hostNetwork: p.Spec.HostNetwork}
+		pending := in.Pending[p.Namespace+"/"+p.Name]
+		// A pod weft-cni reported is this node's even while the informer
+		// still holds it from before its binding.
+		q := &pod{namespace: p.Namespace, name: p.Name, labels: p.Labels,
+			local: p.Spec.NodeName == in.Node || len(pending) > 0, hostNetwork: p.Spec.HostNetwork}
 		seen := map[netip.Addr]bool{}
 		add := func(a netip.Addr) {
 			if a.IsValid() && !seen[a.Unmap()] {
@@ -123,10 +127,8 @@ func (c *compiler) podsOf(in Input) []*pod {
 			a, _ := netip.ParseAddr(ip.IP)
 			add(a)
 		}
-		if q.local {
-			for _, a := range in.Pending[p.Namespace+"/"+p.Name] {
-				add(a)
-			}
+		for _, a := range pending {
+			add(a)
 		}
 		for _, ctr := range p.Spec.Containers {
 			q.ports = append(q.ports, ctr.Ports...)

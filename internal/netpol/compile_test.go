@@ -293,6 +293,10 @@ func TestPendingAddressIsIsolatedBeforeStatus(t *testing.T) {
 	in.Pending = map[string][]netip.Addr{"default/new": {netip.MustParseAddr("10.244.1.99")}}
 	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "", ingressOnly, nil, nil)}
 	checkAll(t, in, []expect{{tcpTo(ipC, "10.244.1.99", 80), false}})
+	// The informer may still hold the pod from before its binding: what
+	// weft-cni reported on this node is this node's.
+	in.Pods[len(in.Pods)-1].Spec.NodeName = ""
+	checkAll(t, in, []expect{{tcpTo(ipC, "10.244.1.99", 80), false}})
 }
 
 func TestIPv6(t *testing.T) {

@@ -106,6 +106,14 @@ func Compile(in Input) *Ruleset {
 
 // podsOf keeps pods that hold addresses: running or starting ones.
 func (c *compiler) podsOf(in Input) []*pod {
+	// An address weft-cni just gave a pod is that pod's, whatever an older
+	// pod's status still says (its deletion may not have reached us yet).
+	claimed := map[netip.Addr]string{}
+	for key, ips := range in.Pending {
+		for _, a := range ips {
+			claimed[a.Unmap()] = key
+		}
+	}
 	var out []*pod
 	for _, p := range in.Pods {
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
@@ -125,7 +133,9 @@ func (c *compiler) podsOf(in Input) []*pod {
 		}
 		for _, ip := range p.Status.PodIPs {
 			a, _ := netip.ParseAddr(ip.IP)
-			add(a)
+			if owner, ok := claimed[a.Unmap()]; !ok || owner == p.Namespace+"/"+p.Name {
+				add(a)
+			}
 		}
 		for _, a := range pending {
 			add(a)

@@ -362,3 +362,17 @@ func TestOverlappingPortsMerge(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// A reused address belongs to the pod weft-cni gave it to, not to the
+// deleted pod whose status still shows it: the new pod gets none of the
+// old one's allowances.
+func TestReusedAddressIsTheNewPods(t *testing.T) {
+	in := testInput()
+	in.Pods = append(in.Pods, testPod("default", "new", "n1", "", "new"))
+	in.Pending = map[string][]netip.Addr{"default/new": {netip.MustParseAddr(ipB)}} // default/b is being deleted
+	in.Policies = []*networkingv1.NetworkPolicy{
+		policy("default", "deny", "new", ingressOnly, nil, nil),
+		policy("default", "b-open", "b", ingressOnly, []networkingv1.NetworkPolicyIngressRule{{}}, nil),
+	}
+	checkAll(t, in, []expect{{tcpTo(ipC, ipB, 80), false}})
+}

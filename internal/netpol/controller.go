@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -99,13 +102,40 @@ func New(client kubernetes.Interface, node string, nft knftables.Interface, log 
 	if reg != nil {
 		reg.MustRegister(c.syncs, c.duration, c.lastSync, c.readyWait, c.denials.counter)
 	}
-	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { c.changed() }, UpdateFunc: func(_, _ any) { c.changed() },
-		DeleteFunc: func(any) { c.changed() }}
+	// Pod and namespace updates matter only when what policy reads
+	// changed; status churn (conditions, restarts) must not recompile.
+	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { c.changed() }, DeleteFunc: func(any) { c.changed() },
+		UpdateFunc: func(old, cur any) {
+			if policyRelevantChange(old, cur) {
+				c.changed()
+			}
+		}}
 	for _, inf := range []cache.SharedIndexInformer{factory.Networking().V1().NetworkPolicies().Informer(),
 		factory.Core().V1().Pods().Informer(), factory.Core().V1().Namespaces().Informer()} {
 		_, _ = inf.AddEventHandler(h)
 	}
 	return c
+}
+
+// policyRelevantChange says whether an update changes what Compile reads.
+func policyRelevantChange(old, cur any) bool {
+	switch o := old.(type) {
+	case *corev1.Pod:
+		n, ok := cur.(*corev1.Pod)
+		if !ok {
+			return true
+		}
+		finished := func(p *corev1.Pod) bool {
+			return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+		}
+		return !maps.Equal(o.Labels, n.Labels) || o.Spec.NodeName != n.Spec.NodeName ||
+			!slices.Equal(o.Status.PodIPs, n.Status.PodIPs) || finished(o) != finished(n) ||
+			!reflect.DeepEqual(o.Spec.Containers, n.Spec.Containers)
+	case *corev1.Namespace:
+		n, ok := cur.(*corev1.Namespace)
+		return !ok || !maps.Equal(o.Labels, n.Labels)
+	}
+	return true
 }
 
 func (c *Controller) changed() {

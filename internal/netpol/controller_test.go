@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/knftables"
@@ -55,3 +56,30 @@ func TestPodReadyWaitsForTheTable(t *testing.T) {
 }
 
 var metaCreate = metav1.CreateOptions{}
+
+func TestOnlyRelevantUpdatesRecompile(t *testing.T) {
+	a := testPod("default", "a", "n1", ipA, "a")
+	same := a.DeepCopy()
+	same.ResourceVersion = "2"
+	same.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	if policyRelevantChange(a, same) {
+		t.Error("a status condition change recompiles")
+	}
+	relabelled := a.DeepCopy()
+	relabelled.Labels["tier"] = "db"
+	moved := a.DeepCopy()
+	moved.Status.PodIPs = []corev1.PodIP{{IP: "10.244.1.99"}}
+	done := a.DeepCopy()
+	done.Status.Phase = corev1.PodSucceeded
+	for name, n := range map[string]*corev1.Pod{"labels": relabelled, "addresses": moved, "finished": done} {
+		if !policyRelevantChange(a, n) {
+			t.Errorf("%s change does not recompile", name)
+		}
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"team": "a"}}}
+	ns2 := ns.DeepCopy()
+	ns2.Labels["team"] = "b"
+	if !policyRelevantChange(ns, ns2) || policyRelevantChange(ns, ns.DeepCopy()) {
+		t.Error("namespace label changes, and only they, recompile")
+	}
+}

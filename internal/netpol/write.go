@@ -89,7 +89,6 @@ func (r Rule) Text() string {
 	return strings.Join(append(parts, r.Verdict), " ")
 }
 
-
 // WriteDiff puts into tx what turns the table written from old into the
 // table of rs: new sets and chains, changed chains rewritten, elements
 // added and removed, what is gone deleted, so a pod or label change costs

@@ -1,0 +1,185 @@
+package manifests
+
+import (
+	"strings"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// Names of the agent's objects.
+const (
+	AgentName = "weft-agent"
+	DNSName   = "weft-dns"
+	LBName    = "weft-lb-ipam"
+)
+
+func typeMeta(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+// rbac is a ServiceAccount with a ClusterRole bound to it.
+func rbac(c Config, name string, rules []rbacv1.PolicyRule) []runtime.Object {
+	role := "weft:" + strings.TrimPrefix(name, "weft-")
+	return []runtime.Object{
+		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace}},
+		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: metav1.ObjectMeta{Name: role}, Rules: rules},
+		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: metav1.ObjectMeta{Name: role},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: c.Namespace}}},
+	}
+}
+
+func read(group string, resources ...string) rbacv1.PolicyRule {
+	return rbacv1.PolicyRule{APIGroups: []string{group}, Resources: resources, Verbs: []string{"get", "list", "watch"}}
+}
+
+var eventsRule = rbacv1.PolicyRule{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}}
+
+// agent: RBAC (no Secrets; Node writes limited to its own Node by the
+// admission policy), and the DaemonSet.
+func agent(c Config) []runtime.Object {
+	out := rbac(c, AgentName, []rbacv1.PolicyRule{
+		read("", "nodes", "pods", "services", "endpoints", "namespaces"),
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
+		eventsRule,
+		read("discovery.k8s.io", "endpointslices"),
+		read("networking.k8s.io", "networkpolicies"),
+	})
+	out = append(out, ownNodeOnly(c)...)
+	return append(out, agentDaemonSet(c))
+}
+
+// ownNodeOnly: a pod-bound ServiceAccount token names its node; the agent
+// may change only the Node of that name.
+func ownNodeOnly(c Config) []runtime.Object {
+	name := "weft-agent-own-node"
+	sa := "system:serviceaccount:" + c.Namespace + ":" + AgentName
+	return []runtime.Object{
+		&admissionv1.ValidatingAdmissionPolicy{TypeMeta: typeMeta("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: admissionv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionv1.Fail),
+				MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionv1.RuleWithOperations{Operations: []admissionv1.OperationType{admissionv1.Update},
+						Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"nodes"}}}}}},
+				MatchConditions: []admissionv1.MatchCondition{{Name: "is-weft-agent", Expression: "request.userInfo.username == '" + sa + "'"}},
+				Validations: []admissionv1.Validation{{
+					Expression: "'authentication.kubernetes.io/node-name' in request.userInfo.extra && " +
+						"object.metadata.name == request.userInfo.extra['authentication.kubernetes.io/node-name'][0]",
+					Message: "weft-agent may change only the Node its pod runs on",
+				}},
+			}},
+		&admissionv1.ValidatingAdmissionPolicyBinding{TypeMeta: typeMeta("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name,
+				ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny}}},
+	}
+}
+
+func hostPath(name, path string, t corev1.HostPathType) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: &t}}}
+}
+
+func agentDaemonSet(c Config) *appsv1.DaemonSet {
+	labels := map[string]string{"app.kubernetes.io/name": AgentName}
+	args := []string{"agent", "--node-name=$(NODE_NAME)", "--cni-conf-dir=/host/cni/net.d",
+		"--cni-runtime-config=/run/weft/cni-runtime.json", "--cni-data-dir=/var/lib/weft/cni", "--backend=" + c.Backend,
+		"--cluster-dns=" + c.ClusterDNS + ":53"}
+	for _, cidr := range c.ClusterCIDRs {
+		args = append(args, "--cluster-cidr="+cidr)
+	}
+	for _, cidr := range c.ServiceCIDRs {
+		args = append(args, "--service-cidr="+cidr)
+	}
+	if c.NodeLocalDNS != "" {
+		args = append(args, "--node-local-dns="+c.NodeLocalDNS)
+	}
+	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "127.0.0.1", Path: "/healthz", Port: intstr.FromInt32(9402)}},
+		PeriodSeconds: 10, FailureThreshold: 3}
+	mounts := []corev1.VolumeMount{{Name: "cni-conf", MountPath: "/host/cni/net.d"}, {Name: "run", MountPath: "/run/weft"},
+		{Name: "data", MountPath: "/var/lib/weft"}, {Name: "modules", MountPath: "/lib/modules", ReadOnly: true}}
+	return &appsv1.DaemonSet{TypeMeta: typeMeta("apps/v1", "DaemonSet"), ObjectMeta: metav1.ObjectMeta{Name: AgentName, Namespace: c.Namespace, Labels: labels},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1))}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				ServiceAccountName: AgentName, HostNetwork: true, DNSPolicy: corev1.DNSClusterFirstWithHostNet,
+				PriorityClassName: "system-node-critical", Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+				TerminationGracePeriodSeconds: ptr.To[int64](30),
+				InitContainers: []corev1.Container{{Name: "install-cni", Image: c.Image,
+					Args:         []string{"install-cni", "--to=/host/cni/bin"},
+					VolumeMounts: []corev1.VolumeMount{{Name: "cni-bin", MountPath: "/host/cni/bin"}}}},
+				Containers: []corev1.Container{{Name: "agent", Image: c.Image, Args: args,
+					Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+					// Routes, links, nftables and the node's network sysctls:
+					// writing /proc/sys/net needs a privileged container.
+					SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
+					ReadinessProbe:  probe, LivenessProbe: probe, VolumeMounts: mounts}},
+				Volumes: []corev1.Volume{hostPath("cni-bin", c.CNIBinDir, corev1.HostPathDirectoryOrCreate),
+					hostPath("cni-conf", c.CNIConfDir, corev1.HostPathDirectoryOrCreate),
+					hostPath("run", "/run/weft", corev1.HostPathDirectoryOrCreate), hostPath("data", "/var/lib/weft", corev1.HostPathDirectoryOrCreate),
+					hostPath("modules", "/lib/modules", corev1.HostPathDirectory)},
+			}}}}
+}
+
+// dns: the cluster DNS, named like the kube-dns add-on (k8s-app=kube-dns,
+// Service kube-dns), since tools and tests look for those names.
+func dns(c Config) []runtime.Object {
+	out := rbac(c, DNSName, []rbacv1.PolicyRule{read("", "services", "pods", "namespaces"), read("discovery.k8s.io", "endpointslices")})
+	labels := map[string]string{"k8s-app": "kube-dns"}
+	svc := &corev1.Service{TypeMeta: typeMeta("v1", "Service"), ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: c.Namespace, Labels: labels},
+		Spec: corev1.ServiceSpec{ClusterIP: c.ClusterDNS, Selector: labels, Ports: []corev1.ServicePort{
+			{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
+			{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
+			{Name: "metrics", Protocol: corev1.ProtocolTCP, Port: 9153, TargetPort: intstr.FromInt32(9153)},
+		}}}
+	args := []string{"dns", "--zone=" + c.ClusterDomain, "--nameserver-ip=" + c.ClusterDNS, "--listen=:53", "--http=:9153"}
+	for _, u := range c.DNSUpstreams {
+		args = append(args, "--upstream="+u)
+	}
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(9153)}},
+			PeriodSeconds: 2, FailureThreshold: 3}
+	}
+	dep := &appsv1.Deployment{TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: metav1.ObjectMeta{Name: DNSName, Namespace: c.Namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(c.DNSReplicas), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				ServiceAccountName: DNSName,
+				DNSPolicy:          corev1.DNSDefault, // its own lookups go to the node's resolvers
+				PriorityClassName:  "system-cluster-critical",
+				Tolerations: []corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule},
+					{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}},
+				Containers: []corev1.Container{{Name: "dns", Image: c.Image, Args: args,
+					Ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
+						{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}, {Name: "metrics", ContainerPort: 9153}},
+					SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_BIND_SERVICE"}}},
+					ReadinessProbe: probe("/ready"), LivenessProbe: probe("/healthz")}},
+			}}}}
+	return append(out, svc, dep)
+}
+
+// lbIPAM: hands LoadBalancer Services addresses from the pool.
+func lbIPAM(c Config) []runtime.Object {
+	out := rbac(c, LBName, []rbacv1.PolicyRule{read("", "services"),
+		{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch", "update"}}, eventsRule})
+	labels := map[string]string{"app.kubernetes.io/name": LBName}
+	dep := &appsv1.Deployment{TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: metav1.ObjectMeta{Name: LBName, Namespace: c.Namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}, // one allocator at a time
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				ServiceAccountName: LBName, PriorityClassName: "system-cluster-critical",
+				Tolerations: []corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}},
+				Containers: []corev1.Container{{Name: "lb-ipam", Image: c.Image, Args: []string{"lb-ipam", "--pool=" + c.LBPool},
+					SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+			}}}}
+	return append(out, dep)
+}

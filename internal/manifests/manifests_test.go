@@ -1,0 +1,94 @@
+package manifests
+
+import (
+	"bytes"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// deploy/weft.yaml is the generator's output for the defaults, byte for
+// byte: an edit by hand fails here.
+func TestDeployYAMLIsGenerated(t *testing.T) {
+	want, err := Render(Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("../../deploy/weft.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("deploy/weft.yaml differs from `weft manifests`: regenerate it with `make manifests`, never edit it by hand")
+	}
+}
+
+// Every document decodes as the Kubernetes type it says it is.
+func TestEveryDocumentDecodes(t *testing.T) {
+	c := Defaults()
+	c.LBPool = "198.19.100.0/24"
+	out, err := Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := strings.Split(string(out), "\n---\n")[1:]
+	if len(docs) < 12 {
+		t.Fatalf("%d documents", len(docs))
+	}
+	for _, d := range docs {
+		if _, gvk, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(d), nil, nil); err != nil {
+			t.Errorf("%v: %v\n%s", gvk, err, d)
+		}
+	}
+}
+
+// No component may read Secrets; only the agent may touch Nodes.
+func TestLeastPrivilege(t *testing.T) {
+	c := Defaults()
+	c.LBPool = "198.19.100.0/24"
+	objs, err := Objects(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := 0
+	for _, o := range objs {
+		r, ok := o.(*rbacv1.ClusterRole)
+		if !ok {
+			continue
+		}
+		roles++
+		for _, rule := range r.Rules {
+			if slices.Contains(rule.Resources, "secrets") || slices.Contains(rule.Resources, "*") || slices.Contains(rule.Verbs, "*") {
+				t.Errorf("%s: %v", r.Name, rule)
+			}
+			writes := slices.ContainsFunc(rule.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" })
+			if writes && slices.Contains(rule.Resources, "nodes") && r.Name != "weft:agent" {
+				t.Errorf("%s may write nodes", r.Name)
+			}
+		}
+	}
+	if roles != 3 {
+		t.Errorf("%d cluster roles, want one per component (3)", roles)
+	}
+}
+
+func TestValidateRefusesBrokenConfigs(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"cidr":    func(c *Config) { c.ClusterCIDRs = []string{"10.244.0.0"} },
+		"dns":     func(c *Config) { c.ClusterDNS = "kube-dns" },
+		"local":   func(c *Config) { c.NodeLocalDNS = "10.0.0.10" },
+		"backend": func(c *Config) { c.Backend = "bgp" },
+		"pool":    func(c *Config) { c.LBPool = "x" },
+		"image":   func(c *Config) { c.Image = "" },
+	} {
+		c := Defaults()
+		mod(&c)
+		if _, err := Render(c); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}

@@ -7,7 +7,7 @@ K8S_VERSION := v1.37.2
 CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build deps controlplane demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down manifests
+.PHONY: all build deps controlplane demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down manifests image
 
 all: build
 
@@ -47,6 +47,10 @@ e2e-doc: deps build controlplane
 	@NODES=6 hack/e2e-upstream.sh || true
 	@DUAL_STACK=1 OUT=_output/e2e-upstream-dual FOCUS='\[Feature:IPv6DualStack\]' SKIP='\[Disruptive\]|\[Feature:SCTPConnectivity\]' hack/e2e-upstream.sh || true
 	go run ./test/upstream doc _output/e2e-upstream/junit.xml _output/e2e-upstream-dual/junit.xml > docs/e2e.md
+
+# weft's image for amd64 and arm64 as an OCI layout and tarball (no Docker).
+image:
+	@hack/image.sh
 
 # deploy/weft.yaml: the manifests for the defaults (a unit test keeps it so).
 manifests:

@@ -34,7 +34,7 @@ func reaches(t *testing.T, from, ip string, port int) bool {
 
 func wantReach(t *testing.T, from, ip string, port int, want bool) {
 	t.Helper()
-	eventually(t, 10*time.Second, fmt.Sprintf("%s → %s:%d reached=%v", from, ip, port, want), func() error {
+	eventually(t, 30*time.Second, fmt.Sprintf("%s → %s:%d reached=%v", from, ip, port, want), func() error {
 		if got := reaches(t, from, ip, port); got != want {
 			return fmt.Errorf("reached=%v", got)
 		}
@@ -351,7 +351,7 @@ func tcpOpen(t *testing.T, from, addr string) bool {
 
 func wantOpen(t *testing.T, from, addr string, want bool) {
 	t.Helper()
-	eventually(t, 10*time.Second, fmt.Sprintf("%s → %s open=%v", from, addr, want), func() error {
+	eventually(t, 30*time.Second, fmt.Sprintf("%s → %s open=%v", from, addr, want), func() error {
 		if got := tcpOpen(t, from, addr); got != want {
 			return fmt.Errorf("open=%v", got)
 		}

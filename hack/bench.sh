@@ -23,8 +23,10 @@ section() { # name, command...
     printf '%s\n' "${kept:-**$name: not run yet** (run \`BENCH_ONLY=$name make bench\`)}"
   else
     echo "bench: $name" >&2
-    if ! "$@" 2>"_output/bench-$name.log"; then
-      echo "**$name: FAILED** (exit status $?; see _output/bench-$name.log)"
+    local rc=0
+    "$@" 2>"_output/bench-$name.log" || rc=$?
+    if (( rc != 0 )); then
+      echo "**$name: FAILED** (exit status $rc; see _output/bench-$name.log)"
       echo
       status=1
     fi

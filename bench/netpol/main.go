@@ -441,14 +441,14 @@ func report(npods, npol, rounds, adds int, baseline [2]figure.Rounds, phases []*
 		extra(phases[0]).Verdict(func(x float64) bool { return x <= 20 }), extra(many).Verdict(func(x float64) bool { return x <= 20 }), npol+1)
 }
 
-// extra is the median ADD with the wait minus the median without (a
-// negative difference is noise and reads as missing).
+// extra is the median ADD with the wait minus the median without; below
+// the noise it can come out negative.
 func extra(p *phase) figure.Figure {
 	a, b := p.addWith.Median(), p.addWithout.Median()
 	if !a.OK() || !b.OK() {
 		return figure.Missing("ADD medians missing")
 	}
-	return figure.Count(a.Value-b.Value, nil)
+	return figure.Signed(a.Value-b.Value, nil)
 }
 
 func check(err error) {

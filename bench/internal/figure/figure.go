@@ -46,6 +46,19 @@ func Count(v float64, err error) Figure {
 	return Figure{Value: v}
 }
 
+// Signed is a measured difference, where zero and negative values are real
+// answers (one side minus the other); an error, NaN or infinity make it
+// missing.
+func Signed(v float64, err error) Figure {
+	if err != nil {
+		return Figure{Err: err}
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return Figure{Err: fmt.Errorf("no difference (value %v)", v)}
+	}
+	return Figure{Value: v}
+}
+
 // Missing is a figure that could not be measured.
 func Missing(format string, args ...any) Figure {
 	return Figure{Err: fmt.Errorf(format, args...)}

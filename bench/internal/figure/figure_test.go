@@ -63,3 +63,12 @@ func TestCountKeepsZero(t *testing.T) {
 		t.Error("a negative or failed count is OK")
 	}
 }
+
+func TestSignedKeepsNegativeDifferences(t *testing.T) {
+	if f := Signed(-3.5, nil); !f.OK() || f.Value != -3.5 {
+		t.Fatalf("%+v", f)
+	}
+	if Signed(math.NaN(), nil).OK() || Signed(1, errors.New("x")).OK() {
+		t.Fatal("NaN or an error gave a difference")
+	}
+}

@@ -92,11 +92,11 @@ func TestNetworkPolicyIngressAndEgress(t *testing.T) {
 		pinnedPod(ns, "far", "weft-node-3"), pinnedPod(peerNS, "peer", "weft-node-2"))
 	server, near, far, peer := ip(pods["server"]), ns+"/near", ns+"/far", peerNS+"/peer"
 	// The outside namespace has no route to pods: it comes in through a
-	// NodePort that keeps its address (externalTrafficPolicy Local).
+	// NodePort of the server's node, whose forward hook sees its address
+	// (the proxy masquerades after that, in postrouting).
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "server"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "server"},
-			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
-			Ports:                 []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
 	svc, err := client.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
@@ -31,6 +30,8 @@ type Input struct {
 	// KeepEstablished lets established connections pass without being
 	// judged again, so a new deny spares flows already open.
 	KeepEstablished bool
+	// Memo, if set, carries each policy's parsed form to the next compile.
+	Memo *Memo
 }
 
 // direction is ingress or egress.
@@ -95,12 +96,16 @@ func Compile(in Input) *Ruleset {
 	c.base()
 	pols := append([]*networkingv1.NetworkPolicy(nil), in.Policies...)
 	sort.Slice(pols, func(i, j int) bool {
-		return pols[i].Namespace+"/"+pols[i].Name < pols[j].Namespace+"/"+pols[j].Name
+		if pols[i].Namespace != pols[j].Namespace {
+			return pols[i].Namespace < pols[j].Namespace
+		}
+		return pols[i].Name < pols[j].Name
 	})
 	for _, p := range pols {
 		c.policy(p)
 	}
 	c.groups()
+	in.Memo.rotate()
 	return c.rs
 }
 
@@ -190,28 +195,22 @@ func affects(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
 
 // policy compiles one policy if it selects a pod of this node.
 func (c *compiler) policy(p *networkingv1.NetworkPolicy) {
-	sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
-	if err != nil {
-		// Without its selector the policy's pods are unknown; nothing to isolate.
-		c.problem(p, "podSelector: %v", err)
+	pp := c.in.Memo.get(p)
+	if pp.target == nil {
+		c.problem(p, "%s", pp.problem)
 		return
 	}
-	var local []*pod
-	for _, q := range c.matching("target\x00"+p.Namespace+"\x00"+sel.String(), func(q *pod) bool {
-		return q.local && !q.hostNetwork && q.namespace == p.Namespace && sel.Matches(q.labels)
-	}) {
-		local = append(local, q)
-	}
+	local := c.matching(pp.targetKey, func(q *pod) bool {
+		return q.local && !q.hostNetwork && q.namespace == p.Namespace && pp.target.Matches(q.labels)
+	})
 	if len(local) == 0 {
 		return
 	}
-	ingress, egress := affects(p)
-	id := shortHash(p.Namespace, p.Name)
-	if ingress {
-		c.direction(p, id, dirIngress, local)
+	if pp.ingress {
+		c.direction(p, pp, dirIngress, local)
 	}
-	if egress {
-		c.direction(p, id, dirEgress, local)
+	if pp.egress {
+		c.direction(p, pp, dirEgress, local)
 	}
 }
 
@@ -232,17 +231,15 @@ func (c *compiler) matching(key string, match func(*pod) bool) []*pod {
 
 // direction writes the policy's chain for one direction and records the
 // pods it isolates.
-func (c *compiler) direction(p *networkingv1.NetworkPolicy, id string, d direction, local []*pod) {
-	name := "np-" + id + "-" + d.short
-	ch := c.rs.chain(&Chain{Name: name, Comment: d.name + " of " + p.Namespace + "/" + p.Name})
-	if d == dirIngress {
-		for i, r := range p.Spec.Ingress {
-			ch.Rules = append(ch.Rules, c.rule(p, d, fmt.Sprint(i), r.From, r.Ports, local)...)
+func (c *compiler) direction(p *networkingv1.NetworkPolicy, pp *parsed, d direction, local []*pod) {
+	name := pp.chains[d.name]
+	ch := c.rs.chain(&Chain{Name: name, Comment: pp.comments[d.name]})
+	for i := range pp.rules[d.name] {
+		r := &pp.rules[d.name][i]
+		for _, msg := range r.problems {
+			c.problem(p, "%s", msg)
 		}
-	} else {
-		for i, r := range p.Spec.Egress {
-			ch.Rules = append(ch.Rules, c.rule(p, d, fmt.Sprint(i), r.To, r.Ports, local)...)
-		}
+		ch.Rules = append(ch.Rules, c.rule(d, r, local)...)
 	}
 	for _, q := range local {
 		for _, ip := range q.ips {

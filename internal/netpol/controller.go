@@ -48,6 +48,7 @@ type Controller struct {
 	FullEvery time.Duration
 	Recorder  record.EventRecorder
 
+	memo     Memo     // policies parsed, from one sync to the next
 	last     *Ruleset // what the table holds; nil: write it whole
 	lastFull time.Time
 	kick     chan struct{}
@@ -160,8 +161,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	tick := time.NewTicker(c.FullEvery)
 	defer tick.Stop()
 	var last time.Time
+	failed := false
 	for {
-		if wait := c.MinInterval - time.Since(last); wait > 0 {
+		// A CNI ADD waiting for its pod is worth a write at once; other
+		// changes, and retries after a failed write, are batched.
+		if wait := c.MinInterval - time.Since(last); wait > 0 && (failed || !c.addWaits()) {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -169,7 +173,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}
 		last = time.Now()
-		if err := c.Sync(ctx); err != nil {
+		err := c.Sync(ctx)
+		failed = err != nil
+		if err != nil {
 			c.log.Error("NetworkPolicy table", "err", err)
 			c.changed() // try again after MinInterval
 		}
@@ -180,6 +186,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+func (c *Controller) addWaits() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.waiting) > 0
 }
 
 // Sync compiles and writes the table once.
@@ -246,7 +258,7 @@ func (c *Controller) input(pending map[string][]netip.Addr) (Input, error) {
 	if err != nil {
 		return Input{}, err
 	}
-	return Input{Node: c.node, Policies: pols, Pods: pods, Namespaces: nss, Pending: pending, KeepEstablished: c.KeepEstablished}, nil
+	return Input{Node: c.node, Policies: pols, Pods: pods, Namespaces: nss, Pending: pending, KeepEstablished: c.KeepEstablished, Memo: &c.memo}, nil
 }
 
 // pendingInput copies the addresses weft-cni reported and forgets those

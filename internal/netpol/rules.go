@@ -1,7 +1,6 @@
 package netpol
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -10,141 +9,76 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// peers is what a rule's from/to list resolves to.
-type peers struct {
-	any    bool   // no peers listed: every address
-	pods   []*pod // pods selected by the pod and namespace selectors
-	byPods bool   // the list has a selector peer (pods may still be empty)
-	blocks map[string][]ipRange
-	podDef string // what defines the pod set, for its name
-}
-
 // rule compiles one ingress or egress rule: every combination of its peer
 // matches and port matches becomes one rule ending in accept.
-func (c *compiler) rule(p *networkingv1.NetworkPolicy, d direction, idx string, list []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, local []*pod) []Rule {
-	pr := c.peersOf(p, d, idx, list)
-	numeric, named := portsOf(ports)
-	var portSet string
-	if len(numeric) > 0 {
-		portSet = c.portSet(numeric)
+func (c *compiler) rule(d direction, r *parsedRule, local []*pod) []Rule {
+	pods := c.peerPods(r)
+	if r.portSet != nil {
+		c.rs.Sets[r.portSet.Name] = r.portSet
 	}
 	var out []Rule
 	for _, f := range families {
 		var matches []string // address sets the peer must be in; "" is any
-		if pr.any {
+		if r.any {
 			matches = []string{""}
 		}
-		if pr.byPods {
-			matches = append(matches, c.podSet(f, pr))
+		if len(r.sels) > 0 {
+			matches = append(matches, c.podSet(f, r.podHash, pods))
 		}
-		if len(pr.blocks[f.suffix]) > 0 {
-			matches = append(matches, c.blockSet(f, pr.blocks[f.suffix]))
+		if b, ok := r.blocks[f.suffix]; ok {
+			matches = append(matches, c.blockSet(f, b))
 		}
 		for _, m := range matches {
-			r := Rule{Kind: KindMatch, Fam: f.fam, Verdict: "accept"}
+			x := Rule{Kind: KindMatch, Fam: f.fam, Verdict: "accept"}
 			if d == dirIngress {
-				r.Src = m
+				x.Src = m
 			} else {
-				r.Dst = m
+				x.Dst = m
 			}
-			if len(ports) == 0 {
-				out = append(out, r)
+			if !r.hasPorts {
+				out = append(out, x)
 				continue
 			}
-			if portSet != "" {
-				nr := r
-				nr.Ports = portSet
+			if r.portSet != nil {
+				nr := x
+				nr.Ports = r.portSet.Name
 				out = append(out, nr)
 			}
-			if len(named) > 0 && d == dirIngress {
-				nr := r
-				nr.DstPorts = c.namedSet(f, "in-"+shortHash(p.Namespace, p.Name, idx), local, named)
+			if len(r.named) > 0 && d == dirIngress {
+				nr := x
+				nr.DstPorts = c.namedSet(f, r.namedID, local, r.named)
 				out = append(out, nr)
 			}
 		}
 		// Egress to a named port: the port is the destination pod's, so
 		// the set holds destination address . protocol . port of the peers.
-		if len(named) > 0 && d == dirEgress && len(matches) > 0 {
-			cands := c.candidates(pr)
+		if len(r.named) > 0 && d == dirEgress && len(matches) > 0 {
 			out = append(out, Rule{Kind: KindMatch, Fam: f.fam, Verdict: "accept",
-				DstPorts: c.namedSet(f, "eg-"+shortHash(p.Namespace, p.Name, idx), cands, named)})
+				DstPorts: c.namedSet(f, r.namedID, c.candidates(r, pods), r.named)})
 		}
 	}
 	return out
 }
 
-// peersOf resolves a rule's peers; a peer that cannot be read is reported
-// and left out, so it allows nothing.
-func (c *compiler) peersOf(p *networkingv1.NetworkPolicy, d direction, idx string, list []networkingv1.NetworkPolicyPeer) peers {
-	pr := peers{any: len(list) == 0, blocks: map[string][]ipRange{}}
-	var defs []string
-	for i, peer := range list {
-		where := fmt.Sprintf("spec.%s[%s].peers[%d]", d.name, idx, i)
-		if peer.IPBlock != nil {
-			rs, err := blockOf(peer.IPBlock)
-			if err != nil {
-				c.problem(p, "%s.ipBlock: %v", where, err)
-				continue
-			}
-			if len(rs) > 0 {
-				k := familyOf(rs[0].from).suffix
-				pr.blocks[k] = append(pr.blocks[k], rs...)
-			}
-			continue
-		}
-		if peer.PodSelector == nil && peer.NamespaceSelector == nil {
-			c.problem(p, "%s: empty peer", where)
-			continue
-		}
-		match, err := c.selectorPeer(p.Namespace, peer)
-		if err != nil {
-			c.problem(p, "%s: %v", where, err)
-			continue
-		}
-		pr.byPods = true
-		def, _ := json.Marshal(peer)
-		ns := ""
-		if peer.NamespaceSelector == nil {
-			ns = p.Namespace
-		}
-		defs = append(defs, ns+string(def))
-		pr.pods = append(pr.pods, c.matching("peer\x00"+ns+"\x00"+string(def), match)...)
-	}
-	for k, rs := range pr.blocks {
-		pr.blocks[k] = merge(rs)
-	}
-	pr.podDef = strings.Join(defs, "|")
-	return pr
-}
-
-// selectorPeer returns the test a pod must pass to be the peer.
-func (c *compiler) selectorPeer(policyNS string, peer networkingv1.NetworkPolicyPeer) (func(*pod) bool, error) {
-	podSel, nsSel := labels.Everything(), labels.Selector(nil)
-	var err error
-	if peer.PodSelector != nil {
-		if podSel, err = metav1.LabelSelectorAsSelector(peer.PodSelector); err != nil {
-			return nil, fmt.Errorf("podSelector: %w", err)
-		}
-	}
-	if peer.NamespaceSelector != nil {
-		if nsSel, err = metav1.LabelSelectorAsSelector(peer.NamespaceSelector); err != nil {
-			return nil, fmt.Errorf("namespaceSelector: %w", err)
-		}
-	}
-	return func(q *pod) bool {
-		if nsSel == nil {
-			if q.namespace != policyNS {
+// peerPods returns the pods a rule's selector peers select.
+func (c *compiler) peerPods(r *parsedRule) []*pod {
+	var out []*pod
+	for _, s := range r.sels {
+		out = append(out, c.matching(s.key, func(q *pod) bool {
+			if s.ns == nil {
+				if q.namespace != s.namespace {
+					return false
+				}
+			} else if !s.ns.Matches(c.namespaceLabels(q.namespace)) {
 				return false
 			}
-		} else if !nsSel.Matches(c.namespaceLabels(q.namespace)) {
-			return false
-		}
-		return podSel.Matches(q.labels)
-	}, nil
+			return s.pod.Matches(q.labels)
+		})...)
+	}
+	return out
 }
 
 func (c *compiler) namespaceLabels(ns string) labels.Set {
@@ -173,14 +107,14 @@ func blockOf(b *networkingv1.IPBlock) ([]ipRange, error) {
 
 // candidates are the pods an egress rule with a named port may reach: its
 // selected pods and the pods inside its ipBlocks, or all pods.
-func (c *compiler) candidates(pr peers) []*pod {
-	if pr.any {
+func (c *compiler) candidates(r *parsedRule, selected []*pod) []*pod {
+	if r.any {
 		return c.pods
 	}
-	out := append([]*pod(nil), pr.pods...)
+	out := append([]*pod(nil), selected...)
 	for _, q := range c.pods {
 		for _, ip := range q.ips {
-			if inRanges(ip, pr.blocks[familyOf(ip).suffix]) {
+			if b, ok := r.blocks[familyOf(ip).suffix]; ok && inRanges(ip, b.ranges) {
 				out = append(out, q)
 				break
 			}
@@ -198,14 +132,14 @@ func inRanges(a netip.Addr, rs []ipRange) bool {
 	return false
 }
 
-func (c *compiler) podSet(f family, pr peers) string {
-	name := "pods" + f.suffix + "-" + shortHash(pr.podDef)
+func (c *compiler) podSet(f family, hash string, pods []*pod) string {
+	name := "pods" + f.suffix + "-" + hash
 	if _, ok := c.rs.Sets[name]; ok {
 		return name
 	}
 	s := &Set{Name: name, Type: f.addrType, Comment: "pods selected by a rule's peers"}
 	seen := map[netip.Addr]bool{}
-	for _, q := range pr.pods {
+	for _, q := range pods {
 		for _, ip := range q.ips {
 			if familyOf(ip) == f && !seen[ip] {
 				seen[ip] = true
@@ -217,27 +151,15 @@ func (c *compiler) podSet(f family, pr peers) string {
 	return name
 }
 
-func (c *compiler) blockSet(f family, rs []ipRange) string {
-	var elems [][]string
-	var def []string
-	for _, r := range rs {
-		elems = append(elems, []string{r.element()})
-		def = append(def, r.element())
+func (c *compiler) blockSet(f family, b blockSet) string {
+	if _, ok := c.rs.Sets[b.name]; !ok {
+		var elems [][]string
+		for _, r := range b.ranges {
+			elems = append(elems, []string{r.element()})
+		}
+		c.rs.Sets[b.name] = &Set{Name: b.name, Type: f.addrType, Interval: true, Comment: "ipBlocks of a rule", Elems: elems}
 	}
-	name := "cidr" + f.suffix + "-" + shortHash(def...)
-	c.rs.Sets[name] = &Set{Name: name, Type: f.addrType, Interval: true, Comment: "ipBlocks of a rule", Elems: elems}
-	return name
-}
-
-func (c *compiler) portSet(numeric [][]string) string {
-	numeric = mergePorts(numeric)
-	var def []string
-	for _, e := range numeric {
-		def = append(def, e[0]+" . "+e[1])
-	}
-	name := "ports-" + shortHash(def...)
-	c.rs.Sets[name] = &Set{Name: name, Type: "inet_proto . inet_service", Interval: true, Comment: "ports of a rule", Elems: numeric}
-	return name
+	return b.name
 }
 
 // namedSet holds address . protocol . port for each pod of pods whose

@@ -7,7 +7,7 @@ K8S_VERSION := v1.37.2
 CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build deps controlplane demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down manifests image
+.PHONY: all build deps controlplane testbins demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down manifests image
 
 all: build
 
@@ -17,14 +17,20 @@ deps:
 build:
 	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/weft ./cmd/weft-cni
 
-# The real Kubernetes control plane, built once per version and cached.
+# The real Kubernetes control plane, built once per version and cached:
+# what the lab needs (make demo).
 controlplane:
-	@hack/build-controlplane.sh $(K8S_VERSION) $(CP_DIR)
+	@hack/build-controlplane.sh $(K8S_VERSION) $(CP_DIR) lab
+
+# The control plane plus what the tests and benchmarks run beside it
+# (kube-proxy, agnhost, CoreDNS, the upstream e2e suite), cached alike.
+testbins:
+	@hack/build-controlplane.sh $(K8S_VERSION) $(CP_DIR) all
 
 demo: deps build controlplane
 	@hack/demo.sh
 
-test: deps build controlplane
+test: deps build testbins
 	@hack/test.sh
 
 test-unit:
@@ -33,17 +39,17 @@ test-unit:
 test-privileged: build
 	WEFT_REQUIRE_PRIVILEGED=1 go test -count=1 -run 'Privileged' ./...
 
-test-e2e: build controlplane
+test-e2e: build testbins
 	go test -count=1 -tags e2e -timeout 30m -v ./test/e2e/...
 
 # The upstream [sig-network] e2e suite against the lab: FOCUS=regex SKIP=regex.
-e2e-upstream: deps build controlplane
+e2e-upstream: deps build testbins
 	@FOCUS='$(FOCUS)' SKIP='$(SKIP)' hack/e2e-upstream.sh
 
 # Runs the whole default [sig-network] set and regenerates docs/e2e.md from it.
 # Six workers in three racks (zones): the Traffic Distribution specs need at
 # least two schedulable nodes in each of three zones.
-e2e-doc: deps build controlplane
+e2e-doc: deps build testbins
 	@NODES=6 hack/e2e-upstream.sh || true
 	@DUAL_STACK=1 OUT=_output/e2e-upstream-dual FOCUS='\[Feature:IPv6DualStack\]' SKIP='\[Disruptive\]|\[Feature:SCTPConnectivity\]' hack/e2e-upstream.sh || true
 	go run ./test/upstream doc _output/e2e-upstream/junit.xml _output/e2e-upstream-dual/junit.xml > docs/e2e.md
@@ -56,7 +62,7 @@ image:
 manifests:
 	go run ./cmd/weft manifests > deploy/weft.yaml
 
-bench: deps build controlplane
+bench: deps build testbins
 	@hack/bench.sh
 
 lab-down:

@@ -101,6 +101,25 @@ func agentCmd() *cobra.Command {
 	f.StringVar(&nodeLocalDNS, "node-local-dns", "", "run the node-local DNS cache on this link-local address, e.g. 169.254.20.10 (empty: off)")
 	dnsLimitFlags(f, "node-local-dns-", &cfg.NodeLocalDNSLimits)
 	f.StringVar(&cfg.ClusterDNS, "cluster-dns", "10.96.0.10:53", "cluster DNS Service the node-local cache forwards to (TCP)")
+	cmd.AddCommand(agentCleanupCmd())
+	return cmd
+}
+
+func agentCleanupCmd() *cobra.Command {
+	var cfg agent.UninstallConfig
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove everything weft made on this node (run after the agent is stopped, when uninstalling)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return agent.Uninstall(cmd.Context(), cfg, logger())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the agent wrote the CNI conflist")
+	f.StringVar(&cfg.CNIRuntimePath, "cni-runtime-config", cni.DefaultRuntimeConfigPath, "weft-cni's runtime config file")
+	f.StringVar(&cfg.CNIDataDir, "cni-data-dir", cni.DefaultDataDir, "weft-cni's IPAM store")
+	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "where weft-cni was installed (empty: leave it)")
 	return cmd
 }
 

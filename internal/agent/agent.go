@@ -97,6 +97,12 @@ type Config struct {
 // VXLANDevice is the name of the agent's VXLAN interface.
 const VXLANDevice = "weft.vxlan"
 
+// ConflistName is the file the agent writes into the CNI config dir.
+const ConflistName = "10-weft.conflist"
+
+// PolicySocketName: the policy socket, beside weft-cni's runtime config.
+const PolicySocketName = "policy.sock"
+
 // CNINetworkName names the network in the conflist (and weft-cni's store).
 const CNINetworkName = "weft"
 
@@ -255,7 +261,7 @@ func (a *Agent) policySocket() string {
 	if !a.cfg.NetworkPolicy {
 		return ""
 	}
-	return filepath.Join(filepath.Dir(a.cfg.CNIRuntimePath), "policy.sock")
+	return filepath.Join(filepath.Dir(a.cfg.CNIRuntimePath), PolicySocketName)
 }
 
 // startNetworkPolicy runs the NetworkPolicy table and the socket weft-cni
@@ -561,7 +567,7 @@ func (a *Agent) sync(ctx context.Context, node *corev1.Node, all []*corev1.Node)
 	}
 	// The conflist is written last: its appearance tells the runtime the
 	// node is ready for pods.
-	if err := writeJSONAtomic(filepath.Join(a.cfg.CNIConfDir, "10-weft.conflist"), conflist); err != nil {
+	if err := writeJSONAtomic(filepath.Join(a.cfg.CNIConfDir, ConflistName), conflist); err != nil {
 		return err
 	}
 	if err := a.masq.Apply(ctx, masq.Desired{ClusterCIDRs: a.cfg.ClusterCIDRs, Exempt: exempt}); err != nil {

@@ -8,7 +8,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -28,17 +27,11 @@ const (
 	OutsideDNS     = "203.0.113.10:53" // the outside namespace's test DNS server
 )
 
-func dnsObjects() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding, *corev1.Service, *appsv1.Deployment) {
+// dnsObjects: the cluster DNS's Service and Deployment; its
+// ServiceAccount and ClusterRole come from the manifests (applyRBAC).
+func dnsObjects() (*corev1.Service, *appsv1.Deployment) {
 	ns := "kube-system"
 	labels := map[string]string{"k8s-app": "kube-dns"}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: DNSName, Namespace: ns}}
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "weft:dns"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"services", "pods", "namespaces"}, Verbs: []string{"list", "watch"}},
-		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
-	}}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "weft:dns"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "weft:dns"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: DNSName, Namespace: ns}}}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: DNSServiceName, Namespace: ns, Labels: labels},
 		Spec: corev1.ServiceSpec{ClusterIP: ClusterDNS, Selector: labels, Ports: []corev1.ServicePort{
 			{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
@@ -72,27 +65,18 @@ func dnsObjects() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterR
 						LivenessProbe:  probe("/healthz"),
 					}},
 				}}}}
-	return sa, role, binding, svc, dep
+	return svc, dep
 }
 
 // deployDNS creates the cluster DNS and waits until its pods are Ready
 // (timeout 0: does not wait).
 func (l *Lab) deployDNS(ctx context.Context, client kubernetes.Interface, timeout time.Duration) error {
-	sa, role, binding, svc, dep := dnsObjects()
+	svc, dep := dnsObjects()
 	create := func(what string, err error) error {
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("cluster DNS %s: %w", what, err)
 		}
 		return nil
-	}
-	if err := create("service account", ignoreObj(client.CoreV1().ServiceAccounts(sa.Namespace).Create(ctx, sa, metav1.CreateOptions{}))); err != nil {
-		return err
-	}
-	if err := create("role", ignoreObj(client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}))); err != nil {
-		return err
-	}
-	if err := create("binding", ignoreObj(client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}))); err != nil {
-		return err
 	}
 	if err := create("service", ignoreObj(client.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{}))); err != nil {
 		return err

@@ -20,15 +20,18 @@ import (
 	"syscall"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"weft.dev/weft/internal/lab/pki"
+	"weft.dev/weft/internal/manifests"
 )
 
 // KubernetesVersion is the control plane the lab runs (lab/k8s/go.mod).
@@ -68,6 +71,13 @@ func (l *Lab) ControlPlaneBinDir() string {
 }
 
 // Kubeconfig is the host's admin kubeconfig.
+// Certificate groups of the lab's agents and lb-ipam, bound to the
+// ClusterRoles of the generated manifests.
+const (
+	AgentGroup  = "weft:agents"
+	LBIPAMGroup = "weft:lb-ipam"
+)
+
 func (l *Lab) Kubeconfig() string { return filepath.Join(l.dir, "admin.kubeconfig") }
 
 // InternalKubeconfig is an admin kubeconfig usable from inside the lab.
@@ -164,7 +174,7 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 		}
 	}
 	if err := l.startProc("lb-ipam", ControlPlane, []string{filepath.Join(l.binDir, "weft"), "lb-ipam",
-		"--kubeconfig=" + filepath.Join(l.dir, "agent.kubeconfig"), "--pool=" + LBPool}, nil); err != nil {
+		"--kubeconfig=" + filepath.Join(l.dir, "lb-ipam.kubeconfig"), "--pool=" + LBPool}, nil); err != nil {
 		return err
 	}
 	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside", "--dns-port", "53"}, nil); err != nil {
@@ -235,7 +245,10 @@ func (l *Lab) writePKI(nodes []Node) error {
 	if err := kc("scheduler.kubeconfig", local, "scheduler", "system:kube-scheduler", nil); err != nil {
 		return err
 	}
-	if err := kc("agent.kubeconfig", internal, "agent", "weft-agent", []string{"weft:agents"}); err != nil {
+	if err := kc("agent.kubeconfig", internal, "agent", "weft-agent", []string{AgentGroup}); err != nil {
+		return err
+	}
+	if err := kc("lb-ipam.kubeconfig", internal, "lb-ipam", "weft-lb-ipam", []string{LBIPAMGroup}); err != nil {
 		return err
 	}
 	for _, n := range nodes {
@@ -435,33 +448,58 @@ func (l *Lab) Client() (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
+// applyRBAC creates the access objects of the generated manifests (each
+// component's ServiceAccount, ClusterRole and binding, the agent's
+// admission policy) and binds the lab's certificate groups to the same
+// ClusterRoles, so the lab's agents and lb-ipam hold exactly the
+// permissions a user's cluster gives them.
 func (l *Lab) applyRBAC(ctx context.Context, client kubernetes.Interface) error {
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "weft:agent"},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "services", "endpoints", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{""}, Resources: []string{"nodes", "nodes/status", "services/status"}, Verbs: []string{"patch", "update"}},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
-			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
-			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
-		},
+	conf := manifests.Defaults()
+	conf.LBPool = LBPool
+	objs, err := manifests.Objects(conf)
+	if err != nil {
+		return err
 	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "weft:agent"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "weft:agent"},
-		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "weft:agents"}},
+	for group, role := range map[string]string{AgentGroup: "weft:agent", LBIPAMGroup: "weft:lb-ipam"} {
+		objs = append(objs, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: role + ":lab"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: group}},
+		})
 	}
-	var err error
-	for i := 0; i < 50; i++ {
-		_, err = client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{})
-		if err == nil || apierrors.IsAlreadyExists(err) {
-			_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
+	for _, o := range objs {
+		// The API server answers before its RBAC and admission APIs are
+		// all served; retry for a while.
+		for i := 0; ; i++ {
+			err = createAccessObject(ctx, client, o)
 			if err == nil || apierrors.IsAlreadyExists(err) {
-				return nil
+				break
 			}
+			if i == 50 {
+				return fmt.Errorf("create %T: %w", o, err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		time.Sleep(200 * time.Millisecond)
+	}
+	return nil
+}
+
+// createAccessObject creates o if it is an access object; workloads
+// (DaemonSet, Deployments, Services) are left to the lab.
+func createAccessObject(ctx context.Context, client kubernetes.Interface, o runtime.Object) error {
+	opts := metav1.CreateOptions{}
+	var err error
+	switch o := o.(type) {
+	case *corev1.ServiceAccount:
+		_, err = client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
+	case *rbacv1.ClusterRole:
+		_, err = client.RbacV1().ClusterRoles().Create(ctx, o, opts)
+	case *rbacv1.ClusterRoleBinding:
+		_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
+	case *admissionv1.ValidatingAdmissionPolicy:
+		_, err = client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, opts)
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		_, err = client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, opts)
 	}
 	return err
 }

@@ -12,9 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"weft.dev/weft/internal/agent"
 	"weft.dev/weft/internal/lab"
 )
 
@@ -119,4 +121,108 @@ func onlyTestNS(list string) bool {
 		}
 	}
 	return true
+}
+
+// uninstallLeavesNothing stops every node's lab node (SIGKILL, so its
+// pods stay as they were) and agent (SIGTERM, as deleting the DaemonSet
+// does), runs `weft agent cleanup` on the node, and checks that no weft
+// table, link, route, address or file is left there.
+func uninstallLeavesNothing() error {
+	st, err := theLab.LoadState()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	cleaned := 0
+	for _, n := range st.Nodes {
+		agentPID := pidOf("agent-" + n.Name)
+		if agentPID == 0 {
+			continue // no agent was started on it
+		}
+		if pid := pidOf("node-" + n.Name); pid != 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if err := stopAndWait(agentPID); err != nil {
+			return fmt.Errorf("%s: %w", n.Name, err)
+		}
+		nd := theLab.NodeDir(n.Name)
+		cfg := map[string]string{"conf": filepath.Join(nd, "cni", "net.d"), "runtime": filepath.Join(nd, "run", "cni-runtime.json"),
+			"data": filepath.Join(nd, "cni", "data")}
+		inNode := func(argv ...string) (string, error) {
+			out, err := exec.Command("nsenter", append([]string{"--net=/run/netns/" + n.Name, "--"}, argv...)...).CombinedOutput()
+			return string(out), err
+		}
+		before, _ := inNode("nft", "list", "tables")
+		if !strings.Contains(before, "table inet weft-proxy\n") {
+			return fmt.Errorf("%s: no weft-proxy table before cleanup: the check could not fail", n.Name)
+		}
+		if out, err := inNode(repoRoot+"/bin/weft", "agent", "cleanup", "--cni-conf-dir="+cfg["conf"],
+			"--cni-runtime-config="+cfg["runtime"], "--cni-data-dir="+cfg["data"], "--cni-bin-dir="); err != nil {
+			errs = append(errs, fmt.Errorf("%s: weft agent cleanup: %v\n%s", n.Name, err, out))
+			continue
+		}
+		cleaned++
+		tables := must(inNode("nft", "list", "tables"))
+		for _, tbl := range agent.AgentTables() {
+			if strings.Contains(tables, "table inet "+tbl+"\n") {
+				errs = append(errs, fmt.Errorf("%s: table %s left", n.Name, tbl))
+			}
+		}
+		for _, c := range []struct{ what, left string }{
+			{"links", grepLines(must(inNode("ip", "-o", "link", "show")), ": weft")},
+			{"IPv4 routes of weft", must(inNode("ip", "-4", "route", "show", "table", "all", "proto", "77"))},
+			{"IPv6 routes of weft", must(inNode("ip", "-6", "route", "show", "table", "all", "proto", "77"))},
+			{"link-local address on lo", grepLines(must(inNode("ip", "-4", "addr", "show", "dev", "lo")), "169.254.")},
+		} {
+			if strings.TrimSpace(c.left) != "" {
+				errs = append(errs, fmt.Errorf("%s: %s left: %s", n.Name, c.what, c.left))
+			}
+		}
+		for _, f := range []string{filepath.Join(cfg["conf"], "10-weft.conflist"), cfg["runtime"], filepath.Join(nd, "run", "policy.sock"), cfg["data"]} {
+			if _, err := os.Stat(f); err == nil {
+				errs = append(errs, fmt.Errorf("%s: %s left", n.Name, f))
+			}
+		}
+	}
+	if cleaned == 0 && len(errs) == 0 {
+		return errors.New("no node was cleaned")
+	}
+	return errors.Join(errs...)
+}
+
+func pidOf(proc string) int {
+	b, err := os.ReadFile(filepath.Join(lab.DefaultStateDir, "pids", proc+".pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// stopAndWait sends SIGTERM and waits up to 10 s for the process to end.
+func stopAndWait(pid int) error {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 100; i++ {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return nil
+		}
+		if j := strings.LastIndex(string(stat), ")"); j > 0 && len(stat) > j+2 && stat[j+2] == 'Z' {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("process %d still runs 10 s after SIGTERM", pid)
+}
+
+func must(s string, _ error) string { return s }
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -66,7 +66,7 @@ func TestMain(m *testing.M) {
 		for _, check := range []struct {
 			name string
 			run  func() error
-		}{{"lab up after a crash", upAfterCrash}, {"lab down leaves nothing", downLeavesNothing}} {
+		}{{"uninstall leaves nothing on a node", uninstallLeavesNothing}, {"lab up after a crash", upAfterCrash}, {"lab down leaves nothing", downLeavesNothing}} {
 			if err := check.run(); err != nil {
 				fmt.Printf("--- FAIL: %s: %v\n", check.name, err)
 				code = 1

@@ -167,4 +167,32 @@ func TestFaultAPIServerDown(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("converged %s after the API server returned, want within 5 s", took.Round(100*time.Millisecond))
 	}
+	waitControllersResumed(t, ns)
+}
+
+// waitControllersResumed waits until kube-controller-manager acts again:
+// its informers back off while the API server is away and can take tens
+// of seconds to resume, and later tests need it (a new namespace's default
+// ServiceAccount, a Service's EndpointSlices).
+func waitControllersResumed(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	probeNS := newNamespace(t) // waits a while for its default ServiceAccount
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "resumed", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	if _, err := client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, 3*time.Minute, "kube-controller-manager resumed", func() error {
+		if _, err := client.CoreV1().ServiceAccounts(probeNS).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+			return err
+		}
+		slices, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=resumed"})
+		if err != nil || len(slices.Items) == 0 || len(slices.Items[0].Endpoints) == 0 {
+			return fmt.Errorf("no EndpointSlice with endpoints yet (%v)", err)
+		}
+		return nil
+	})
+	t.Logf("kube-controller-manager acted again %s after the check began", time.Since(start).Round(time.Second))
 }

@@ -131,6 +131,50 @@ func (l *Lab) stopAll() {
 	for i := 0; i < 20 && killNetNSProcesses(syscall.SIGKILL) > 0; i++ {
 		time.Sleep(100 * time.Millisecond)
 	}
+	l.killStrays()
+}
+
+// killStrays kills processes of the lab's programs (bin/weft, the
+// control-plane cache's binaries) living outside this process's network
+// namespace (the host's: the lab is run from it) whose namespace is no longer mounted: a container whose pod's
+// netns was removed under it, which killNetNSProcesses cannot find.
+func (l *Lab) killStrays() {
+	var host syscall.Stat_t
+	if syscall.Stat("/proc/self/ns/net", &host) != nil {
+		return
+	}
+	dirs := []string{l.binDir + "/", l.ControlPlaneBinDir() + "/"}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || !(strings.HasPrefix(exe, dirs[0]) || strings.HasPrefix(exe, dirs[1])) {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || st.Ino == host.Ino {
+			continue
+		}
+		if !netnsMounted(st.Ino) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// netnsMounted reports whether a network namespace is pinned under
+// /run/netns (the lab's, a test's, or anyone else's).
+func netnsMounted(ino uint64) bool {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/run/netns", e.Name()), &st) == nil && st.Ino == ino {
+			return true
+		}
+	}
+	return false
 }
 
 var errNotUp = errors.New("the lab is not up (run `weft lab up`)")

@@ -4,7 +4,7 @@ export GOFLAGS ?= -mod=mod
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X weft.dev/weft/internal/version.Version=$(VERSION)
 K8S_VERSION := v1.37.2
-CACHE_DIR ?= /var/cache/weft-lab
+export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
 .PHONY: all build deps controlplane testbins demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down manifests image

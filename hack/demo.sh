@@ -3,9 +3,10 @@
 # pods, and print the connectivity table. The lab stays up afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin/weft lab up --nodes "${NODES:-3}" --racks "${RACKS:-2}"
-bin/weft lab demo
-bin/weft lab status
+cache=(--cache-dir "${CACHE_DIR:-/var/cache/weft-lab}")
+bin/weft lab up "${cache[@]}" --nodes "${NODES:-3}" --racks "${RACKS:-2}"
+bin/weft lab demo "${cache[@]}"
+bin/weft lab status "${cache[@]}"
 cat <<'MSG'
 The lab is up. Try:
   bin/weft lab kubectl get pods -A -o wide

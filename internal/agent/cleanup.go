@@ -3,15 +3,12 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 
-	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
 
 	"weft.dev/weft/internal/agent/nodedns"
-	"weft.dev/weft/internal/netlinkdump"
 	"weft.dev/weft/internal/netpol"
 	"weft.dev/weft/internal/proxy"
 )
@@ -55,21 +52,6 @@ func removeDisabled(ctx context.Context, cfg Config) error {
 	if cfg.NodeLocalDNS != nil {
 		return nil
 	}
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		return err
-	}
-	addrs, err := netlinkdump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(lo, netlink.FAMILY_V4) })
-	if err != nil {
-		return err
-	}
-	_, linkLocal, _ := net.ParseCIDR("169.254.0.0/16")
-	for _, a := range addrs {
-		if linkLocal.Contains(a.IP) {
-			if err := netlink.AddrDel(lo, &a); err != nil {
-				return fmt.Errorf("remove %s from lo: %w", a.IP, err)
-			}
-		}
-	}
-	return nil
+	_, err := removeLinkLocalOnLo()
+	return err
 }

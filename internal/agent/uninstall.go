@@ -44,7 +44,7 @@ func Uninstall(ctx context.Context, cfg UninstallConfig, log *slog.Logger) error
 		removeTables(ctx, log),
 		removeRoutes(log),
 		removeLinks(log),
-		removeLinkLocalOnLo(log),
+		removeNodeLocalDNSAddress(log),
 		removeFiles(cfg, log),
 	)
 }
@@ -122,29 +122,38 @@ func removeLinks(log *slog.Logger) error {
 	return errors.Join(errs...)
 }
 
-// removeLinkLocalOnLo deletes the node-local DNS cache's address.
-func removeLinkLocalOnLo(log *slog.Logger) error {
+// removeLinkLocalOnLo deletes the node-local DNS cache's address (a
+// link-local address on lo is put there by no one else) and returns what
+// it removed.
+func removeLinkLocalOnLo() ([]netlink.Addr, error) {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	addrs, err := netlinkdump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(lo, netlink.FAMILY_V4) })
 	if err != nil {
-		return err
+		return nil, err
 	}
 	_, linkLocal, _ := net.ParseCIDR("169.254.0.0/16")
-	var errs []error
+	var removed []netlink.Addr
 	for _, a := range addrs {
 		if !linkLocal.Contains(a.IP) {
 			continue
 		}
 		if err := netlink.AddrDel(lo, &a); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s from lo: %w", a.IP, err))
-			continue
+			return removed, fmt.Errorf("remove %s from lo: %w", a.IP, err)
 		}
+		removed = append(removed, a)
+	}
+	return removed, nil
+}
+
+func removeNodeLocalDNSAddress(log *slog.Logger) error {
+	removed, err := removeLinkLocalOnLo()
+	for _, a := range removed {
 		log.Info("removed address", "addr", a.IPNet, "link", "lo")
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // removeFiles deletes the conflist, weft-cni, its runtime config, the

@@ -167,32 +167,49 @@ func TestFaultAPIServerDown(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("converged %s after the API server returned, want within 5 s", took.Round(100*time.Millisecond))
 	}
-	waitControllersResumed(t, ns)
+	waitControllersResumed(t)
 }
 
-// waitControllersResumed waits until kube-controller-manager acts again:
-// its informers back off while the API server is away and can take tens
-// of seconds to resume, and later tests need it (a new namespace's default
-// ServiceAccount, a Service's EndpointSlices).
-func waitControllersResumed(t *testing.T, ns string) {
+// waitControllersResumed waits until kube-controller-manager acts again
+// on new objects: each of its informers backs off on its own while the API
+// server is away and can take tens of seconds to resume, and later tests
+// need it (a new namespace's default ServiceAccount; a new pod in a
+// Service's EndpointSlice).
+func waitControllersResumed(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	probeNS := newNamespace(t) // waits a while for its default ServiceAccount
+	start := time.Now()
+	ns := newNamespace(t)
+	eventually(t, 3*time.Minute, "default ServiceAccount of a new namespace", func() error {
+		_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	pod := createReady(t, pinnedPod(ns, "resumed", "weft-node-2"))["resumed"]
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "resumed", Namespace: ns},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "resumed"}, Ports: []corev1.ServicePort{{Port: 80}}}}
 	if _, err := client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	eventually(t, 3*time.Minute, "kube-controller-manager resumed", func() error {
-		if _, err := client.CoreV1().ServiceAccounts(probeNS).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+	waitEndpoint(t, ns, "resumed", pod.Status.PodIP, 3*time.Minute)
+	t.Logf("kube-controller-manager acted on new objects again %s after the check began", time.Since(start).Round(time.Second))
+}
+
+// waitEndpoint waits until a Service's EndpointSlices hold ip.
+func waitEndpoint(t *testing.T, ns, service, ip string, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, service+" EndpointSlice holds "+ip, func() error {
+		slices, err := client.DiscoveryV1().EndpointSlices(ns).List(context.Background(),
+			metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+		if err != nil {
 			return err
 		}
-		slices, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=resumed"})
-		if err != nil || len(slices.Items) == 0 || len(slices.Items[0].Endpoints) == 0 {
-			return fmt.Errorf("no EndpointSlice with endpoints yet (%v)", err)
+		for _, sl := range slices.Items {
+			for _, ep := range sl.Endpoints {
+				if len(ep.Addresses) > 0 && ep.Addresses[0] == ip {
+					return nil
+				}
+			}
 		}
-		return nil
+		return fmt.Errorf("not yet (%d slices)", len(slices.Items))
 	})
-	t.Logf("kube-controller-manager acted again %s after the check began", time.Since(start).Round(time.Second))
 }

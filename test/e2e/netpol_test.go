@@ -105,6 +105,9 @@ func TestNetworkPolicyIngressAndEgress(t *testing.T) {
 	for _, from := range []string{near, far, peer} {
 		wantReach(t, from, server, 8080, true)
 	}
+	// The EndpointSlice is kube-controller-manager's to write; what weft
+	// does with it is timed from there.
+	waitEndpoint(t, ns, "server", server, 90*time.Second)
 	wantReach(t, "outside", nodeIP, nodePort, true)
 
 	createPolicy(t, netpol(ns, "deny-in", nil, polIngress))

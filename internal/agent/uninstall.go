@@ -186,10 +186,15 @@ func removeFiles(cfg UninstallConfig, log *slog.Logger) error {
 	}
 	remove(cfg.CNIRuntimePath, false)
 	remove(filepath.Join(runDir, PolicySocketName), false)
-	remove(cfg.CNIDataDir, true)
-	// Directories only weft uses, if nothing else is in them.
-	for _, dir := range []string{runDir, filepath.Dir(cfg.CNIDataDir)} {
-		if filepath.Base(dir) == "weft" {
+	if cfg.CNIDataDir != "" {
+		// Only weft-cni's store of the weft network: the flag may name a
+		// directory others use too.
+		remove(filepath.Join(cfg.CNIDataDir, CNINetworkName), true)
+	}
+	// The directories, if nothing else is in them: the data dir, and the
+	// run and data dirs' parents named weft (the defaults).
+	for _, dir := range []string{cfg.CNIDataDir, runDir, filepath.Dir(cfg.CNIDataDir)} {
+		if dir == cfg.CNIDataDir || filepath.Base(dir) == "weft" {
 			if err := os.Remove(dir); err == nil {
 				log.Info("removed", "path", dir)
 			}

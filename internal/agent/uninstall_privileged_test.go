@@ -54,7 +54,8 @@ func TestPrivilegedUninstallLeavesNothingOfWeft(t *testing.T) {
 		filepath.Join(cfg.CNIBinDir, "bridge"):                            false,
 		cfg.CNIRuntimePath:                                                true,
 		filepath.Join(filepath.Dir(cfg.CNIRuntimePath), PolicySocketName): true,
-		filepath.Join(cfg.CNIDataDir, "networks", "weft", "10.244.1.5"):   true,
+		filepath.Join(cfg.CNIDataDir, CNINetworkName, "10.244.1.5"):       true,
+		filepath.Join(cfg.CNIDataDir, "other-network", "10.0.0.5"):        false,
 	}
 	for f := range files {
 		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
@@ -118,7 +119,7 @@ func TestPrivilegedUninstallLeavesNothingOfWeft(t *testing.T) {
 			t.Errorf("%s, not weft's, is gone: %v", f, err)
 		}
 	}
-	for _, d := range []string{filepath.Dir(cfg.CNIRuntimePath), cfg.CNIDataDir} {
+	for _, d := range []string{filepath.Dir(cfg.CNIRuntimePath), filepath.Join(cfg.CNIDataDir, CNINetworkName)} {
 		if _, err := os.Stat(d); err == nil {
 			t.Errorf("directory %s left", d)
 		}

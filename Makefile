@@ -7,15 +7,26 @@ K8S_VERSION := v1.37.2
 export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build deps controlplane testbins demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down manifests image
+.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down manifests image
 
 all: build
 
 deps:
 	@hack/install-deps.sh
 
+# Built as the image's binaries are (static, trimmed), so the lab's image
+# packs exactly these.
 build:
-	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/weft ./cmd/weft-cni
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/ ./cmd/weft ./cmd/weft-cni
+
+# The image the lab installs weft from: this machine's architecture, from bin/.
+lab-image: build
+	@ARCHS=$$(go env GOARCH) OUT=_output/lab-image FROM_BIN=bin hack/image.sh
+
+# A second build (another version string) the rolling-upgrade test moves to.
+lab-image-next: build
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)-next" -o _output/next-bin/ ./cmd/weft ./cmd/weft-cni
+	@ARCHS=$$(go env GOARCH) OUT=_output/lab-image-next FROM_BIN=_output/next-bin hack/image.sh
 
 # The real Kubernetes control plane, built once per version and cached:
 # what the lab needs (make demo).
@@ -27,10 +38,10 @@ controlplane:
 testbins:
 	@hack/build-controlplane.sh $(K8S_VERSION) $(CP_DIR) all
 
-demo: deps build controlplane
+demo: deps build lab-image controlplane
 	@hack/demo.sh
 
-test: deps build testbins
+test: deps build lab-image lab-image-next testbins
 	@hack/test.sh
 
 test-unit:
@@ -39,17 +50,17 @@ test-unit:
 test-privileged: build
 	WEFT_REQUIRE_PRIVILEGED=1 go test -count=1 -run 'Privileged' ./...
 
-test-e2e: build testbins
+test-e2e: build lab-image lab-image-next testbins
 	go test -count=1 -tags e2e -timeout 30m -v ./test/e2e/...
 
 # The upstream [sig-network] e2e suite against the lab: FOCUS=regex SKIP=regex.
-e2e-upstream: deps build testbins
+e2e-upstream: deps build lab-image testbins
 	@FOCUS='$(FOCUS)' SKIP='$(SKIP)' hack/e2e-upstream.sh
 
 # Runs the whole default [sig-network] set and regenerates docs/e2e.md from it.
 # Six workers in three racks (zones): the Traffic Distribution specs need at
 # least two schedulable nodes in each of three zones.
-e2e-doc: deps build testbins
+e2e-doc: deps build lab-image testbins
 	@NODES=6 hack/e2e-upstream.sh || true
 	@DUAL_STACK=1 OUT=_output/e2e-upstream-dual FOCUS='\[Feature:IPv6DualStack\]' SKIP='\[Disruptive\]|\[Feature:SCTPConnectivity\]' hack/e2e-upstream.sh || true
 	go run ./test/upstream doc _output/e2e-upstream/junit.xml _output/e2e-upstream-dual/junit.xml > docs/e2e.md
@@ -62,7 +73,7 @@ image:
 manifests:
 	go run ./cmd/weft manifests > deploy/weft.yaml
 
-bench: deps build testbins
+bench: deps build lab-image testbins
 	@hack/bench.sh
 
 lab-down:

@@ -41,7 +41,8 @@ pkgs=()
 for b in "${missing[@]}"; do [[ -n ${pkg[$b]:-} ]] && pkgs+=("${pkg[$b]}"); done
 if ((${#pkgs[@]} > 0)); then
   n=0
-  go build -v -o "$out.tmp/" "${pkgs[@]}" 2>&1 | while read -r line; do
+  # No symbol tables or DWARF: nothing debugs these, and linking is faster.
+  go build -v -ldflags "-s -w" -o "$out.tmp/" "${pkgs[@]}" 2>&1 | while read -r line; do
     n=$((n + 1))
     if ((n % 100 == 0)); then echo "  ... $n packages compiled ($(( $(date +%s) - start ))s)"; fi
     case $line in *error*|*cannot*|*undefined*) echo "$line";; esac

@@ -69,11 +69,14 @@ if (( rc != 0 )); then
   # framework's event dump of their namespaces) and what the lab's
   # kubelets and agents warned about, and keep the lab's logs.
   cp -r /var/lib/weft-lab/logs "$out/lab-logs" 2>/dev/null || true
+  for f in /var/lib/weft-lab/nodes/*/pods/*/agent.log; do
+    [[ -e $f ]] && cp "$f" "$out/lab-logs/agent-$(basename "$(dirname "$(dirname "$(dirname "$f")")")")-$(basename "$(dirname "$f")").log"
+  done
   echo "--- failed specs, with the events of their namespaces (from e2e.log):"
   awk '/^• \[FAILED\]/{on=1} on&&n<400{print;n++} /^--------------------/{on=0}' "$out/e2e.log" |
     grep -E 'FAILED|\[FAILED\]|Event|event for|Warning|error|Pending|not ready' | head -n 120 || true
   echo "--- warnings and errors of the lab's kubelets and agents:"
-  grep -hE 'level=(WARN|ERROR)' /var/lib/weft-lab/logs/node-*.log /var/lib/weft-lab/logs/agent-*.log 2>/dev/null |
+  grep -hE 'level=(WARN|ERROR)' /var/lib/weft-lab/logs/node-*.log /var/lib/weft-lab/nodes/*/pods/*/agent.log 2>/dev/null |
     tail -n 60 || true
 fi
 exit $rc

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -13,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"weft.dev/weft/internal/lab"
+	"weft.dev/weft/internal/lab/kubelet"
 	"weft.dev/weft/internal/testutil"
 )
 
@@ -27,8 +29,9 @@ type adder struct {
 }
 
 func newAdder(binDir string) (*adder, error) {
-	nd := filepath.Join(lab.DefaultStateDir, "nodes", server)
-	files, _ := filepath.Glob(filepath.Join(nd, "cni", "net.d", "*.conflist"))
+	l := lab.New(lab.DefaultStateDir, lab.DefaultCacheDir, binDir, os.Stderr)
+	nd, root := l.NodeDir(server), l.NodeRoot(server)
+	files, _ := filepath.Glob(filepath.Join(root, "etc", "cni", "net.d", "*.conflist"))
 	if len(files) != 1 {
 		return nil, fmt.Errorf("want one conflist in %s, found %v", nd, files)
 	}
@@ -42,7 +45,7 @@ func newAdder(binDir string) (*adder, error) {
 	}
 	rcPath, _ := conf["runtimeConfigPath"].(string)
 	var rc map[string]any
-	b, err := os.ReadFile(rcPath)
+	b, err := os.ReadFile(filepath.Join(root, rcPath)) // the node's path
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +55,8 @@ func newAdder(binDir string) (*adder, error) {
 	if rc["policySocket"] == nil {
 		return nil, fmt.Errorf("%s names no policy socket: the agent runs without NetworkPolicy", rcPath)
 	}
-	work, err := os.MkdirTemp("", "weft-bench-netpol-")
+	// Under the node's /tmp: weft-cni runs with the node's root as "/".
+	work, err := os.MkdirTemp(filepath.Join(root, "tmp"), "weft-bench-netpol-")
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +66,7 @@ func newAdder(binDir string) (*adder, error) {
 	if err := os.WriteFile(noWait, b, 0o644); err != nil {
 		return nil, err
 	}
-	conf["runtimeConfigPath"] = noWait
+	conf["runtimeConfigPath"] = strings.TrimPrefix(noWait, root)
 	plugin, _ := json.Marshal(conf)
 	list, _ := json.Marshal(map[string]any{"cniVersion": with.CNIVersion, "name": with.Name, "plugins": []json.RawMessage{plugin}})
 	without, err := libcni.ConfListFromBytes(list)
@@ -73,7 +77,8 @@ func newAdder(binDir string) (*adder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &adder{cc: libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(work, "cache"), nil),
+	exec := kubelet.NodeRootExec(filepath.Join(binDir, "weft"), nd, root)
+	return &adder{cc: libcni.NewCNIConfigWithCacheDir([]string{filepath.Join(root, "opt", "cni", "bin")}, filepath.Join(work, "cache"), exec),
 		with: with, without: without, node: node, work: work}, nil
 }
 

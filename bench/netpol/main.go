@@ -356,11 +356,11 @@ func cniAdds(ctx context.Context, client kubernetes.Interface, n int) (with, wit
 }
 
 func agentRSS(l *lab.Lab) figure.Figure {
-	b, err := os.ReadFile(filepath.Join(lab.DefaultStateDir, "pids", "agent-"+server+".pid"))
-	if err != nil {
-		return figure.Missing("agent pid: %v", err)
+	pid := l.AgentPID(server)
+	if pid == 0 {
+		return figure.Missing("no agent runs on %s", server)
 	}
-	status, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/status")
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return figure.Missing("agent status: %v", err)
 	}
@@ -377,7 +377,7 @@ func agentRSS(l *lab.Lab) figure.Figure {
 // from its metrics.
 func syncDuration() figure.Figure {
 	out, err := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", server, "--", "sh", "-c",
-		"curl -s http://$(ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1):9402/metrics").Output()
+		"curl -s http://127.0.0.1:9402/metrics").Output()
 	if err != nil {
 		return figure.Missing("metrics: %v", err)
 	}

@@ -118,12 +118,12 @@ func main() {
 		lv := level{services: n}
 		lv.weftFull, lv.weftOne = measureWeft(ctx, l, client, n)
 		lv.kpFull, lv.kpOne, lv.kpRSS = measureKubeProxy(ctx, l, client, n)
-		lv.weftRSS = rss("agent-weft-node-1", l)
+		lv.weftRSS = agentRSS("weft-node-1", l)
 		lv.rr = measureRR(*rrRounds, echo.Spec.ClusterIP+":8081", backendIP+":8081")
 		levels = append(levels, lv)
 	}
 	if *heapProfile != "" {
-		out, err := exec.Command("ip", "netns", "exec", "weft-node-1", "curl", "-sf", "-m", "30", "-o", *heapProfile, "http://198.18.1.11:9402/debug/pprof/heap").CombinedOutput()
+		out, err := exec.Command("ip", "netns", "exec", "weft-node-1", "curl", "-sf", "-m", "30", "-o", *heapProfile, "http://127.0.0.1:9402/debug/pprof/heap").CombinedOutput()
 		check(figure.WithOutput(err, out))
 	}
 	printResults(levels, *levelsFlag, *rrRounds, *npeers)
@@ -257,7 +257,7 @@ func nodeMetrics(node, url string) map[string]float64 {
 // measureWeft restarts weft-node-1's agent on an empty table and reads
 // its first (full) sync, then times the partial sync of one change.
 func measureWeft(ctx context.Context, l *lab.Lab, client kubernetes.Interface, n int) (full, one figure.Figure) {
-	url := "http://198.18.1.11:9402/metrics" // the lab agent's --metrics-addr
+	url := "http://127.0.0.1:9402/metrics" // the lab agent's --metrics-addr
 	want := float64(n + 2)                   // + kubernetes and echo
 	if _, err := waitMetric("weft-node-1", url, 10*time.Minute, func(m map[string]float64) bool { return m["weft_proxy_service_ports"] >= want }); err != nil {
 		return figure.Missing("weft never programmed %d service ports: %v", n+2, err), figure.Missing("no full sync")
@@ -332,14 +332,10 @@ func measureKubeProxy(ctx context.Context, l *lab.Lab, client kubernetes.Interfa
 	return full, one, procRSS(kp.Process.Pid)
 }
 
-func rss(proc string, l *lab.Lab) figure.Figure {
-	b, err := os.ReadFile(filepath.Join(l.Dir(), "pids", proc+".pid"))
-	if err != nil {
-		return figure.Missing("%s: %v", proc, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return figure.Missing("%s pid: %v", proc, err)
+func agentRSS(node string, l *lab.Lab) figure.Figure {
+	pid := l.AgentPID(node)
+	if pid == 0 {
+		return figure.Missing("no agent runs on %s", node)
 	}
 	return procRSS(pid)
 }

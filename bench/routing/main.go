@@ -115,7 +115,7 @@ func idleNetlinkWrites(d time.Duration) figure.Figure {
 }
 
 func writes() (float64, error) {
-	out, err := exec.Command("ip", "netns", "exec", node, "curl", "-s", "-m", "5", "http://198.18.1.11:9402/metrics").Output()
+	out, err := exec.Command("ip", "netns", "exec", node, "curl", "-s", "-m", "5", "http://127.0.0.1:9402/metrics").Output()
 	if err != nil {
 		return 0, fmt.Errorf("metrics: %v", err)
 	}

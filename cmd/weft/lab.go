@@ -53,6 +53,7 @@ func labCmd() *cobra.Command {
 	up.Flags().IntVar(&opts.Workers, "nodes", 3, "worker nodes (the control-plane node comes on top)")
 	up.Flags().IntVar(&opts.Racks, "racks", 2, "L2 segments the nodes are spread over")
 	up.Flags().StringVar(&opts.Backend, "backend", "auto", "pod network backend across nodes: vxlan, host-gw or auto")
+	up.Flags().StringVar(&opts.Image, "image", "", "OCI layout of weft's image to install (default: _output/lab-image beside bin/, from `make lab-image`)")
 	up.Flags().BoolVar(&opts.DualStack, "dual-stack", false, "IPv4 and IPv6: node, pod and service addresses of both families")
 
 	down := &cobra.Command{
@@ -146,6 +147,8 @@ func labNodeCmd() *cobra.Command {
 	f.StringVar(&ip, "ip", "", "node InternalIP")
 	f.StringVar(&ip6, "ip6", "", "node's IPv6 InternalIP (dual-stack lab)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig")
+	f.StringVar(&cfg.HostRoot, "host-root", "", "this node's root directory: hostPath volumes and CNI plugins see it as / (empty: the machine's)")
+	f.StringVar(&cfg.Images, "images", "", "the lab's image table: containers of its images run in their root filesystems")
 	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI conflist directory")
 	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "CNI plugin directory")
 	f.StringVar(&cfg.CNICacheDir, "cni-cache-dir", "/var/lib/cni", "libcni cache directory")

@@ -39,6 +39,9 @@ func manifestsCmd() *cobra.Command {
 	f.StringVar(&c.LBPool, "lb-pool", "", "run lb-ipam with this LoadBalancer address pool (empty: no lb-ipam)")
 	f.StringVar(&c.CNIBinDir, "cni-bin-dir", c.CNIBinDir, "the nodes' CNI plugin directory")
 	f.StringVar(&c.CNIConfDir, "cni-conf-dir", c.CNIConfDir, "the nodes' CNI config directory")
+	f.StringVar(&c.APIServer, "api-server", "", "host:port agents reach the API server at (empty: create the weft-api-server ConfigMap yourself, see docs/install.md)")
+	f.StringSliceVar(&c.NoMasquerade, "no-masquerade", nil, "destinations pods reach unmasqueraded besides the cluster CIDRs (e.g. the nodes' network)")
+	f.StringArrayVar(&c.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
 	return cmd
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -258,7 +257,15 @@ func (l *Lab) demoPolicy(ctx context.Context, w io.Writer, client kubernetes.Int
 // denialLine is the last "denied by NetworkPolicy" line of the agent on
 // the pod's node that names the pod.
 func (l *Lab) denialLine(p corev1.Pod) string {
-	b, err := os.ReadFile(filepath.Join(l.dir, "logs", "agent-"+p.Spec.NodeName+".log"))
+	client, err := l.Client()
+	if err != nil {
+		return err.Error()
+	}
+	path, err := l.AgentLog(context.Background(), client, p.Spec.NodeName)
+	if err != nil {
+		return err.Error()
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
 	}

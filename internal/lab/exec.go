@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // ExecOptions says where and what to run.
@@ -113,22 +114,44 @@ func (l *Lab) Status(ctx context.Context, w io.Writer) error {
 				ip = a.Address
 			}
 		}
-		procs := []string{}
-		for _, p := range []string{"agent-" + n.Name, "node-" + n.Name} {
-			state := "up"
-			if !l.procAlive(p) {
-				state = "DOWN"
-			}
-			procs = append(procs, strings.SplitN(p, "-", 2)[0]+":"+state)
+		procs := []string{"agent:up", "node:up"}
+		if !l.AgentRuns(n.Name) {
+			procs[0] = "agent:DOWN"
+		}
+		if !l.procAlive("node-" + n.Name) {
+			procs[1] = "node:DOWN"
 		}
 		fmt.Fprintf(w, "%-22s %-8s %-16s %-16s %s\n", n.Name, ready, ip, n.Spec.PodCIDR, strings.Join(procs, " "))
 	}
-	for _, p := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "lb-ipam", "outside-testserver"} {
+	for _, p := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "outside-testserver"} {
 		state := "up"
 		if !l.procAlive(p) {
 			state = "DOWN"
 		}
 		fmt.Fprintf(w, "%-24s %s\n", p, state)
 	}
+	fmt.Fprintf(w, "weft (kubectl -n kube-system get ds,deploy):\n")
+	for _, name := range []string{"ds/weft-agent", "deploy/weft-dns", "deploy/weft-lb-ipam"} {
+		fmt.Fprintf(w, "  %-22s %s\n", name, l.workloadState(ctx, client, name))
+	}
 	return nil
+}
+
+// workloadState is "ready/desired image" of a kube-system DaemonSet or
+// Deployment named kind/name.
+func (l *Lab) workloadState(ctx context.Context, client kubernetes.Interface, ref string) string {
+	kind, name, _ := strings.Cut(ref, "/")
+	if kind == "ds" {
+		d, err := client.AppsV1().DaemonSets("kube-system").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("%d/%d ready, %d up to date, image %s", d.Status.NumberReady, d.Status.DesiredNumberScheduled,
+			d.Status.UpdatedNumberScheduled, d.Spec.Template.Spec.Containers[0].Image)
+	}
+	d, err := client.AppsV1().Deployments("kube-system").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d/%d ready, image %s", d.Status.ReadyReplicas, d.Status.Replicas, d.Spec.Template.Spec.Containers[0].Image)
 }

@@ -15,14 +15,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -31,7 +30,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"weft.dev/weft/internal/lab/pki"
-	"weft.dev/weft/internal/manifests"
 )
 
 // KubernetesVersion is the control plane the lab runs (lab/k8s/go.mod).
@@ -71,13 +69,6 @@ func (l *Lab) ControlPlaneBinDir() string {
 }
 
 // Kubeconfig is the host's admin kubeconfig.
-// Certificate groups of the lab's agents and lb-ipam, bound to the
-// ClusterRoles of the generated manifests.
-const (
-	AgentGroup  = "weft:agents"
-	LBIPAMGroup = "weft:lb-ipam"
-)
-
 func (l *Lab) Kubeconfig() string { return filepath.Join(l.dir, "admin.kubeconfig") }
 
 // InternalKubeconfig is an admin kubeconfig usable from inside the lab.
@@ -110,6 +101,8 @@ type UpOptions struct {
 	Backend string // vxlan, host-gw or auto
 	// DualStack: nodes, pods and services get IPv6 addresses too.
 	DualStack bool
+	// Image is the OCI layout of weft's image (default: DefaultImageDir).
+	Image string
 }
 
 // Up builds the lab and returns once every node is Ready.
@@ -121,10 +114,11 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 			return fmt.Errorf("control plane %s not built in %s (run `make controlplane`): %w", KubernetesVersion, cp, err)
 		}
 	}
-	for _, b := range []string{"weft", "weft-cni"} {
-		if _, err := os.Stat(filepath.Join(l.binDir, b)); err != nil {
-			return fmt.Errorf("%s not found next to weft in %s (run `make build`)", b, l.binDir)
-		}
+	if o.Image == "" {
+		o.Image = l.DefaultImageDir()
+	}
+	if _, err := os.Stat(filepath.Join(o.Image, "index.json")); err != nil {
+		return fmt.Errorf("weft's image: no OCI layout in %s (run `make lab-image`)", o.Image)
 	}
 	if n := l.Down(); n > 0 {
 		l.printf("removed %d leftovers of an earlier lab\n", n)
@@ -158,24 +152,20 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := l.applyRBAC(ctx, client); err != nil {
-		return fmt.Errorf("rbac: %w", err)
-	}
 	if o.Backend == "" {
 		o.Backend = "auto"
 	}
 	if err := registerControlPlane(ctx, client); err != nil {
 		return err
 	}
-	l.printf("• nodes: agent (backend %s) + lab node in each\n", o.Backend)
+	l.printf("• nodes: a lab node (kubelet) in each, no network until weft is installed\n")
 	for _, n := range nodes {
-		if err := l.startNode(n, o.Backend); err != nil {
+		if err := l.prepareNodeRoot(n); err != nil {
 			return err
 		}
-	}
-	if err := l.startProc("lb-ipam", ControlPlane, []string{filepath.Join(l.binDir, "weft"), "lb-ipam",
-		"--kubeconfig=" + filepath.Join(l.dir, "lb-ipam.kubeconfig"), "--pool=" + LBPool}, nil); err != nil {
-		return err
+		if err := l.startKubelet(n); err != nil {
+			return err
+		}
 	}
 	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside", "--dns-port", "53"}, nil); err != nil {
 		return err
@@ -185,8 +175,21 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	if err := os.WriteFile(filepath.Join(l.dir, "lab.json"), b, 0o644); err != nil {
 		return err
 	}
+	img, err := l.LoadImage(o.Image, LabImage)
+	if err != nil {
+		return err
+	}
+	l.printf("• weft installed from its image (%s, %s) and manifests: agent DaemonSet (backend %s), DNS, lb-ipam\n", LabImage, img.Digest[:19], o.Backend)
+	// Deployments once every node is Ready, so the scheduler spreads them.
+	conf := l.ManifestConfig(&st, LabImage)
+	if err := l.install(ctx, client, conf, func(o runtime.Object) bool { return !isDeployment(o) }); err != nil {
+		return fmt.Errorf("install weft: %w", err)
+	}
 	if err := l.waitNodesReady(ctx, client, len(nodes), 3*time.Minute); err != nil {
 		return err
+	}
+	if err := l.install(ctx, client, conf, isDeployment); err != nil {
+		return fmt.Errorf("install weft: %w", err)
 	}
 	l.printf("• cluster DNS %s (kube-system/%s), node-local cache %s on every node\n", ClusterDNS, DNSName, NodeLocalDNS)
 	dnsWait := 2 * time.Minute
@@ -196,7 +199,7 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 		l.printf("  (host-gw across %d racks: not waiting for cluster DNS; pods in other racks cannot reach it)\n", o.Racks)
 		dnsWait = 0
 	}
-	if err := l.deployDNS(ctx, client, dnsWait); err != nil {
+	if err := l.waitDNS(ctx, client, dnsWait); err != nil {
 		return err
 	}
 	l.printf("lab up in %.1fs: %d nodes Ready\nkubeconfig: %s\n", time.Since(start).Seconds(), len(nodes), l.Kubeconfig())
@@ -243,12 +246,6 @@ func (l *Lab) writePKI(nodes []Node) error {
 		return err
 	}
 	if err := kc("scheduler.kubeconfig", local, "scheduler", "system:kube-scheduler", nil); err != nil {
-		return err
-	}
-	if err := kc("agent.kubeconfig", internal, "agent", "weft-agent", []string{AgentGroup}); err != nil {
-		return err
-	}
-	if err := kc("lb-ipam.kubeconfig", internal, "lb-ipam", "weft-lb-ipam", []string{LBIPAMGroup}); err != nil {
 		return err
 	}
 	for _, n := range nodes {
@@ -373,40 +370,6 @@ func (l *Lab) startControlPlane(ctx context.Context, dual bool) error {
 // NodeDir is a node's state directory (CNI files, pods).
 func (l *Lab) NodeDir(node string) string { return filepath.Join(l.dir, "nodes", node) }
 
-func (l *Lab) startNode(n Node, backend string) error {
-	if err := l.startAgent(n, backend); err != nil {
-		return err
-	}
-	return l.startKubelet(n)
-}
-
-func (l *Lab) startAgent(n Node, backend string) error {
-	nd := l.NodeDir(n.Name)
-	weft := filepath.Join(l.binDir, "weft")
-	agent := []string{weft, "agent",
-		"--node-name=" + n.Name,
-		"--kubeconfig=" + filepath.Join(l.dir, "agent.kubeconfig"),
-		"--cni-conf-dir=" + filepath.Join(nd, "cni", "net.d"),
-		"--cni-runtime-config=" + filepath.Join(nd, "run", "cni-runtime.json"),
-		"--cni-data-dir=" + filepath.Join(nd, "cni", "data"),
-		"--cluster-cidr=" + ClusterCIDR,
-		"--no-masquerade=" + UnderlayCIDR,
-		"--service-cidr=" + ServiceCIDR,
-		"--metrics-addr=" + net.JoinHostPort(n.IP.String(), "9402"),
-		"--profiling", // benchmarks read heap profiles
-		"--backend=" + backend,
-		"--node-local-dns=" + NodeLocalDNS,
-		"--cluster-dns=" + net.JoinHostPort(ClusterDNS, "53"),
-		// Tests that kill CNI plugins check for leaks without waiting minutes.
-		"--ip-reclaim-grace=20s",
-	}
-	if n.IP6 != nil {
-		// Dual-stack: IPv6 pods and services too (one proxy per family).
-		agent = append(agent, "--cluster-cidr="+ClusterCIDR6, "--no-masquerade="+UnderlayCIDR6, "--service-cidr="+ServiceCIDR6)
-	}
-	return l.startProc("agent-"+n.Name, n.Name, agent, nil)
-}
-
 func (l *Lab) startKubelet(n Node) error {
 	nd := l.NodeDir(n.Name)
 	weft := filepath.Join(l.binDir, "weft")
@@ -414,8 +377,10 @@ func (l *Lab) startKubelet(n Node) error {
 	node := []string{weft, "lab", "node",
 		"--name=" + n.Name, "--ip=" + n.IP.String(), "--ip6=" + ipString(n.IP6),
 		"--kubeconfig=" + filepath.Join(l.dir, "node-"+n.Name+".kubeconfig"),
-		"--cni-conf-dir=" + filepath.Join(nd, "cni", "net.d"),
-		"--cni-bin-dir=" + l.binDir,
+		"--host-root=" + l.NodeRoot(n.Name),
+		"--images=" + l.ImageTable(),
+		"--cni-conf-dir=" + filepath.Join(l.NodeRoot(n.Name), "etc", "cni", "net.d"),
+		"--cni-bin-dir=" + filepath.Join(l.NodeRoot(n.Name), "opt", "cni", "bin"),
 		"--cni-cache-dir=" + filepath.Join(nd, "cni", "cache"),
 		"--state-dir=" + nd,
 		"--serving-cert=" + d.Path("kubelet-"+n.Name+".crt"), "--serving-key=" + d.Path("kubelet-"+n.Name+".key"),
@@ -446,62 +411,6 @@ func (l *Lab) Client() (kubernetes.Interface, error) {
 	}
 	cfg.QPS, cfg.Burst = 100, 200
 	return kubernetes.NewForConfig(cfg)
-}
-
-// applyRBAC creates the access objects of the generated manifests (each
-// component's ServiceAccount, ClusterRole and binding, the agent's
-// admission policy) and binds the lab's certificate groups to the same
-// ClusterRoles, so the lab's agents and lb-ipam hold exactly the
-// permissions a user's cluster gives them.
-func (l *Lab) applyRBAC(ctx context.Context, client kubernetes.Interface) error {
-	conf := manifests.Defaults()
-	conf.LBPool = LBPool
-	objs, err := manifests.Objects(conf)
-	if err != nil {
-		return err
-	}
-	for group, role := range map[string]string{AgentGroup: "weft:agent", LBIPAMGroup: "weft:lb-ipam"} {
-		objs = append(objs, &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: role + ":lab"},
-			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
-			Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: group}},
-		})
-	}
-	for _, o := range objs {
-		// The API server answers before its RBAC and admission APIs are
-		// all served; retry for a while.
-		for i := 0; ; i++ {
-			err = createAccessObject(ctx, client, o)
-			if err == nil || apierrors.IsAlreadyExists(err) {
-				break
-			}
-			if i == 50 {
-				return fmt.Errorf("create %T: %w", o, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	return nil
-}
-
-// createAccessObject creates o if it is an access object; workloads
-// (DaemonSet, Deployments, Services) are left to the lab.
-func createAccessObject(ctx context.Context, client kubernetes.Interface, o runtime.Object) error {
-	opts := metav1.CreateOptions{}
-	var err error
-	switch o := o.(type) {
-	case *corev1.ServiceAccount:
-		_, err = client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.ClusterRole:
-		_, err = client.RbacV1().ClusterRoles().Create(ctx, o, opts)
-	case *rbacv1.ClusterRoleBinding:
-		_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
-	case *admissionv1.ValidatingAdmissionPolicy:
-		_, err = client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, opts)
-	case *admissionv1.ValidatingAdmissionPolicyBinding:
-		_, err = client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, opts)
-	}
-	return err
 }
 
 func (l *Lab) waitNodesReady(ctx context.Context, client kubernetes.Interface, want int, timeout time.Duration) error {
@@ -596,41 +505,80 @@ const (
 	ProcKubelet NodeProcess = "node"
 )
 
-// KillNodeProcess sends sig to a node's agent or lab node and waits for it to exit.
+// KillNodeProcess sends sig to a node's agent (its DaemonSet pod's
+// container) or lab node and waits for it to exit.
 func (l *Lab) KillNodeProcess(node string, p NodeProcess, sig syscall.Signal) error {
-	name := string(p) + "-" + node
-	b, err := os.ReadFile(filepath.Join(l.dir, "pids", name+".pid"))
-	if err != nil {
-		return err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return err
+	pid := 0
+	if p == ProcAgent {
+		if pid = agentPID(node); pid == 0 {
+			return fmt.Errorf("no agent runs on %s", node)
+		}
+	} else {
+		b, err := os.ReadFile(filepath.Join(l.dir, "pids", string(p)+"-"+node+".pid"))
+		if err != nil {
+			return err
+		}
+		if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+			return err
+		}
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		return err
 	}
-	for i := 0; i < 100 && l.procAlive(name); i++ {
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil && !isZombie(pid); i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return nil
 }
 
-// StartNodeProcess (re)starts a node's agent or lab node.
+// StartNodeProcess (re)starts a node's lab node; for the agent, whose pod
+// the lab node restarts by itself, it waits until the agent runs again.
 func (l *Lab) StartNodeProcess(node string, p NodeProcess) error {
+	if p == ProcAgent {
+		for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if agentPID(node) != 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("the agent on %s was not restarted within 90 s", node)
+	}
 	st, err := l.LoadState()
 	if err != nil {
 		return err
 	}
 	for _, n := range st.Nodes {
 		if n.Name == node {
-			if p == ProcAgent {
-				return l.startAgent(n, st.Backend)
-			}
 			return l.startKubelet(n)
 		}
 	}
 	return fmt.Errorf("no lab node %q", node)
+}
+
+// AgentRuns reports whether an agent runs on node.
+func (l *Lab) AgentRuns(node string) bool { return agentPID(node) != 0 }
+
+// AgentPID is the process ID of node's agent, 0 when none runs.
+func (l *Lab) AgentPID(node string) int { return agentPID(node) }
+
+// agentPID finds the running agent of a node by its command line (the
+// DaemonSet's: weft agent --node-name=NODE ...), 0 when there is none.
+func agentPID(node string) int {
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) > 2 && filepath.Base(args[0]) == "weft" && args[1] == "agent" && slices.Contains(args, "--node-name="+node) && !isZombie(pid) {
+			return pid
+		}
+	}
+	return 0
 }
 
 func fileExists(p string) bool {

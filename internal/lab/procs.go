@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -135,7 +136,7 @@ func (l *Lab) stopAll() {
 }
 
 // killStrays kills processes of the lab's programs (bin/weft, the
-// control-plane cache's binaries) living outside this process's network
+// control-plane cache's binaries, loaded images) living outside this process's network
 // namespace (the host's: the lab is run from it) whose namespace is no longer mounted: a container whose pod's
 // netns was removed under it, which killNetNSProcesses cannot find.
 func (l *Lab) killStrays() {
@@ -143,7 +144,8 @@ func (l *Lab) killStrays() {
 	if syscall.Stat("/proc/self/ns/net", &host) != nil {
 		return
 	}
-	dirs := []string{l.binDir + "/", l.ControlPlaneBinDir() + "/"}
+	// Containers of loaded images run from roots under the state dir.
+	dirs := []string{l.binDir + "/", l.ControlPlaneBinDir() + "/", l.dir + "/"}
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
@@ -151,7 +153,7 @@ func (l *Lab) killStrays() {
 			continue
 		}
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err != nil || !(strings.HasPrefix(exe, dirs[0]) || strings.HasPrefix(exe, dirs[1])) {
+		if err != nil || !slices.ContainsFunc(dirs, func(d string) bool { return strings.HasPrefix(exe, d) }) {
 			continue
 		}
 		var st syscall.Stat_t

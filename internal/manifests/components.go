@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"net"
 	"strings"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
@@ -18,6 +19,8 @@ const (
 	AgentName = "weft-agent"
 	DNSName   = "weft-dns"
 	LBName    = "weft-lb-ipam"
+	// APIServerConfigMap holds KUBERNETES_SERVICE_HOST and _PORT for agents.
+	APIServerConfigMap = "weft-api-server"
 )
 
 func typeMeta(apiVersion, kind string) metav1.TypeMeta {
@@ -53,6 +56,12 @@ func agent(c Config) []runtime.Object {
 		read("networking.k8s.io", "networkpolicies"),
 	})
 	out = append(out, ownNodeOnly(c)...)
+	if c.APIServer != "" {
+		host, port, _ := net.SplitHostPort(c.APIServer)
+		out = append(out, &corev1.ConfigMap{TypeMeta: typeMeta("v1", "ConfigMap"),
+			ObjectMeta: metav1.ObjectMeta{Name: APIServerConfigMap, Namespace: c.Namespace},
+			Data:       map[string]string{"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}})
+	}
 	return append(out, agentDaemonSet(c))
 }
 
@@ -101,10 +110,14 @@ func agentDaemonSet(c Config) *appsv1.DaemonSet {
 	if c.NodeLocalDNS != "" {
 		args = append(args, "--node-local-dns="+c.NodeLocalDNS)
 	}
+	for _, cidr := range c.NoMasquerade {
+		args = append(args, "--no-masquerade="+cidr)
+	}
+	args = append(args, c.AgentArgs...)
 	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "127.0.0.1", Path: "/healthz", Port: intstr.FromInt32(9402)}},
 		PeriodSeconds: 10, FailureThreshold: 3}
 	mounts := []corev1.VolumeMount{{Name: "cni-conf", MountPath: "/host/cni/net.d"}, {Name: "run", MountPath: "/run/weft"},
-		{Name: "data", MountPath: "/var/lib/weft"}, {Name: "modules", MountPath: "/lib/modules", ReadOnly: true}}
+		{Name: "data", MountPath: "/var/lib/weft"}}
 	return &appsv1.DaemonSet{TypeMeta: typeMeta("apps/v1", "DaemonSet"), ObjectMeta: metav1.ObjectMeta{Name: AgentName, Namespace: c.Namespace, Labels: labels},
 		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels},
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
@@ -118,14 +131,17 @@ func agentDaemonSet(c Config) *appsv1.DaemonSet {
 					VolumeMounts: []corev1.VolumeMount{{Name: "cni-bin", MountPath: "/host/cni/bin"}}}},
 				Containers: []corev1.Container{{Name: "agent", Image: c.Image, Args: args,
 					Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+					// The API server's address, not the kubernetes Service's
+					// ClusterIP, which only the agent itself makes work.
+					EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+						LocalObjectReference: corev1.LocalObjectReference{Name: APIServerConfigMap}, Optional: ptr.To(true)}}},
 					// Routes, links, nftables and the node's network sysctls:
 					// writing /proc/sys/net needs a privileged container.
 					SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
 					ReadinessProbe:  probe, LivenessProbe: probe, VolumeMounts: mounts}},
 				Volumes: []corev1.Volume{hostPath("cni-bin", c.CNIBinDir, corev1.HostPathDirectoryOrCreate),
 					hostPath("cni-conf", c.CNIConfDir, corev1.HostPathDirectoryOrCreate),
-					hostPath("run", "/run/weft", corev1.HostPathDirectoryOrCreate), hostPath("data", "/var/lib/weft", corev1.HostPathDirectoryOrCreate),
-					hostPath("modules", "/lib/modules", corev1.HostPathDirectory)},
+					hostPath("run", "/run/weft", corev1.HostPathDirectoryOrCreate), hostPath("data", "/var/lib/weft", corev1.HostPathDirectoryOrCreate)},
 			}}}}
 }
 
@@ -153,6 +169,12 @@ func dns(c Config) []runtime.Object {
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
 				ServiceAccountName: DNSName,
 				DNSPolicy:          corev1.DNSDefault, // its own lookups go to the node's resolvers
+				// Replicas on different nodes where there are enough: a node
+				// going down takes one at most.
+				Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+					PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100,
+						PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: "kubernetes.io/hostname",
+							LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}}}}},
 				PriorityClassName:  "system-cluster-critical",
 				Tolerations: []corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule},
 					{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}},

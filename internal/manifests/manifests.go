@@ -32,6 +32,15 @@ type Config struct {
 	LBPool     string
 	CNIBinDir  string
 	CNIConfDir string
+	// APIServer (host:port) is how agents reach the API server before
+	// they program the kubernetes Service: weft replaces kube-proxy, so
+	// its ClusterIP does not work yet. Empty: the user creates the
+	// weft-api-server ConfigMap (docs/install.md).
+	APIServer string
+	// NoMasquerade: destinations pods reach with their own address (the
+	// cluster CIDRs always are), e.g. the nodes' network.
+	NoMasquerade []string
+	AgentArgs    []string // extra agent flags
 }
 
 // Defaults are kubeadm's defaults and weft's.
@@ -73,6 +82,16 @@ func (c Config) Validate() error {
 	}
 	if c.Image == "" || c.Namespace == "" || c.DNSReplicas < 1 {
 		return fmt.Errorf("image, namespace and at least one DNS replica are needed")
+	}
+	for _, cidr := range c.NoMasquerade {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			return fmt.Errorf("no-masquerade: %w", err)
+		}
+	}
+	if c.APIServer != "" {
+		if _, _, err := net.SplitHostPort(c.APIServer); err != nil {
+			return fmt.Errorf("api server %q: want host:port: %w", c.APIServer, err)
+		}
 	}
 	if c.LBPool != "" {
 		if _, _, err := net.ParseCIDR(c.LBPool); err != nil {

@@ -14,17 +14,16 @@ import (
 	"testing"
 	"time"
 
-	"weft.dev/weft/internal/lab"
 )
 
 // agentStats reads a node agent's resident memory (MiB) and goroutines.
 func agentStats(t *testing.T, node string) (rssMiB, goroutines int) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(lab.DefaultStateDir, "pids", "agent-"+node+".pid"))
-	if err != nil {
-		t.Fatal(err)
+	pid := theLab.AgentPID(node)
+	if pid == 0 {
+		t.Fatalf("no agent runs on %s", node)
 	}
-	status, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/status")
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}

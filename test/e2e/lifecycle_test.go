@@ -123,31 +123,28 @@ func onlyTestNS(list string) bool {
 	return true
 }
 
-// uninstallLeavesNothing stops every node's lab node (SIGKILL, so its
-// pods stay as they were) and agent (SIGTERM, as deleting the DaemonSet
-// does), runs `weft agent cleanup` on the node, and checks that no weft
+// uninstallLeavesNothing uninstalls weft as a user does: deletes the
+// agent DaemonSet (its pods get SIGTERM), then runs `weft agent cleanup`
+// on each node with the node's directories, and checks that no weft
 // table, link, route, address or file is left there.
 func uninstallLeavesNothing() error {
 	st, err := theLab.LoadState()
 	if err != nil {
 		return err
 	}
+	ctx := context.Background()
+	if err := client.AppsV1().DaemonSets("kube-system").Delete(ctx, "weft-agent", metav1.DeleteOptions{}); err != nil {
+		return fmt.Errorf("delete the agent DaemonSet: %w", err)
+	}
 	var errs []error
 	cleaned := 0
 	for _, n := range st.Nodes {
-		agentPID := pidOf("agent-" + n.Name)
-		if agentPID == 0 {
-			continue // no agent was started on it
+		if err := waitNoAgent(n.Name, time.Minute); err != nil {
+			return err
 		}
-		if pid := pidOf("node-" + n.Name); pid != 0 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		if err := stopAndWait(agentPID); err != nil {
-			return fmt.Errorf("%s: %w", n.Name, err)
-		}
-		nd := theLab.NodeDir(n.Name)
-		cfg := map[string]string{"conf": filepath.Join(nd, "cni", "net.d"), "runtime": filepath.Join(nd, "run", "cni-runtime.json"),
-			"data": filepath.Join(nd, "cni", "data")}
+		root := theLab.NodeRoot(n.Name)
+		cfg := map[string]string{"conf": filepath.Join(root, "etc", "cni", "net.d"), "runtime": filepath.Join(root, "run", "weft", "cni-runtime.json"),
+			"data": filepath.Join(root, "var", "lib", "weft", "cni"), "bin": filepath.Join(root, "opt", "cni", "bin")}
 		inNode := func(argv ...string) (string, error) {
 			out, err := exec.Command("nsenter", append([]string{"--net=/run/netns/" + n.Name, "--"}, argv...)...).CombinedOutput()
 			return string(out), err
@@ -156,8 +153,11 @@ func uninstallLeavesNothing() error {
 		if !strings.Contains(before, "table inet weft-proxy\n") {
 			return fmt.Errorf("%s: no weft-proxy table before cleanup: the check could not fail", n.Name)
 		}
+		if _, err := os.Stat(filepath.Join(cfg["bin"], "weft-cni")); err != nil {
+			return fmt.Errorf("%s: weft-cni was not installed before cleanup: the check could not fail", n.Name)
+		}
 		if out, err := inNode(repoRoot+"/bin/weft", "agent", "cleanup", "--cni-conf-dir="+cfg["conf"],
-			"--cni-runtime-config="+cfg["runtime"], "--cni-data-dir="+cfg["data"], "--cni-bin-dir="); err != nil {
+			"--cni-runtime-config="+cfg["runtime"], "--cni-data-dir="+cfg["data"], "--cni-bin-dir="+cfg["bin"]); err != nil {
 			errs = append(errs, fmt.Errorf("%s: weft agent cleanup: %v\n%s", n.Name, err, out))
 			continue
 		}
@@ -178,7 +178,8 @@ func uninstallLeavesNothing() error {
 				errs = append(errs, fmt.Errorf("%s: %s left: %s", n.Name, c.what, c.left))
 			}
 		}
-		for _, f := range []string{filepath.Join(cfg["conf"], "10-weft.conflist"), cfg["runtime"], filepath.Join(nd, "run", "policy.sock"), cfg["data"]} {
+		for _, f := range []string{filepath.Join(cfg["conf"], "10-weft.conflist"), cfg["runtime"], filepath.Join(root, "run", "weft", "policy.sock"),
+			cfg["data"], filepath.Join(cfg["bin"], "weft-cni")} {
 			if _, err := os.Stat(f); err == nil {
 				errs = append(errs, fmt.Errorf("%s: %s left", n.Name, f))
 			}
@@ -190,13 +191,14 @@ func uninstallLeavesNothing() error {
 	return errors.Join(errs...)
 }
 
-func pidOf(proc string) int {
-	b, err := os.ReadFile(filepath.Join(lab.DefaultStateDir, "pids", proc+".pid"))
-	if err != nil {
-		return 0
+// waitNoAgent waits until no agent runs on node.
+func waitNoAgent(node string, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if !theLab.AgentRuns(node) {
+			return nil
+		}
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
+	return fmt.Errorf("%s: the agent still runs %s after its DaemonSet was deleted", node, timeout)
 }
 
 // stopAndWait sends SIGTERM and waits up to 10 s for the process to end.

@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"weft.dev/weft/internal/lab"
 	"weft.dev/weft/internal/testserver"
 )
 
@@ -315,7 +314,10 @@ func TestNetworkPolicyDenialIsLoggedAndCounted(t *testing.T) {
 	pods := createReady(t, pinnedPod(ns, "server", "weft-node-1"), pinnedPod(ns, "client", "weft-node-3"))
 	createPolicy(t, netpol(ns, "deny-in", nil, polIngress))
 	wantReach(t, ns+"/client", ip(pods["server"]), 8080, false)
-	logFile := filepath.Join(lab.DefaultStateDir, "logs", "agent-weft-node-1.log")
+	logFile, err := theLab.AgentLog(context.Background(), client, "weft-node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, 10*time.Second, "denial log line", func() error {
 		b, err := os.ReadFile(logFile)
 		if err != nil {

@@ -33,7 +33,7 @@ func nodeByName(t *testing.T, name string) *corev1.Node {
 }
 
 func ipamFile(node, ip string) string {
-	return filepath.Join(theLab.NodeDir(node), "cni", "data", "weft", ip)
+	return filepath.Join(theLab.NodeRoot(node), "var", "lib", "weft", "cni", "weft", ip)
 }
 
 // A Deployment's pods become Ready with addresses from their node's

@@ -44,7 +44,7 @@ func TestAPIServerProxyToPodsAndServices(t *testing.T) {
 	// lists /var/log.
 	body, err = client.CoreV1().RESTClient().Get().Resource("nodes").Name("weft-node-2:10250").
 		SubResource("proxy").Suffix("logs/").DoRaw(ctx)
-	if err != nil || !strings.Contains(string(body), "agent-weft-node-2.log") {
+	if err != nil || !strings.Contains(string(body), "node-weft-node-2.log") {
 		t.Errorf("nodes/proxy logs/: %q %v", body, err)
 	}
 	// A port nobody listens on is an error from the proxy, not a hang.

@@ -1,8 +1,9 @@
 // Package container starts a lab container process: in the pod's network
 // namespace, in a mount namespace of its own where the pod's resolv.conf,
 // hosts file and volumes are bind-mounted, with the pod's hostname. It is
-// the lab's stand-in for a container runtime; images are not pulled, the
-// command runs from the host's filesystem.
+// the lab's stand-in for a container runtime. A container of a loaded
+// image (Spec.RootFS) runs in that image's files; any other runs its
+// command from the host's filesystem.
 package container
 
 import (
@@ -35,6 +36,13 @@ type Spec struct {
 	// Scratch is a per-pod directory for overlay layers that create
 	// missing mount points without touching the host's filesystem.
 	Scratch string `json:"scratch,omitempty"`
+	// RootFS, when set, is an unpacked image: the container runs in it
+	// (under a writable overlay of its own) instead of the host's files.
+	RootFS string `json:"rootfs,omitempty"`
+	// NodeRoot, when set, is a lab node's own root directory: the command
+	// runs chrooted there (as a program on that node would), with the
+	// machine's /proc, /dev, /sys and /run/netns bound in.
+	NodeRoot string `json:"nodeRoot,omitempty"`
 }
 
 // Load reads a spec file.
@@ -97,8 +105,21 @@ func Exec(s *Spec, argv []string) error {
 	// A mount point in a new top-level directory (/data, /agnhost) cannot
 	// be made by an overlay on /: build a root of bind mounts on a tmpfs
 	// instead and chroot into it at the end.
-	root := ""
-	if s.needsNewRoot() {
+	root, writable := "", false
+	if s.RootFS != "" {
+		if s.Scratch == "" {
+			return errors.New("an image root needs a scratch dir")
+		}
+		root, writable = filepath.Join(s.Scratch, "rootfs"), true
+		if err := imageRoot(s.RootFS, s.Scratch, root); err != nil {
+			return err
+		}
+	} else if s.NodeRoot != "" {
+		root, writable = s.NodeRoot, true
+		if err := systemMounts(root, "/run/netns"); err != nil {
+			return err
+		}
+	} else if s.needsNewRoot() {
 		if s.Scratch == "" {
 			return errors.New("a new top-level mount point needs a scratch dir")
 		}
@@ -110,7 +131,7 @@ func Exec(s *Spec, argv []string) error {
 	for i, m := range s.Mounts {
 		target := resolveInRoot(root, m.Target)
 		m := Mount{Source: m.Source, Target: target, ReadOnly: m.ReadOnly}
-		if err := ensureMountpoint(m, s.Scratch, i, root); err != nil {
+		if err := ensureMountpoint(m, s.Scratch, i, root, writable); err != nil {
 			return err
 		}
 		if err := unix.Mount(m.Source, m.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
@@ -150,7 +171,7 @@ func Exec(s *Spec, argv []string) error {
 // existing parent is covered with an overlay whose upper layer lives in
 // the pod's scratch dir, so the target can be created there without
 // changing the host's filesystem.
-func ensureMountpoint(m Mount, scratch string, idx int, root string) error {
+func ensureMountpoint(m Mount, scratch string, idx int, root string, writable bool) error {
 	srcInfo, err := os.Stat(m.Source)
 	if err != nil {
 		return fmt.Errorf("mount source %s: %w", m.Source, err)
@@ -171,7 +192,7 @@ func ensureMountpoint(m Mount, scratch string, idx int, root string) error {
 	if parent == "/" {
 		return fmt.Errorf("mount target %s: new top-level directories need a new root", m.Target)
 	}
-	if root != "" && parent == root {
+	if root != "" && (parent == root || writable) {
 		// The new root is our own tmpfs: create the mount point directly.
 		return createMountpoint(m.Target, srcInfo.IsDir())
 	}
@@ -205,6 +226,48 @@ func createMountpoint(target string, dir bool) error {
 		return err
 	}
 	return f.Close()
+}
+
+// imageRoot mounts an image's files at root under a writable overlay in
+// scratch (the image itself stays unchanged for every other container),
+// with the host's /proc and /dev and a /sys of the current network
+// namespace.
+func imageRoot(image, scratch, root string) error {
+	upper, work := filepath.Join(scratch, "image-upper"), filepath.Join(scratch, "image-work")
+	for _, d := range []string{root, upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", image, upper, work)
+	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("image overlay on %s: %w", root, err)
+	}
+	for _, d := range []string{"tmp", "run"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	return systemMounts(root)
+}
+
+// systemMounts binds the machine's /proc and /dev (and extra) into root
+// and mounts a /sys of the current network namespace there.
+func systemMounts(root string, extra ...string) error {
+	for _, d := range append([]string{"/proc", "/dev", "/sys"}, extra...) {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	for _, d := range append([]string{"/proc", "/dev"}, extra...) {
+		if err := unix.Mount(d, filepath.Join(root, d), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s into %s: %w", d, root, err)
+		}
+	}
+	if err := unix.Mount("sysfs", filepath.Join(root, "sys"), "sysfs", 0, ""); err != nil {
+		return fmt.Errorf("sysfs in %s: %w", root, err)
+	}
+	return nil
 }
 
 // needsNewRoot reports whether some mount target's nearest existing

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"weft.dev/weft/internal/lab/image"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,8 +21,20 @@ func (k *Kubelet) containerCommand(pod *corev1.Pod, pr *podRuntime, c corev1.Con
 		return nil, nil, err
 	}
 	expand := func(s string) string { return expandVars(s, envMap) }
+	img, err := k.image(c.Image)
+	if err != nil {
+		return nil, nil, err
+	}
 	var argv []string
-	if len(c.Command) == 0 {
+	if img != nil {
+		// As a runtime: command replaces the entrypoint, args the cmd.
+		if len(c.Command) == 0 {
+			argv = append(argv, img.Entrypoint...)
+			if len(c.Args) == 0 {
+				argv = append(argv, img.Cmd...)
+			}
+		}
+	} else if len(c.Command) == 0 {
 		// Images are not pulled: their entrypoint is mapped to a program.
 		switch imageKind(c.Image) {
 		case "agnhost":
@@ -69,6 +82,15 @@ func (k *Kubelet) containerEnv(pod *corev1.Pod, pr *podRuntime, c corev1.Contain
 		env[name] = val
 	}
 	set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	if img, err := k.image(c.Image); err != nil {
+		return nil, nil, err
+	} else if img != nil {
+		for _, kv := range img.Env {
+			if name, val, ok := strings.Cut(kv, "="); ok {
+				set(name, val)
+			}
+		}
+	}
 	set("HOSTNAME", podHostname(pod))
 	set("HOME", "/root")
 	set("POD_NAME", pod.Name) // the testserver's /hostname
@@ -264,4 +286,17 @@ func imageKind(image string) string {
 		return "weft"
 	}
 	return "other"
+}
+
+// image returns the loaded image a container runs from, or nil for images
+// the lab maps to programs on the host.
+func (k *Kubelet) image(ref string) (*image.Image, error) {
+	if k.cfg.Images == "" {
+		return nil, nil
+	}
+	t, err := image.LoadTable(k.cfg.Images)
+	if err != nil {
+		return nil, fmt.Errorf("image table: %w", err)
+	}
+	return t[ref], nil
 }

@@ -40,11 +40,17 @@ const Version = "v1.37.2-weft-lab"
 
 // Config describes one lab node.
 type Config struct {
-	NodeName    string
-	NodeIP      net.IP
-	NodeIP6     net.IP // dual-stack: the node's IPv6 InternalIP (nil otherwise)
-	Labels      map[string]string
-	Taints      []corev1.Taint
+	NodeName string
+	NodeIP   net.IP
+	NodeIP6  net.IP // dual-stack: the node's IPv6 InternalIP (nil otherwise)
+	Labels   map[string]string
+	Taints   []corev1.Taint
+	// HostRoot, when set, is this node's root directory: hostPath volumes
+	// and CNI plugins see it as "/" (lab nodes share one machine).
+	HostRoot string
+	// Images is the lab's image table file (image.Table): containers of
+	// its images run in their unpacked root filesystems.
+	Images      string
 	CNIConfDir  string // where the agent writes the conflist
 	CNIBinDir   string
 	CNICacheDir string
@@ -101,6 +107,9 @@ func New(cfg Config, client kubernetes.Interface, log *slog.Logger) *Kubelet {
 // Run registers the node and serves until ctx ends.
 func (k *Kubelet) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(k.cfg.StateDir, "pods"), 0o755); err != nil {
+		return err
+	}
+	if err := k.writeCNIExecSpec(); err != nil {
 		return err
 	}
 	k.cleanupStale(ctx)
@@ -172,7 +181,7 @@ func (k *Kubelet) checkNetwork(ctx context.Context) {
 	if err != nil {
 		ready, msg = false, "network plugin not ready: "+err.Error()
 	} else {
-		cc := libcni.NewCNIConfigWithCacheDir([]string{k.cfg.CNIBinDir}, k.cfg.CNICacheDir, nil)
+		cc := k.cniConfig()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = cc.GetStatusNetworkList(cctx, list)
 		cancel()

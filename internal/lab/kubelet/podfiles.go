@@ -123,7 +123,7 @@ func (k *Kubelet) writeVolume(ctx context.Context, pod *corev1.Pod, pr *podRunti
 	case v.EmptyDir != nil:
 		return os.MkdirAll(dir, 0o777)
 	case v.HostPath != nil:
-		return nil
+		return k.prepareHostPath(v.HostPath)
 	case v.ConfigMap != nil:
 		cm, err := k.client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
 		if err != nil {
@@ -299,6 +299,16 @@ func (k *Kubelet) prepareContainer(ctx context.Context, pod *corev1.Pod, pr *pod
 			{Source: filepath.Join(pr.dir, "hostname"), Target: "/etc/hostname", ReadOnly: true},
 		},
 	}
+	img, err := k.image(cr.spec.Image)
+	if err != nil {
+		return err
+	}
+	if img != nil {
+		spec.RootFS = img.Root
+		if spec.WorkDir == "" {
+			spec.WorkDir = img.WorkingDir
+		}
+	}
 	if imageKind(cr.spec.Image) == "agnhost" && k.cfg.AgnhostBinary != "" {
 		spec.Mounts = append(spec.Mounts, container.Mount{Source: k.cfg.AgnhostBinary, Target: "/agnhost", ReadOnly: true})
 		// The image also carries CoreDNS and porter's TLS pair at the root;
@@ -324,7 +334,7 @@ func (k *Kubelet) prepareContainer(ctx context.Context, pod *corev1.Pod, pr *pod
 		}
 		src := k.volumeDir(pr, vm.Name)
 		if v.HostPath != nil {
-			src = v.HostPath.Path
+			src = k.hostPath(v.HostPath.Path)
 		}
 		if vm.SubPath != "" {
 			src = filepath.Join(src, filepath.Clean("/"+vm.SubPath))
@@ -337,4 +347,39 @@ func (k *Kubelet) prepareContainer(ctx context.Context, pod *corev1.Pod, pr *pod
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// hostPath is where a hostPath volume's path lives on this node.
+func (k *Kubelet) hostPath(p string) string {
+	if k.cfg.HostRoot == "" {
+		return p
+	}
+	return filepath.Join(k.cfg.HostRoot, filepath.Clean("/"+p))
+}
+
+// prepareHostPath checks or creates a hostPath volume's path by its type.
+func (k *Kubelet) prepareHostPath(v *corev1.HostPathVolumeSource) error {
+	p := k.hostPath(v.Path)
+	t := corev1.HostPathUnset
+	if v.Type != nil {
+		t = *v.Type
+	}
+	switch t {
+	case corev1.HostPathDirectoryOrCreate:
+		return os.MkdirAll(p, 0o755)
+	case corev1.HostPathFileOrCreate:
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	case corev1.HostPathDirectory:
+		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+			return fmt.Errorf("hostPath %s: not a directory on this node", v.Path)
+		}
+	}
+	return nil
 }

@@ -59,6 +59,7 @@ type containerRuntime struct {
 	exited      bool
 	finishedAt  time.Time
 	restarts    int32
+	crashes     int // restarts since the container last ran backoffReset
 	ready       bool
 	lastErr     string
 	waitingFor  string
@@ -301,7 +302,7 @@ func (k *Kubelet) createSandbox(ctx context.Context, pod *corev1.Pod, pr *podRun
 	if err != nil {
 		return fmt.Errorf("network not ready: %w", err)
 	}
-	cc := libcni.NewCNIConfigWithCacheDir([]string{k.cfg.CNIBinDir}, k.cfg.CNICacheDir, nil)
+	cc := k.cniConfig()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	res, err := cc.AddNetworkList(cctx, list, k.cniRuntimeConf(pod, pr))
@@ -328,7 +329,7 @@ func (k *Kubelet) destroySandbox(ctx context.Context, pr *podRuntime) {
 		return
 	}
 	if list, err := k.loadCNI(); err == nil {
-		cc := libcni.NewCNIConfigWithCacheDir([]string{k.cfg.CNIBinDir}, k.cfg.CNICacheDir, nil)
+		cc := k.cniConfig()
 		rt := &libcni.RuntimeConf{ContainerID: string(pr.uid), NetNS: "/run/netns/" + pr.netnsName, IfName: "eth0"}
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if err := cc.DelNetworkList(cctx, list, rt); err != nil {
@@ -510,7 +511,10 @@ func (k *Kubelet) startContainer(pod *corev1.Pod, pr *podRuntime, cr *containerR
 			cr.done <- code
 		}
 		restart := !pr.terminating && shouldRestart(policy, code)
-		backoff := time.Duration(1<<min(cr.restarts, 5)) * time.Second
+		if cr.finishedAt.Sub(cr.startedAt) >= backoffReset {
+			cr.crashes = 0
+		}
+		backoff := time.Duration(1<<min(cr.crashes, 5)) * time.Second
 		pr.mu.Unlock()
 		k.queue.Add(pr.key)
 		if restart {
@@ -521,12 +525,18 @@ func (k *Kubelet) startContainer(pod *corev1.Pod, pr *podRuntime, cr *containerR
 			}
 			pr.mu.Lock()
 			cr.restarts++
+			cr.crashes++
 			pr.mu.Unlock()
 			k.startContainer(pod, pr, cr)
 			k.queue.Add(pr.key)
 		}
 	}()
 }
+
+// backoffReset: a container that ran this long before it exited restarts
+// after the shortest back-off again (the kubelet waits 10 minutes; tests
+// that kill an agent every few seconds cannot).
+const backoffReset = 10 * time.Second
 
 func shouldRestart(policy corev1.RestartPolicy, code int) bool {
 	switch policy {

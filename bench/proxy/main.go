@@ -258,7 +258,7 @@ func nodeMetrics(node, url string) map[string]float64 {
 // its first (full) sync, then times the partial sync of one change.
 func measureWeft(ctx context.Context, l *lab.Lab, client kubernetes.Interface, n int) (full, one figure.Figure) {
 	url := "http://127.0.0.1:9402/metrics" // the lab agent's --metrics-addr
-	want := float64(n + 2)                   // + kubernetes and echo
+	want := float64(n + 2)                 // + kubernetes and echo
 	if _, err := waitMetric("weft-node-1", url, 10*time.Minute, func(m map[string]float64) bool { return m["weft_proxy_service_ports"] >= want }); err != nil {
 		return figure.Missing("weft never programmed %d service ports: %v", n+2, err), figure.Missing("no full sync")
 	}

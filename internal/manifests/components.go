@@ -175,7 +175,7 @@ func dns(c Config) []runtime.Object {
 					PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100,
 						PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: "kubernetes.io/hostname",
 							LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}}}}},
-				PriorityClassName:  "system-cluster-critical",
+				PriorityClassName: "system-cluster-critical",
 				Tolerations: []corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule},
 					{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}},
 				Containers: []corev1.Container{{Name: "dns", Image: c.Image, Args: args,

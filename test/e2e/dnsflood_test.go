@@ -13,7 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // agentStats reads a node agent's resident memory (MiB) and goroutines.

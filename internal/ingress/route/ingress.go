@@ -1,0 +1,171 @@
+package route
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Problem is something wrong with one Ingress, reported on it (as an
+// Event) while the rest of it and every other Ingress keep working.
+type Problem struct {
+	Ingress string // namespace/name
+	Message string
+}
+
+// TLS is a certificate an Ingress names for hosts.
+type TLS struct {
+	Hosts           []string
+	Namespace, Name string // the Secret
+	Source          string
+}
+
+// FromIngresses builds the table from the Ingresses this controller owns
+// (the caller filters by class). Older Ingresses win conflicts (the same
+// host, path and kind; the default backend), as a first come first
+// served rule that does not change when a newer object appears.
+func FromIngresses(ings []*networkingv1.Ingress) (*Table, []TLS, []Problem) {
+	sorted := append([]*networkingv1.Ingress(nil), ings...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+	t := NewTable()
+	var tls []TLS
+	var probs []Problem
+	for _, ing := range sorted {
+		src := ing.Namespace + "/" + ing.Name
+		report := func(format string, a ...any) {
+			probs = append(probs, Problem{Ingress: src, Message: fmt.Sprintf(format, a...)})
+		}
+		if b := ing.Spec.DefaultBackend; b != nil {
+			if be, err := backendOf(ing.Namespace, b); err != nil {
+				report("defaultBackend: %v", err)
+			} else if t.Default != nil {
+				report("defaultBackend ignored: an older Ingress's default backend (%s/%s) serves", t.Default.Namespace, t.Default.Service)
+			} else {
+				t.Default = &be
+			}
+		}
+		addRules(t, ing, src, report)
+		for i, x := range ing.Spec.TLS {
+			if x.SecretName == "" {
+				report("tls[%d]: no secretName (the default certificate serves)", i)
+				continue
+			}
+			tls = append(tls, TLS{Hosts: x.Hosts, Namespace: ing.Namespace, Name: x.SecretName, Source: src})
+		}
+	}
+	return t, tls, probs
+}
+
+func addRules(t *Table, ing *networkingv1.Ingress, src string, report func(string, ...any)) {
+	for i, rule := range ing.Spec.Rules {
+		if err := ValidHost(rule.Host); err != nil {
+			report("rules[%d]: host %q: %v; rule ignored", i, rule.Host, err)
+			continue
+		}
+		if rule.HTTP == nil {
+			continue
+		}
+		vh := t.Host(rule.Host)
+		for j, p := range rule.HTTP.Paths {
+			where := fmt.Sprintf("rules[%d].paths[%d]", i, j)
+			r, err := routeOf(ing.Namespace, src, p)
+			if err != nil {
+				report("%s: %v; path ignored", where, err)
+				continue
+			}
+			if old := vh.Add(r); old != nil {
+				report("%s: %s %s on host %q is already routed by %s; path ignored", where, r.Kind, r.Path, rule.Host, old.Source)
+			}
+		}
+	}
+}
+
+func routeOf(ns, src string, p networkingv1.HTTPIngressPath) (*Route, error) {
+	kind := Prefix
+	if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
+		kind = Exact
+	}
+	path := p.Path
+	if path == "" {
+		if kind == Exact {
+			return nil, fmt.Errorf("an Exact path needs a path")
+		}
+		path = "/"
+	}
+	if err := ValidPath(path); err != nil {
+		return nil, err
+	}
+	be, err := backendOf(ns, &p.Backend)
+	if err != nil {
+		return nil, err
+	}
+	return &Route{Path: path, Kind: kind, Backend: be, Source: src}, nil
+}
+
+func backendOf(ns string, b *networkingv1.IngressBackend) (Backend, error) {
+	switch {
+	case b.Resource != nil:
+		return Backend{}, fmt.Errorf("resource backends (%s %s) are not supported", b.Resource.Kind, b.Resource.Name)
+	case b.Service == nil:
+		return Backend{}, fmt.Errorf("no backend service")
+	}
+	if errs := validation.IsDNS1035Label(b.Service.Name); len(errs) > 0 {
+		return Backend{}, fmt.Errorf("service name %q: %s", b.Service.Name, strings.Join(errs, "; "))
+	}
+	be := Backend{Namespace: ns, Service: b.Service.Name, Port: b.Service.Port.Number, PortName: b.Service.Port.Name}
+	if (be.Port == 0) == (be.PortName == "") {
+		return Backend{}, fmt.Errorf("service %s: give the port's number or its name", be.Service)
+	}
+	if be.Port < 0 || be.Port > 65535 {
+		return Backend{}, fmt.Errorf("service %s: port %d out of range", be.Service, be.Port)
+	}
+	return be, nil
+}
+
+// ValidHost accepts "" (every host), a DNS name, or a wildcard of one
+// label in front of a DNS name ("*.example.com"), as the API does.
+func ValidHost(h string) error {
+	if h == "" {
+		return nil
+	}
+	name := strings.TrimPrefix(h, "*.")
+	if strings.Contains(name, "*") {
+		return fmt.Errorf("a wildcard is only allowed as the first label")
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// ValidPath accepts an absolute path of printable ASCII without spaces,
+// query, fragment, empty, "." or ".." elements (a proxy matches cleaned
+// request paths, which never hold them).
+func ValidPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("path %q must begin with /", p)
+	}
+	for _, c := range p {
+		if c <= ' ' || c >= 0x7f || c == '?' || c == '#' || c == '\\' {
+			return fmt.Errorf("path %q: character %q not allowed", p, c)
+		}
+	}
+	if strings.Contains(p, "//") {
+		return fmt.Errorf("path %q: empty elements not allowed", p)
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == "." || el == ".." {
+			return fmt.Errorf("path %q: %q elements not allowed", p, el)
+		}
+	}
+	return nil
+}

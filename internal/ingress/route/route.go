@@ -1,0 +1,198 @@
+// Package route is the ingress proxy's routing model: virtual hosts with
+// their path routes and backends, and how a request picks one. Ingress
+// (and later Gateway API routes) are translated into it; the proxy serves
+// only this model. It is pure: no client-go informers, no sockets.
+package route
+
+import (
+	"path"
+	"strings"
+)
+
+// PathKind is how a route's path is compared with a request's.
+type PathKind int
+
+// The path kinds of Ingress v1. ImplementationSpecific paths are
+// translated to Prefix (docs/ingress.md).
+const (
+	Exact PathKind = iota
+	Prefix
+)
+
+func (k PathKind) String() string {
+	if k == Exact {
+		return "Exact"
+	}
+	return "Prefix"
+}
+
+// Backend is a Service port that serves a route.
+type Backend struct {
+	Namespace, Service string
+	// Port is the Service port's number, or 0 when PortName names it.
+	Port     int32
+	PortName string
+}
+
+// Route is one path of one virtual host.
+type Route struct {
+	Path    string // as written; Prefix paths are matched without a trailing slash
+	Kind    PathKind
+	Backend Backend
+	// Source names the object the route came from (namespace/name).
+	Source string
+}
+
+// VirtualHost holds the routes of one host: an exact name, a wildcard
+// ("*.example.com": one label in front), or "" for every host.
+type VirtualHost struct {
+	Host   string
+	exact  map[string]*Route
+	prefix map[string]*Route // keyed by the path without a trailing slash
+}
+
+// Table is the whole routing model, swapped whole on every change.
+type Table struct {
+	exact    map[string]*VirtualHost // by lower-case host
+	wildcard map[string]*VirtualHost // by the suffix after "*."
+	any      *VirtualHost
+	// Default serves requests no route matches (nil: 404).
+	Default *Backend
+}
+
+// NewTable returns an empty table.
+func NewTable() *Table {
+	return &Table{exact: map[string]*VirtualHost{}, wildcard: map[string]*VirtualHost{}}
+}
+
+// Host returns the virtual host for a host pattern, creating it.
+func (t *Table) Host(host string) *VirtualHost {
+	host = strings.ToLower(host)
+	var m map[string]*VirtualHost
+	key := host
+	switch {
+	case host == "":
+		if t.any == nil {
+			t.any = newVirtualHost("")
+		}
+		return t.any
+	case strings.HasPrefix(host, "*."):
+		m, key = t.wildcard, host[2:]
+	default:
+		m = t.exact
+	}
+	vh := m[key]
+	if vh == nil {
+		vh = newVirtualHost(host)
+		m[key] = vh
+	}
+	return vh
+}
+
+func newVirtualHost(host string) *VirtualHost {
+	return &VirtualHost{Host: host, exact: map[string]*Route{}, prefix: map[string]*Route{}}
+}
+
+// Add adds a route; it returns the route already holding the same path
+// and kind (which keeps it), or nil.
+func (vh *VirtualHost) Add(r *Route) *Route {
+	m, key := vh.exact, r.Path
+	if r.Kind == Prefix {
+		m, key = vh.prefix, prefixKey(r.Path)
+	}
+	if old := m[key]; old != nil {
+		return old
+	}
+	m[key] = r
+	return nil
+}
+
+// Len is the number of routes.
+func (vh *VirtualHost) Len() int { return len(vh.exact) + len(vh.prefix) }
+
+func prefixKey(p string) string {
+	if p != "/" {
+		p = strings.TrimRight(p, "/")
+	}
+	if p == "" {
+		return "/"
+	}
+	return p
+}
+
+// Match picks the route for a request: the virtual host by exact name,
+// then wildcard, then the catch-all; in it the longest matching path, an
+// Exact path before a Prefix path of the same length. ok is false when
+// nothing matches (the caller then uses Default, or answers 404).
+func (t *Table) Match(host, reqPath string) (r *Route, ok bool) {
+	vh := t.hostFor(host)
+	if vh == nil {
+		return nil, false
+	}
+	return vh.match(CleanPath(reqPath))
+}
+
+func (t *Table) hostFor(host string) *VirtualHost {
+	host = strings.ToLower(stripPort(host))
+	if vh := t.exact[host]; vh != nil {
+		return vh
+	}
+	if i := strings.IndexByte(host, '.'); i > 0 {
+		if vh := t.wildcard[host[i+1:]]; vh != nil {
+			return vh
+		}
+	}
+	return t.any
+}
+
+// match: an Exact route can only match the whole path, which is longer
+// than any Prefix match on it or as long; then Prefix routes from the
+// longest element-wise prefix down to "/".
+func (vh *VirtualHost) match(p string) (*Route, bool) {
+	if r := vh.exact[p]; r != nil {
+		return r, true
+	}
+	cur := prefixKey(p)
+	for {
+		if r := vh.prefix[cur]; r != nil {
+			return r, true
+		}
+		if cur == "/" {
+			return nil, false
+		}
+		i := strings.LastIndexByte(cur, '/')
+		if i <= 0 {
+			cur = "/"
+		} else {
+			cur = cur[:i]
+		}
+	}
+}
+
+// CleanPath resolves "." and ".." elements and repeated slashes in a
+// request path, as a proxy must before matching (else /public/../admin
+// would match /public), keeping a trailing slash, which Exact paths tell
+// apart.
+func CleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+func stripPort(host string) string {
+	if strings.HasPrefix(host, "[") {
+		if i := strings.IndexByte(host, ']'); i > 0 {
+			return host[1:i]
+		}
+		return host
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.Count(host, ":") == 1 {
+		host = host[:i]
+	}
+	return strings.TrimSuffix(host, ".")
+}

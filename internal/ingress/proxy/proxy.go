@@ -1,0 +1,226 @@
+// Package proxy is weft ingress's HTTP proxy: it serves the current route
+// snapshot, which the controller swaps whole on every change (an atomic
+// pointer: no reload, no dropped connection), and forwards each request to
+// an endpoint of its backend Service taken from EndpointSlices, over
+// pooled keep-alive connections.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"weft.dev/weft/internal/ingress/route"
+)
+
+// Snapshot is everything a request needs: routes and each backend's
+// endpoints ("ip:port", ready ones).
+type Snapshot struct {
+	Table     *route.Table
+	Endpoints map[route.Backend][]string
+}
+
+// Config holds the proxy's limits.
+type Config struct {
+	MaxBodyBytes int64         // request bodies above this get 413 (0: no limit)
+	DialTimeout  time.Duration // per endpoint
+	// EjectFor keeps an endpoint that refused a connection out of
+	// rotation this long (unless every endpoint is out).
+	EjectFor time.Duration
+}
+
+// DefaultConfig is ingress-nginx's defaults where it has them.
+func DefaultConfig() Config {
+	return Config{MaxBodyBytes: 1 << 20, DialTimeout: 5 * time.Second, EjectFor: 10 * time.Second}
+}
+
+// Proxy is an http.Handler.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	snap    atomic.Pointer[Snapshot]
+	rp      *httputil.ReverseProxy
+	next    atomic.Uint64
+	mu      sync.Mutex
+	ejected map[string]time.Time
+}
+
+type ctxKey struct{}
+
+// pick is what ServeHTTP chose for the transport: the endpoints to try.
+type pick struct {
+	backend route.Backend
+	addrs   []string
+}
+
+// New returns a proxy serving an empty snapshot (every request 404).
+func New(cfg Config, log *slog.Logger) *Proxy {
+	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}}
+	p.snap.Store(&Snapshot{Table: route.NewTable()})
+	base := &http.Transport{
+		Proxy:                 nil, // never an environment proxy
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// Inbound X-Forwarded-* were dropped: only our own are sent.
+			pr.SetXForwarded()
+			pr.Out.URL.Scheme = "http"
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:    &retrying{p: p, base: base},
+		ErrorHandler: p.upstreamError,
+	}
+	return p
+}
+
+// Swap makes s the snapshot every new request sees; requests in flight
+// finish with the one they started with.
+func (p *Proxy) Swap(s *Snapshot) { p.snap.Store(s) }
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	s := p.snap.Load()
+	var backend *route.Backend
+	if rt, ok := s.Table.Match(r.Host, r.URL.Path); ok {
+		backend = &rt.Backend
+	} else if s.Table.Default != nil {
+		backend = s.Table.Default
+	}
+	status := 0
+	defer func() {
+		p.log.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
+			"client", r.RemoteAddr, "took", time.Since(start))
+	}()
+	if backend == nil {
+		status = http.StatusNotFound
+		http.Error(w, "no route", status)
+		return
+	}
+	addrs := s.Endpoints[*backend]
+	if len(addrs) == 0 {
+		status = http.StatusServiceUnavailable
+		http.Error(w, "no endpoints", status)
+		return
+	}
+	if p.cfg.MaxBodyBytes > 0 {
+		if r.ContentLength > p.cfg.MaxBodyBytes {
+			status = http.StatusRequestEntityTooLarge
+			http.Error(w, "request body too large", status)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	ctx := context.WithValue(r.Context(), ctxKey{}, &pick{backend: *backend, addrs: p.order(addrs)})
+	p.rp.ServeHTTP(sw, r.WithContext(ctx))
+	status = sw.status
+}
+
+// order rotates the endpoints round-robin and moves ejected ones last.
+func (p *Proxy) order(addrs []string) []string {
+	n := len(addrs)
+	first := int(p.next.Add(1) % uint64(n))
+	out := make([]string, 0, n)
+	var late []string
+	now := time.Now()
+	p.mu.Lock()
+	for i := 0; i < n; i++ {
+		a := addrs[(first+i)%n]
+		if until, ok := p.ejected[a]; ok && now.Before(until) {
+			late = append(late, a)
+			continue
+		}
+		out = append(out, a)
+	}
+	p.mu.Unlock()
+	return append(out, late...)
+}
+
+func (p *Proxy) eject(addr string) {
+	p.mu.Lock()
+	p.ejected[addr] = time.Now().Add(p.cfg.EjectFor)
+	p.mu.Unlock()
+}
+
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadGateway
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, context.Canceled):
+		return // the client went away
+	}
+	p.log.Warn("upstream failed", "host", r.Host, "path", r.URL.Path, "err", err)
+	http.Error(w, http.StatusText(status), status)
+}
+
+// retrying sends a request to the picked endpoints in turn: on to the
+// next when one refuses the connection (nothing was sent), for requests
+// without a body, at most three tries.
+type retrying struct {
+	p    *Proxy
+	base http.RoundTripper
+}
+
+func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
+	pk, _ := req.Context().Value(ctxKey{}).(*pick)
+	if pk == nil {
+		return nil, errors.New("no endpoint picked")
+	}
+	var err error
+	for i, addr := range pk.addrs {
+		if i == 3 {
+			break
+		}
+		req.URL.Host = addr
+		var resp *http.Response
+		resp, err = t.base.RoundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		var op *net.OpError
+		if !errors.As(err, &op) || op.Op != "dial" {
+			return nil, err
+		}
+		t.p.eject(addr)
+		if req.Body != nil && req.Body != http.NoBody {
+			return nil, err // the transport closed the body: it cannot go again
+		}
+	}
+	return nil, err
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets the reverse proxy reach the connection for upgrades
+// (WebSocket) and flushes.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,211 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"weft.dev/weft/internal/ingress/route"
+)
+
+// backend is a test Service endpoint that answers with its name and what
+// it was sent.
+func backend(t *testing.T, name string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "websocket" {
+			echoUpgrade(w)
+			return
+		}
+		fmt.Fprintf(w, "%s host=%s xff=%s proto=%s path=%s", name, r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.URL.Path)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// echoUpgrade switches protocols and echoes lines, as a WebSocket server
+// would frames.
+func echoUpgrade(w http.ResponseWriter) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	rw.Flush()
+	for {
+		line, err := rw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		rw.WriteString("echo " + line)
+		rw.Flush()
+	}
+}
+
+func table(routes map[string]route.Backend) *route.Table {
+	t := route.NewTable()
+	for p, b := range routes {
+		t.Host("app.example.com").Add(&route.Route{Path: p, Kind: route.Prefix, Backend: b})
+	}
+	return t
+}
+
+var (
+	web = route.Backend{Namespace: "ns", Service: "web", Port: 80}
+	api = route.Backend{Namespace: "ns", Service: "api", Port: 80}
+)
+
+func get(t *testing.T, url, host string, hdr ...string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Host = host
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func newProxy(t *testing.T) (*Proxy, *httptest.Server) {
+	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return p, srv
+}
+
+func TestRoutesForwardAndSetForwardedHeaders(t *testing.T) {
+	p, srv := newProxy(t)
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web, "/api": api}),
+		Endpoints: map[route.Backend][]string{web: {backend(t, "web-1")}, api: {backend(t, "api-1")}}})
+	code, body := get(t, srv.URL+"/api/v1", "app.example.com", "X-Forwarded-For", "6.6.6.6")
+	if code != 200 || !strings.HasPrefix(body, "api-1 host=app.example.com xff=127.0.0.1 proto=http path=/api/v1") {
+		t.Errorf("/api/v1: %d %q (a client's own X-Forwarded-For must not pass)", code, body)
+	}
+	if code, body := get(t, srv.URL+"/", "app.example.com"); code != 200 || !strings.HasPrefix(body, "web-1") {
+		t.Errorf("/: %d %q", code, body)
+	}
+	if code, _ := get(t, srv.URL+"/", "unknown.example.com"); code != 404 {
+		t.Errorf("unknown host: %d, want 404", code)
+	}
+}
+
+func TestNoEndpointsIs503AndDeadEndpointsAreSkipped(t *testing.T) {
+	p, srv := newProxy(t)
+	dead := "127.0.0.1:1" // nothing listens on port 1
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web, "/api": api}),
+		Endpoints: map[route.Backend][]string{web: {dead, backend(t, "web-1"), dead}}})
+	for i := 0; i < 6; i++ {
+		if code, body := get(t, srv.URL+"/", "app.example.com"); code != 200 || !strings.HasPrefix(body, "web-1") {
+			t.Fatalf("request %d with a dead endpoint beside a live one: %d %q", i, code, body)
+		}
+	}
+	if code, _ := get(t, srv.URL+"/api", "app.example.com"); code != 503 {
+		t.Errorf("backend without endpoints: %d, want 503", code)
+	}
+}
+
+func TestBodyLimit(t *testing.T) {
+	p, srv := newProxy(t)
+	p.cfg.MaxBodyBytes = 10
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web}), Endpoints: map[route.Backend][]string{web: {backend(t, "web-1")}}})
+	req, _ := http.NewRequest("POST", srv.URL+"/", strings.NewReader(strings.Repeat("x", 11)))
+	req.Host = "app.example.com"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("11-byte body over a 10-byte limit: %d, want 413", resp.StatusCode)
+	}
+}
+
+// Swapping the snapshot while requests run and a WebSocket is open drops
+// nothing: every request is answered 200, the WebSocket keeps echoing.
+func TestSwapDropsNothing(t *testing.T) {
+	p, srv := newProxy(t)
+	web1, web2 := backend(t, "web-1"), backend(t, "web-2")
+	snap := func(i int) *Snapshot {
+		eps := []string{web1}
+		if i%2 == 1 {
+			eps = []string{web2, web1}
+		}
+		return &Snapshot{Table: table(map[string]route.Backend{"/": web, fmt.Sprintf("/v%d", i): api}),
+			Endpoints: map[route.Backend][]string{web: eps, api: {web2}}}
+	}
+	p.Swap(snap(0))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: app.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(conn)
+	status, _ := br.ReadString('\n')
+	if !strings.Contains(status, "101") {
+		t.Fatalf("upgrade through the proxy: %q", status)
+	}
+	for line, _ := br.ReadString('\n'); line != "\r\n"; line, _ = br.ReadString('\n') {
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var failed, ok int
+	var mu sync.Mutex
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+				req.Host = "app.example.com"
+				resp, err := http.DefaultClient.Do(req)
+				mu.Lock()
+				if err != nil || resp.StatusCode != 200 {
+					failed++
+				} else {
+					ok++
+				}
+				mu.Unlock()
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 200; i++ {
+		p.Swap(snap(i))
+		if i%50 == 0 {
+			fmt.Fprintf(conn, "ping %d\n", i)
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("echo ping %d\n", i) {
+				t.Errorf("WebSocket after %d swaps: %q %v", i, line, err)
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if failed != 0 || ok == 0 {
+		t.Errorf("%d requests failed across 200 swaps (%d succeeded)", failed, ok)
+	}
+}

@@ -19,7 +19,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), dnsCmd(), installCNICmd(), labCmd(), lbipamCmd(), manifestsCmd(), testserverCmd(), versionCmd())
+	root.AddCommand(agentCmd(), dnsCmd(), ingressCmd(), installCNICmd(), labCmd(), lbipamCmd(), manifestsCmd(), testserverCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "weft:", err)
 		os.Exit(1)

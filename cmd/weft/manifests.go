@@ -42,6 +42,8 @@ func manifestsCmd() *cobra.Command {
 	f.StringVar(&c.APIServer, "api-server", "", "host:port agents reach the API server at (empty: create the weft-api-server ConfigMap yourself, see docs/install.md)")
 	f.StringSliceVar(&c.NoMasquerade, "no-masquerade", nil, "destinations pods reach unmasqueraded besides the cluster CIDRs (e.g. the nodes' network)")
 	f.StringArrayVar(&c.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
+	f.Int32Var(&c.IngressReplicas, "ingress-replicas", c.IngressReplicas, "weft ingress replicas (0: no ingress controller)")
+	f.BoolVar(&c.IngressDefaultClass, "ingress-default-class", false, "make IngressClass weft the cluster's default")
 	return cmd
 }
 

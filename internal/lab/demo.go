@@ -180,6 +180,12 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	PrintChecks(w, dnsChecks)
 	checks = append(checks, dnsChecks...)
 
+	ingressChecks, err := l.demoIngress(ctx, w, client, byNode[nodes[0]][0], nodeIP[nodes[0]])
+	if err != nil {
+		return err
+	}
+	checks = append(checks, ingressChecks...)
+
 	policyChecks, err := l.demoPolicy(ctx, w, client, byNode[nodes[0]][0], byNode[nodes[len(nodes)-1]])
 	if err != nil {
 		return err
@@ -191,6 +197,68 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// demoIngress routes two hosts to the echo Service through weft ingress
+// and asks for them from a pod (the LoadBalancer address) and from the
+// outside namespace (a node's NodePort of the ingress Service).
+func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.Interface, from corev1.Pod, node string) ([]Check, error) {
+	prefix, exact := networkingv1.PathTypePrefix, networkingv1.PathTypeExact
+	be := networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "echo", Port: networkingv1.ServiceBackendPort{Number: 80}}}
+	rule := func(host, path string, kind *networkingv1.PathType) networkingv1.IngressRule {
+		return networkingv1.IngressRule{Host: host, IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
+			Paths: []networkingv1.HTTPIngressPath{{Path: path, PathType: kind, Backend: be}}}}}
+	}
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "echo"}, Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("weft"),
+		Rules: []networkingv1.IngressRule{rule("echo.example.com", "/", &prefix), rule("api.example.com", "/hostname", &exact)}}}
+	if _, err := client.NetworkingV1().Ingresses(DemoNamespace).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	svc, err := client.CoreV1().Services("kube-system").Get(ctx, "weft-ingress", metav1.GetOptions{})
+	if err != nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
+		return nil, fmt.Errorf("weft-ingress Service without a LoadBalancer address: %v", err)
+	}
+	lb := svc.Status.LoadBalancer.Ingress[0].IP
+	viaLB := func(host, path string) string {
+		var out, errb bytes.Buffer
+		err := l.Exec(ctx, ExecOptions{Target: from.Namespace + "/" + from.Name, Stdout: &out, Stderr: &errb,
+			Argv: []string{"curl", "-sS", "-m", "5", "--resolve", host + ":80:" + lb, "http://" + host + path}})
+		if err != nil {
+			return "error: " + strings.TrimSpace(errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	nodePort := fmt.Sprintf("%s:%d", node, svc.Spec.Ports[0].NodePort)
+	fromOutside := func(host, path string) string {
+		var out, errb bytes.Buffer
+		err := l.Exec(ctx, ExecOptions{Target: "outside", Stdout: &out, Stderr: &errb,
+			Argv: []string{"curl", "-sS", "-m", "5", "-H", "Host: " + host, "http://" + nodePort + path}})
+		if err != nil {
+			return "error: " + strings.TrimSpace(errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	var checks []Check
+	for i := 0; i < 40 && !strings.HasPrefix(viaLB("echo.example.com", "/hostname"), "echo-"); i++ {
+		time.Sleep(250 * time.Millisecond) // the controller's first sync of the new Ingress
+	}
+	for _, c := range []struct {
+		from, host, path, want string
+		get                    func(string, string) string
+	}{
+		{from.Name + " → " + lb, "echo.example.com", "/hostname", "echo-", viaLB},
+		{from.Name + " → " + lb, "api.example.com", "/hostname", "echo-", viaLB},
+		{from.Name + " → " + lb, "api.example.com", "/hostname/x", "no route", viaLB},
+		{from.Name + " → " + lb, "nobody.example.com", "/", "no route", viaLB},
+		{"outside → " + nodePort, "echo.example.com", "/hostname", "echo-", fromOutside},
+	} {
+		got := c.get(c.host, c.path)
+		checks = append(checks, Check{Node: "-", From: c.from, To: c.host + c.path, What: "HTTP through weft ingress",
+			Want: c.want + "…", Got: got, OK: strings.HasPrefix(got, c.want)})
+	}
+	fmt.Fprintf(w, "Ingress (weft ingress behind kube-system/weft-ingress, LoadBalancer %s; echo.example.com / Prefix, api.example.com /hostname Exact):", lb)
+	PrintChecks(w, checks)
+	return checks, nil
 }
 
 // demoPolicy locks the demo namespace down (default deny ingress), then

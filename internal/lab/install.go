@@ -12,6 +12,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -131,6 +132,8 @@ func applyObject(ctx context.Context, c kubernetes.Interface, o runtime.Object) 
 		_, err = c.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, cr)
 	case *admissionv1.ValidatingAdmissionPolicyBinding:
 		_, err = c.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, cr)
+	case *networkingv1.IngressClass:
+		_, err = c.NetworkingV1().IngressClasses().Create(ctx, o, cr)
 	case *appsv1.DaemonSet:
 		if _, err = c.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, cr); apierrors.IsAlreadyExists(err) {
 			err = updateDaemonSet(ctx, c, o)

@@ -7,6 +7,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -19,6 +20,10 @@ const (
 	AgentName = "weft-agent"
 	DNSName   = "weft-dns"
 	LBName    = "weft-lb-ipam"
+	// IngressName names the ingress controller's objects; IngressClassName
+	// is the IngressClass it serves.
+	IngressName      = "weft-ingress"
+	IngressClassName = "weft"
 	// APIServerConfigMap holds KUBERNETES_SERVICE_HOST and _PORT for agents.
 	APIServerConfigMap = "weft-api-server"
 )
@@ -204,4 +209,47 @@ func lbIPAM(c Config) []runtime.Object {
 						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
 			}}}}
 	return append(out, dep)
+}
+
+// ingress: the Ingress controller and its proxy behind a LoadBalancer
+// Service. It is the only component that reads Secrets: get/list/watch
+// on secrets (RBAC cannot name them in advance), used only with a field
+// selector on each name an Ingress's tls section gives.
+func ingress(c Config) []runtime.Object {
+	out := rbac(c, IngressName, []rbacv1.PolicyRule{
+		read("networking.k8s.io", "ingresses", "ingressclasses"),
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingresses/status"}, Verbs: []string{"update", "patch"}},
+		read("", "services", "secrets"),
+		read("discovery.k8s.io", "endpointslices"),
+		eventsRule,
+	})
+	labels := map[string]string{"app.kubernetes.io/name": IngressName}
+	class := &networkingv1.IngressClass{TypeMeta: typeMeta("networking.k8s.io/v1", "IngressClass"),
+		ObjectMeta: metav1.ObjectMeta{Name: IngressClassName, Labels: labels}, Spec: networkingv1.IngressClassSpec{Controller: "weft.dev/ingress"}}
+	if c.IngressDefaultClass {
+		class.Annotations = map[string]string{"ingressclass.kubernetes.io/is-default-class": "true"}
+	}
+	svc := &corev1.Service{TypeMeta: typeMeta("v1", "Service"), ObjectMeta: metav1.ObjectMeta{Name: IngressName, Namespace: c.Namespace, Labels: labels},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: labels, Ports: []corev1.ServicePort{
+			{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromString("http")},
+			{Name: "https", Protocol: corev1.ProtocolTCP, Port: 443, TargetPort: intstr.FromString("https")},
+		}}}
+	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(10254)}},
+		PeriodSeconds: 5, FailureThreshold: 3}
+	dep := &appsv1.Deployment{TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: metav1.ObjectMeta{Name: IngressName, Namespace: c.Namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(c.IngressReplicas), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				ServiceAccountName: IngressName, PriorityClassName: "system-cluster-critical",
+				Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+					PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100,
+						PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: "kubernetes.io/hostname",
+							LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}}}}},
+				Containers: []corev1.Container{{Name: "ingress", Image: c.Image,
+					Args:  []string{"ingress", "--publish-service=" + c.Namespace + "/" + IngressName},
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}, {Name: "https", ContainerPort: 443}, {Name: "health", ContainerPort: 10254}},
+					SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_BIND_SERVICE"}}},
+					ReadinessProbe: probe, LivenessProbe: probe}},
+			}}}}
+	return append(out, class, svc, dep)
 }

@@ -1,6 +1,6 @@
 // Package manifests builds what a user applies to install weft on a
 // cluster: the agent DaemonSet (whose init container installs weft-cni),
-// cluster DNS, optionally lb-ipam, each with its own least-privilege RBAC,
+// cluster DNS, optionally lb-ipam, the ingress controller, each with its own least-privilege RBAC,
 // and an admission policy that lets each agent write only its own Node.
 // deploy/weft.yaml is Render(Defaults()); a test keeps it so.
 package manifests
@@ -41,22 +41,27 @@ type Config struct {
 	// cluster CIDRs always are), e.g. the nodes' network.
 	NoMasquerade []string
 	AgentArgs    []string // extra agent flags
+	// IngressReplicas of weft ingress (0: no ingress controller);
+	// IngressDefaultClass makes its IngressClass the cluster's default.
+	IngressReplicas     int32
+	IngressDefaultClass bool
 }
 
 // Defaults are kubeadm's defaults and weft's.
 func Defaults() Config {
 	return Config{
-		Image:         "ghcr.io/weft-dev/weft:latest",
-		Namespace:     "kube-system",
-		ClusterCIDRs:  []string{"10.244.0.0/16"},
-		ServiceCIDRs:  []string{"10.96.0.0/12"},
-		ClusterDNS:    "10.96.0.10",
-		ClusterDomain: "cluster.local",
-		Backend:       "auto",
-		NodeLocalDNS:  "169.254.20.10",
-		DNSReplicas:   2,
-		CNIBinDir:     "/opt/cni/bin",
-		CNIConfDir:    "/etc/cni/net.d",
+		Image:           "ghcr.io/weft-dev/weft:latest",
+		Namespace:       "kube-system",
+		ClusterCIDRs:    []string{"10.244.0.0/16"},
+		ServiceCIDRs:    []string{"10.96.0.0/12"},
+		ClusterDNS:      "10.96.0.10",
+		ClusterDomain:   "cluster.local",
+		Backend:         "auto",
+		NodeLocalDNS:    "169.254.20.10",
+		DNSReplicas:     2,
+		IngressReplicas: 2,
+		CNIBinDir:       "/opt/cni/bin",
+		CNIConfDir:      "/etc/cni/net.d",
 	}
 }
 
@@ -110,6 +115,9 @@ func Objects(c Config) ([]runtime.Object, error) {
 	out = append(out, dns(c)...)
 	if c.LBPool != "" {
 		out = append(out, lbIPAM(c)...)
+	}
+	if c.IngressReplicas > 0 {
+		out = append(out, ingress(c)...)
 	}
 	return out, nil
 }

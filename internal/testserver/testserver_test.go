@@ -21,6 +21,7 @@ func TestHandler(t *testing.T) {
 		{"/hostname", "pod-a", 200},
 		{"/clientip", "127.0.0.1", 200},
 		{"/echo?msg=hi", "hi", 200},
+		{"/header/User-Agent", "Go-http-client/1.1", 200},
 		{"/healthz", "ok", 200},
 		{"/nope", "404 page not found", 404},
 	}

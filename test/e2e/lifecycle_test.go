@@ -96,7 +96,7 @@ func downLeavesNothing() error {
 // wait only for the machine's init to reap them).
 func labProcesses() []string {
 	var left []string
-	out, _ := exec.Command("pgrep", "-af", "weft (agent|lab node|testserver|lb-ipam)|kube-apiserver|kube-controller-manager|kube-scheduler|etcd --data-dir").Output()
+	out, _ := exec.Command("pgrep", "-af", "weft (agent|lab node|testserver|lb-ipam|ingress|dns)|kube-apiserver|kube-controller-manager|kube-scheduler|etcd --data-dir").Output()
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if l == "" || strings.Contains(l, "pgrep") {
 			continue

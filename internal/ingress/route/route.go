@@ -196,3 +196,26 @@ func stripPort(host string) string {
 	}
 	return strings.TrimSuffix(host, ".")
 }
+
+// Routes lists every route of every virtual host.
+func (t *Table) Routes() []*Route {
+	var out []*Route
+	add := func(vh *VirtualHost) {
+		for _, r := range vh.exact {
+			out = append(out, r)
+		}
+		for _, r := range vh.prefix {
+			out = append(out, r)
+		}
+	}
+	for _, vh := range t.exact {
+		add(vh)
+	}
+	for _, vh := range t.wildcard {
+		add(vh)
+	}
+	if t.any != nil {
+		add(t.any)
+	}
+	return out
+}

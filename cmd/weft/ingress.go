@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"weft.dev/weft/internal/ingress/controller"
+	"weft.dev/weft/internal/ingress/proxy"
+)
+
+func ingressCmd() *cobra.Command {
+	var kubeconfig, httpAddr, httpsAddr, healthAddr string
+	var cfg controller.Config
+	pcfg := proxy.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "ingress",
+		Short: "Serve Ingresses of weft's IngressClass: the controller and its HTTP(S) proxy in one process",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, err := kubeClient(kubeconfig)
+			if err != nil {
+				return err
+			}
+			certs, err := controller.NewCerts()
+			if err != nil {
+				return err
+			}
+			log := logger()
+			p := proxy.New(pcfg, log.With("component", "ingress-proxy"))
+			ctrl := controller.New(cfg, client, p, certs, log.With("component", "ingress-controller"))
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			protocols := new(http.Protocols)
+			protocols.SetHTTP1(true)
+			protocols.SetHTTP2(true)
+			protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+			servers := []*http.Server{
+				{Addr: httpAddr, Handler: p, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, Protocols: protocols, IdleTimeout: 120 * time.Second},
+				{Addr: httpsAddr, Handler: p, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, IdleTimeout: 120 * time.Second,
+					TLSConfig: &tls.Config{GetCertificate: certs.Get, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}},
+				{Addr: healthAddr, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }), ReadHeaderTimeout: 5 * time.Second},
+			}
+			g, gctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return ctrl.Run(gctx) })
+			for i, srv := range servers {
+				g.Go(func() error {
+					var err error
+					if i == 1 {
+						err = srv.ListenAndServeTLS("", "")
+					} else {
+						err = srv.ListenAndServe()
+					}
+					if errors.Is(err, http.ErrServerClosed) {
+						return nil
+					}
+					return err
+				})
+			}
+			g.Go(func() error {
+				<-gctx.Done()
+				// Finish requests in flight; upgraded connections are closed.
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				for _, srv := range servers {
+					_ = srv.Shutdown(sctx)
+				}
+				return nil
+			})
+			return g.Wait()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	f.StringVar(&httpAddr, "http", ":80", "HTTP (and h2c) listen address")
+	f.StringVar(&httpsAddr, "https", ":443", "HTTPS listen address")
+	f.StringVar(&healthAddr, "health", ":10254", "/healthz listen address")
+	f.StringVar(&cfg.PublishService, "publish-service", "", "namespace/name of the LoadBalancer Service in front of this proxy: its addresses go into Ingress status")
+	f.Int64Var(&pcfg.MaxBodyBytes, "max-body-bytes", pcfg.MaxBodyBytes, "largest request body (0: no limit)")
+	return cmd
+}

@@ -1,0 +1,154 @@
+// Package controller is weft ingress's controller: it watches Ingresses of
+// its class, their Services and EndpointSlices, builds the proxy's
+// snapshot and swaps it in, reports what it cannot serve as Events, and
+// writes each Ingress's status. Build (this file) is the pure part.
+package controller
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"weft.dev/weft/internal/ingress/proxy"
+	"weft.dev/weft/internal/ingress/route"
+)
+
+// ControllerName is what an IngressClass names in spec.controller for
+// weft to serve its Ingresses.
+const ControllerName = "weft.dev/ingress"
+
+// DefaultClassAnnotation marks the IngressClass for Ingresses naming none.
+const DefaultClassAnnotation = "ingressclass.kubernetes.io/is-default-class"
+
+// Lister is what Build reads: the informers' caches, or fakes in tests.
+type Lister interface {
+	Service(namespace, name string) (*corev1.Service, error)
+	EndpointSlices(namespace, service string) ([]*discoveryv1.EndpointSlice, error)
+}
+
+// Ours picks the Ingresses this controller serves: those naming one of
+// its classes, and those naming none when one of its classes is the
+// default.
+func Ours(ings []*networkingv1.Ingress, classes []*networkingv1.IngressClass) []*networkingv1.Ingress {
+	mine, dflt := map[string]bool{}, false
+	for _, c := range classes {
+		if c.Spec.Controller == ControllerName {
+			mine[c.Name] = true
+			dflt = dflt || c.Annotations[DefaultClassAnnotation] == "true"
+		}
+	}
+	var out []*networkingv1.Ingress
+	for _, ing := range ings {
+		name := ""
+		if ing.Spec.IngressClassName != nil {
+			name = *ing.Spec.IngressClassName
+		} else if a := ing.Annotations["kubernetes.io/ingress.class"]; a != "" {
+			name = a // the deprecated annotation, still widely used
+		}
+		if mine[name] || (name == "" && dflt) {
+			out = append(out, ing)
+		}
+	}
+	return out
+}
+
+// Build translates Ingresses into a snapshot: the route table and, for
+// every backend a route names, the ready endpoints of its Service port.
+func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS, []route.Problem) {
+	t, tls, probs := route.FromIngresses(ings)
+	s := &proxy.Snapshot{Table: t, Endpoints: map[route.Backend][]string{}}
+	for _, r := range t.Routes() {
+		if _, done := s.Endpoints[r.Backend]; done {
+			continue
+		}
+		eps, err := endpoints(r.Backend, l)
+		if err != nil {
+			probs = append(probs, route.Problem{Ingress: r.Source, Message: err.Error()})
+		}
+		s.Endpoints[r.Backend] = eps
+	}
+	if d := t.Default; d != nil {
+		eps, _ := endpoints(*d, l)
+		s.Endpoints[*d] = eps
+	}
+	return s, tls, probs
+}
+
+// endpoints resolves a backend to "ip:port" of ready endpoints: the
+// Service port by number or name, then that port's name in the Service's
+// EndpointSlices (which carry target ports).
+func endpoints(b route.Backend, l Lister) ([]string, error) {
+	svc, err := l.Service(b.Namespace, b.Service)
+	if err != nil {
+		return nil, fmt.Errorf("service %s/%s: %v", b.Namespace, b.Service, err)
+	}
+	var sp *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		p := &svc.Spec.Ports[i]
+		if (b.Port != 0 && p.Port == b.Port) || (b.PortName != "" && p.Name == b.PortName) {
+			sp = p
+		}
+	}
+	if sp == nil {
+		return nil, fmt.Errorf("service %s/%s has no port %s", b.Namespace, b.Service, portText(b))
+	}
+	if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+		return nil, fmt.Errorf("service %s/%s port %s is %s, not TCP", b.Namespace, b.Service, portText(b), sp.Protocol)
+	}
+	slices, err := l.EndpointSlices(b.Namespace, b.Service)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, sl := range slices {
+		if sl.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		port := int32(0)
+		for _, p := range sl.Ports {
+			if p.Port != nil && ptrString(p.Name) == sp.Name && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+				port = *p.Port
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				if net.ParseIP(a) == nil {
+					continue // not an address: refuse to dial a name from an object
+				}
+				hp := net.JoinHostPort(a, strconv.Itoa(int(port)))
+				if !seen[hp] {
+					seen[hp] = true
+					out = append(out, hp)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func portText(b route.Backend) string {
+	if b.PortName != "" {
+		return strconv.Quote(b.PortName)
+	}
+	return strconv.Itoa(int(b.Port))
+}
+
+func ptrString(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}

@@ -145,4 +145,3 @@ func (s *secretWatch) get(ns, name string) *corev1.Secret {
 }
 
 func (s *secretWatch) stop() { s.want(nil) }
-

@@ -204,7 +204,9 @@ type listers struct {
 	slices   discoverylisters.EndpointSliceLister
 }
 
-func (l listers) Service(ns, name string) (*corev1.Service, error) { return l.services.Services(ns).Get(name) }
+func (l listers) Service(ns, name string) (*corev1.Service, error) {
+	return l.services.Services(ns).Get(name)
+}
 
 func (l listers) EndpointSlices(ns, svc string) ([]*discoveryv1.EndpointSlice, error) {
 	return l.slices.EndpointSlices(ns).List(labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc}))

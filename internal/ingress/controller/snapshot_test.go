@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
-
 )
 
 type fakeLister struct {
@@ -111,4 +110,3 @@ func TestOursPicksByClassAndDefault(t *testing.T) {
 		t.Error("an Ingress without a class is served with no default class")
 	}
 }
-

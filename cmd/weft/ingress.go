@@ -9,6 +9,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -33,7 +36,12 @@ func ingressCmd() *cobra.Command {
 				return err
 			}
 			log := logger()
-			p := proxy.New(pcfg, log.With("component", "ingress-proxy"))
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			p := proxy.New(pcfg, log.With("component", "ingress-proxy"), reg)
+			health := http.NewServeMux()
+			health.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
+			health.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 			ctrl := controller.New(cfg, client, p, certs, log.With("component", "ingress-controller"))
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -45,7 +53,7 @@ func ingressCmd() *cobra.Command {
 				{Addr: httpAddr, Handler: p, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, Protocols: protocols, IdleTimeout: 120 * time.Second},
 				{Addr: httpsAddr, Handler: p, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, IdleTimeout: 120 * time.Second,
 					TLSConfig: &tls.Config{GetCertificate: certs.Get, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}},
-				{Addr: healthAddr, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }), ReadHeaderTimeout: 5 * time.Second},
+				{Addr: healthAddr, Handler: health, ReadHeaderTimeout: 5 * time.Second},
 			}
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return ctrl.Run(gctx) })
@@ -80,7 +88,7 @@ func ingressCmd() *cobra.Command {
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
 	f.StringVar(&httpAddr, "http", ":80", "HTTP (and h2c) listen address")
 	f.StringVar(&httpsAddr, "https", ":443", "HTTPS listen address")
-	f.StringVar(&healthAddr, "health", ":10254", "/healthz listen address")
+	f.StringVar(&healthAddr, "health", ":10254", "/healthz and /metrics listen address")
 	f.StringVar(&cfg.PublishService, "publish-service", "", "namespace/name of the LoadBalancer Service in front of this proxy: its addresses go into Ingress status")
 	f.Int64Var(&pcfg.MaxBodyBytes, "max-body-bytes", pcfg.MaxBodyBytes, "largest request body (0: no limit)")
 	return cmd

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"weft.dev/weft/internal/ingress/route"
 )
 
@@ -49,6 +51,7 @@ type Proxy struct {
 	next    atomic.Uint64
 	mu      sync.Mutex
 	ejected map[string]time.Time
+	metrics *metrics
 }
 
 type ctxKey struct{}
@@ -56,12 +59,14 @@ type ctxKey struct{}
 // pick is what ServeHTTP chose for the transport: the endpoints to try.
 type pick struct {
 	backend route.Backend
+	source  string // the Ingress, for metrics
 	addrs   []string
 }
 
-// New returns a proxy serving an empty snapshot (every request 404).
-func New(cfg Config, log *slog.Logger) *Proxy {
-	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}}
+// New returns a proxy serving an empty snapshot (every request 404); its
+// metrics go to reg (nil: none).
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
+	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg)}
 	p.snap.Store(&Snapshot{Table: route.NewTable()})
 	base := &http.Transport{
 		Proxy:                 nil, // never an environment proxy
@@ -92,15 +97,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s := p.snap.Load()
 	var backend *route.Backend
+	source := "none"
 	if rt, ok := s.Table.Match(r.Host, r.URL.Path); ok {
-		backend = &rt.Backend
+		backend, source = &rt.Backend, rt.Source
 	} else if s.Table.Default != nil {
-		backend = s.Table.Default
+		backend, source = s.Table.Default, "default"
 	}
 	status := 0
 	defer func() {
+		took := time.Since(start)
+		p.metrics.observe(source, status, took.Seconds())
 		p.log.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
-			"client", r.RemoteAddr, "took", time.Since(start))
+			"client", r.RemoteAddr, "ingress", source, "took", took)
 	}()
 	if backend == nil {
 		status = http.StatusNotFound
@@ -122,7 +130,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	ctx := context.WithValue(r.Context(), ctxKey{}, &pick{backend: *backend, addrs: p.order(addrs)})
+	ctx := context.WithValue(r.Context(), ctxKey{}, &pick{backend: *backend, source: source, addrs: p.order(addrs)})
 	p.rp.ServeHTTP(sw, r.WithContext(ctx))
 	status = sw.status
 }
@@ -192,8 +200,10 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		var op *net.OpError
 		if !errors.As(err, &op) || op.Op != "dial" {
+			t.p.metrics.upstream.WithLabelValues(pk.source, "failed").Inc()
 			return nil, err
 		}
+		t.p.metrics.upstream.WithLabelValues(pk.source, "refused").Inc()
 		t.p.eject(addr)
 		if req.Body != nil && req.Body != http.NoBody {
 			return nil, err // the transport closed the body: it cannot go again

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"weft.dev/weft/internal/ingress/route"
 )
 
@@ -54,7 +57,7 @@ func echoUpgrade(w http.ResponseWriter) {
 func table(routes map[string]route.Backend) *route.Table {
 	t := route.NewTable()
 	for p, b := range routes {
-		t.Host("app.example.com").Add(&route.Route{Path: p, Kind: route.Prefix, Backend: b})
+		t.Host("app.example.com").Add(&route.Route{Path: p, Kind: route.Prefix, Backend: b, Source: "ns/" + b.Service})
 	}
 	return t
 }
@@ -81,7 +84,7 @@ func get(t *testing.T, url, host string, hdr ...string) (int, string) {
 }
 
 func newProxy(t *testing.T) (*Proxy, *httptest.Server) {
-	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	return p, srv
@@ -207,5 +210,34 @@ func TestSwapDropsNothing(t *testing.T) {
 	wg.Wait()
 	if failed != 0 || ok == 0 {
 		t.Errorf("%d requests failed across 200 swaps (%d succeeded)", failed, ok)
+	}
+}
+
+// Requests are counted per Ingress and code, refused connections per
+// Ingress.
+func TestMetricsPerIngress(t *testing.T) {
+	p, srv := newProxy(t)
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web, "/api": api}),
+		Endpoints: map[route.Backend][]string{web: {"127.0.0.1:1", backend(t, "web-1")}}})
+	get(t, srv.URL+"/", "app.example.com")
+	get(t, srv.URL+"/", "app.example.com")
+	get(t, srv.URL+"/api", "app.example.com")
+	get(t, srv.URL+"/", "other.example.com")
+	for _, c := range []struct {
+		c    prometheus.Counter
+		want float64
+	}{
+		{p.metrics.requests.WithLabelValues("ns/web", "200"), 2},
+		{p.metrics.requests.WithLabelValues("ns/api", "503"), 1},
+		{p.metrics.requests.WithLabelValues("none", "404"), 1},
+		{p.metrics.upstream.WithLabelValues("ns/web", "refused"), 1},
+	} {
+		var m dto.Metric
+		if err := c.c.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetCounter().GetValue(); got != c.want {
+			t.Errorf("%v: %v, want %v", c.c, got, c.want)
+		}
 	}
 }

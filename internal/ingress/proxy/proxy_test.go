@@ -224,20 +224,21 @@ func TestMetricsPerIngress(t *testing.T) {
 	get(t, srv.URL+"/api", "app.example.com")
 	get(t, srv.URL+"/", "other.example.com")
 	for _, c := range []struct {
+		what string
 		c    prometheus.Counter
 		want float64
 	}{
-		{p.metrics.requests.WithLabelValues("ns/web", "200"), 2},
-		{p.metrics.requests.WithLabelValues("ns/api", "503"), 1},
-		{p.metrics.requests.WithLabelValues("none", "404"), 1},
-		{p.metrics.upstream.WithLabelValues("ns/web", "refused"), 1},
+		{"ns/web 200", p.metrics.requests.WithLabelValues("ns/web", "200"), 2},
+		{"ns/api 503", p.metrics.requests.WithLabelValues("ns/api", "503"), 1},
+		{"none 404", p.metrics.requests.WithLabelValues("none", "404"), 1},
+		{"ns/web refused", p.metrics.upstream.WithLabelValues("ns/web", "refused"), 1},
 	} {
 		var m dto.Metric
 		if err := c.c.Write(&m); err != nil {
 			t.Fatal(err)
 		}
 		if got := m.GetCounter().GetValue(); got != c.want {
-			t.Errorf("%v: %v, want %v", c.c, got, c.want)
+			t.Errorf("%s: %v, want %v", c.what, got, c.want)
 		}
 	}
 }

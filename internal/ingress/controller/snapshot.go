@@ -61,31 +61,37 @@ func Ours(ings []*networkingv1.Ingress, classes []*networkingv1.IngressClass) []
 // every backend a route names, the ready endpoints of its Service port.
 func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS, []route.Problem) {
 	t, tls, probs := route.FromIngresses(ings)
-	s := &proxy.Snapshot{Table: t, Endpoints: map[route.Backend][]string{}}
+	s := &proxy.Snapshot{Table: t, Endpoints: map[route.Backend][]string{}, H2C: map[route.Backend]bool{}}
+	resolve := func(b route.Backend, source string) {
+		if _, done := s.Endpoints[b]; done {
+			return
+		}
+		eps, h2c, err := endpoints(b, l)
+		if err != nil && source != "" {
+			probs = append(probs, route.Problem{Ingress: source, Message: err.Error()})
+		}
+		s.Endpoints[b], s.H2C[b] = eps, h2c
+	}
 	for _, r := range t.Routes() {
-		if _, done := s.Endpoints[r.Backend]; done {
-			continue
-		}
-		eps, err := endpoints(r.Backend, l)
-		if err != nil {
-			probs = append(probs, route.Problem{Ingress: r.Source, Message: err.Error()})
-		}
-		s.Endpoints[r.Backend] = eps
+		resolve(r.Backend, r.Source)
 	}
 	if d := t.Default; d != nil {
-		eps, _ := endpoints(*d, l)
-		s.Endpoints[*d] = eps
+		resolve(*d, "")
 	}
 	return s, tls, probs
 }
 
+// h2cProtocols are appProtocol values of a Service port that speaks
+// HTTP/2 without TLS: the Kubernetes standard name, and gRPC's.
+var h2cProtocols = map[string]bool{"kubernetes.io/h2c": true, "grpc": true, "h2c": true}
+
 // endpoints resolves a backend to "ip:port" of ready endpoints: the
 // Service port by number or name, then that port's name in the Service's
-// EndpointSlices (which carry target ports).
-func endpoints(b route.Backend, l Lister) ([]string, error) {
+// EndpointSlices (which carry target ports); and whether it speaks h2c.
+func endpoints(b route.Backend, l Lister) ([]string, bool, error) {
 	svc, err := l.Service(b.Namespace, b.Service)
 	if err != nil {
-		return nil, fmt.Errorf("service %s/%s: %v", b.Namespace, b.Service, err)
+		return nil, false, fmt.Errorf("service %s/%s: %v", b.Namespace, b.Service, err)
 	}
 	var sp *corev1.ServicePort
 	for i := range svc.Spec.Ports {
@@ -95,14 +101,15 @@ func endpoints(b route.Backend, l Lister) ([]string, error) {
 		}
 	}
 	if sp == nil {
-		return nil, fmt.Errorf("service %s/%s has no port %s", b.Namespace, b.Service, portText(b))
+		return nil, false, fmt.Errorf("service %s/%s has no port %s", b.Namespace, b.Service, portText(b))
 	}
 	if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-		return nil, fmt.Errorf("service %s/%s port %s is %s, not TCP", b.Namespace, b.Service, portText(b), sp.Protocol)
+		return nil, false, fmt.Errorf("service %s/%s port %s is %s, not TCP", b.Namespace, b.Service, portText(b), sp.Protocol)
 	}
+	h2c := sp.AppProtocol != nil && h2cProtocols[*sp.AppProtocol]
 	slices, err := l.EndpointSlices(b.Namespace, b.Service)
 	if err != nil {
-		return nil, err
+		return nil, h2c, err
 	}
 	seen := map[string]bool{}
 	var out []string
@@ -136,7 +143,7 @@ func endpoints(b route.Backend, l Lister) ([]string, error) {
 		}
 	}
 	sort.Strings(out)
-	return out, nil
+	return out, h2c, nil
 }
 
 func portText(b route.Backend) string {

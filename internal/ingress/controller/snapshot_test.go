@@ -110,3 +110,18 @@ func TestOursPicksByClassAndDefault(t *testing.T) {
 		t.Error("an Ingress without a class is served with no default class")
 	}
 }
+
+// A Service port with appProtocol kubernetes.io/h2c or grpc is reached
+// with HTTP/2 without TLS; others with HTTP/1.1.
+func TestBuildMarksH2CBackends(t *testing.T) {
+	l := fakeLister{svcs: map[string]*corev1.Service{"ns/web": svc("web",
+		corev1.ServicePort{Name: "grpc", Port: 80, AppProtocol: ptr.To("kubernetes.io/h2c")},
+		corev1.ServicePort{Name: "http", Port: 81})}}
+	s, _, _ := Build([]*networkingv1.Ingress{ing("g", networkingv1.ServiceBackendPort{Number: 80}), ing("h", networkingv1.ServiceBackendPort{Number: 81})}, l)
+	for host, want := range map[string]bool{"g.example.com": true, "h.example.com": false} {
+		r, _ := s.Table.Match(host, "/")
+		if s.H2C[r.Backend] != want {
+			t.Errorf("%s: h2c %v, want %v", host, s.H2C[r.Backend], want)
+		}
+	}
+}

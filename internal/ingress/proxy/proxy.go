@@ -26,6 +26,9 @@ import (
 type Snapshot struct {
 	Table     *route.Table
 	Endpoints map[route.Backend][]string
+	// H2C marks backends that speak HTTP/2 without TLS (the Service
+	// port's appProtocol kubernetes.io/h2c or grpc): gRPC's.
+	H2C map[route.Backend]bool
 }
 
 // Config holds the proxy's limits.
@@ -47,7 +50,7 @@ type Proxy struct {
 	cfg     Config
 	log     *slog.Logger
 	snap    atomic.Pointer[Snapshot]
-	rp      *httputil.ReverseProxy
+	rp, h2c *httputil.ReverseProxy
 	next    atomic.Uint64
 	mu      sync.Mutex
 	ejected map[string]time.Time
@@ -68,24 +71,31 @@ type pick struct {
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg)}
 	p.snap.Store(&Snapshot{Table: route.NewTable()})
-	base := &http.Transport{
-		Proxy:                 nil, // never an environment proxy
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
+	transport := func(h2c bool) *http.Transport {
+		t := &http.Transport{
+			Proxy:                 nil, // never an environment proxy
+			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		}
+		if h2c {
+			t.Protocols = new(http.Protocols)
+			t.Protocols.SetUnencryptedHTTP2(true) // prior knowledge, as gRPC servers expect
+		}
+		return t
 	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// Inbound X-Forwarded-* were dropped: only our own are sent.
-			pr.SetXForwarded()
-			pr.Out.URL.Scheme = "http"
-			pr.Out.Host = pr.In.Host
-		},
-		Transport:    &retrying{p: p, base: base},
-		ErrorHandler: p.upstreamError,
+	rewrite := func(pr *httputil.ProxyRequest) {
+		// Inbound X-Forwarded-* were dropped: only our own are sent.
+		pr.SetXForwarded()
+		pr.Out.URL.Scheme = "http"
+		pr.Out.Host = pr.In.Host
 	}
+	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false)}, ErrorHandler: p.upstreamError}
+	// Streams (gRPC) are flushed as they come, trailers passed on.
+	p.h2c = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(true)}, ErrorHandler: p.upstreamError,
+		FlushInterval: -1}
 	return p
 }
 
@@ -131,7 +141,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	ctx := context.WithValue(r.Context(), ctxKey{}, &pick{backend: *backend, source: source, addrs: p.order(addrs)})
-	p.rp.ServeHTTP(sw, r.WithContext(ctx))
+	rp := p.rp
+	if s.H2C[*backend] {
+		rp = p.h2c
+	}
+	rp.ServeHTTP(sw, r.WithContext(ctx))
 	status = sw.status
 }
 

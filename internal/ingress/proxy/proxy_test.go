@@ -242,3 +242,49 @@ func TestMetricsPerIngress(t *testing.T) {
 		}
 	}
 }
+
+// A backend marked h2c gets HTTP/2 without TLS, as gRPC servers expect:
+// the proxy streams its response as it comes and passes its trailers on,
+// to a client that itself speaks h2c to the proxy.
+func TestH2CBackendStreamsWithTrailers(t *testing.T) {
+	grpcLike := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		fmt.Fprintf(w, "proto=%d\n", r.ProtoMajor)
+		http.NewResponseController(w).Flush()
+		time.Sleep(50 * time.Millisecond)
+		fmt.Fprintf(w, "second\n")
+		w.Header().Set("Grpc-Status", "0")
+	}))
+	grpcLike.Config.Protocols = new(http.Protocols)
+	grpcLike.Config.Protocols.SetUnencryptedHTTP2(true)
+	grpcLike.Start()
+	t.Cleanup(grpcLike.Close)
+	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	front := httptest.NewUnstartedServer(p)
+	front.Config.Protocols = new(http.Protocols)
+	front.Config.Protocols.SetHTTP1(true)
+	front.Config.Protocols.SetUnencryptedHTTP2(true)
+	front.Start()
+	t.Cleanup(front.Close)
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web}),
+		Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(grpcLike.URL, "http://")}}, H2C: map[route.Backend]bool{web: true}})
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	req, _ := http.NewRequest("POST", front.URL+"/pkg.Service/Method", strings.NewReader("req"))
+	req.Host = "app.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	first, _ := br.ReadString('\n')
+	if resp.ProtoMajor != 2 || first != "proto=2\n" {
+		t.Fatalf("client saw HTTP/%d, backend said %q; want HTTP/2 on both sides", resp.ProtoMajor, first)
+	}
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "second\n" || resp.Trailer.Get("Grpc-Status") != "0" {
+		t.Errorf("rest %q, trailers %v: want the second message and Grpc-Status 0", rest, resp.Trailer)
+	}
+}

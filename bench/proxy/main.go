@@ -72,7 +72,7 @@ func main() {
 	client, err := l.Client()
 	check(err)
 	// weft-node-2 belongs to kube-proxy alone.
-	check(l.KillNodeProcess("weft-node-2", lab.ProcAgent, syscall.SIGTERM))
+	check(l.RemoveAgent(ctx, client, "weft-node-2"))
 	_ = exec.Command("ip", "netns", "exec", "weft-node-2", "nft", "delete", "table", "inet", "weft-proxy").Run()
 
 	check(peers.Create(ctx, client, *npeers))

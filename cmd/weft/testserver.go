@@ -17,7 +17,7 @@ func testserverCmd() *cobra.Command {
 	var cfg testserver.Config
 	cmd := &cobra.Command{
 		Use:   "testserver",
-		Short: "Serve HTTP (/hostname, /clientip, /echo, /healthz) and TCP/UDP echo for tests",
+		Short: "Serve HTTP (/hostname, /clientip, /echo, /healthz, /ws), gRPC health, and TCP/UDP echo for tests",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -27,10 +27,11 @@ func testserverCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cfg.HTTPPort, "http-port", 8080, "HTTP port")
 	cmd.Flags().IntVar(&cfg.TCPPort, "tcp-port", 8081, "TCP echo port")
 	cmd.Flags().IntVar(&cfg.UDPPort, "udp-port", 8081, "UDP echo port")
+	cmd.Flags().IntVar(&cfg.GRPCPort, "grpc-port", 8082, "gRPC health service port, h2c (0: off)")
 	cmd.Flags().StringVar(&cfg.Name, "name", "", "name /hostname returns (default $POD_NAME, else the hostname)")
 	cmd.Flags().IntVar(&cfg.DNSPort, "dns-port", 0, "serve the outside.test DNS zone on this port (0: off)")
 	cmd.Flags().StringVar(&cfg.WWWAddress, "www-address", "203.0.113.10", "address of www.outside.test")
-	cmd.AddCommand(tcprrCmd(), scanCmd(), holdCmd(), watchCmd())
+	cmd.AddCommand(tcprrCmd(), scanCmd(), holdCmd(), watchCmd(), wsCmd(), grpcCmd(), loadCmd())
 	return cmd
 }
 
@@ -115,5 +116,65 @@ func watchCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&dur, "for", 10*time.Second, "give up after this long")
 	cmd.Flags().DurationVar(&every, "every", 5*time.Millisecond, "pause between attempts")
 	cmd.Flags().DurationVar(&timeout, "timeout", 20*time.Millisecond, "an attempt not connected within this is blocked")
+	return cmd
+}
+
+func wsCmd() *cobra.Command {
+	var host string
+	var dur, every time.Duration
+	cmd := &cobra.Command{
+		Use:   "ws URL",
+		Short: "Hold one WebSocket to URL (ws:// or wss://), checking an echo every interval (JSON: messages sent and answered)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := testserver.HoldWebSocket(cmd.Context(), args[0], host, dur, every)
+			_ = json.NewEncoder(os.Stdout).Encode(r)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", "", "Host header (default: the URL's host)")
+	cmd.Flags().DurationVar(&dur, "for", 5*time.Second, "how long to hold the connection")
+	cmd.Flags().DurationVar(&every, "every", 100*time.Millisecond, "interval between messages")
+	return cmd
+}
+
+func grpcCmd() *cobra.Command {
+	var authority string
+	var useTLS bool
+	var messages int
+	cmd := &cobra.Command{
+		Use:   "grpc ADDR",
+		Short: "Call the gRPC health service at ADDR: one unary Check and a Watch stream (JSON: status and messages streamed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := testserver.CheckGRPC(cmd.Context(), args[0], authority, useTLS, messages)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(r)
+		},
+	}
+	cmd.Flags().StringVar(&authority, "authority", "", ":authority (the virtual host; also the TLS server name)")
+	cmd.Flags().BoolVar(&useTLS, "tls", false, "TLS (certificate not verified) instead of h2c")
+	cmd.Flags().IntVar(&messages, "messages", 5, "Watch stream messages to read")
+	return cmd
+}
+
+func loadCmd() *cobra.Command {
+	var host string
+	var workers int
+	var dur time.Duration
+	cmd := &cobra.Command{
+		Use:   "load URL",
+		Short: "GET URL back to back from keep-alive clients (JSON: requests and failures)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r := testserver.Load(cmd.Context(), args[0], host, workers, dur)
+			return json.NewEncoder(os.Stdout).Encode(r)
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", "", "Host header")
+	cmd.Flags().IntVar(&workers, "workers", 4, "concurrent clients")
+	cmd.Flags().DurationVar(&dur, "for", 10*time.Second, "how long")
 	return cmd
 }

@@ -212,8 +212,7 @@ func Compile(cfg Config, services []ServicePort) *Ruleset {
 		k := sp.Namespace + "/" + sp.Name
 		all[k] = append(all[k], sp)
 	}
-	st.setAll(all)
-	return st.ruleset()
+	return st.setAll(all)
 }
 
 // compileService is the part of the table one Service owns (its ports'

@@ -19,7 +19,7 @@ func (p *Proxy) isolate(ctx context.Context, st *tableState) map[string]string {
 		m.merge(st.base, true)
 		m.merge(st.sharedM, true)
 		for _, k := range keys {
-			m.merge(st.services[k].rules, true)
+			m.merge(st.rulesOf(k), true)
 		}
 		tx := p.nft.NewTransaction()
 		tx.Add(&knftables.Table{})

@@ -416,13 +416,12 @@ func (p *Proxy) syncFull(ctx context.Context) ([]StaleUDP, error) {
 			all[key] = p.admit(key, svc, ServicePortsFor(p.cfg.Family, svc, byService[key]))
 		}
 	}
-	st.setAll(all)
+	rules := st.setAll(all)
 	for key := range p.refused {
 		if _, ok := st.services[key]; !ok {
 			p.admit(key, nil, nil) // gone: forget its refusals
 		}
 	}
-	rules := st.ruleset()
 	if p.Bulk != nil && !p.recreate {
 		err = p.writeBulk(ctx, rules)
 	} else {

@@ -223,6 +223,14 @@ func collectEndpoints(family corev1.IPFamily, p corev1.ServicePort, slices []*di
 	if family == corev1.IPv6Protocol {
 		addrType = discoveryv1.AddressTypeIPv6
 	}
+	n := 0
+	for _, sl := range slices {
+		for _, ep := range sl.Endpoints {
+			n += len(ep.Addresses)
+		}
+	}
+	// Sized once: kept for every service port, so no growth slack.
+	eps = make([]Endpoint, 0, n)
 	for _, sl := range slices {
 		if sl.AddressType != addrType {
 			continue
@@ -284,6 +292,9 @@ func collectEndpoints(family corev1.IPFamily, p corev1.ServicePort, slices []*di
 		}
 	}
 	sort.Slice(eps, func(i, j int) bool { return eps[i].String() < eps[j].String() })
+	if len(eps) == 0 {
+		return nil
+	}
 	return eps
 }
 

@@ -20,9 +20,12 @@ type tableState struct {
 	conflicts map[string]string
 }
 
+// serviceState keeps a service's ports (after address claims), not its
+// compiled part: compiling is deterministic and cheap for one service, so
+// the part is compiled again when needed rather than kept for 10,000s of
+// services.
 type serviceState struct {
 	ports []ServicePort
-	rules *Ruleset
 }
 
 // sharedChange is a shared-set element whose use count went to or from 0.
@@ -47,16 +50,34 @@ func (st *tableState) set(key string, ports []ServicePort) {
 	}
 }
 
-// setAll fills an empty state with every service: all claims first, so
-// each address's holder is known before anything compiles.
-func (st *tableState) setAll(all map[string][]ServicePort) {
+// setAll fills an empty state with every service (all claims first, so
+// each address's holder is known before anything compiles) and returns
+// the whole table.
+func (st *tableState) setAll(all map[string][]ServicePort) *Ruleset {
 	for key, ports := range all {
 		st.claims.replace(key, nil, ports)
 		st.raw[key] = ports
 	}
+	parts := newRuleset()
 	for _, key := range sortedKeys(all) {
-		st.compile(key)
+		if _, now, _ := st.compile(key); now != nil {
+			parts.merge(now, true)
+		}
 	}
+	m := newRuleset()
+	m.merge(st.base, true)
+	m.merge(st.sharedM, true)
+	m.merge(parts, true)
+	return m
+}
+
+// rulesOf compiles key's part of the table from its kept ports.
+func (st *tableState) rulesOf(key string) *Ruleset {
+	s := st.services[key]
+	if s == nil {
+		return newRuleset()
+	}
+	return compileService(st.cfg, s.ports, st.shared)
 }
 
 // register records key's ports and their claims, and returns the services
@@ -73,14 +94,14 @@ func (st *tableState) register(key string, ports []ServicePort) []string {
 }
 
 // compile rebuilds one service's part from its ports, less the external
-// addresses others hold, and returns the shared-set elements that lost
-// their last or got their first user. Shared chains and maps it needs for
-// the first time are kept in st.sharedM (and in st.shared.created when a
-// partial sync collects them).
-func (st *tableState) compile(key string) []sharedChange {
-	var changes []sharedChange
-	if old := st.services[key]; old != nil {
-		for _, e := range old.rules.elems {
+// addresses others hold, and returns its old and new parts (nil: none)
+// and the shared-set elements that lost their last or got their first
+// user. Shared chains and maps it needs for the first time are kept in
+// st.sharedM (and in st.shared.created when a partial sync collects them).
+func (st *tableState) compile(key string) (old, now *Ruleset, changes []sharedChange) {
+	if st.services[key] != nil {
+		old = st.rulesOf(key)
+		for _, e := range old.elems {
 			if sharedSets[e.Set] {
 				k := elementKey(e)
 				if st.refs[k]--; st.refs[k] == 0 {
@@ -98,10 +119,10 @@ func (st *tableState) compile(key string) []sharedChange {
 		st.conflicts[key] = lost
 	}
 	if len(ports) == 0 {
-		return changes
+		return old, nil, changes
 	}
-	m := compileService(st.cfg, ports, st.shared)
-	for _, e := range m.elems {
+	now = compileService(st.cfg, ports, st.shared)
+	for _, e := range now.elems {
 		if sharedSets[e.Set] {
 			k := elementKey(e)
 			if st.refs[k]++; st.refs[k] == 1 {
@@ -109,8 +130,8 @@ func (st *tableState) compile(key string) []sharedChange {
 			}
 		}
 	}
-	st.services[key] = &serviceState{ports: ports, rules: m}
-	return changes
+	st.services[key] = &serviceState{ports: ports}
+	return old, now, changes
 }
 
 // ruleset assembles the whole table.
@@ -119,7 +140,7 @@ func (st *tableState) ruleset() *Ruleset {
 	m.merge(st.base, true)
 	m.merge(st.sharedM, true)
 	for _, key := range sortedKeys(st.services) {
-		m.merge(st.services[key].rules, true)
+		m.merge(st.rulesOf(key), true)
 	}
 	return m
 }
@@ -152,10 +173,13 @@ func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart
 	}
 	for _, key := range sortedKeys(redo) {
 		if old := st.services[key]; old != nil {
-			oldPart.merge(old.rules, false)
 			oldPorts = append(oldPorts, old.ports...)
 		}
-		for _, c := range st.compile(key) {
+		oldRules, newRules, changes := st.compile(key)
+		if oldRules != nil {
+			oldPart.merge(oldRules, false)
+		}
+		for _, c := range changes {
 			// A shared-set element that lost its last user goes; one that
 			// got its first is added (both: no change).
 			if c.removed {
@@ -165,7 +189,7 @@ func (st *tableState) update(changed map[string][]ServicePort) (oldPart, newPart
 			}
 		}
 		if now := st.services[key]; now != nil {
-			newPart.merge(now.rules, false)
+			newPart.merge(newRules, false)
 			newPorts = append(newPorts, now.ports...)
 		}
 	}

@@ -23,6 +23,8 @@ type Config struct {
 	HTTPPort int
 	TCPPort  int
 	UDPPort  int
+	// GRPCPort serves the gRPC health service over h2c (0: off).
+	GRPCPort int
 	// Name is what /hostname returns: the pod name (POD_NAME, else hostname).
 	Name string
 	// DNSPort, when set, serves the outside.test zone over UDP and TCP;
@@ -69,6 +71,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		_, _ = io.Copy(w, io.LimitReader(r.Body, 1<<20))
 	})
+	mux.HandleFunc("/ws", serveWebSocket)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "ok")
 	})
@@ -101,6 +104,13 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	go func() { errc <- serveUDPEcho(ul) }()
+	if s.cfg.GRPCPort != 0 {
+		gl, err := net.Listen("tcp", ":"+strconv.Itoa(s.cfg.GRPCPort))
+		if err != nil {
+			return err
+		}
+		go func() { errc <- serveGRPC(ctx, gl) }()
+	}
 	if s.cfg.DNSPort != 0 {
 		www := net.ParseIP(s.cfg.WWWAddress)
 		if www == nil || www.To4() == nil {

@@ -1,0 +1,77 @@
+package testserver
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// LoadResult counts the requests of a steady load and those that failed:
+// a transport error or a status other than 200.
+type LoadResult struct {
+	Requests int      `json:"requests"`
+	Failed   int      `json:"failed"`
+	Errors   []string `json:"errors,omitempty"` // the first few failures
+}
+
+// Load sends GET url (with host as the Host header when set) from workers
+// keep-alive clients back to back for dur.
+func Load(ctx context.Context, url, host string, workers int, dur time.Duration) LoadResult {
+	var (
+		mu  sync.Mutex
+		res LoadResult
+		wg  sync.WaitGroup
+	)
+	record := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Requests++
+		if err != nil {
+			res.Failed++
+			if len(res.Errors) < 10 {
+				res.Errors = append(res.Errors, err.Error())
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, dur)
+	defer cancel()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			for ctx.Err() == nil {
+				err := getOnce(client, url, host)
+				if ctx.Err() != nil && err != nil {
+					return // cut off by the end of the run, not a failure
+				}
+				record(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+func getOnce(client *http.Client, url, host string) error {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", time.Now().Format("15:04:05.000"), resp.StatusCode)
+	}
+	return nil
+}

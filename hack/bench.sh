@@ -94,6 +94,7 @@ demo_cold() {
   section netpol go run ./bench/netpol -bin bin
   section proxy go run ./bench/proxy -bin bin -levels "${BENCH_PROXY_LEVELS:-10,1000,10000}"
   section dns go run ./bench/dns -bin bin
+  section ingress go run ./bench/ingress -bin bin
   section lab-up labup
   section demo-cold demo_cold
 } > "$tmp"

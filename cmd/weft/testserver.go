@@ -31,7 +31,7 @@ func testserverCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Name, "name", "", "name /hostname returns (default $POD_NAME, else the hostname)")
 	cmd.Flags().IntVar(&cfg.DNSPort, "dns-port", 0, "serve the outside.test DNS zone on this port (0: off)")
 	cmd.Flags().StringVar(&cfg.WWWAddress, "www-address", "203.0.113.10", "address of www.outside.test")
-	cmd.AddCommand(tcprrCmd(), scanCmd(), holdCmd(), watchCmd(), wsCmd(), grpcCmd(), loadCmd())
+	cmd.AddCommand(tcprrCmd(), scanCmd(), holdCmd(), watchCmd(), wsCmd(), grpcCmd(), loadCmd(), untilOKCmd())
 	return cmd
 }
 
@@ -176,5 +176,26 @@ func loadCmd() *cobra.Command {
 	cmd.Flags().StringVar(&host, "host", "", "Host header")
 	cmd.Flags().IntVar(&workers, "workers", 4, "concurrent clients")
 	cmd.Flags().DurationVar(&dur, "for", 10*time.Second, "how long")
+	return cmd
+}
+
+func untilOKCmd() *cobra.Command {
+	var host string
+	var dur, every time.Duration
+	cmd := &cobra.Command{
+		Use:   "until-ok URL",
+		Short: "GET URL until it answers 200 (JSON: when, in Unix nanoseconds, and after how many tries)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			r, err := testserver.UntilOK(args[0], host, dur, every)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(r)
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", "", "Host header")
+	cmd.Flags().DurationVar(&dur, "for", 10*time.Second, "how long to keep asking")
+	cmd.Flags().DurationVar(&every, "every", 2*time.Millisecond, "interval between tries")
 	return cmd
 }

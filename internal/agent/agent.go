@@ -165,6 +165,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("unknown backend %q (want vxlan, host-gw or auto)", a.cfg.Backend)
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, informers.WithTransform(kubeclient.Slim))
+	// Only the service proxy reads EndpointSlices here: keep just its part.
+	if err := factory.Discovery().V1().EndpointSlices().Informer().SetTransform(proxy.CompactSlice); err != nil {
+		return err
+	}
 	nodes := factory.Core().V1().Nodes()
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})

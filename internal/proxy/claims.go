@@ -111,7 +111,7 @@ func (c addressClaims) filter(svc string, ports []ServicePort) ([]ServicePort, s
 		out[i] = sp
 	}
 	if len(lost) == 0 {
-		return out, ""
+		return ports, "" // the same ports: share them rather than keep a copy
 	}
 	var msgs []string
 	for k, w := range lost {

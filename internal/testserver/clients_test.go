@@ -32,6 +32,17 @@ func TestWebSocketEchoAndLoad(t *testing.T) {
 	}
 }
 
+func TestUntilOK(t *testing.T) {
+	srv := httptest.NewServer(New(Config{Name: "pod-a"}, slog.New(slog.DiscardHandler)).Handler())
+	defer srv.Close()
+	if r, err := UntilOK(srv.URL+"/hostname", "", time.Second, time.Millisecond); err != nil || r.At == 0 || r.Tries != 1 {
+		t.Errorf("until-ok on /hostname: %+v %v", r, err)
+	}
+	if r, err := UntilOK(srv.URL+"/nope", "", 50*time.Millisecond, time.Millisecond); err == nil || r.At != 0 {
+		t.Errorf("until-ok on a 404 path: %+v %v, want an error", r, err)
+	}
+}
+
 func TestGRPCHealthUnaryAndStream(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -75,3 +75,26 @@ func getOnce(client *http.Client, url, host string) error {
 	}
 	return nil
 }
+
+// UntilOKResult is when url first answered 200, as Unix nanoseconds (the
+// lab's pods share the host's clock), and after how many tries.
+type UntilOKResult struct {
+	At    int64 `json:"at"`
+	Tries int   `json:"tries"`
+}
+
+// UntilOK asks url (Host: host) every interval on fresh connections until
+// it answers 200, for at most dur: how a route's arrival is timed.
+func UntilOK(url, host string, dur, every time.Duration) (UntilOKResult, error) {
+	var res UntilOKResult
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for end := time.Now().Add(dur); time.Now().Before(end); time.Sleep(every) {
+		res.Tries++
+		start := time.Now()
+		if getOnce(client, url, host) == nil {
+			res.At = start.UnixNano()
+			return res, nil
+		}
+	}
+	return res, fmt.Errorf("%s (Host %s) not 200 after %d tries in %s", url, host, res.Tries, dur)
+}

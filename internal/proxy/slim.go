@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CompactSlice is an informer transform for EndpointSlices read only by
+// the service proxy: it keeps what the proxy reads (name, labels, address
+// type, ports; per endpoint its addresses, conditions, node and hints) in
+// fewer allocations: one array of addresses per slice, conditions pointing
+// at two shared booleans, node names shared within the slice. At 10,000
+// services of 10 endpoints that is tens of MB less than the decoded
+// objects. Cached objects are read-only, so sharing is safe.
+func CompactSlice(obj any) (any, error) {
+	sl, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
+	}
+	out := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: sl.Name, Namespace: sl.Namespace, UID: sl.UID, ResourceVersion: sl.ResourceVersion,
+			Labels: sl.Labels, DeletionTimestamp: sl.DeletionTimestamp},
+		AddressType: sl.AddressType,
+		Ports:       sl.Ports,
+	}
+	n := 0
+	for _, ep := range sl.Endpoints {
+		n += len(ep.Addresses)
+	}
+	addrs := make([]string, 0, n)
+	nodes := map[string]*string{}
+	out.Endpoints = make([]discoveryv1.Endpoint, len(sl.Endpoints))
+	for i, ep := range sl.Endpoints {
+		start := len(addrs)
+		addrs = append(addrs, ep.Addresses...)
+		e := &out.Endpoints[i]
+		e.Addresses = addrs[start:len(addrs):len(addrs)]
+		e.Conditions = discoveryv1.EndpointConditions{Ready: shared(ep.Conditions.Ready), Serving: shared(ep.Conditions.Serving),
+			Terminating: shared(ep.Conditions.Terminating)}
+		if ep.NodeName != nil {
+			if p, ok := nodes[*ep.NodeName]; ok {
+				e.NodeName = p
+			} else {
+				nodes[*ep.NodeName] = ep.NodeName
+				e.NodeName = ep.NodeName
+			}
+		}
+		e.Hints = ep.Hints
+	}
+	return out, nil
+}
+
+var yes, no = true, false
+
+// shared returns a pointer to one of two package booleans (nil stays nil).
+func shared(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return &yes
+	default:
+		return &no
+	}
+}

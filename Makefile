@@ -17,7 +17,7 @@ deps:
 # Built as the image's binaries are (static, trimmed), so the lab's image
 # packs exactly these.
 build:
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/ ./cmd/weft ./cmd/weft-cni
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/ ./cmd/weft ./cmd/weft-cni ./cmd/weft-dns
 
 # The image the lab installs weft from: this machine's architecture, from bin/.
 lab-image: build
@@ -25,7 +25,7 @@ lab-image: build
 
 # A second build (another version string) the rolling-upgrade test moves to.
 lab-image-next: build
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)-next" -o _output/next-bin/ ./cmd/weft ./cmd/weft-cni
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)-next" -o _output/next-bin/ ./cmd/weft ./cmd/weft-cni ./cmd/weft-dns
 	@ARCHS=$$(go env GOARCH) OUT=_output/lab-image-next FROM_BIN=_output/next-bin hack/image.sh
 
 # The real Kubernetes control plane, built once per version and cached:

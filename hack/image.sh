@@ -34,11 +34,11 @@ for arch in $archs; do
   # Only what runs: no documentation, locales, charset converters, headers.
   (cd "$work/$arch/debian" && rm -rf usr/share etc/ld.so.conf.d usr/include usr/lib/*/gconv usr/libexec sbin/ldconfig usr/bin usr/lib/*/audit)
   if [[ -n ${FROM_BIN:-} ]]; then
-    cp "$FROM_BIN/weft" "$FROM_BIN/weft-cni" "$work/$arch/weft/usr/local/bin/"
+    cp "$FROM_BIN/weft" "$FROM_BIN/weft-cni" "$FROM_BIN/weft-dns" "$work/$arch/weft/usr/local/bin/"
   else
     CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath \
       -ldflags "-s -w -X weft.dev/weft/internal/version.Version=$version" \
-      -o "$work/$arch/weft/usr/local/bin/" ./cmd/weft ./cmd/weft-cni
+      -o "$work/$arch/weft/usr/local/bin/" ./cmd/weft ./cmd/weft-cni ./cmd/weft-dns
   fi
 done
 digest=$(cd build/image && go run . -root "../../$work" -out "../../$out" -arch "${archs// /,}" -epoch "$epoch" -version "$version")

@@ -85,8 +85,8 @@ func main() {
 	check(os.WriteFile(corefile, []byte(corefileFor(*sabotage, kubeconfig)), 0o644))
 	defer os.Remove(corefile)
 	servers := []*server{
-		{name: "weft dns", port: weftPort, setup: fmt.Sprintf("one UDP socket per CPU on the port (SO_REUSEPORT, %d)", runtime.NumCPU()),
-			cmd: start("weft dns", filepath.Join(bin, "weft"), "dns", "--kubeconfig="+kubeconfig, "--listen="+nodeIP+":"+weftPort,
+		{name: "weft dns", port: weftPort, setup: fmt.Sprintf("the weft-dns binary the DNS Deployment runs, one UDP socket per CPU on the port (SO_REUSEPORT, %d)", runtime.NumCPU()),
+			cmd: start("weft dns", filepath.Join(bin, "weft-dns"), "--kubeconfig="+kubeconfig, "--listen="+nodeIP+":"+weftPort,
 				"--http="+nodeIP+":9301", "--upstream="+lab.OutsideDNS, "--nameserver-ip="+lab.ClusterDNS)},
 		{name: "CoreDNS", port: corePort, setup: fmt.Sprintf("`multisocket` plugin: one socket per GOMAXPROCS on the port (SO_REUSEPORT, %d)", runtime.NumCPU()),
 			cmd: start("coredns", *corednsBin, "-conf", corefile, "-dns.port", corePort)},

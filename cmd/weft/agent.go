@@ -14,6 +14,7 @@ import (
 	"weft.dev/weft/internal/agent"
 	"weft.dev/weft/internal/agent/masq"
 	"weft.dev/weft/internal/cni"
+	"weft.dev/weft/internal/dns/dnscli"
 	"weft.dev/weft/internal/kubeclient"
 	"weft.dev/weft/internal/proxy"
 )
@@ -106,7 +107,7 @@ func agentCmd() *cobra.Command {
 	f.StringSliceVar(&externalIPCIDRs, "external-ip-cidrs", nil, "where Services' externalIPs may lie (empty: anywhere but node, API server, pod and service addresses, which are always refused)")
 	f.StringSliceVar(&nodePortAddresses, "nodeport-addresses", nil, `where NodePorts are served: "primary" (the default: the node's InternalIPs) or CIDRs (the node's addresses inside them; 0.0.0.0/0 and ::/0: all but loopback)`)
 	f.StringVar(&nodeLocalDNS, "node-local-dns", "", "run the node-local DNS cache on this link-local address, e.g. 169.254.20.10 (empty: off)")
-	dnsLimitFlags(f, "node-local-dns-", &cfg.NodeLocalDNSLimits)
+	dnscli.LimitFlags(f, "node-local-dns-", &cfg.NodeLocalDNSLimits)
 	f.StringVar(&cfg.ClusterDNS, "cluster-dns", "10.96.0.10:53", "cluster DNS Service the node-local cache forwards to (TCP)")
 	cmd.AddCommand(agentCleanupCmd())
 	return cmd

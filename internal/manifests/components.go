@@ -161,7 +161,7 @@ func dns(c Config) []runtime.Object {
 			{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
 			{Name: "metrics", Protocol: corev1.ProtocolTCP, Port: 9153, TargetPort: intstr.FromInt32(9153)},
 		}}}
-	args := []string{"dns", "--zone=" + c.ClusterDomain, "--nameserver-ip=" + c.ClusterDNS, "--listen=:53", "--http=:9153"}
+	args := []string{"--zone=" + c.ClusterDomain, "--nameserver-ip=" + c.ClusterDNS, "--listen=:53", "--http=:9153"}
 	for _, u := range c.DNSUpstreams {
 		args = append(args, "--upstream="+u)
 	}
@@ -183,7 +183,8 @@ func dns(c Config) []runtime.Object {
 				PriorityClassName: "system-cluster-critical",
 				Tolerations: []corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule},
 					{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}},
-				Containers: []corev1.Container{{Name: "dns", Image: c.Image, Args: args,
+				// weft-dns: the DNS server alone, half weft's size.
+				Containers: []corev1.Container{{Name: "dns", Image: c.Image, Command: []string{"/usr/local/bin/weft-dns"}, Args: args,
 					Ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
 						{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}, {Name: "metrics", ContainerPort: 9153}},
 					SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),

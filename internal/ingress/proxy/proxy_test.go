@@ -288,3 +288,33 @@ func TestH2CBackendStreamsWithTrailers(t *testing.T) {
 		t.Errorf("rest %q, trailers %v: want the second message and Grpc-Status 0", rest, resp.Trailer)
 	}
 }
+
+// BenchmarkProxyKeepAlive: keep-alive GETs through the proxy to one
+// backend (for profiles; no threshold: the machines are shared).
+func BenchmarkProxyKeepAlive(b *testing.B) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "web-1") }))
+	defer be.Close()
+	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web}), Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	client := &http.Client{Transport: tr}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("GET", srv.URL+"/hostname", nil)
+			req.Host = "app.example.com"
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}

@@ -3,6 +3,10 @@ SHELL := /bin/bash
 export GOFLAGS ?= -mod=mod
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X weft.dev/weft/internal/version.Version=$(VERSION)
+# grpcnotrace: gRPC (the lab's CRI types, testserver) would link
+# golang.org/x/net/trace and with it html/template, whose reflective method
+# calls keep every method of every type: 67 MB instead of 39 MB.
+BUILD_TAGS := grpcnotrace
 K8S_VERSION := v1.37.2
 export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
@@ -17,7 +21,7 @@ deps:
 # Built as the image's binaries are (static, trimmed), so the lab's image
 # packs exactly these.
 build:
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/ ./cmd/weft ./cmd/weft-cni ./cmd/weft-dns
+	CGO_ENABLED=0 go build -tags $(BUILD_TAGS) -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/ ./cmd/weft ./cmd/weft-cni ./cmd/weft-dns
 
 # The image the lab installs weft from: this machine's architecture, from bin/.
 lab-image: build
@@ -25,7 +29,7 @@ lab-image: build
 
 # A second build (another version string) the rolling-upgrade test moves to.
 lab-image-next: build
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)-next" -o _output/next-bin/ ./cmd/weft ./cmd/weft-cni ./cmd/weft-dns
+	CGO_ENABLED=0 go build -tags $(BUILD_TAGS) -trimpath -ldflags "-s -w $(LDFLAGS)-next" -o _output/next-bin/ ./cmd/weft ./cmd/weft-cni ./cmd/weft-dns
 	@ARCHS=$$(go env GOARCH) OUT=_output/lab-image-next FROM_BIN=_output/next-bin hack/image.sh
 
 # The real Kubernetes control plane, built once per version and cached:

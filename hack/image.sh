@@ -36,7 +36,7 @@ for arch in $archs; do
   if [[ -n ${FROM_BIN:-} ]]; then
     cp "$FROM_BIN/weft" "$FROM_BIN/weft-cni" "$FROM_BIN/weft-dns" "$work/$arch/weft/usr/local/bin/"
   else
-    CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath \
+    CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -tags grpcnotrace -trimpath \
       -ldflags "-s -w -X weft.dev/weft/internal/version.Version=$version" \
       -o "$work/$arch/weft/usr/local/bin/" ./cmd/weft ./cmd/weft-cni ./cmd/weft-dns
   fi

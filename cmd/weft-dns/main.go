@@ -1,6 +1,6 @@
 // Command weft-dns is weft's cluster DNS server alone (the same as
-// `weft dns`): a binary of half weft's size, since a DNS pod needs none of
-// the agent, proxy or lab code, so fewer of its pages are resident.
+// `weft dns`): a smaller binary than weft, since a DNS pod needs none of
+// the agent, proxy, ingress or lab code, so fewer of its pages are resident.
 package main
 
 import (

@@ -2,7 +2,7 @@
 # `make image`: weft's container image, for amd64 and arm64 (ARCHS), without
 # a Docker engine. Per architecture: nft and the libraries it links (the
 # agent's nftables writer runs nft) unpacked from Debian's packages, pruned
-# to what runs, and weft + weft-cni built static. build/image assembles
+# to what runs, and weft, weft-cni and weft-dns built static. build/image assembles
 # them into an OCI image index: _output/image (an OCI layout) and
 # _output/weft-image.tar. Same commit and packages, same digests.
 # The lab's image (`make lab-image`): ARCHS=<this machine's> OUT=<dir>
@@ -49,5 +49,5 @@ fi
 tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner -C "$out" -cf _output/weft-image.tar .
 echo "image index $digest ($version): $out, _output/weft-image.tar ($(du -h _output/weft-image.tar | cut -f1))"
 for arch in $archs; do
-  echo "  $arch: $(du -sh "$work/$arch/debian" | cut -f1) from Debian ($(find "$work/$arch/debian" -type f | wc -l) files), weft $(du -h "$work/$arch/weft/usr/local/bin/weft" | cut -f1), weft-cni $(du -h "$work/$arch/weft/usr/local/bin/weft-cni" | cut -f1)"
+  echo "  $arch: $(du -sh "$work/$arch/debian" | cut -f1) from Debian ($(find "$work/$arch/debian" -type f | wc -l) files), weft $(du -h "$work/$arch/weft/usr/local/bin/weft" | cut -f1), weft-cni $(du -h "$work/$arch/weft/usr/local/bin/weft-cni" | cut -f1), weft-dns $(du -h "$work/$arch/weft/usr/local/bin/weft-dns" | cut -f1)"
 done

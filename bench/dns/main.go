@@ -168,7 +168,7 @@ func report(servers []*server, services, seconds, rounds, rate int, sabotage str
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, s := range servers {
 		fmt.Printf("| %s | %s | %s | %s µs | %s µs | %s µs | %d | %s |\n", s.name, s.qps.Median().Format("%.0f"), s.qps.Spread("%.0f"),
-			s.p50.Median().Format("%.0f"), s.p99.Median().Format("%.0f"), s.p99.Spread("%.0f"), s.check.checked, procRSS(s.cmd.Process.Pid).Format("%.0f MiB"))
+			s.p50.Median().Format("%.0f"), s.p99.Median().Format("%.0f"), s.p99.Spread("%.0f"), s.check.checked, figure.RSS(s.cmd.Process.Pid).Format("%.0f MiB"))
 	}
 	w, c := servers[0], servers[1]
 	ratio := figure.Div(w.qps.Median(), c.qps.Median())
@@ -312,22 +312,6 @@ func percentiles(out []byte, err error) (p50, p99 figure.Figure) {
 	}
 	sort.Float64s(lat)
 	return figure.Of(lat[len(lat)/2], nil), figure.Of(lat[len(lat)*99/100], nil)
-}
-
-// procRSS is the server's VmRSS in MiB (nsenter execs in place, so the
-// PID is the server's).
-func procRSS(pid int) figure.Figure {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return figure.Missing("rss: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			kb, err := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return figure.Of(kb/1024, err)
-		}
-	}
-	return figure.Missing("no VmRSS for pid %d", pid)
 }
 
 func check(err error) {

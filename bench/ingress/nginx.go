@@ -130,7 +130,7 @@ func (e *env) nginxRSS() figure.Figure {
 	}
 	total := 0.0
 	for _, pid := range pids {
-		f := procRSS(pid)
+		f := figure.RSS(pid)
 		if !f.OK() {
 			return f
 		}
@@ -145,7 +145,7 @@ func (e *env) weftRSS() figure.Figure {
 	if len(pids) != 1 {
 		return figure.Missing("weft ingress: %d processes", len(pids))
 	}
-	return procRSS(pids[0])
+	return figure.RSS(pids[0])
 }
 
 func pidsWith(needle string) []int {
@@ -162,19 +162,4 @@ func pidsWith(needle string) []int {
 		}
 	}
 	return pids
-}
-
-// procRSS is VmRSS in MiB.
-func procRSS(pid int) figure.Figure {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return figure.Missing("rss: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			kb, err := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return figure.Of(kb/1024, err)
-		}
-	}
-	return figure.Missing("no VmRSS for pid %d", pid)
 }

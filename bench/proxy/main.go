@@ -329,7 +329,7 @@ func measureKubeProxy(ctx context.Context, l *lab.Lab, client kubernetes.Interfa
 	one = figure.Of((m[kpKey("partial", "sum")]-s0)/(m[kpKey("partial", "count")]-c0), err)
 	_, err = client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("s00001", 1, 0), metav1.UpdateOptions{})
 	check(err)
-	return full, one, procRSS(kp.Process.Pid)
+	return full, one, figure.RSS(kp.Process.Pid)
 }
 
 func agentRSS(node string, l *lab.Lab) figure.Figure {
@@ -337,23 +337,7 @@ func agentRSS(node string, l *lab.Lab) figure.Figure {
 	if pid == 0 {
 		return figure.Missing("no agent runs on %s", node)
 	}
-	return procRSS(pid)
-}
-
-// procRSS returns VmRSS in MiB.
-func procRSS(pid int) figure.Figure {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return figure.Missing("rss: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			v, err := strconv.ParseFloat(f[1], 64)
-			return figure.Of(v/1024, err)
-		}
-	}
-	return figure.Missing("no VmRSS for pid %d", pid)
+	return figure.RSS(pid)
 }
 
 // measureRR alternates ClusterIP and pod IP rounds so machine noise hits

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -210,4 +211,19 @@ func (f Figure) Judge(format string, target func(float64) bool) string {
 		return f.Verdict(target)
 	}
 	return f.Format(format) + ": " + f.Verdict(target)
+}
+
+// RSS is a process's VmRSS in MiB, from /proc.
+func RSS(pid int) Figure {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Missing("rss: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return Of(kb/1024, err)
+		}
+	}
+	return Missing("no VmRSS for pid %d", pid)
 }

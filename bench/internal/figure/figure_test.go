@@ -3,6 +3,7 @@ package figure
 import (
 	"errors"
 	"math"
+	"os"
 	"strings"
 	"testing"
 )
@@ -70,5 +71,14 @@ func TestSignedKeepsNegativeDifferences(t *testing.T) {
 	}
 	if Signed(math.NaN(), nil).OK() || Signed(1, errors.New("x")).OK() {
 		t.Fatal("NaN or an error gave a difference")
+	}
+}
+
+func TestRSS(t *testing.T) {
+	if f := RSS(os.Getpid()); !f.OK() || f.Value <= 0 {
+		t.Errorf("own RSS: %+v", f)
+	}
+	if f := RSS(-1); f.OK() {
+		t.Errorf("RSS of no process: %+v, want missing", f)
 	}
 }

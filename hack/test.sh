@@ -8,12 +8,13 @@ echo "== go vet"
 go vet ./...
 echo "== unit and kernel tests"
 go test -count=1 -timeout 20m ./...
-echo "== fuzzing the DNS message handler and the CNI network config (bounded)"
+echo "== fuzzing the DNS message handler, the CNI network config and ingress-nginx annotations (bounded)"
 # Budgets in executions, not seconds: a time budget races Go 1.26's fuzz
 # coordinator at its deadline (golang/go#75804: a bare "context deadline
 # exceeded" with no failing input). About 30 s and 20 s here.
 go test -count=1 -run '^$' -fuzz FuzzRespond -fuzztime 50000x ./internal/dns/
 go test -count=1 -run '^$' -fuzz FuzzParseNetConf -fuzztime 400000x ./internal/cni/
+go test -count=1 -run '^$' -fuzz FuzzParse -fuzztime 50000x ./internal/ingress/nginx/
 echo "== lab end-to-end tests"
 go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
 echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, services, hostPort, proxy)"

@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -14,8 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"weft.dev/weft/internal/ingress/controller"
+	"weft.dev/weft/internal/ingress/nginx"
 	"weft.dev/weft/internal/ingress/proxy"
 )
 
@@ -91,5 +97,40 @@ func ingressCmd() *cobra.Command {
 	f.StringVar(&healthAddr, "health", ":10254", "/healthz and /metrics listen address")
 	f.StringVar(&cfg.PublishService, "publish-service", "", "namespace/name of the LoadBalancer Service in front of this proxy: its addresses go into Ingress status")
 	f.Int64Var(&pcfg.MaxBodyBytes, "max-body-bytes", pcfg.MaxBodyBytes, "largest request body (0: no limit)")
+	cmd.AddCommand(ingressMigrateCmd())
+	return cmd
+}
+
+func ingressMigrateCmd() *cobra.Command {
+	var kubeconfig, output string
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Report, per Ingress, what weft does with each ingress-nginx annotation: honoured, honoured differently (how), or ignored (why)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, err := kubeClient(kubeconfig)
+			if err != nil {
+				return err
+			}
+			list, err := client.NetworkingV1().Ingresses("").List(cmd.Context(), metav1.ListOptions{})
+			if err != nil {
+				return err
+			}
+			ings := make([]*networkingv1.Ingress, len(list.Items))
+			for i := range list.Items {
+				ings[i] = &list.Items[i]
+			}
+			reports := nginx.Migrate(ings)
+			switch output {
+			case "json":
+				return json.NewEncoder(os.Stdout).Encode(reports)
+			case "text":
+				nginx.WriteText(os.Stdout, reports)
+				return nil
+			}
+			return fmt.Errorf("--output %q: want text or json", output)
+		},
+	}
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"weft.dev/weft/internal/ingress/nginx"
 	"weft.dev/weft/internal/ingress/proxy"
 	"weft.dev/weft/internal/ingress/route"
 )
@@ -61,6 +62,7 @@ func Ours(ings []*networkingv1.Ingress, classes []*networkingv1.IngressClass) []
 // every backend a route names, the ready endpoints of its Service port.
 func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS, []route.Problem) {
 	t, tls, probs := route.FromIngresses(ings)
+	probs = append(probs, applyAnnotations(t, ings)...)
 	s := &proxy.Snapshot{Table: t, Endpoints: map[route.Backend][]string{}, H2C: map[route.Backend]bool{}}
 	resolve := func(b route.Backend, source string) {
 		if _, done := s.Endpoints[b]; done {
@@ -79,6 +81,28 @@ func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS
 		resolve(*d, "")
 	}
 	return s, tls, probs
+}
+
+// applyAnnotations gives each route the policy its Ingress's
+// ingress-nginx annotations ask for, and reports every annotation not
+// honoured as written (an Event on the Ingress).
+func applyAnnotations(t *route.Table, ings []*networkingv1.Ingress) []route.Problem {
+	policies := map[string]*route.Policy{}
+	var probs []route.Problem
+	for _, ing := range ings {
+		src := ing.Namespace + "/" + ing.Name
+		pol, findings := nginx.Parse(ing.Annotations, false)
+		policies[src] = pol
+		for _, f := range findings {
+			if f.Verdict == nginx.Ignored {
+				probs = append(probs, route.Problem{Ingress: src, Message: fmt.Sprintf("annotation %s: %s: %s", f.Annotation, f.Verdict, f.Why)})
+			}
+		}
+	}
+	for _, r := range t.Routes() {
+		r.Policy = policies[r.Source]
+	}
+	return probs
 }
 
 // h2cProtocols are appProtocol values of a Service port that speaks

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,7 @@ type pick struct {
 	backend route.Backend
 	source  string // the Ingress, for metrics
 	addrs   []string
+	policy  *route.Policy // nil: none
 }
 
 // New returns a proxy serving an empty snapshot (every request 404); its
@@ -91,6 +93,14 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 		pr.SetXForwarded()
 		pr.Out.URL.Scheme = "http"
 		pr.Out.Host = pr.In.Host
+		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.policy != nil {
+			if pk.policy.Host != "" {
+				pr.Out.Host = pk.policy.Host
+			}
+			if pk.policy.ForwardedPrefix != "" {
+				pr.Out.Header.Set("X-Forwarded-Prefix", pk.policy.ForwardedPrefix)
+			}
+		}
 	}
 	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false)}, ErrorHandler: p.upstreamError}
 	// Streams (gRPC) are flushed as they come, trailers passed on.
@@ -107,9 +117,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s := p.snap.Load()
 	var backend *route.Backend
+	var pol *route.Policy
 	source := "none"
 	if rt, ok := s.Table.Match(r.Host, r.URL.Path); ok {
-		backend, source = &rt.Backend, rt.Source
+		backend, source, pol = &rt.Backend, rt.Source, rt.Policy
 	} else if s.Table.Default != nil {
 		backend, source = s.Table.Default, "default"
 	}
@@ -125,28 +136,72 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no route", status)
 		return
 	}
+	if pol != nil {
+		if status = answerByPolicy(w, r, pol); status != 0 {
+			return
+		}
+	}
 	addrs := s.Endpoints[*backend]
 	if len(addrs) == 0 {
 		status = http.StatusServiceUnavailable
 		http.Error(w, "no endpoints", status)
 		return
 	}
-	if p.cfg.MaxBodyBytes > 0 {
-		if r.ContentLength > p.cfg.MaxBodyBytes {
+	if limit := p.bodyLimit(pol); limit > 0 {
+		if r.ContentLength > limit {
 			status = http.StatusRequestEntityTooLarge
 			http.Error(w, "request body too large", status)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	ctx := context.WithValue(r.Context(), ctxKey{}, &pick{backend: *backend, source: source, addrs: p.order(addrs)})
+	ctx := context.WithValue(r.Context(), ctxKey{}, &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol})
 	rp := p.rp
-	if s.H2C[*backend] {
+	if s.H2C[*backend] || (pol != nil && pol.H2C) {
 		rp = p.h2c
 	}
 	rp.ServeHTTP(sw, r.WithContext(ctx))
 	status = sw.status
+}
+
+// bodyLimit is the route's body limit, else the proxy's (0: none).
+func (p *Proxy) bodyLimit(pol *route.Policy) int64 {
+	switch {
+	case pol != nil && pol.UnlimitedBody:
+		return 0
+	case pol != nil && pol.MaxBodyBytes > 0:
+		return pol.MaxBodyBytes
+	}
+	return p.cfg.MaxBodyBytes
+}
+
+// answerByPolicy answers what the route's policy answers itself (403 for
+// a client outside its ranges, its redirects) and returns the status, or
+// 0 when the request goes on to the backend.
+func answerByPolicy(w http.ResponseWriter, r *http.Request, pol *route.Policy) int {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !pol.Permits(ap.Addr()) {
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return http.StatusForbidden
+	}
+	redirect := func(code int, to string) int {
+		w.Header().Set("Location", to)
+		w.WriteHeader(code)
+		return code
+	}
+	switch {
+	case pol.Redirect != nil:
+		return redirect(pol.Redirect.Code, pol.Redirect.Location)
+	case pol.HTTPSRedirect && r.TLS == nil:
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h // the client's port was for plain HTTP
+		}
+		return redirect(http.StatusPermanentRedirect, "https://"+host+r.URL.RequestURI())
+	case pol.AppRoot != "" && r.URL.Path == "/":
+		return redirect(http.StatusFound, pol.AppRoot)
+	}
+	return 0
 }
 
 // order rotates the endpoints round-robin and moves ejected ones last.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -317,4 +318,68 @@ func BenchmarkProxyKeepAlive(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A route's policy: source ranges, redirects, the HTTPS redirect, the app
+// root, its own body limit, and the Host and X-Forwarded-Prefix sent.
+func TestRoutePolicies(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "host=%s prefix=%s", r.Host, r.Header.Get("X-Forwarded-Prefix"))
+	}))
+	defer be.Close()
+	p, srv := newProxy(t)
+	vh := route.NewTable()
+	add := func(path string, pol *route.Policy) {
+		vh.Host("app.example.com").Add(&route.Route{Path: path, Kind: route.Prefix, Backend: web, Source: "ns/" + path, Policy: pol})
+	}
+	lo := netip.MustParsePrefix("127.0.0.0/8")
+	add("/", &route.Policy{AppRoot: "/app"})
+	add("/app", nil)
+	add("/allowed", &route.Policy{Allow: []netip.Prefix{lo}})
+	add("/other-net", &route.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	add("/denied", &route.Policy{Allow: []netip.Prefix{lo}, Deny: []netip.Prefix{lo}})
+	add("/moved", &route.Policy{Redirect: &route.Redirect{Code: 301, Location: "https://new.example.com/"}})
+	add("/secure", &route.Policy{HTTPSRedirect: true})
+	add("/small", &route.Policy{MaxBodyBytes: 1024})
+	add("/big", &route.Policy{UnlimitedBody: true})
+	add("/vhost", &route.Policy{Host: "internal.example", ForwardedPrefix: "/api"})
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(method, path string, body int) (int, string, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(strings.Repeat("x", body)))
+		req.Host = "app.example.com"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Location"), strings.TrimSpace(string(b))
+	}
+	cases := []struct {
+		method, path string
+		body         int
+		code         int
+		loc, bodyHas string
+	}{
+		{"GET", "/", 0, 302, "/app", ""},
+		{"GET", "/app", 0, 200, "", "host=app.example.com"},
+		{"GET", "/allowed", 0, 200, "", "host="},
+		{"GET", "/other-net", 0, 403, "", "forbidden"},
+		{"GET", "/denied", 0, 403, "", "forbidden"},
+		{"GET", "/moved/x", 0, 301, "https://new.example.com/", ""},
+		{"GET", "/secure/x?y=1", 0, 308, "https://app.example.com/secure/x?y=1", ""},
+		{"POST", "/small", 2048, 413, "", ""},
+		{"POST", "/small", 512, 200, "", "host="},
+		{"POST", "/big", 2 << 20, 200, "", "host="}, // over the proxy's 1 MiB default
+		{"POST", "/app", 2 << 20, 413, "", ""},
+		{"GET", "/vhost", 0, 200, "", "host=internal.example prefix=/api"},
+	}
+	for _, c := range cases {
+		code, loc, body := do(c.method, c.path, c.body)
+		if code != c.code || loc != c.loc || !strings.Contains(body, c.bodyHas) {
+			t.Errorf("%s %s (%d bytes): %d %q %q, want %d %q containing %q", c.method, c.path, c.body, code, loc, body, c.code, c.loc, c.bodyHas)
+		}
+	}
 }

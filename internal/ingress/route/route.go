@@ -41,6 +41,8 @@ type Route struct {
 	Backend Backend
 	// Source names the object the route came from (namespace/name).
 	Source string
+	// Policy is nil for a plain route.
+	Policy *Policy
 }
 
 // VirtualHost holds the routes of one host: an exact name, a wildcard

@@ -1,0 +1,134 @@
+package nginx
+
+import (
+	"net/netip"
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+
+	"weft.dev/weft/internal/ingress/route"
+)
+
+func TestParseEachAnnotation(t *testing.T) {
+	pfx := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+	cases := []struct {
+		name string
+		ann  map[string]string
+		tls  bool
+		want *route.Policy // nil: no policy
+		// verdicts by annotation (without the prefix); unnamed: honoured
+		verdicts map[string]Verdict
+	}{
+		{"none", nil, false, nil, nil},
+		{"other prefixes are not ours", map[string]string{"example.com/x": "y"}, false, nil, nil},
+		{"ssl-redirect default with TLS", nil, true, &route.Policy{HTTPSRedirect: true}, nil},
+		{"ssl-redirect false", map[string]string{Prefix + "ssl-redirect": "false"}, true, nil, nil},
+		{"force-ssl-redirect without TLS", map[string]string{Prefix + "force-ssl-redirect": "true"}, false, &route.Policy{HTTPSRedirect: true}, nil},
+		{"force wins over ssl-redirect false", map[string]string{Prefix + "force-ssl-redirect": "true", Prefix + "ssl-redirect": "false"}, false, &route.Policy{HTTPSRedirect: true}, nil},
+		{"ssl-redirect not a boolean", map[string]string{Prefix + "ssl-redirect": "yes please"}, true, &route.Policy{HTTPSRedirect: true}, map[string]Verdict{"ssl-redirect": Ignored}},
+		{"permanent-redirect", map[string]string{Prefix + "permanent-redirect": "https://new.example.com/a"}, false,
+			&route.Policy{Redirect: &route.Redirect{Code: 301, Location: "https://new.example.com/a"}}, nil},
+		{"permanent-redirect-code", map[string]string{Prefix + "permanent-redirect": "https://n.example.com", Prefix + "permanent-redirect-code": "308"}, false,
+			&route.Policy{Redirect: &route.Redirect{Code: 308, Location: "https://n.example.com"}}, nil},
+		{"bad redirect code", map[string]string{Prefix + "permanent-redirect": "https://n.example.com", Prefix + "permanent-redirect-code": "200"}, false,
+			nil, map[string]Verdict{"permanent-redirect": Ignored}},
+		{"temporal-redirect", map[string]string{Prefix + "temporal-redirect": "http://t.example.com/x?y=1"}, false,
+			&route.Policy{Redirect: &route.Redirect{Code: 302, Location: "http://t.example.com/x?y=1"}}, nil},
+		{"a redirect that is not a URL", map[string]string{Prefix + "permanent-redirect": "javascript:alert(1)"}, false, nil, map[string]Verdict{"permanent-redirect": Ignored}},
+		{"a redirect with a newline", map[string]string{Prefix + "temporal-redirect": "http://a.example.com/\r\nSet-Cookie: x"}, false, nil, map[string]Verdict{"temporal-redirect": Ignored}},
+		{"app-root", map[string]string{Prefix + "app-root": "/app"}, false, &route.Policy{AppRoot: "/app"}, nil},
+		{"app-root not a path", map[string]string{Prefix + "app-root": "app/../x"}, false, nil, map[string]Verdict{"app-root": Ignored}},
+		{"proxy-body-size", map[string]string{Prefix + "proxy-body-size": "8m"}, false, &route.Policy{MaxBodyBytes: 8 << 20}, nil},
+		{"proxy-body-size 0 lifts the limit", map[string]string{Prefix + "proxy-body-size": "0"}, false, &route.Policy{UnlimitedBody: true}, nil},
+		{"proxy-body-size nonsense", map[string]string{Prefix + "proxy-body-size": "8 megs"}, false, nil, map[string]Verdict{"proxy-body-size": Ignored}},
+		{"upstream-vhost", map[string]string{Prefix + "upstream-vhost": "internal.svc:8080"}, false, &route.Policy{Host: "internal.svc:8080"}, nil},
+		{"upstream-vhost injection", map[string]string{Prefix + "upstream-vhost": "a.example.com\r\nX: y"}, false, nil, map[string]Verdict{"upstream-vhost": Ignored}},
+		{"x-forwarded-prefix", map[string]string{Prefix + "x-forwarded-prefix": "/api"}, false, &route.Policy{ForwardedPrefix: "/api"}, nil},
+		{"source ranges", map[string]string{Prefix + "whitelist-source-range": "10.0.0.0/8, 192.168.1.7", Prefix + "denylist-source-range": "10.1.0.0/16"}, false,
+			&route.Policy{Allow: []netip.Prefix{pfx("10.0.0.0/8"), pfx("192.168.1.7/32")}, Deny: []netip.Prefix{pfx("10.1.0.0/16")}}, nil},
+		{"a bad range", map[string]string{Prefix + "denylist-source-range": "10.0.0.0/33"}, false, nil, map[string]Verdict{"denylist-source-range": Ignored}},
+		{"backend-protocol GRPC", map[string]string{Prefix + "backend-protocol": "GRPC"}, false, &route.Policy{H2C: true}, map[string]Verdict{"backend-protocol": Differently}},
+		{"backend-protocol HTTPS", map[string]string{Prefix + "backend-protocol": "HTTPS"}, false, nil, map[string]Verdict{"backend-protocol": Ignored}},
+		{"snippets never", map[string]string{Prefix + "configuration-snippet": "return 200;", Prefix + "server-snippet": "x"}, false, nil,
+			map[string]Verdict{"configuration-snippet": Ignored, "server-snippet": Ignored}},
+		{"not yet", map[string]string{Prefix + "rewrite-target": "/$1"}, false, nil, map[string]Verdict{"rewrite-target": Ignored}},
+		{"unknown", map[string]string{Prefix + "made-up": "1"}, false, nil, map[string]Verdict{"made-up": Ignored}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, findings := Parse(c.ann, c.tls)
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("policy %+v, want %+v", got, c.want)
+			}
+			for _, f := range findings {
+				want := c.verdicts[strings.TrimPrefix(f.Annotation, Prefix)]
+				if want == "" {
+					want = Honoured
+				}
+				if f.Verdict != want {
+					t.Errorf("%s=%q: %s (%s), want %s", f.Annotation, f.Value, f.Verdict, f.Why, want)
+				}
+				if f.Verdict != Honoured && f.Why == "" {
+					t.Errorf("%s: %s without a reason", f.Annotation, f.Verdict)
+				}
+			}
+			if n := len(findings); n != countOurs(c.ann) {
+				t.Errorf("%d findings for %d annotations", n, countOurs(c.ann))
+			}
+		})
+	}
+}
+
+func countOurs(ann map[string]string) int {
+	n := 0
+	for k := range ann {
+		if strings.HasPrefix(k, Prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestPermits(t *testing.T) {
+	p, _ := Parse(map[string]string{Prefix + "whitelist-source-range": "10.0.0.0/8", Prefix + "denylist-source-range": "10.9.0.0/16"}, false)
+	for addr, want := range map[string]bool{"10.1.2.3": true, "10.9.0.1": false, "192.168.0.1": false, "::ffff:10.1.2.3": true} {
+		if got := p.Permits(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("%s: %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// Whatever the annotations, Parse never panics, and what it honours is
+// safe to use: redirects are absolute http(s) URLs without spaces or line
+// breaks, paths and hosts carry no control characters.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"permanent-redirect=https://a.example.com/x", "app-root=/app", "proxy-body-size=10k",
+		"upstream-vhost=a.example.com:81", "whitelist-source-range=10.0.0.0/8,::1", "backend-protocol=grpc", "ssl-redirect=false"} {
+		k, v, _ := strings.Cut(s, "=")
+		f.Add(k, v)
+	}
+	f.Fuzz(func(t *testing.T, key, value string) {
+		p, findings := Parse(map[string]string{Prefix + key: value}, true)
+		if len(findings) != 1 {
+			t.Fatalf("%d findings", len(findings))
+		}
+		if p == nil {
+			return
+		}
+		if r := p.Redirect; r != nil {
+			u, err := url.Parse(r.Location)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || strings.ContainsAny(r.Location, " \r\n\t") || r.Code < 300 || r.Code > 308 {
+				t.Errorf("unsafe redirect %+v", r)
+			}
+		}
+		for _, s := range []string{p.AppRoot, p.Host, p.ForwardedPrefix} {
+			if strings.ContainsFunc(s, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+				t.Errorf("control character in %q", s)
+			}
+		}
+		if p.MaxBodyBytes < 0 {
+			t.Errorf("negative body limit %d", p.MaxBodyBytes)
+		}
+	})
+}

@@ -66,7 +66,7 @@ func TestIngressNginxAnnotations(t *testing.T) {
 	checks := []struct{ what, host, path, want string }{
 		{"permanent-redirect", "moved.example.com", "/x", "301 https://new.example.com/"},
 		{"force-ssl-redirect", "secure.example.com", "/x?y=1", "308 https://secure.example.com/x?y=1"},
-		{"whitelist-source-range without the client", "closed.example.com", "/hostname", "403 "},
+		{"whitelist-source-range without the client", "closed.example.com", "/hostname", "403"},
 	}
 	for _, c := range checks {
 		if out, err := curl(c.host, c.path); err != nil || out != c.want {

@@ -27,7 +27,7 @@ func testserverCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cfg.HTTPPort, "http-port", 8080, "HTTP port")
 	cmd.Flags().IntVar(&cfg.TCPPort, "tcp-port", 8081, "TCP echo port")
 	cmd.Flags().IntVar(&cfg.UDPPort, "udp-port", 8081, "UDP echo port")
-	cmd.Flags().IntVar(&cfg.GRPCPort, "grpc-port", 8082, "gRPC health service port, h2c (0: off)")
+	cmd.Flags().IntVar(&cfg.GRPCPort, "grpc-port", 0, "gRPC health service port, h2c (0: off; off by default so two testservers fit in one pod)")
 	cmd.Flags().StringVar(&cfg.Name, "name", "", "name /hostname returns (default $POD_NAME, else the hostname)")
 	cmd.Flags().IntVar(&cfg.DNSPort, "dns-port", 0, "serve the outside.test DNS zone on this port (0: off)")
 	cmd.Flags().StringVar(&cfg.WWWAddress, "www-address", "203.0.113.10", "address of www.outside.test")

@@ -413,7 +413,7 @@ func DemoDeployment(ns, name string, replicas int32) *appsv1.Deployment {
 						NodeTaintsPolicy: ptr.To(corev1.NodeInclusionPolicyHonor)}},
 					TerminationGracePeriodSeconds: ptr.To[int64](2),
 					Containers: []corev1.Container{
-						{Name: "server", Image: "weft/testserver",
+						{Name: "server", Image: "weft/testserver", Args: []string{"--grpc-port=8082"},
 							Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 							ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
 								PeriodSeconds: 1}},

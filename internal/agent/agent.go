@@ -165,9 +165,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("unknown backend %q (want vxlan, host-gw or auto)", a.cfg.Backend)
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, informers.WithTransform(kubeclient.Slim))
-	// Only the service proxy reads EndpointSlices here: keep just its part.
-	if err := factory.Discovery().V1().EndpointSlices().Informer().SetTransform(proxy.CompactSlice); err != nil {
-		return err
+	if a.cfg.Proxy {
+		// Only the service proxy reads Services and EndpointSlices here:
+		// keep just its part.
+		if err := factory.Discovery().V1().EndpointSlices().Informer().SetTransform(proxy.CompactSlice); err != nil {
+			return err
+		}
+		if err := factory.Core().V1().Services().Informer().SetTransform(proxy.CompactService); err != nil {
+			return err
+		}
 	}
 	nodes := factory.Core().V1().Nodes()
 	broadcaster := record.NewBroadcaster()

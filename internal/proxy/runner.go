@@ -326,9 +326,9 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	p.lastUpdated = time.Now()
 	p.mu.Unlock()
 	p.reportConflicts()
-	ports, eps := p.state.allPorts()
+	nports, eps, health := p.state.summary()
 	if p.Health != nil {
-		p.Health.Update(HealthPorts(ports, p.cfg.NodeName))
+		p.Health.Update(HealthPorts(health, p.cfg.NodeName))
 	}
 	if p.CleanConntrack && len(stale) > 0 {
 		if n, err := DeleteStaleUDP(p.cfg.Family, stale); err != nil {
@@ -349,7 +349,7 @@ func (p *Proxy) Sync(ctx context.Context) error {
 	if !dirtSince.IsZero() {
 		p.progLatency.Observe(time.Since(dirtSince).Seconds())
 	}
-	p.svcGauge.Set(float64(len(ports)))
+	p.svcGauge.Set(float64(nports))
 	p.epGauge.Set(float64(eps))
 	if full {
 		// A full sync at 10 000 services allocates some hundred MB that
@@ -357,7 +357,7 @@ func (p *Proxy) Sync(ctx context.Context) error {
 		// leave the agent's RSS at the peak until the scavenger gets there.
 		debug.FreeOSMemory()
 	}
-	p.log.Debug("proxy synced", "full", full, "changedServices", len(changed), "servicePorts", len(ports), "endpoints", eps, "took", time.Since(start))
+	p.log.Debug("proxy synced", "full", full, "changedServices", len(changed), "servicePorts", nports, "endpoints", eps, "took", time.Since(start))
 	return nil
 }
 

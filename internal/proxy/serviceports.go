@@ -62,14 +62,14 @@ func (s ServicePort) TopologyEndpoints(node, zone string) []Endpoint {
 			continue
 		}
 		anyReady = true
-		if len(e.HintNodes) == 0 {
+		if len(e.hintNodes()) == 0 {
 			allNode = false
-		} else if slices.Contains(e.HintNodes, node) {
+		} else if slices.Contains(e.hintNodes(), node) {
 			forNode = true
 		}
-		if len(e.HintZones) == 0 {
+		if len(e.hintZones()) == 0 {
 			allZone = false
-		} else if slices.Contains(e.HintZones, zone) {
+		} else if slices.Contains(e.hintZones(), zone) {
 			forZone = true
 		}
 	}
@@ -78,9 +78,9 @@ func (s ServicePort) TopologyEndpoints(node, zone string) []Endpoint {
 	case !anyReady:
 		return s.Endpoints
 	case allNode && forNode:
-		keep = func(e Endpoint) bool { return slices.Contains(e.HintNodes, node) }
+		keep = func(e Endpoint) bool { return slices.Contains(e.hintNodes(), node) }
 	case allZone && forZone:
-		keep = func(e Endpoint) bool { return slices.Contains(e.HintZones, zone) }
+		keep = func(e Endpoint) bool { return slices.Contains(e.hintZones(), zone) }
 	default:
 		return s.Endpoints
 	}
@@ -121,8 +121,26 @@ type Endpoint struct {
 	Serving     bool
 	Terminating bool
 	NodeName    string
-	// Topology hints from the EndpointSlice controller.
-	HintZones, HintNodes []string
+	// Hints: topology hints from the EndpointSlice controller (nil: none;
+	// a pointer, as most endpoints have none and there are 100,000s).
+	Hints *Hints
+}
+
+// Hints are the zones and nodes an endpoint is hinted for.
+type Hints struct{ Zones, Nodes []string }
+
+func (e Endpoint) hintZones() []string {
+	if e.Hints == nil {
+		return nil
+	}
+	return e.Hints.Zones
+}
+
+func (e Endpoint) hintNodes() []string {
+	if e.Hints == nil {
+		return nil
+	}
+	return e.Hints.Nodes
 }
 
 func (e Endpoint) String() string { return net.JoinHostPort(e.IP.String(), fmt.Sprint(e.Port)) }
@@ -269,12 +287,13 @@ func collectEndpoints(family corev1.IPFamily, p corev1.ServicePort, slices []*di
 					continue
 				}
 				e := Endpoint{IP: ip, Port: port, Ready: ready, Serving: serving, Terminating: terminating, NodeName: node}
-				if ep.Hints != nil {
+				if ep.Hints != nil && len(ep.Hints.ForZones)+len(ep.Hints.ForNodes) > 0 {
+					e.Hints = &Hints{}
 					for _, z := range ep.Hints.ForZones {
-						e.HintZones = append(e.HintZones, z.Name)
+						e.Hints.Zones = append(e.Hints.Zones, z.Name)
 					}
 					for _, n := range ep.Hints.ForNodes {
-						e.HintNodes = append(e.HintNodes, n.Name)
+						e.Hints.Nodes = append(e.Hints.Nodes, n.Name)
 					}
 				}
 				// An address in two slices (a pod moving between them): a

@@ -151,7 +151,7 @@ func TestTopologyEndpoints(t *testing.T) {
 	e := func(ip, node, zone string, hints bool) Endpoint {
 		x := Endpoint{IP: net.ParseIP(ip), Port: 80, Ready: true, NodeName: node}
 		if hints {
-			x.HintZones, x.HintNodes = []string{zone}, []string{node}
+			x.Hints = &Hints{Zones: []string{zone}, Nodes: []string{node}}
 		}
 		return x
 	}
@@ -174,11 +174,11 @@ func TestTopologyEndpoints(t *testing.T) {
 	}
 	// Node hints count only when every ready endpoint has them; zone
 	// hints are still used.
-	sp.Endpoints[1].HintNodes = nil
+	sp.Endpoints[1].Hints = &Hints{Zones: sp.Endpoints[1].Hints.Zones}
 	if got := str(sp.TopologyEndpoints("n1", "a")); got != "10.0.0.1,10.0.0.2" {
 		t.Errorf("an endpoint without a node hint: want the zone's endpoints, got %s", got)
 	}
-	sp.Endpoints[1].HintZones = nil
+	sp.Endpoints[1].Hints = nil
 	if got := str(sp.TopologyEndpoints("n1", "a")); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
 		t.Errorf("an endpoint without hints disables them: %s", got)
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -19,7 +20,7 @@ func CompactSlice(obj any) (any, error) {
 	}
 	out := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: sl.Name, Namespace: sl.Namespace, UID: sl.UID, ResourceVersion: sl.ResourceVersion,
-			Labels: sl.Labels, DeletionTimestamp: sl.DeletionTimestamp},
+			Labels: proxyLabels(sl.Labels), DeletionTimestamp: sl.DeletionTimestamp},
 		AddressType: sl.AddressType,
 		Ports:       sl.Ports,
 	}
@@ -62,4 +63,41 @@ func shared(b *bool) *bool {
 	default:
 		return &no
 	}
+}
+
+// CompactService is an informer transform for Services read only by the
+// service proxy: it keeps the fields ServicePortsFor and the runner read
+// and drops the rest (selector, annotations, IP family policy, status
+// conditions), about a third of a decoded Service.
+func CompactService(obj any) (any, error) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	s := &svc.Spec
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, UID: svc.UID, ResourceVersion: svc.ResourceVersion,
+			Labels: proxyLabels(svc.Labels), DeletionTimestamp: svc.DeletionTimestamp},
+		Spec: corev1.ServiceSpec{Type: s.Type, ClusterIP: s.ClusterIP, ClusterIPs: s.ClusterIPs, Ports: s.Ports,
+			ExternalIPs: s.ExternalIPs, SessionAffinity: s.SessionAffinity, SessionAffinityConfig: s.SessionAffinityConfig,
+			ExternalTrafficPolicy: s.ExternalTrafficPolicy, InternalTrafficPolicy: s.InternalTrafficPolicy,
+			HealthCheckNodePort: s.HealthCheckNodePort, LoadBalancerSourceRanges: s.LoadBalancerSourceRanges},
+		Status: corev1.ServiceStatus{LoadBalancer: svc.Status.LoadBalancer},
+	}, nil
+}
+
+// proxyLabels keeps the labels the proxy reads (the slice's service, and
+// the two that make an object another proxy's or headless): a Service's
+// or slice's other labels would cost a map entry per object for nothing.
+func proxyLabels(in map[string]string) map[string]string {
+	var out map[string]string
+	for _, k := range []string{discoveryv1.LabelServiceName, "service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless"} {
+		if v, ok := in[k]; ok {
+			if out == nil {
+				out = make(map[string]string, 1)
+			}
+			out[k] = v
+		}
+	}
+	return out
 }

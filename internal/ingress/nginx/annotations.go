@@ -70,12 +70,9 @@ var snippets = map[string]bool{"configuration-snippet": true, "server-snippet": 
 	"stream-snippet": true, "modsecurity-snippet": true}
 
 // notYet are ingress-nginx annotations weft will honour but does not yet.
-var notYet = map[string]bool{"rewrite-target": true, "use-regex": true, "affinity": true, "affinity-mode": true,
-	"session-cookie-name": true, "session-cookie-expires": true, "session-cookie-max-age": true, "session-cookie-path": true,
+var notYet = map[string]bool{"rewrite-target": true, "use-regex": true,
 	"canary": true, "canary-weight": true, "canary-by-header": true, "canary-by-header-value": true, "canary-by-cookie": true,
-	"enable-cors": true, "cors-allow-origin": true, "cors-allow-methods": true, "cors-allow-headers": true,
-	"cors-allow-credentials": true, "cors-max-age": true, "cors-expose-headers": true,
-	"proxy-connect-timeout": true, "proxy-read-timeout": true, "proxy-send-timeout": true, "custom-headers": true}
+	"custom-headers": true}
 
 // apply sets what one annotation asks; a reason and verdict when it is
 // not honoured as written.
@@ -150,6 +147,27 @@ func apply(p *route.Policy, key, value string, all map[string]string) (string, V
 		default:
 			return bad("backend protocol %q: want HTTP, HTTPS, GRPC or GRPCS", value)
 		}
+	case "enable-cors", "cors-allow-origin", "cors-allow-methods", "cors-allow-headers", "cors-expose-headers",
+		"cors-allow-credentials", "cors-max-age":
+		return cors(p, key, all)
+	case "proxy-connect-timeout", "proxy-read-timeout":
+		d, err := parseSeconds(value)
+		if err != nil {
+			return bad("%s: %v", key, err)
+		}
+		if key == "proxy-connect-timeout" {
+			p.ConnectTimeout = d
+		} else {
+			p.ReadTimeout = d
+			return "the wait for the response and between two reads of its body, as nginx; an open WebSocket is never cut for being idle", Differently
+		}
+	case "proxy-send-timeout":
+		if _, err := parseSeconds(value); err != nil {
+			return bad("%s: %v", key, err)
+		}
+		return "weft does not time writes to a backend on their own; the connect and read timeouts bound a stalled backend", Ignored
+	case "affinity", "affinity-mode", "session-cookie-name", "session-cookie-path", "session-cookie-expires", "session-cookie-max-age":
+		return affinity(p, key, all)
 	default:
 		return "not an ingress-nginx annotation weft knows", Ignored
 	}

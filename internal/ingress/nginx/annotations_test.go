@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"weft.dev/weft/internal/ingress/route"
 )
@@ -53,6 +54,35 @@ func TestParseEachAnnotation(t *testing.T) {
 		{"snippets never", map[string]string{Prefix + "configuration-snippet": "return 200;", Prefix + "server-snippet": "x"}, false, nil,
 			map[string]Verdict{"configuration-snippet": Ignored, "server-snippet": Ignored}},
 		{"not yet", map[string]string{Prefix + "rewrite-target": "/$1"}, false, nil, map[string]Verdict{"rewrite-target": Ignored}},
+		{"enable-cors with defaults", map[string]string{Prefix + "enable-cors": "true"}, false, &route.Policy{CORS: &route.CORS{Origins: []string{"*"},
+			Methods: corsMethods, Headers: corsHeaders, Credentials: true, MaxAgeSeconds: 1728000}}, nil},
+		{"cors settings", map[string]string{Prefix + "enable-cors": "true", Prefix + "cors-allow-origin": "https://a.example.com:4443, http://*.b.example.com",
+			Prefix + "cors-allow-methods": "GET,POST", Prefix + "cors-allow-headers": "X-Token, Content-Type", Prefix + "cors-expose-headers": "X-Id",
+			Prefix + "cors-allow-credentials": "false", Prefix + "cors-max-age": "60"}, false,
+			&route.Policy{CORS: &route.CORS{Origins: []string{"https://a.example.com:4443", "http://*.b.example.com"}, Methods: "GET, POST",
+				Headers: "X-Token, Content-Type", ExposeHeaders: "X-Id", MaxAgeSeconds: 60}}, nil},
+		{"cors-* without enable-cors", map[string]string{Prefix + "cors-allow-origin": "https://a.example.com"}, false, nil,
+			map[string]Verdict{"cors-allow-origin": Ignored}},
+		{"a header injected into cors-allow-headers", map[string]string{Prefix + "enable-cors": "true", Prefix + "cors-allow-headers": "X-A\r\nSet-Cookie: x"}, false,
+			&route.Policy{CORS: &route.CORS{Origins: []string{"*"}, Methods: corsMethods, Headers: corsHeaders, Credentials: true, MaxAgeSeconds: 1728000}},
+			map[string]Verdict{"cors-allow-headers": Ignored}},
+		{"an origin with a path", map[string]string{Prefix + "enable-cors": "true", Prefix + "cors-allow-origin": "https://a.example.com/x"}, false,
+			&route.Policy{CORS: &route.CORS{Origins: []string{"*"}, Methods: corsMethods, Headers: corsHeaders, Credentials: true, MaxAgeSeconds: 1728000}},
+			map[string]Verdict{"cors-allow-origin": Ignored}},
+		{"timeouts", map[string]string{Prefix + "proxy-connect-timeout": "2", Prefix + "proxy-read-timeout": "30", Prefix + "proxy-send-timeout": "30"}, false,
+			&route.Policy{ConnectTimeout: 2 * time.Second, ReadTimeout: 30 * time.Second},
+			map[string]Verdict{"proxy-read-timeout": Differently, "proxy-send-timeout": Ignored}},
+		{"a timeout with a unit", map[string]string{Prefix + "proxy-connect-timeout": "5s"}, false, nil, map[string]Verdict{"proxy-connect-timeout": Ignored}},
+		{"affinity cookie", map[string]string{Prefix + "affinity": "cookie", Prefix + "session-cookie-name": "route", Prefix + "session-cookie-path": "/app",
+			Prefix + "session-cookie-expires": "100", Prefix + "session-cookie-max-age": "200", Prefix + "affinity-mode": "persistent"}, false,
+			&route.Policy{Affinity: &route.Affinity{Cookie: "route", Path: "/app", MaxAge: 200 * time.Second}},
+			map[string]Verdict{"session-cookie-expires": Differently}},
+		{"affinity defaults", map[string]string{Prefix + "affinity": "cookie", Prefix + "affinity-mode": "balanced"}, false,
+			&route.Policy{Affinity: &route.Affinity{Cookie: "INGRESSCOOKIE"}}, map[string]Verdict{"affinity-mode": Differently}},
+		{"a cookie name that injects", map[string]string{Prefix + "affinity": "cookie", Prefix + "session-cookie-name": "a=b; Domain=evil.example"}, false,
+			&route.Policy{Affinity: &route.Affinity{Cookie: "INGRESSCOOKIE"}}, map[string]Verdict{"session-cookie-name": Ignored}},
+		{"session-cookie-* without affinity", map[string]string{Prefix + "session-cookie-name": "x"}, false, nil, map[string]Verdict{"session-cookie-name": Ignored}},
+		{"affinity other than cookie", map[string]string{Prefix + "affinity": "ip"}, false, nil, map[string]Verdict{"affinity": Ignored}},
 		{"unknown", map[string]string{Prefix + "made-up": "1"}, false, nil, map[string]Verdict{"made-up": Ignored}},
 	}
 	for _, c := range cases {
@@ -104,13 +134,16 @@ func TestPermits(t *testing.T) {
 // breaks, paths and hosts carry no control characters.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"permanent-redirect=https://a.example.com/x", "app-root=/app", "proxy-body-size=10k",
-		"upstream-vhost=a.example.com:81", "whitelist-source-range=10.0.0.0/8,::1", "backend-protocol=grpc", "ssl-redirect=false"} {
+		"upstream-vhost=a.example.com:81", "whitelist-source-range=10.0.0.0/8,::1", "backend-protocol=grpc", "ssl-redirect=false",
+		"enable-cors=true", "proxy-read-timeout=60", "affinity=cookie"} {
 		k, v, _ := strings.Cut(s, "=")
 		f.Add(k, v)
 	}
 	f.Fuzz(func(t *testing.T, key, value string) {
-		p, findings := Parse(map[string]string{Prefix + key: value}, true)
-		if len(findings) != 1 {
+		// With the switches on, so the settings that need them are read.
+		ann := map[string]string{Prefix + key: value, Prefix + "enable-cors": "true", Prefix + "affinity": "cookie"}
+		p, findings := Parse(ann, true)
+		if len(findings) != len(ann) {
 			t.Fatalf("%d findings", len(findings))
 		}
 		if p == nil {
@@ -122,7 +155,17 @@ func FuzzParse(f *testing.F) {
 				t.Errorf("unsafe redirect %+v", r)
 			}
 		}
-		for _, s := range []string{p.AppRoot, p.Host, p.ForwardedPrefix} {
+		texts := []string{p.AppRoot, p.Host, p.ForwardedPrefix}
+		if c := p.CORS; c != nil {
+			texts = append(append(texts, c.Origins...), c.Methods, c.Headers, c.ExposeHeaders)
+		}
+		if a := p.Affinity; a != nil {
+			texts = append(texts, a.Cookie, a.Path)
+			if strings.ContainsAny(a.Cookie, ";=, ") || strings.ContainsAny(a.Path, "; ") {
+				t.Errorf("cookie name %q", a.Cookie)
+			}
+		}
+		for _, s := range texts {
 			if strings.ContainsFunc(s, func(c rune) bool { return c < ' ' || c == 0x7f }) {
 				t.Errorf("control character in %q", s)
 			}

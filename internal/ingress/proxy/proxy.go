@@ -66,6 +66,9 @@ type pick struct {
 	source  string // the Ingress, for metrics
 	addrs   []string
 	policy  *route.Policy // nil: none
+	pinned  string        // the endpoint the affinity cookie names, if any
+	path    string        // the route's path (the affinity cookie's default)
+	tls     bool          // the client came over TLS
 }
 
 // New returns a proxy serving an empty snapshot (every request 404); its
@@ -76,7 +79,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 	transport := func(h2c bool) *http.Transport {
 		t := &http.Transport{
 			Proxy:                 nil, // never an environment proxy
-			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           p.dial,
 			MaxIdleConns:          1024,
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       90 * time.Second,
@@ -102,10 +105,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 			}
 		}
 	}
-	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false)}, ErrorHandler: p.upstreamError}
+	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false)}, ErrorHandler: p.upstreamError,
+		ModifyResponse: addCORS}
 	// Streams (gRPC) are flushed as they come, trailers passed on.
 	p.h2c = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(true)}, ErrorHandler: p.upstreamError,
-		FlushInterval: -1}
+		ModifyResponse: addCORS, FlushInterval: -1}
 	return p
 }
 
@@ -118,9 +122,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := p.snap.Load()
 	var backend *route.Backend
 	var pol *route.Policy
-	source := "none"
+	source, path := "none", "/"
 	if rt, ok := s.Table.Match(r.Host, r.URL.Path); ok {
-		backend, source, pol = &rt.Backend, rt.Source, rt.Policy
+		backend, source, pol, path = &rt.Backend, rt.Source, rt.Policy, rt.Path
 	} else if s.Table.Default != nil {
 		backend, source = s.Table.Default, "default"
 	}
@@ -156,7 +160,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	ctx := context.WithValue(r.Context(), ctxKey{}, &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol})
+	pk := &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol, path: path, tls: r.TLS != nil}
+	if pol != nil && pol.Affinity != nil {
+		pk.addrs, pk.pinned = pinned(r, pol.Affinity, pk.addrs)
+	}
+	ctx := context.WithValue(r.Context(), ctxKey{}, pk)
 	rp := p.rp
 	if s.H2C[*backend] || (pol != nil && pol.H2C) {
 		rp = p.h2c
@@ -183,6 +191,11 @@ func answerByPolicy(w http.ResponseWriter, r *http.Request, pol *route.Policy) i
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !pol.Permits(ap.Addr()) {
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return http.StatusForbidden
+	}
+	if pol.CORS != nil && r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		setCORS(w.Header(), pol.CORS, r.Header.Get("Origin"), true)
+		w.WriteHeader(http.StatusNoContent)
+		return http.StatusNoContent
 	}
 	redirect := func(code int, to string) int {
 		w.Header().Set("Location", to)
@@ -233,11 +246,14 @@ func (p *Proxy) eject(addr string) {
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway
 	var mbe *http.MaxBytesError
+	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
 		status = http.StatusRequestEntityTooLarge
-	case errors.Is(err, context.Canceled):
+	case r.Context().Err() != nil:
 		return // the client went away
+	case errors.Is(err, errReadTimeout) || (errors.As(err, &ne) && ne.Timeout()):
+		status = http.StatusGatewayTimeout // as nginx answers an upstream timeout
 	}
 	p.log.Warn("upstream failed", "host", r.Host, "path", r.URL.Path, "err", err)
 	http.Error(w, http.StatusText(status), status)
@@ -263,8 +279,11 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		req.URL.Host = addr
 		var resp *http.Response
-		resp, err = t.base.RoundTrip(req)
+		resp, err = t.p.roundTrip(t.base, req, pk.policy)
 		if err == nil {
+			if pk.policy != nil && pk.policy.Affinity != nil && addr != pk.pinned {
+				resp.Header.Add("Set-Cookie", affinityCookie(pk, addr))
+			}
 			return resp, nil
 		}
 		var op *net.OpError

@@ -1,6 +1,10 @@
 package route
 
-import "net/netip"
+import (
+	"net/netip"
+	"strings"
+	"time"
+)
 
 // Policy is what a route does besides choosing a backend: redirects,
 // limits and request changes. Ingress annotations (ingress-nginx's) and
@@ -26,6 +30,56 @@ type Policy struct {
 	Allow, Deny []netip.Prefix
 	// H2C sends to the backend with HTTP/2 without TLS (gRPC).
 	H2C bool
+	// CORS answers preflight requests and adds CORS headers (nil: none).
+	CORS *CORS
+	// ConnectTimeout bounds connecting to an endpoint; ReadTimeout the
+	// wait for the response's headers and between two reads of its body
+	// (0: the proxy's).
+	ConnectTimeout, ReadTimeout time.Duration
+	// Affinity pins a client to an endpoint with a cookie (nil: none).
+	Affinity *Affinity
+}
+
+// CORS is a route's cross-origin policy.
+type CORS struct {
+	// Origins allowed: "*" (any), exact origins, or "scheme://*.domain"
+	// for one level of subdomain; an optional port.
+	Origins                         []string
+	Methods, Headers, ExposeHeaders string
+	Credentials                     bool
+	MaxAgeSeconds                   int
+}
+
+// AllowOrigin is the Access-Control-Allow-Origin for a request's Origin
+// ("" when that origin is not allowed).
+func (c *CORS) AllowOrigin(origin string) string {
+	for _, o := range c.Origins {
+		if o == "*" {
+			return "*"
+		}
+		if origin == "" {
+			continue
+		}
+		if o == origin {
+			return origin
+		}
+		// scheme://*.domain[:port] matches scheme://one-label.domain[:port].
+		if scheme, rest, ok := strings.Cut(o, "://*."); ok {
+			oscheme, ohost, ok := strings.Cut(origin, "://")
+			label, tail, dot := strings.Cut(ohost, ".")
+			if ok && dot && oscheme == scheme && tail == rest && label != "" && !strings.ContainsAny(label, ":/") {
+				return origin
+			}
+		}
+	}
+	return ""
+}
+
+// Affinity is cookie-based session affinity.
+type Affinity struct {
+	Cookie string
+	Path   string        // "" : the route's path
+	MaxAge time.Duration // 0: a session cookie
 }
 
 // Redirect is a fixed redirect.

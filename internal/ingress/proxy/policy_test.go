@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"weft.dev/weft/internal/ingress/route"
+)
+
+func request(t *testing.T, method, url, host string, hdr ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	req.Host = host
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// CORS: a preflight is answered by the proxy; a request from an allowed
+// origin gets its headers (the backend's own replaced); another origin
+// gets none.
+func TestCORS(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "https://backend.example")
+		io.WriteString(w, "ok "+r.Method)
+	}))
+	defer be.Close()
+	p, srv := newProxy(t)
+	vh := route.NewTable()
+	vh.Host("app.example.com").Add(&route.Route{Path: "/", Kind: route.Prefix, Backend: web, Source: "ns/cors",
+		Policy: &route.Policy{CORS: &route.CORS{Origins: []string{"https://a.example.com", "https://*.b.example.com"},
+			Methods: "GET, POST", Headers: "X-Token", ExposeHeaders: "X-Id", Credentials: true, MaxAgeSeconds: 60}}})
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
+
+	pre := request(t, "OPTIONS", srv.URL+"/x", "app.example.com", "Origin", "https://a.example.com", "Access-Control-Request-Method", "POST")
+	want := map[string]string{"Access-Control-Allow-Origin": "https://a.example.com", "Access-Control-Allow-Methods": "GET, POST",
+		"Access-Control-Allow-Headers": "X-Token", "Access-Control-Max-Age": "60", "Access-Control-Allow-Credentials": "true"}
+	if pre.StatusCode != http.StatusNoContent {
+		t.Errorf("preflight: %d, want 204", pre.StatusCode)
+	}
+	for k, v := range want {
+		if got := pre.Header.Get(k); got != v {
+			t.Errorf("preflight %s: %q, want %q", k, got, v)
+		}
+	}
+	got := request(t, "GET", srv.URL+"/x", "app.example.com", "Origin", "https://x.b.example.com")
+	if h := got.Header.Values("Access-Control-Allow-Origin"); len(h) != 1 || h[0] != "https://x.b.example.com" || got.Header.Get("Access-Control-Expose-Headers") != "X-Id" {
+		t.Errorf("simple request from a wildcard subdomain: %v", got.Header)
+	}
+	for _, origin := range []string{"https://evil.example.com", "https://x.y.b.example.com", "http://a.example.com"} {
+		got = request(t, "GET", srv.URL+"/x", "app.example.com", "Origin", origin)
+		if h := got.Header.Get("Access-Control-Allow-Origin"); h != "https://backend.example" {
+			t.Errorf("origin %s: Allow-Origin %q, want only the backend's own", origin, h)
+		}
+	}
+	// An OPTIONS that is not a preflight goes to the backend.
+	if r := request(t, "OPTIONS", srv.URL+"/x", "app.example.com"); r.StatusCode != 200 {
+		t.Errorf("plain OPTIONS: %d", r.StatusCode)
+	}
+}
+
+// Affinity: the first response sets a cookie; with it every request goes
+// to the same endpoint; a cookie naming a gone endpoint is replaced.
+func TestAffinityCookie(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	p, srv := newProxy(t)
+	vh := route.NewTable()
+	vh.Host("app.example.com").Add(&route.Route{Path: "/app", Kind: route.Prefix, Backend: web, Source: "ns/sticky",
+		Policy: &route.Policy{Affinity: &route.Affinity{Cookie: "route", MaxAge: time.Hour}}})
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {a, b}}})
+	do := func(cookie string) (string, *http.Cookie) {
+		req, _ := http.NewRequest("GET", srv.URL+"/app", nil)
+		req.Host = "app.example.com"
+		if cookie != "" {
+			req.AddCookie(&http.Cookie{Name: "route", Value: cookie})
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var set *http.Cookie
+		for _, c := range resp.Cookies() {
+			if c.Name == "route" {
+				set = c
+			}
+		}
+		return strings.Fields(string(body))[0], set
+	}
+	first, set := do("")
+	if set == nil || set.Path != "/app" || set.MaxAge != 3600 || !set.HttpOnly || strings.Contains(set.Value, "127.0.0.1") {
+		t.Fatalf("first response's cookie: %+v", set)
+	}
+	for i := 0; i < 6; i++ {
+		name, again := do(set.Value)
+		if name != first || again != nil {
+			t.Fatalf("request %d with the cookie went to %s (want %s), cookie set again: %v", i, name, first, again)
+		}
+	}
+	// Without the cookie the proxy balances.
+	seen := map[string]bool{}
+	for i := 0; i < 4; i++ {
+		name, _ := do("")
+		seen[name] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("without a cookie: only %v", seen)
+	}
+	// The pinned endpoint goes: the next one serves and the cookie moves.
+	rest := b
+	if first == "b" {
+		rest = a
+	}
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {rest}}})
+	name, moved := do(set.Value)
+	if name == first || moved == nil || moved.Value == set.Value {
+		t.Errorf("after %s went: served by %s, cookie %+v", first, name, moved)
+	}
+}
+
+// Timeouts: a backend slower than the route's read timeout, for its
+// headers or between two parts of its body, is cut off; a dial is bounded
+// by the route's connect timeout.
+func TestRouteTimeouts(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch strings.TrimPrefix(r.URL.Path, "/patient") {
+		case "/slow-headers":
+			time.Sleep(600 * time.Millisecond)
+		case "/slow-body":
+			io.WriteString(w, "part one\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(600 * time.Millisecond)
+		}
+		io.WriteString(w, "done\n")
+	}))
+	defer be.Close()
+	p, srv := newProxy(t)
+	vh := route.NewTable()
+	quick := &route.Policy{ReadTimeout: 200 * time.Millisecond}
+	for _, path := range []string{"/slow-headers", "/slow-body", "/fast"} {
+		vh.Host("app.example.com").Add(&route.Route{Path: path, Kind: route.Prefix, Backend: web, Source: "ns" + path, Policy: quick})
+	}
+	vh.Host("app.example.com").Add(&route.Route{Path: "/patient", Kind: route.Prefix, Backend: api, Source: "ns/patient"})
+	beAddr := strings.TrimPrefix(be.URL, "http://")
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {beAddr}, api: {beAddr}}})
+
+	if code, _ := get(t, srv.URL+"/slow-headers", "app.example.com"); code != http.StatusGatewayTimeout {
+		t.Errorf("slow headers: %d, want 504", code)
+	}
+	if code, body := get(t, srv.URL+"/slow-body", "app.example.com"); strings.Contains(body, "done") {
+		t.Errorf("slow body: %d %q, want it cut after part one", code, body)
+	}
+	if code, body := get(t, srv.URL+"/fast", "app.example.com"); code != 200 || body != "done\n" {
+		t.Errorf("fast: %d %q", code, body)
+	}
+	if code, body := get(t, srv.URL+"/patient/slow-headers", "app.example.com"); code != 200 || !strings.Contains(body, "done") {
+		t.Errorf("a route without a read timeout: %d %q", code, body)
+	}
+	// The connect timeout: the route's, else the proxy's.
+	ctx := context.WithValue(context.Background(), ctxKey{}, &pick{policy: &route.Policy{ConnectTimeout: 300 * time.Millisecond}})
+	if d := p.dialTimeout(ctx); d != 300*time.Millisecond {
+		t.Errorf("route's connect timeout: %s", d)
+	}
+	if d := p.dialTimeout(context.WithValue(context.Background(), ctxKey{}, &pick{})); d != DefaultConfig().DialTimeout {
+		t.Errorf("proxy's connect timeout: %s", d)
+	}
+}

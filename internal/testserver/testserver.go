@@ -79,6 +79,20 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/header/{name}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, r.Header.Get(r.PathValue("name")))
 	})
+	// /delay/MS: answers after MS milliseconds (at most a minute), e.g.
+	// to show a proxy's read timeout.
+	mux.HandleFunc("/delay/{ms}", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.PathValue("ms"))
+		if err != nil || ms < 0 || ms > 60000 {
+			http.Error(w, "want 0 to 60000 milliseconds", http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			fmt.Fprint(w, s.cfg.Name)
+		case <-r.Context().Done():
+		}
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)

@@ -23,6 +23,8 @@ func TestHandler(t *testing.T) {
 		{"/echo?msg=hi", "hi", 200},
 		{"/header/User-Agent", "Go-http-client/1.1", 200},
 		{"/healthz", "ok", 200},
+		{"/delay/1", "pod-a", 200},
+		{"/delay/600000", "want 0 to 60000 milliseconds", 400},
 		{"/nope", "404 page not found", 404},
 	}
 	for _, c := range cases {

@@ -25,7 +25,7 @@ import (
 func TestIngressNginxAnnotations(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
-	deployWeb(t, ns, 1)
+	deployWeb(t, ns, 2)
 	createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
 	createReady(t, pinnedPod(ns, "client", "weft-node-3"))
@@ -37,12 +37,18 @@ func TestIngressNginxAnnotations(t *testing.T) {
 				Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: &prefix, Backend: networkingv1.IngressBackend{
 					Service: &networkingv1.IngressServiceBackend{Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}}}}}}}
 	}
+	rewriting := ingress("rewrite", map[string]string{nginx.Prefix + "rewrite-target": "/$2"})
+	rewriting.Spec.Rules[0].HTTP.Paths[0].Path = "/app(/|$)(.*)"
 	for _, ing := range []*networkingv1.Ingress{
 		ingress("moved", map[string]string{nginx.Prefix + "permanent-redirect": "https://new.example.com/"}),
 		ingress("secure", map[string]string{nginx.Prefix + "force-ssl-redirect": "true"}),
 		ingress("closed", map[string]string{nginx.Prefix + "whitelist-source-range": "192.0.2.0/24"}),
 		ingress("prefixed", map[string]string{nginx.Prefix + "x-forwarded-prefix": "/api"}),
 		ingress("snippet", map[string]string{nginx.Prefix + "configuration-snippet": "return 200 'owned';"}),
+		ingress("cors", map[string]string{nginx.Prefix + "enable-cors": "true", nginx.Prefix + "cors-allow-origin": "https://app.example.org"}),
+		ingress("sticky", map[string]string{nginx.Prefix + "affinity": "cookie", nginx.Prefix + "session-cookie-name": "weft-e2e"}),
+		ingress("impatient", map[string]string{nginx.Prefix + "proxy-read-timeout": "1"}),
+		rewriting,
 	} {
 		if _, err := client.NetworkingV1().Ingresses(ns).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -56,10 +62,12 @@ func TestIngressNginxAnnotations(t *testing.T) {
 	body := func(host, path string) (string, error) {
 		return execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", "-H", "Host: "+host, "http://"+lb+path)
 	}
-	eventually(t, 30*time.Second, "the snippet Ingress routed (its snippet ignored)", func() error {
-		out, err := body("snippet.example.com", "/hostname")
-		if err != nil || !strings.HasPrefix(out, "web-") {
-			return fmt.Errorf("%q %v", out, err)
+	eventually(t, 30*time.Second, "the snippet, cors, sticky and impatient Ingresses routed (the snippet ignored)", func() error {
+		for _, host := range []string{"snippet", "cors", "sticky", "impatient"} {
+			out, err := body(host+".example.com", "/hostname")
+			if err != nil || !strings.HasPrefix(out, "web-") {
+				return fmt.Errorf("%s: %q %v", host, out, err)
+			}
 		}
 		return nil
 	})
@@ -75,6 +83,30 @@ func TestIngressNginxAnnotations(t *testing.T) {
 	}
 	if out, err := body("prefixed.example.com", "/header/X-Forwarded-Prefix"); err != nil || out != "/api" {
 		t.Errorf("x-forwarded-prefix: %q %v, want /api", out, err)
+	}
+	// rewrite-target: /App/hostname reaches the pod as /hostname.
+	if out, err := body("rewrite.example.com", "/App/hostname"); err != nil || !strings.HasPrefix(out, "web-") {
+		t.Errorf("rewrite-target: %q %v, want a web pod's name", out, err)
+	}
+	// CORS: the preflight answered by the proxy for the allowed origin.
+	if out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", "-o", "/dev/null", "-X", "OPTIONS",
+		"-H", "Host: cors.example.com", "-H", "Origin: https://app.example.org", "-H", "Access-Control-Request-Method: PUT",
+		"-w", "%{http_code} %header{access-control-allow-origin} %header{access-control-allow-methods}", "http://"+lb+"/x"); err != nil ||
+		out != "204 https://app.example.org GET, PUT, POST, DELETE, PATCH, OPTIONS" {
+		t.Errorf("cors preflight: %q %v", out, err)
+	}
+	// Affinity: with the cookie the first answer set, every request goes
+	// to the same one of the two web pods.
+	sticky, err := execIn(t, ns+"/client", "", "sh", "-c", "rm -f /tmp/jar; for i in 1 2 3 4 5 6; do curl -sS -m 3 -b /tmp/jar -c /tmp/jar -H 'Host: sticky.example.com' http://"+lb+"/hostname; echo; done")
+	if names := strings.Fields(sticky); err != nil || len(names) != 6 || strings.Count(sticky, names[0]) != 6 {
+		t.Errorf("affinity cookie: %q %v, want one pod six times", sticky, err)
+	}
+	// proxy-read-timeout 1: a backend answering after 2 s gets 504, one
+	// after 0.2 s is served.
+	for path, want := range map[string]string{"/delay/2000": "504", "/delay/200": "200"} {
+		if out, err := curl("impatient.example.com", path); err != nil || out != want {
+			t.Errorf("proxy-read-timeout %s: %q %v, want %q", path, out, err, want)
+		}
 	}
 	eventually(t, 20*time.Second, "a Warning Event on the snippet Ingress", func() error {
 		evs, err := client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=snippet"})

@@ -9,6 +9,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -61,8 +62,12 @@ func Ours(ings []*networkingv1.Ingress, classes []*networkingv1.IngressClass) []
 // Build translates Ingresses into a snapshot: the route table and, for
 // every backend a route names, the ready endpoints of its Service port.
 func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS, []route.Problem) {
-	t, tls, probs := route.FromIngresses(ings)
-	probs = append(probs, applyAnnotations(t, ings)...)
+	policies, regexHosts, probs := readAnnotations(ings)
+	t, tls, routeProbs := route.FromIngresses(ings, regexHosts)
+	probs = append(routeProbs, probs...)
+	for _, r := range t.Routes() {
+		r.Policy = policies[r.Source]
+	}
 	s := &proxy.Snapshot{Table: t, Endpoints: map[route.Backend][]string{}, H2C: map[route.Backend]bool{}}
 	resolve := func(b route.Backend, source string) {
 		if _, done := s.Endpoints[b]; done {
@@ -83,26 +88,31 @@ func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS
 	return s, tls, probs
 }
 
-// applyAnnotations gives each route the policy its Ingress's
-// ingress-nginx annotations ask for, and reports every annotation not
-// honoured as written (an Event on the Ingress).
-func applyAnnotations(t *route.Table, ings []*networkingv1.Ingress) []route.Problem {
+// readAnnotations reads each Ingress's ingress-nginx annotations into the
+// policy of its routes, the hosts whose paths are regular expressions
+// (every host of an Ingress with use-regex or rewrite-target, for all
+// Ingresses, as ingress-nginx does), and a problem (an Event on the
+// Ingress) for every annotation not honoured as written.
+func readAnnotations(ings []*networkingv1.Ingress) (map[string]*route.Policy, map[string]bool, []route.Problem) {
 	policies := map[string]*route.Policy{}
+	regexHosts := map[string]bool{}
 	var probs []route.Problem
 	for _, ing := range ings {
 		src := ing.Namespace + "/" + ing.Name
 		pol, findings := nginx.Parse(ing.Annotations, false)
 		policies[src] = pol
+		if pol != nil && pol.Regex {
+			for _, rule := range ing.Spec.Rules {
+				regexHosts[strings.ToLower(rule.Host)] = true
+			}
+		}
 		for _, f := range findings {
 			if f.Verdict == nginx.Ignored {
 				probs = append(probs, route.Problem{Ingress: src, Message: fmt.Sprintf("annotation %s: %s: %s", f.Annotation, f.Verdict, f.Why)})
 			}
 		}
 	}
-	for _, r := range t.Routes() {
-		r.Policy = policies[r.Source]
-	}
-	return probs
+	return policies, regexHosts, probs
 }
 
 // h2cProtocols are appProtocol values of a Service port that speaks

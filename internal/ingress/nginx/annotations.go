@@ -70,8 +70,7 @@ var snippets = map[string]bool{"configuration-snippet": true, "server-snippet": 
 	"stream-snippet": true, "modsecurity-snippet": true}
 
 // notYet are ingress-nginx annotations weft will honour but does not yet.
-var notYet = map[string]bool{"rewrite-target": true, "use-regex": true,
-	"canary": true, "canary-weight": true, "canary-by-header": true, "canary-by-header-value": true, "canary-by-cookie": true,
+var notYet = map[string]bool{"canary": true, "canary-weight": true, "canary-by-header": true, "canary-by-header-value": true, "canary-by-cookie": true,
 	"custom-headers": true}
 
 // apply sets what one annotation asks; a reason and verdict when it is
@@ -166,6 +165,17 @@ func apply(p *route.Policy, key, value string, all map[string]string) (string, V
 			return bad("%s: %v", key, err)
 		}
 		return "weft does not time writes to a backend on their own; the connect and read timeouts bound a stalled backend", Ignored
+	case "use-regex":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return bad("%q is not true or false", value)
+		}
+		p.Regex = p.Regex || b
+	case "rewrite-target":
+		if !strings.HasPrefix(value, "/") || strings.ContainsFunc(value, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '?' || c == '#' || c == '\\' }) {
+			return bad("rewrite-target %q: want a path (with $1 to $9 for the regex path's groups), without spaces, query or fragment", value)
+		}
+		p.RewriteTarget, p.Regex = value, true
 	case "affinity", "affinity-mode", "session-cookie-name", "session-cookie-path", "session-cookie-expires", "session-cookie-max-age":
 		return affinity(p, key, all)
 	default:

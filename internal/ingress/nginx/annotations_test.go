@@ -53,7 +53,13 @@ func TestParseEachAnnotation(t *testing.T) {
 		{"backend-protocol HTTPS", map[string]string{Prefix + "backend-protocol": "HTTPS"}, false, nil, map[string]Verdict{"backend-protocol": Ignored}},
 		{"snippets never", map[string]string{Prefix + "configuration-snippet": "return 200;", Prefix + "server-snippet": "x"}, false, nil,
 			map[string]Verdict{"configuration-snippet": Ignored, "server-snippet": Ignored}},
-		{"not yet", map[string]string{Prefix + "rewrite-target": "/$1"}, false, nil, map[string]Verdict{"rewrite-target": Ignored}},
+		{"not yet", map[string]string{Prefix + "canary": "true"}, false, nil, map[string]Verdict{"canary": Ignored}},
+		{"rewrite-target", map[string]string{Prefix + "rewrite-target": "/$2"}, false, &route.Policy{RewriteTarget: "/$2", Regex: true}, nil},
+		{"use-regex", map[string]string{Prefix + "use-regex": "true"}, false, &route.Policy{Regex: true}, nil},
+		{"rewrite-target implies regex", map[string]string{Prefix + "rewrite-target": "/x/$1", Prefix + "use-regex": "false"}, false,
+			&route.Policy{RewriteTarget: "/x/$1", Regex: true}, nil},
+		{"rewrite-target with a query", map[string]string{Prefix + "rewrite-target": "/x?admin=1"}, false, nil, map[string]Verdict{"rewrite-target": Ignored}},
+		{"rewrite-target with a line break", map[string]string{Prefix + "rewrite-target": "/x\r\nX-Admin: 1"}, false, nil, map[string]Verdict{"rewrite-target": Ignored}},
 		{"enable-cors with defaults", map[string]string{Prefix + "enable-cors": "true"}, false, &route.Policy{CORS: &route.CORS{Origins: []string{"*"},
 			Methods: corsMethods, Headers: corsHeaders, Credentials: true, MaxAgeSeconds: 1728000}}, nil},
 		{"cors settings", map[string]string{Prefix + "enable-cors": "true", Prefix + "cors-allow-origin": "https://a.example.com:4443, http://*.b.example.com",
@@ -135,7 +141,7 @@ func TestPermits(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"permanent-redirect=https://a.example.com/x", "app-root=/app", "proxy-body-size=10k",
 		"upstream-vhost=a.example.com:81", "whitelist-source-range=10.0.0.0/8,::1", "backend-protocol=grpc", "ssl-redirect=false",
-		"enable-cors=true", "proxy-read-timeout=60", "affinity=cookie"} {
+		"enable-cors=true", "proxy-read-timeout=60", "affinity=cookie", "rewrite-target=/$1"} {
 		k, v, _ := strings.Cut(s, "=")
 		f.Add(k, v)
 	}
@@ -155,7 +161,7 @@ func FuzzParse(f *testing.F) {
 				t.Errorf("unsafe redirect %+v", r)
 			}
 		}
-		texts := []string{p.AppRoot, p.Host, p.ForwardedPrefix}
+		texts := []string{p.AppRoot, p.Host, p.ForwardedPrefix, p.RewriteTarget}
 		if c := p.CORS; c != nil {
 			texts = append(append(texts, c.Origins...), c.Methods, c.Headers, c.ExposeHeaders)
 		}

@@ -178,3 +178,26 @@ func TestRouteTimeouts(t *testing.T) {
 		t.Errorf("proxy's connect timeout: %s", d)
 	}
 }
+
+// rewrite-target: the backend gets the path the target makes of the regex
+// route's groups, with the query kept.
+func TestRewriteTarget(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.RequestURI())
+	}))
+	defer be.Close()
+	p, srv := newProxy(t)
+	re, err := route.CompileRegexPath("/api(/|$)(.*)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vh := route.NewTable()
+	vh.Host("app.example.com").Add(&route.Route{Path: "/api(/|$)(.*)", Kind: route.Regex, Pattern: re, Backend: web, Source: "ns/rw",
+		Policy: &route.Policy{RewriteTarget: "/v2/$2", Regex: true}})
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
+	for path, want := range map[string]string{"/api/users/7?x=1": "/v2/users/7?x=1", "/API": "/v2/", "/api/a/../b": "/v2/b"} {
+		if code, body := get(t, srv.URL+path, "app.example.com"); code != 200 || body != want {
+			t.Errorf("%s: %d %q, want %q", path, code, body, want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,10 +66,11 @@ type pick struct {
 	backend route.Backend
 	source  string // the Ingress, for metrics
 	addrs   []string
-	policy  *route.Policy // nil: none
-	pinned  string        // the endpoint the affinity cookie names, if any
-	path    string        // the route's path (the affinity cookie's default)
-	tls     bool          // the client came over TLS
+	policy  *route.Policy  // nil: none
+	pinned  string         // the endpoint the affinity cookie names, if any
+	path    string         // the route's path (the affinity cookie's default)
+	pattern *regexp.Regexp // a regex route's (rewrite-target's groups)
+	tls     bool           // the client came over TLS
 }
 
 // New returns a proxy serving an empty snapshot (every request 404); its
@@ -103,6 +105,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 			if pk.policy.ForwardedPrefix != "" {
 				pr.Out.Header.Set("X-Forwarded-Prefix", pk.policy.ForwardedPrefix)
 			}
+			if pk.policy.RewriteTarget != "" {
+				pr.Out.URL.Path = route.Rewrite(pk.policy.RewriteTarget, pk.pattern, route.CleanPath(pr.In.URL.Path))
+				pr.Out.URL.RawPath = ""
+			}
 		}
 	}
 	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false)}, ErrorHandler: p.upstreamError,
@@ -123,8 +129,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var backend *route.Backend
 	var pol *route.Policy
 	source, path := "none", "/"
+	var pattern *regexp.Regexp
 	if rt, ok := s.Table.Match(r.Host, r.URL.Path); ok {
-		backend, source, pol, path = &rt.Backend, rt.Source, rt.Policy, rt.Path
+		backend, source, pol, path, pattern = &rt.Backend, rt.Source, rt.Policy, rt.Path, rt.Pattern
+		if pattern != nil {
+			path = "/" // a regex is no cookie path
+		}
 	} else if s.Table.Default != nil {
 		backend, source = s.Table.Default, "default"
 	}
@@ -160,7 +170,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	pk := &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol, path: path, tls: r.TLS != nil}
+	pk := &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol, path: path, pattern: pattern, tls: r.TLS != nil}
 	if pol != nil && pol.Affinity != nil {
 		pk.addrs, pk.pinned = pinned(r, pol.Affinity, pk.addrs)
 	}

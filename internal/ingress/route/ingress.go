@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -26,8 +27,10 @@ type TLS struct {
 // FromIngresses builds the table from the Ingresses this controller owns
 // (the caller filters by class). Older Ingresses win conflicts (the same
 // host, path and kind; the default backend), as a first come first
-// served rule that does not change when a newer object appears.
-func FromIngresses(ings []*networkingv1.Ingress) (*Table, []TLS, []Problem) {
+// served rule that does not change when a newer object appears. On the
+// hosts in regexHosts, Prefix and ImplementationSpecific paths are
+// regular expressions (ingress-nginx's use-regex applies to a whole host).
+func FromIngresses(ings []*networkingv1.Ingress, regexHosts map[string]bool) (*Table, []TLS, []Problem) {
 	sorted := append([]*networkingv1.Ingress(nil), ings...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		a, b := sorted[i], sorted[j]
@@ -53,7 +56,7 @@ func FromIngresses(ings []*networkingv1.Ingress) (*Table, []TLS, []Problem) {
 				t.Default = &be
 			}
 		}
-		addRules(t, ing, src, report)
+		addRules(t, ing, src, regexHosts, report)
 		for i, x := range ing.Spec.TLS {
 			if x.SecretName == "" {
 				report("tls[%d]: no secretName (the default certificate serves)", i)
@@ -65,7 +68,7 @@ func FromIngresses(ings []*networkingv1.Ingress) (*Table, []TLS, []Problem) {
 	return t, tls, probs
 }
 
-func addRules(t *Table, ing *networkingv1.Ingress, src string, report func(string, ...any)) {
+func addRules(t *Table, ing *networkingv1.Ingress, src string, regexHosts map[string]bool, report func(string, ...any)) {
 	for i, rule := range ing.Spec.Rules {
 		if err := ValidHost(rule.Host); err != nil {
 			report("rules[%d]: host %q: %v; rule ignored", i, rule.Host, err)
@@ -77,7 +80,7 @@ func addRules(t *Table, ing *networkingv1.Ingress, src string, report func(strin
 		vh := t.Host(rule.Host)
 		for j, p := range rule.HTTP.Paths {
 			where := fmt.Sprintf("rules[%d].paths[%d]", i, j)
-			r, err := routeOf(ing.Namespace, src, p)
+			r, err := routeOf(ing.Namespace, src, p, regexHosts[strings.ToLower(rule.Host)])
 			if err != nil {
 				report("%s: %v; path ignored", where, err)
 				continue
@@ -89,7 +92,7 @@ func addRules(t *Table, ing *networkingv1.Ingress, src string, report func(strin
 	}
 }
 
-func routeOf(ns, src string, p networkingv1.HTTPIngressPath) (*Route, error) {
+func routeOf(ns, src string, p networkingv1.HTTPIngressPath, regex bool) (*Route, error) {
 	kind := Prefix
 	if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
 		kind = Exact
@@ -101,14 +104,39 @@ func routeOf(ns, src string, p networkingv1.HTTPIngressPath) (*Route, error) {
 		}
 		path = "/"
 	}
-	if err := ValidPath(path); err != nil {
+	var pattern *regexp.Regexp
+	if regex && kind == Prefix {
+		re, err := CompileRegexPath(path)
+		if err != nil {
+			return nil, err
+		}
+		kind, pattern = Regex, re
+	} else if err := ValidPath(path); err != nil {
 		return nil, err
 	}
 	be, err := backendOf(ns, &p.Backend)
 	if err != nil {
 		return nil, err
 	}
-	return &Route{Path: path, Kind: kind, Backend: be, Source: src}, nil
+	return &Route{Path: path, Kind: kind, Backend: be, Source: src, Pattern: pattern}, nil
+}
+
+// CompileRegexPath compiles a regex path as ingress-nginx matches it:
+// case-insensitively from the start of the request path. Go's regular
+// expressions run in linear time, so no path can stall the proxy; ones
+// they do not support (look-arounds, back-references) are refused.
+func CompileRegexPath(p string) (*regexp.Regexp, error) {
+	if !strings.HasPrefix(p, "/") || len(p) > 1024 {
+		return nil, fmt.Errorf("regex path %q: must begin with / and be at most 1024 bytes", p)
+	}
+	if strings.ContainsFunc(p, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+		return nil, fmt.Errorf("regex path %q: spaces and control characters not allowed", p)
+	}
+	re, err := regexp.Compile("(?i)^" + p)
+	if err != nil {
+		return nil, fmt.Errorf("regex path %q: %v", p, err)
+	}
+	return re, nil
 }
 
 func backendOf(ns string, b *networkingv1.IngressBackend) (Backend, error) {

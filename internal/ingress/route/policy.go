@@ -2,6 +2,7 @@ package route
 
 import (
 	"net/netip"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -38,6 +39,39 @@ type Policy struct {
 	ConnectTimeout, ReadTimeout time.Duration
 	// Affinity pins a client to an endpoint with a cookie (nil: none).
 	Affinity *Affinity
+	// Regex: the Ingress's paths are regular expressions, and with them
+	// every path of its hosts (use-regex, rewrite-target).
+	Regex bool
+	// RewriteTarget replaces the request's path sent to the backend; $1
+	// to $9 are the regex path's groups (rewrite-target).
+	RewriteTarget string
+}
+
+// Rewrite is the path sent to the backend for a request path that
+// pattern matched: target with $N replaced by group N ("" when absent),
+// as nginx's rewrite does; always absolute.
+func Rewrite(target string, pattern *regexp.Regexp, reqPath string) string {
+	var groups []string
+	if pattern != nil {
+		groups = pattern.FindStringSubmatch(reqPath)
+	}
+	var b strings.Builder
+	for i := 0; i < len(target); i++ {
+		c := target[i]
+		if c == '$' && i+1 < len(target) && target[i+1] >= '0' && target[i+1] <= '9' {
+			if n := int(target[i+1] - '0'); n < len(groups) {
+				b.WriteString(groups[n])
+			}
+			i++
+			continue
+		}
+		b.WriteByte(c)
+	}
+	out := b.String()
+	if !strings.HasPrefix(out, "/") {
+		out = "/" + out
+	}
+	return out
 }
 
 // CORS is a route's cross-origin policy.

@@ -6,6 +6,8 @@ package route
 
 import (
 	"path"
+	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -17,11 +19,17 @@ type PathKind int
 const (
 	Exact PathKind = iota
 	Prefix
+	// Regex: a regular expression matched case-insensitively from the
+	// start of the path (ingress-nginx's use-regex and rewrite-target).
+	Regex
 )
 
 func (k PathKind) String() string {
-	if k == Exact {
+	switch k {
+	case Exact:
 		return "Exact"
+	case Regex:
+		return "Regex"
 	}
 	return "Prefix"
 }
@@ -43,6 +51,8 @@ type Route struct {
 	Source string
 	// Policy is nil for a plain route.
 	Policy *Policy
+	// Pattern is a Regex route's compiled path.
+	Pattern *regexp.Regexp
 }
 
 // VirtualHost holds the routes of one host: an exact name, a wildcard
@@ -51,6 +61,7 @@ type VirtualHost struct {
 	Host   string
 	exact  map[string]*Route
 	prefix map[string]*Route // keyed by the path without a trailing slash
+	regex  []*Route          // longest path first
 }
 
 // Table is the whole routing model, swapped whole on every change.
@@ -98,6 +109,9 @@ func newVirtualHost(host string) *VirtualHost {
 // Add adds a route; it returns the route already holding the same path
 // and kind (which keeps it), or nil.
 func (vh *VirtualHost) Add(r *Route) *Route {
+	if r.Kind == Regex {
+		return vh.addRegex(r)
+	}
 	m, key := vh.exact, r.Path
 	if r.Kind == Prefix {
 		m, key = vh.prefix, prefixKey(r.Path)
@@ -109,8 +123,23 @@ func (vh *VirtualHost) Add(r *Route) *Route {
 	return nil
 }
 
+// addRegex keeps regex routes longest path first (ingress-nginx's order;
+// the first that matches serves), the older of equal length first.
+func (vh *VirtualHost) addRegex(r *Route) *Route {
+	for _, old := range vh.regex {
+		if old.Path == r.Path {
+			return old
+		}
+	}
+	i := sort.Search(len(vh.regex), func(i int) bool { return len(vh.regex[i].Path) < len(r.Path) })
+	vh.regex = append(vh.regex, nil)
+	copy(vh.regex[i+1:], vh.regex[i:])
+	vh.regex[i] = r
+	return nil
+}
+
 // Len is the number of routes.
-func (vh *VirtualHost) Len() int { return len(vh.exact) + len(vh.prefix) }
+func (vh *VirtualHost) Len() int { return len(vh.exact) + len(vh.prefix) + len(vh.regex) }
 
 func prefixKey(p string) string {
 	if p != "/" {
@@ -153,6 +182,11 @@ func (t *Table) hostFor(host string) *VirtualHost {
 func (vh *VirtualHost) match(p string) (*Route, bool) {
 	if r := vh.exact[p]; r != nil {
 		return r, true
+	}
+	for _, r := range vh.regex {
+		if r.Pattern.MatchString(p) {
+			return r, true
+		}
 	}
 	cur := prefixKey(p)
 	for {
@@ -209,6 +243,7 @@ func (t *Table) Routes() []*Route {
 		for _, r := range vh.prefix {
 			out = append(out, r)
 		}
+		out = append(out, vh.regex...)
 	}
 	for _, vh := range t.exact {
 		add(vh)

@@ -72,7 +72,7 @@ func TestIngressDocsPathMatchingTable(t *testing.T) {
 		{[]ipath{{"/aaa", pf}}, "/ccc", ""},
 		{[]ipath{{"/foo", pf}, {"/foo", ex}}, "/foo", "exactfoo"},
 	} {
-		tab, _, probs := FromIngresses([]*networkingv1.Ingress{ingress("a", 1, "", tc.paths...)})
+		tab, _, probs := FromIngresses([]*networkingv1.Ingress{ingress("a", 1, "", tc.paths...)}, nil)
 		if len(probs) > 0 {
 			t.Fatalf("%v: %v", tc.paths, probs)
 		}
@@ -96,7 +96,7 @@ func TestIngressHostRules(t *testing.T) {
 		ingress("wild", 2, "*.foo.com", ipath{"/wild", pf}),
 		ingress("wild-bar", 3, "*.bar.com", ipath{"/wild-bar", pf}),
 		ingress("any", 4, "", ipath{"/any", pf}),
-	})
+	}, nil)
 	if len(probs) > 0 {
 		t.Fatal(probs)
 	}
@@ -126,7 +126,7 @@ func TestIngressHostRules(t *testing.T) {
 }
 
 func TestImplementationSpecificIsPrefixAndCleanedPathsMatch(t *testing.T) {
-	tab, _, _ := FromIngresses([]*networkingv1.Ingress{ingress("a", 1, "", ipath{"/public", is}, ipath{"/admin", ex})})
+	tab, _, _ := FromIngresses([]*networkingv1.Ingress{ingress("a", 1, "", ipath{"/public", is}, ipath{"/admin", ex})}, nil)
 	for _, tc := range []struct{ req, want string }{
 		{"/public/x", "implementationspecificpublic"},
 		{"/public/../admin", "exactadmin"},
@@ -151,7 +151,7 @@ func TestInvalidPartsAreReportedAndSkipped(t *testing.T) {
 	old := ingress("old", 1, "ok.example.com", ipath{"/contested", pf})
 	newer := ingress("newer", 3, "ok.example.com", ipath{"/contested", pf})
 	newer.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Name = "newer-svc"
-	tab, _, probs := FromIngresses([]*networkingv1.Ingress{newer, bad, old})
+	tab, _, probs := FromIngresses([]*networkingv1.Ingress{newer, bad, old}, nil)
 	if len(probs) != 6 {
 		t.Errorf("%d problems, want 6 (3 paths, a resource backend, a host, a contested path): %v", len(probs), probs)
 	}
@@ -171,3 +171,63 @@ func TestInvalidPartsAreReportedAndSkipped(t *testing.T) {
 var corev1TypedRef = corev1.TypedLocalObjectReference{Kind: "StorageBucket", Name: "assets"}
 
 func ptrTo[T any](v T) *T { return &v }
+
+// Regex hosts (use-regex, rewrite-target): Prefix and
+// ImplementationSpecific paths are regular expressions matched
+// case-insensitively from the start, longest path first; Exact paths stay
+// exact; other hosts are untouched; a path Go cannot compile is reported
+// and skipped.
+func TestRegexHosts(t *testing.T) {
+	mk := func(p string, k networkingv1.PathType, svc string) networkingv1.HTTPIngressPath {
+		return networkingv1.HTTPIngressPath{Path: p, PathType: &k, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{
+			Name: svc, Port: networkingv1.ServiceBackendPort{Number: 80}}}}
+	}
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "re"}, Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{
+		{Host: "re.example.com", IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{
+			mk("/api(/|$)(.*)", pf, "api"), mk("/api/v[0-9]+/users", is, "users"), mk("/exact.html", ex, "exact"),
+			mk("/(?=look)", pf, "lookahead"), mk("/", pf, "root")}}}},
+		{Host: "plain.example.com", IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{
+			mk("/api.v1", pf, "plain")}}}}}}}
+	tab, _, probs := FromIngresses([]*networkingv1.Ingress{ing}, map[string]bool{"re.example.com": true})
+	if len(probs) != 1 || !strings.Contains(probs[0].Message, "(?=look)") {
+		t.Errorf("problems %+v, want one for the look-ahead", probs)
+	}
+	for _, c := range []struct{ host, path, want string }{
+		{"re.example.com", "/api/v2/users", "users"}, // the longer regex first
+		{"re.example.com", "/API/V2/Users/x", "users"},
+		{"re.example.com", "/api/x", "api"},
+		{"re.example.com", "/api", "api"},
+		{"re.example.com", "/apix", "root"}, // (/|$) after api
+		{"re.example.com", "/exact.html", "exact"},
+		{"re.example.com", "/x/api/y", "root"}, // anchored at the start
+		{"plain.example.com", "/api.v1/x", "plain"},
+		{"plain.example.com", "/apixv1", ""}, // not a regex on this host
+	} {
+		got := ""
+		if r, ok := tab.Match(c.host, c.path); ok {
+			got = r.Backend.Service
+		}
+		if got != c.want {
+			t.Errorf("%s%s: %q, want %q", c.host, c.path, got, c.want)
+		}
+	}
+}
+
+func TestRewrite(t *testing.T) {
+	re, err := CompileRegexPath("/api(/|$)(.*)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ target, path, want string }{
+		{"/$2", "/api/users/7", "/users/7"},
+		{"/$2", "/api", "/"},
+		{"/v1/$2x", "/api/a", "/v1/ax"}, // $2 then "x", as nginx reads it
+		{"/$9/$1", "/api/a", "///"},     // a group that does not exist is empty
+		{"/cost$", "/api/a", "/cost$"},  // a lone $ stays
+		{"plain", "/api/a", "/plain"},   // always absolute
+	} {
+		if got := Rewrite(c.target, re, c.path); got != c.want {
+			t.Errorf("Rewrite(%q, %q) = %q, want %q", c.target, c.path, got, c.want)
+		}
+	}
+}

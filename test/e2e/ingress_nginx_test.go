@@ -28,7 +28,9 @@ func TestIngressNginxAnnotations(t *testing.T) {
 	deployWeb(t, ns, 2)
 	createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
-	createReady(t, pinnedPod(ns, "client", "weft-node-3"))
+	createReady(t, pinnedPod(ns, "client", "weft-node-3"), pinnedPod(ns, "beta", "weft-node-2"))
+	createService(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "beta", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "beta"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
 	prefix := networkingv1.PathTypePrefix
 	ingress := func(name string, ann map[string]string) *networkingv1.Ingress {
 		return &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: ann}, Spec: networkingv1.IngressSpec{
@@ -37,6 +39,10 @@ func TestIngressNginxAnnotations(t *testing.T) {
 				Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: &prefix, Backend: networkingv1.IngressBackend{
 					Service: &networkingv1.IngressServiceBackend{Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}}}}}}}
 	}
+	// A canary Ingress repeating the canary host's route, for beta, by header.
+	canary := ingress("canary", map[string]string{nginx.Prefix + "canary": "true", nginx.Prefix + "canary-by-header": "X-Canary"})
+	canary.Name = "canary-beta"
+	canary.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Name = "beta"
 	rewriting := ingress("rewrite", map[string]string{nginx.Prefix + "rewrite-target": "/$2"})
 	rewriting.Spec.Rules[0].HTTP.Paths[0].Path = "/app(/|$)(.*)"
 	for _, ing := range []*networkingv1.Ingress{
@@ -49,6 +55,8 @@ func TestIngressNginxAnnotations(t *testing.T) {
 		ingress("sticky", map[string]string{nginx.Prefix + "affinity": "cookie", nginx.Prefix + "session-cookie-name": "weft-e2e"}),
 		ingress("impatient", map[string]string{nginx.Prefix + "proxy-read-timeout": "1"}),
 		rewriting,
+		ingress("canary", nil),
+		canary,
 	} {
 		if _, err := client.NetworkingV1().Ingresses(ns).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -63,7 +71,7 @@ func TestIngressNginxAnnotations(t *testing.T) {
 		return execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", "-H", "Host: "+host, "http://"+lb+path)
 	}
 	eventually(t, 30*time.Second, "the snippet, cors, sticky and impatient Ingresses routed (the snippet ignored)", func() error {
-		for _, host := range []string{"snippet", "cors", "sticky", "impatient"} {
+		for _, host := range []string{"snippet", "cors", "sticky", "impatient", "canary"} {
 			out, err := body(host+".example.com", "/hostname")
 			if err != nil || !strings.HasPrefix(out, "web-") {
 				return fmt.Errorf("%s: %q %v", host, out, err)
@@ -87,6 +95,21 @@ func TestIngressNginxAnnotations(t *testing.T) {
 	// rewrite-target: /App/hostname reaches the pod as /hostname.
 	if out, err := body("rewrite.example.com", "/App/hostname"); err != nil || !strings.HasPrefix(out, "web-") {
 		t.Errorf("rewrite-target: %q %v, want a web pod's name", out, err)
+	}
+	// canary-by-header: X-Canary always goes to beta, never and none to web.
+	viaCanary := func(hdr string) (string, error) {
+		return execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", "-H", "Host: canary.example.com", "-H", "X-Canary: "+hdr, "http://"+lb+"/hostname")
+	}
+	eventually(t, 20*time.Second, "X-Canary: always served by beta", func() error {
+		if out, err := viaCanary("always"); err != nil || out != "beta" {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
+	for _, hdr := range []string{"never", ""} {
+		if out, err := viaCanary(hdr); err != nil || !strings.HasPrefix(out, "web-") {
+			t.Errorf("canary, X-Canary %q: %q %v, want a web pod", hdr, out, err)
+		}
 	}
 	// CORS: the preflight answered by the proxy for the allowed origin.
 	if out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", "-o", "/dev/null", "-X", "OPTIONS",

@@ -62,8 +62,8 @@ func Ours(ings []*networkingv1.Ingress, classes []*networkingv1.IngressClass) []
 // Build translates Ingresses into a snapshot: the route table and, for
 // every backend a route names, the ready endpoints of its Service port.
 func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS, []route.Problem) {
-	policies, regexHosts, probs := readAnnotations(ings)
-	t, tls, routeProbs := route.FromIngresses(ings, regexHosts)
+	policies, opts, probs := readAnnotations(ings)
+	t, tls, routeProbs := route.FromIngresses(ings, opts)
 	probs = append(routeProbs, probs...)
 	for _, r := range t.Routes() {
 		r.Policy = policies[r.Source]
@@ -81,6 +81,9 @@ func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS
 	}
 	for _, r := range t.Routes() {
 		resolve(r.Backend, r.Source)
+		if r.Canary != nil {
+			resolve(r.Canary.Backend, r.Canary.Source)
+		}
 	}
 	if d := t.Default; d != nil {
 		resolve(*d, "")
@@ -89,13 +92,14 @@ func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS
 }
 
 // readAnnotations reads each Ingress's ingress-nginx annotations into the
-// policy of its routes, the hosts whose paths are regular expressions
-// (every host of an Ingress with use-regex or rewrite-target, for all
-// Ingresses, as ingress-nginx does), and a problem (an Event on the
-// Ingress) for every annotation not honoured as written.
-func readAnnotations(ings []*networkingv1.Ingress) (map[string]*route.Policy, map[string]bool, []route.Problem) {
+// policy of its routes and the table's options: the hosts whose paths are
+// regular expressions (every host of an Ingress with use-regex or
+// rewrite-target, for all Ingresses, as ingress-nginx does) and the canary
+// Ingresses; and a problem (an Event on the Ingress) for every annotation
+// not honoured as written.
+func readAnnotations(ings []*networkingv1.Ingress) (map[string]*route.Policy, route.Options, []route.Problem) {
 	policies := map[string]*route.Policy{}
-	regexHosts := map[string]bool{}
+	opts := route.Options{RegexHosts: map[string]bool{}, Canaries: map[string]*route.CanaryRule{}}
 	var probs []route.Problem
 	for _, ing := range ings {
 		src := ing.Namespace + "/" + ing.Name
@@ -103,8 +107,11 @@ func readAnnotations(ings []*networkingv1.Ingress) (map[string]*route.Policy, ma
 		policies[src] = pol
 		if pol != nil && pol.Regex {
 			for _, rule := range ing.Spec.Rules {
-				regexHosts[strings.ToLower(rule.Host)] = true
+				opts.RegexHosts[strings.ToLower(rule.Host)] = true
 			}
+		}
+		if pol != nil && pol.Canary != nil {
+			opts.Canaries[src] = pol.Canary
 		}
 		for _, f := range findings {
 			if f.Verdict == nginx.Ignored {
@@ -112,7 +119,7 @@ func readAnnotations(ings []*networkingv1.Ingress) (map[string]*route.Policy, ma
 			}
 		}
 	}
-	return policies, regexHosts, probs
+	return policies, opts, probs
 }
 
 // h2cProtocols are appProtocol values of a Service port that speaks

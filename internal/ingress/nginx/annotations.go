@@ -70,8 +70,7 @@ var snippets = map[string]bool{"configuration-snippet": true, "server-snippet": 
 	"stream-snippet": true, "modsecurity-snippet": true}
 
 // notYet are ingress-nginx annotations weft will honour but does not yet.
-var notYet = map[string]bool{"canary": true, "canary-weight": true, "canary-by-header": true, "canary-by-header-value": true, "canary-by-cookie": true,
-	"custom-headers": true}
+var notYet = map[string]bool{"custom-headers": true}
 
 // apply sets what one annotation asks; a reason and verdict when it is
 // not honoured as written.
@@ -176,6 +175,10 @@ func apply(p *route.Policy, key, value string, all map[string]string) (string, V
 			return bad("rewrite-target %q: want a path (with $1 to $9 for the regex path's groups), without spaces, query or fragment", value)
 		}
 		p.RewriteTarget, p.Regex = value, true
+	case "canary", "canary-by-header", "canary-by-header-value", "canary-by-cookie", "canary-weight", "canary-weight-total":
+		return canary(p, key, all)
+	case "canary-by-header-pattern":
+		return "header patterns are not supported by weft; canary-by-header and canary-by-header-value are", Ignored
 	case "affinity", "affinity-mode", "session-cookie-name", "session-cookie-path", "session-cookie-expires", "session-cookie-max-age":
 		return affinity(p, key, all)
 	default:

@@ -157,3 +157,32 @@ func affinityCookie(pk *pick, addr string) string {
 	}
 	return c.String()
 }
+
+// useCanary decides whether a request goes to the route's canary: its
+// header ("always"/"never", or exactly the given value), then its cookie
+// ("always"/"never"), then the weight (roll(n) draws from [0, n)), in
+// ingress-nginx's order.
+func useCanary(r *http.Request, c *route.Canary, roll func(int) int) bool {
+	if c.Header != "" {
+		v := r.Header.Get(c.Header)
+		switch {
+		case c.HeaderValue != "" && v == c.HeaderValue:
+			return true
+		case c.HeaderValue == "" && v == "always":
+			return true
+		case c.HeaderValue == "" && v == "never":
+			return false
+		}
+	}
+	if c.Cookie != "" {
+		if ck, err := r.Cookie(c.Cookie); err == nil {
+			switch ck.Value {
+			case "always":
+				return true
+			case "never":
+				return false
+			}
+		}
+	}
+	return c.Weight > 0 && roll(c.WeightTotal) < c.Weight
+}

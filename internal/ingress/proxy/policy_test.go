@@ -201,3 +201,66 @@ func TestRewriteTarget(t *testing.T) {
 		}
 	}
 }
+
+// A canary takes requests by header, then cookie, then weight.
+func TestUseCanary(t *testing.T) {
+	c := &route.Canary{CanaryRule: route.CanaryRule{Header: "X-Canary", Cookie: "beta", Weight: 30, WeightTotal: 100}}
+	cv := &route.Canary{CanaryRule: route.CanaryRule{Header: "X-Canary", HeaderValue: "v2", WeightTotal: 100}}
+	req := func(header, cookie string) *http.Request {
+		r := httptest.NewRequest("GET", "/", nil)
+		if header != "" {
+			r.Header.Set("X-Canary", header)
+		}
+		if cookie != "" {
+			r.AddCookie(&http.Cookie{Name: "beta", Value: cookie})
+		}
+		return r
+	}
+	low, high := func(int) int { return 0 }, func(n int) int { return n - 1 }
+	for _, tc := range []struct {
+		name   string
+		c      *route.Canary
+		r      *http.Request
+		roll   func(int) int
+		canary bool
+	}{
+		{"header always", c, req("always", "never"), high, true},
+		{"header never beats cookie and weight", c, req("never", "always"), low, false},
+		{"cookie always", c, req("", "always"), high, true},
+		{"cookie never beats weight", c, req("", "never"), low, false},
+		{"weight in", c, req("", ""), low, true},
+		{"weight out", c, req("", ""), high, false},
+		{"other header value falls through", c, req("maybe", ""), high, false},
+		{"header value matches", cv, req("v2", ""), high, true},
+		{"header value always is just a value", cv, req("always", ""), low, false},
+	} {
+		if got := useCanary(tc.r, tc.c, tc.roll); got != tc.canary {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.canary)
+		}
+	}
+	// Through the proxy: 30 of 100 by weight, header and empty canary.
+	main, canary := backend(t, "main"), backend(t, "canary")
+	p, srv := newProxy(t)
+	vh := route.NewTable()
+	vh.Host("app.example.com").Add(&route.Route{Path: "/", Kind: route.Prefix, Backend: web, Source: "ns/main",
+		Canary: &route.Canary{CanaryRule: route.CanaryRule{Header: "X-Canary", Weight: 30, WeightTotal: 100}, Backend: api, Source: "ns/canary"}})
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {main}, api: {canary}}})
+	n := 0
+	for i := 0; i < 400; i++ {
+		if _, body := get(t, srv.URL+"/", "app.example.com"); strings.HasPrefix(body, "canary") {
+			n++
+		}
+	}
+	// 30 % of 400: 120; the binomial's spread is about 9, so 60–180 is
+	// far outside chance and fails for 0 % or 100 %.
+	if n < 60 || n > 180 {
+		t.Errorf("%d of 400 requests went to the canary, want about 120", n)
+	}
+	if _, body := get(t, srv.URL+"/", "app.example.com", "X-Canary", "always"); !strings.HasPrefix(body, "canary") {
+		t.Errorf("header always: %q", body)
+	}
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {main}}})
+	if _, body := get(t, srv.URL+"/", "app.example.com", "X-Canary", "always"); !strings.HasPrefix(body, "main") {
+		t.Errorf("a canary without endpoints: %q, want the main backend", body)
+	}
+}

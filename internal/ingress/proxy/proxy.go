@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -134,6 +135,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		backend, source, pol, path, pattern = &rt.Backend, rt.Source, rt.Policy, rt.Path, rt.Pattern
 		if pattern != nil {
 			path = "/" // a regex is no cookie path
+		}
+		if c := rt.Canary; c != nil && len(s.Endpoints[c.Backend]) > 0 && useCanary(r, c, rand.IntN) {
+			backend, source = &c.Backend, c.Source
 		}
 	} else if s.Table.Default != nil {
 		backend, source = s.Table.Default, "default"

@@ -24,16 +24,29 @@ type TLS struct {
 	Source          string
 }
 
+// Options are what an Ingress's annotations change in the table.
+type Options struct {
+	// RegexHosts: on these hosts, Prefix and ImplementationSpecific paths
+	// are regular expressions (ingress-nginx's use-regex applies to a
+	// whole host).
+	RegexHosts map[string]bool
+	// Canaries are the Ingresses (namespace/name) that are canaries of
+	// the routes they repeat, and how requests are chosen for them.
+	Canaries map[string]*CanaryRule
+}
+
 // FromIngresses builds the table from the Ingresses this controller owns
 // (the caller filters by class). Older Ingresses win conflicts (the same
 // host, path and kind; the default backend), as a first come first
-// served rule that does not change when a newer object appears. On the
-// hosts in regexHosts, Prefix and ImplementationSpecific paths are
-// regular expressions (ingress-nginx's use-regex applies to a whole host).
-func FromIngresses(ings []*networkingv1.Ingress, regexHosts map[string]bool) (*Table, []TLS, []Problem) {
+// served rule that does not change when a newer object appears. Canary
+// Ingresses come last, each path joining the route it repeats.
+func FromIngresses(ings []*networkingv1.Ingress, opts Options) (*Table, []TLS, []Problem) {
 	sorted := append([]*networkingv1.Ingress(nil), ings...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		a, b := sorted[i], sorted[j]
+		if ca, cb := opts.Canaries[a.Namespace+"/"+a.Name] != nil, opts.Canaries[b.Namespace+"/"+b.Name] != nil; ca != cb {
+			return cb
+		}
 		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 			return a.CreationTimestamp.Before(&b.CreationTimestamp)
 		}
@@ -47,6 +60,10 @@ func FromIngresses(ings []*networkingv1.Ingress, regexHosts map[string]bool) (*T
 		report := func(format string, a ...any) {
 			probs = append(probs, Problem{Ingress: src, Message: fmt.Sprintf(format, a...)})
 		}
+		if rule := opts.Canaries[src]; rule != nil {
+			addCanary(t, ing, src, rule, opts.RegexHosts, report)
+			continue
+		}
 		if b := ing.Spec.DefaultBackend; b != nil {
 			if be, err := backendOf(ing.Namespace, b); err != nil {
 				report("defaultBackend: %v", err)
@@ -56,7 +73,7 @@ func FromIngresses(ings []*networkingv1.Ingress, regexHosts map[string]bool) (*T
 				t.Default = &be
 			}
 		}
-		addRules(t, ing, src, regexHosts, report)
+		addRules(t, ing, src, opts.RegexHosts, report)
 		for i, x := range ing.Spec.TLS {
 			if x.SecretName == "" {
 				report("tls[%d]: no secretName (the default certificate serves)", i)
@@ -66,6 +83,34 @@ func FromIngresses(ings []*networkingv1.Ingress, regexHosts map[string]bool) (*T
 		}
 	}
 	return t, tls, probs
+}
+
+// addCanary makes each path of a canary Ingress the canary of the route
+// with the same host, path and kind (none: reported and ignored).
+func addCanary(t *Table, ing *networkingv1.Ingress, src string, rule *CanaryRule, regexHosts map[string]bool, report func(string, ...any)) {
+	for i, r := range ing.Spec.Rules {
+		if r.HTTP == nil || ValidHost(r.Host) != nil {
+			continue
+		}
+		vh := t.Host(r.Host)
+		for j, p := range r.HTTP.Paths {
+			where := fmt.Sprintf("rules[%d].paths[%d]", i, j)
+			c, err := routeOf(ing.Namespace, src, p, regexHosts[strings.ToLower(r.Host)])
+			if err != nil {
+				report("%s: %v; canary path ignored", where, err)
+				continue
+			}
+			main := vh.find(c.Kind, c.Path)
+			switch {
+			case main == nil:
+				report("%s: canary of %s %s on host %q, which no other Ingress routes; ignored", where, c.Kind, c.Path, r.Host)
+			case main.Canary != nil:
+				report("%s: %s %s on host %q already has a canary (%s); ignored", where, c.Kind, c.Path, r.Host, main.Canary.Source)
+			default:
+				main.Canary = &Canary{CanaryRule: *rule, Backend: c.Backend, Source: src}
+			}
+		}
+	}
 }
 
 func addRules(t *Table, ing *networkingv1.Ingress, src string, regexHosts map[string]bool, report func(string, ...any)) {

@@ -45,6 +45,8 @@ type Policy struct {
 	// RewriteTarget replaces the request's path sent to the backend; $1
 	// to $9 are the regex path's groups (rewrite-target).
 	RewriteTarget string
+	// Canary: the Ingress is a canary of the routes it repeats.
+	Canary *CanaryRule
 }
 
 // Rewrite is the path sent to the backend for a request path that

@@ -53,6 +53,44 @@ type Route struct {
 	Policy *Policy
 	// Pattern is a Regex route's compiled path.
 	Pattern *regexp.Regexp
+	// Canary is another backend some of the route's requests go to.
+	Canary *Canary
+}
+
+// CanaryRule says which requests go to a canary (ingress-nginx's canary
+// annotations): by header, then by cookie, then by weight.
+type CanaryRule struct {
+	// Header: a request with Header "always" goes to the canary, "never"
+	// to the main backend; with HeaderValue, exactly that value goes to
+	// the canary.
+	Header, HeaderValue string
+	// Cookie: a request with this cookie "always" or "never".
+	Cookie string
+	// Weight of WeightTotal requests go to the canary (0: none).
+	Weight, WeightTotal int
+}
+
+// Canary is a route's second backend.
+type Canary struct {
+	CanaryRule
+	Backend Backend
+	Source  string // the canary Ingress
+}
+
+// find returns the route of a kind and path as added.
+func (vh *VirtualHost) find(kind PathKind, p string) *Route {
+	switch kind {
+	case Exact:
+		return vh.exact[p]
+	case Prefix:
+		return vh.prefix[prefixKey(p)]
+	}
+	for _, r := range vh.regex {
+		if r.Path == p {
+			return r
+		}
+	}
+	return nil
 }
 
 // VirtualHost holds the routes of one host: an exact name, a wildcard

@@ -72,7 +72,7 @@ func TestIngressDocsPathMatchingTable(t *testing.T) {
 		{[]ipath{{"/aaa", pf}}, "/ccc", ""},
 		{[]ipath{{"/foo", pf}, {"/foo", ex}}, "/foo", "exactfoo"},
 	} {
-		tab, _, probs := FromIngresses([]*networkingv1.Ingress{ingress("a", 1, "", tc.paths...)}, nil)
+		tab, _, probs := FromIngresses([]*networkingv1.Ingress{ingress("a", 1, "", tc.paths...)}, Options{})
 		if len(probs) > 0 {
 			t.Fatalf("%v: %v", tc.paths, probs)
 		}
@@ -96,7 +96,7 @@ func TestIngressHostRules(t *testing.T) {
 		ingress("wild", 2, "*.foo.com", ipath{"/wild", pf}),
 		ingress("wild-bar", 3, "*.bar.com", ipath{"/wild-bar", pf}),
 		ingress("any", 4, "", ipath{"/any", pf}),
-	}, nil)
+	}, Options{})
 	if len(probs) > 0 {
 		t.Fatal(probs)
 	}
@@ -126,7 +126,7 @@ func TestIngressHostRules(t *testing.T) {
 }
 
 func TestImplementationSpecificIsPrefixAndCleanedPathsMatch(t *testing.T) {
-	tab, _, _ := FromIngresses([]*networkingv1.Ingress{ingress("a", 1, "", ipath{"/public", is}, ipath{"/admin", ex})}, nil)
+	tab, _, _ := FromIngresses([]*networkingv1.Ingress{ingress("a", 1, "", ipath{"/public", is}, ipath{"/admin", ex})}, Options{})
 	for _, tc := range []struct{ req, want string }{
 		{"/public/x", "implementationspecificpublic"},
 		{"/public/../admin", "exactadmin"},
@@ -151,7 +151,7 @@ func TestInvalidPartsAreReportedAndSkipped(t *testing.T) {
 	old := ingress("old", 1, "ok.example.com", ipath{"/contested", pf})
 	newer := ingress("newer", 3, "ok.example.com", ipath{"/contested", pf})
 	newer.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Name = "newer-svc"
-	tab, _, probs := FromIngresses([]*networkingv1.Ingress{newer, bad, old}, nil)
+	tab, _, probs := FromIngresses([]*networkingv1.Ingress{newer, bad, old}, Options{})
 	if len(probs) != 6 {
 		t.Errorf("%d problems, want 6 (3 paths, a resource backend, a host, a contested path): %v", len(probs), probs)
 	}
@@ -188,7 +188,7 @@ func TestRegexHosts(t *testing.T) {
 			mk("/(?=look)", pf, "lookahead"), mk("/", pf, "root")}}}},
 		{Host: "plain.example.com", IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{
 			mk("/api.v1", pf, "plain")}}}}}}}
-	tab, _, probs := FromIngresses([]*networkingv1.Ingress{ing}, map[string]bool{"re.example.com": true})
+	tab, _, probs := FromIngresses([]*networkingv1.Ingress{ing}, Options{RegexHosts: map[string]bool{"re.example.com": true}})
 	if len(probs) != 1 || !strings.Contains(probs[0].Message, "(?=look)") {
 		t.Errorf("problems %+v, want one for the look-ahead", probs)
 	}
@@ -229,5 +229,34 @@ func TestRewrite(t *testing.T) {
 		if got := Rewrite(c.target, re, c.path); got != c.want {
 			t.Errorf("Rewrite(%q, %q) = %q, want %q", c.target, c.path, got, c.want)
 		}
+	}
+}
+
+// A canary Ingress joins the routes it repeats, whatever the two
+// Ingresses' ages; a canary path no other Ingress routes, or a second
+// canary of one route, is reported; the canary's paths are never routes
+// of their own.
+func TestCanaryIngresses(t *testing.T) {
+	main := ingress("main", 2, "app.example.com", ipath{"/", pf}, ipath{"/api", ex})
+	canary := ingress("canary", 1, "app.example.com", ipath{"/", pf}, ipath{"/orphan", pf})
+	second := ingress("second", 3, "app.example.com", ipath{"/", pf})
+	rule := &CanaryRule{Weight: 10, WeightTotal: 100}
+	tab, _, probs := FromIngresses([]*networkingv1.Ingress{canary, main, second},
+		Options{Canaries: map[string]*CanaryRule{"ns/canary": rule, "ns/second": rule}})
+	r, ok := tab.Match("app.example.com", "/x")
+	if !ok || r.Source != "ns/main" || r.Canary == nil || r.Canary.Source != "ns/canary" || r.Canary.Weight != 10 {
+		t.Fatalf("route / = %+v (canary %+v), want main's with canary's canary", r, r.Canary)
+	}
+	if r, ok := tab.Match("app.example.com", "/orphan"); !ok || r.Source != "ns/main" {
+		t.Errorf("/orphan: %+v %v, want main's / (the canary's own path is no route)", r, ok)
+	}
+	var msgs []string
+	for _, p := range probs {
+		msgs = append(msgs, p.Ingress+": "+p.Message)
+	}
+	all := strings.Join(msgs, "\n")
+	if len(probs) != 2 || !strings.Contains(all, "ns/canary: rules[0].paths[1]: canary of Prefix /orphan") ||
+		!strings.Contains(all, "ns/second: rules[0].paths[0]: Prefix / on host \"app.example.com\" already has a canary (ns/canary)") {
+		t.Errorf("problems:\n%s", all)
 	}
 }

@@ -213,14 +213,15 @@ func lbIPAM(c Config) []runtime.Object {
 }
 
 // ingress: the Ingress controller and its proxy behind a LoadBalancer
-// Service. It is the only component that reads Secrets: get/list/watch
-// on secrets (RBAC cannot name them in advance), used only with a field
-// selector on each name an Ingress's tls section gives.
+// Service. It is the only component that reads Secrets and ConfigMaps:
+// get/list/watch (RBAC cannot name them in advance), used only with a
+// field selector on each name an Ingress gives (its tls section; its
+// custom-headers annotation, in its own namespace).
 func ingress(c Config) []runtime.Object {
 	out := rbac(c, IngressName, []rbacv1.PolicyRule{
 		read("networking.k8s.io", "ingresses", "ingressclasses"),
 		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingresses/status"}, Verbs: []string{"update", "patch"}},
-		read("", "services", "secrets"),
+		read("", "services", "secrets", "configmaps"),
 		read("discovery.k8s.io", "endpointslices"),
 		eventsRule,
 	})

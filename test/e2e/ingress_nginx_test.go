@@ -43,6 +43,10 @@ func TestIngressNginxAnnotations(t *testing.T) {
 	canary := ingress("canary", map[string]string{nginx.Prefix + "canary": "true", nginx.Prefix + "canary-by-header": "X-Canary"})
 	canary.Name = "canary-beta"
 	canary.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Name = "beta"
+	if _, err := client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "hdrs", Namespace: ns},
+		Data: map[string]string{"X-Team": "payments", "Content-Length": "0"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	rewriting := ingress("rewrite", map[string]string{nginx.Prefix + "rewrite-target": "/$2"})
 	rewriting.Spec.Rules[0].HTTP.Paths[0].Path = "/app(/|$)(.*)"
 	for _, ing := range []*networkingv1.Ingress{
@@ -57,6 +61,7 @@ func TestIngressNginxAnnotations(t *testing.T) {
 		rewriting,
 		ingress("canary", nil),
 		canary,
+		ingress("headers", map[string]string{nginx.Prefix + "custom-headers": "hdrs"}),
 	} {
 		if _, err := client.NetworkingV1().Ingresses(ns).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -111,6 +116,15 @@ func TestIngressNginxAnnotations(t *testing.T) {
 			t.Errorf("canary, X-Canary %q: %q %v, want a web pod", hdr, out, err)
 		}
 	}
+	// custom-headers: the ConfigMap's X-Team on the response; its
+	// Content-Length refused (the body still arrives whole).
+	eventually(t, 20*time.Second, "X-Team from the ConfigMap", func() error {
+		out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", "-H", "Host: headers.example.com", "-w", " %header{x-team}", "http://"+lb+"/hostname")
+		if err != nil || !strings.HasPrefix(out, "web-") || !strings.HasSuffix(out, " payments") {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
 	// CORS: the preflight answered by the proxy for the allowed origin.
 	if out, err := execIn(t, ns+"/client", "", "curl", "-sS", "-m", "3", "-o", "/dev/null", "-X", "OPTIONS",
 		"-H", "Host: cors.example.com", "-H", "Origin: https://app.example.org", "-H", "Access-Control-Request-Method: PUT",

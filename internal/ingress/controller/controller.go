@@ -13,6 +13,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -48,7 +49,8 @@ type Controller struct {
 	classes  cache.SharedIndexInformer
 	services corelisters.ServiceLister
 	slices   discoverylisters.EndpointSliceLister
-	secrets  *secretWatch
+	secrets  *namedWatch
+	configs  *namedWatch
 	trigger  chan struct{}
 
 	mu       sync.Mutex
@@ -62,7 +64,8 @@ func New(cfg Config, client kubernetes.Interface, p *proxy.Proxy, certs *Certs, 
 		ings: factory.Networking().V1().Ingresses().Informer(), classes: factory.Networking().V1().IngressClasses().Informer(),
 		services: factory.Core().V1().Services().Lister(), slices: factory.Discovery().V1().EndpointSlices().Lister(),
 		trigger: make(chan struct{}, 1), reported: map[route.Problem]bool{}}
-	c.secrets = newSecretWatch(client, c.kick)
+	c.secrets = newNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)
+	c.configs = newNamedWatch(client.CoreV1().RESTClient(), "configmaps", func() runtime.Object { return &corev1.ConfigMap{} }, c.kick)
 	for _, inf := range []cache.SharedIndexInformer{c.ings, c.classes, factory.Core().V1().Services().Informer(),
 		factory.Discovery().V1().EndpointSlices().Informer()} {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -91,6 +94,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 	defer c.secrets.stop()
+	defer c.configs.stop()
 	tick := time.NewTicker(30 * time.Second) // status drift, certificates expiring in place
 	defer tick.Stop()
 	for {
@@ -116,7 +120,8 @@ func (c *Controller) sync(ctx context.Context) {
 		classes = append(classes, o.(*networkingv1.IngressClass))
 	}
 	ours := Ours(ings, classes)
-	snap, tlsRefs, probs := Build(ours, listers{c.services, c.slices})
+	c.configs.want(HeaderConfigMaps(ours))
+	snap, tlsRefs, probs := Build(ours, listers{c.services, c.slices, c.configs})
 	c.proxy.Swap(snap)
 	probs = append(probs, c.updateCerts(tlsRefs)...)
 	c.report(ours, probs)
@@ -126,11 +131,15 @@ func (c *Controller) sync(ctx context.Context) {
 // updateCerts watches exactly the Secrets the Ingresses name and loads
 // each host's certificate.
 func (c *Controller) updateCerts(refs []route.TLS) []route.Problem {
-	c.secrets.want(refs)
+	var keys []string
+	for _, ref := range refs {
+		keys = append(keys, ref.Namespace+"/"+ref.Name)
+	}
+	c.secrets.want(keys)
 	byHost := map[string]*tls.Certificate{}
 	var probs []route.Problem
 	for _, ref := range refs {
-		sec := c.secrets.get(ref.Namespace, ref.Name)
+		sec, _ := c.secrets.get(ref.Namespace, ref.Name).(*corev1.Secret)
 		if sec == nil {
 			probs = append(probs, route.Problem{Ingress: ref.Source, Message: fmt.Sprintf("TLS secret %s not found (yet); the default certificate serves %v", ref.Name, ref.Hosts)})
 			continue
@@ -202,6 +211,12 @@ func (c *Controller) writeStatus(ctx context.Context, ours []*networkingv1.Ingre
 type listers struct {
 	services corelisters.ServiceLister
 	slices   discoverylisters.EndpointSliceLister
+	configs  *namedWatch
+}
+
+func (l listers) ConfigMap(ns, name string) *corev1.ConfigMap {
+	cm, _ := l.configs.get(ns, name).(*corev1.ConfigMap)
+	return cm
 }
 
 func (l listers) Service(ns, name string) (*corev1.Service, error) {

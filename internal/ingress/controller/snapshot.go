@@ -5,7 +5,10 @@
 package controller
 
 import (
+	"net/http"
+
 	"fmt"
+	"golang.org/x/net/http/httpguts"
 	"net"
 	"sort"
 	"strconv"
@@ -31,6 +34,8 @@ const DefaultClassAnnotation = "ingressclass.kubernetes.io/is-default-class"
 type Lister interface {
 	Service(namespace, name string) (*corev1.Service, error)
 	EndpointSlices(namespace, service string) ([]*discoveryv1.EndpointSlice, error)
+	// ConfigMap is one of those HeaderConfigMaps names (nil: not there).
+	ConfigMap(namespace, name string) *corev1.ConfigMap
 }
 
 // Ours picks the Ingresses this controller serves: those naming one of
@@ -62,7 +67,7 @@ func Ours(ings []*networkingv1.Ingress, classes []*networkingv1.IngressClass) []
 // Build translates Ingresses into a snapshot: the route table and, for
 // every backend a route names, the ready endpoints of its Service port.
 func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS, []route.Problem) {
-	policies, opts, probs := readAnnotations(ings)
+	policies, opts, probs := readAnnotations(ings, l)
 	t, tls, routeProbs := route.FromIngresses(ings, opts)
 	probs = append(routeProbs, probs...)
 	for _, r := range t.Routes() {
@@ -97,7 +102,7 @@ func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS
 // rewrite-target, for all Ingresses, as ingress-nginx does) and the canary
 // Ingresses; and a problem (an Event on the Ingress) for every annotation
 // not honoured as written.
-func readAnnotations(ings []*networkingv1.Ingress) (map[string]*route.Policy, route.Options, []route.Problem) {
+func readAnnotations(ings []*networkingv1.Ingress, l Lister) (map[string]*route.Policy, route.Options, []route.Problem) {
 	policies := map[string]*route.Policy{}
 	opts := route.Options{RegexHosts: map[string]bool{}, Canaries: map[string]*route.CanaryRule{}}
 	var probs []route.Problem
@@ -113,6 +118,9 @@ func readAnnotations(ings []*networkingv1.Ingress) (map[string]*route.Policy, ro
 		if pol != nil && pol.Canary != nil {
 			opts.Canaries[src] = pol.Canary
 		}
+		if pol != nil && pol.HeadersFrom != "" {
+			pol.ResponseHeaders, findings = responseHeaders(ing, pol.HeadersFrom, l, findings)
+		}
 		for _, f := range findings {
 			if f.Verdict == nginx.Ignored {
 				probs = append(probs, route.Problem{Ingress: src, Message: fmt.Sprintf("annotation %s: %s: %s", f.Annotation, f.Verdict, f.Why)})
@@ -120,6 +128,64 @@ func readAnnotations(ings []*networkingv1.Ingress) (map[string]*route.Policy, ro
 		}
 	}
 	return policies, opts, probs
+}
+
+// HeaderConfigMaps lists the ConfigMaps ("namespace/name") whose headers
+// the Ingresses' custom-headers annotations ask for: only in each
+// Ingress's own namespace.
+func HeaderConfigMaps(ings []*networkingv1.Ingress) []string {
+	var out []string
+	for _, ing := range ings {
+		if ref := ing.Annotations[nginx.Prefix+"custom-headers"]; ref != "" {
+			if ns, name := headersRef(ing, ref); ns == ing.Namespace {
+				out = append(out, ns+"/"+name)
+			}
+		}
+	}
+	return out
+}
+
+func headersRef(ing *networkingv1.Ingress, ref string) (ns, name string) {
+	if ns, name, ok := strings.Cut(ref, "/"); ok {
+		return ns, name
+	}
+	return ing.Namespace, ref
+}
+
+// framingHeaders may not be set by custom-headers: they would change how
+// the response is read or the connection kept, or set cookies.
+var framingHeaders = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Keep-Alive": true,
+	"Upgrade": true, "Trailer": true, "Te": true, "Proxy-Connection": true, "Content-Encoding": true, "Set-Cookie": true, "Date": true}
+
+// responseHeaders reads the ConfigMap an Ingress's custom-headers names
+// into headers, adding a finding for each refusal.
+func responseHeaders(ing *networkingv1.Ingress, ref string, l Lister, findings []nginx.Finding) (map[string]string, []nginx.Finding) {
+	refuse := func(format string, a ...any) {
+		findings = append(findings, nginx.Finding{Annotation: nginx.Prefix + "custom-headers", Value: ref, Verdict: nginx.Ignored, Why: fmt.Sprintf(format, a...)})
+	}
+	ns, name := headersRef(ing, ref)
+	if ns != ing.Namespace {
+		refuse("ConfigMap %s/%s is in another namespace than the Ingress; not read", ns, name)
+		return nil, findings
+	}
+	cm := l.ConfigMap(ns, name)
+	if cm == nil {
+		refuse("ConfigMap %s/%s not found (yet)", ns, name)
+		return nil, findings
+	}
+	out := map[string]string{}
+	for k, v := range cm.Data {
+		key := http.CanonicalHeaderKey(k)
+		switch {
+		case !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v):
+			refuse("ConfigMap %s: %q is not a header name and value; left out", name, k)
+		case framingHeaders[key] || strings.HasPrefix(key, "Proxy-"):
+			refuse("ConfigMap %s: %s may not be set; left out", name, key)
+		default:
+			out[key] = v
+		}
+	}
+	return out, findings
 }
 
 // h2cProtocols are appProtocol values of a Service port that speaks

@@ -11,12 +11,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"weft.dev/weft/internal/ingress/nginx"
 )
 
 type fakeLister struct {
-	svcs   map[string]*corev1.Service
-	slices map[string][]*discoveryv1.EndpointSlice
+	svcs    map[string]*corev1.Service
+	slices  map[string][]*discoveryv1.EndpointSlice
+	configs map[string]*corev1.ConfigMap
 }
+
+func (f fakeLister) ConfigMap(ns, name string) *corev1.ConfigMap { return f.configs[ns+"/"+name] }
 
 func (f fakeLister) Service(ns, name string) (*corev1.Service, error) {
 	if s := f.svcs[ns+"/"+name]; s != nil {
@@ -122,6 +127,58 @@ func TestBuildMarksH2CBackends(t *testing.T) {
 		r, _ := s.Table.Match(host, "/")
 		if s.H2C[r.Backend] != want {
 			t.Errorf("%s: h2c %v, want %v", host, s.H2C[r.Backend], want)
+		}
+	}
+}
+
+// custom-headers: a ConfigMap in the Ingress's namespace is read into its
+// routes' headers, framing headers and bad names left out and reported;
+// one in another namespace is never read (nor watched); a missing one is
+// reported.
+func TestCustomHeadersFromConfigMaps(t *testing.T) {
+	withHeaders := func(name, ref string) *networkingv1.Ingress {
+		i := ing(name, networkingv1.ServiceBackendPort{Number: 80})
+		i.Annotations = map[string]string{nginx.Prefix + "custom-headers": ref}
+		return i
+	}
+	l := fakeLister{svcs: map[string]*corev1.Service{"ns/web": svc("web", corev1.ServicePort{Name: "http", Port: 80})},
+		configs: map[string]*corev1.ConfigMap{
+			"ns/hdrs":    {Data: map[string]string{"x-team": "payments", "Content-Length": "0", "bad name": "x", "Proxy-Authorization": "y"}},
+			"other/hdrs": {Data: map[string]string{"X-Stolen": "secret"}},
+		}}
+	ings := []*networkingv1.Ingress{withHeaders("own", "hdrs"), withHeaders("qualified", "ns/hdrs"), withHeaders("foreign", "other/hdrs"), withHeaders("missing", "nope")}
+	if got := HeaderConfigMaps(ings); strings.Join(got, ",") != "ns/hdrs,ns/hdrs,ns/nope" {
+		t.Errorf("watched %v: only the Ingresses' own namespace", got)
+	}
+	s, _, probs := Build(ings, l)
+	for host, want := range map[string]string{"own": "payments", "qualified": "payments", "foreign": "", "missing": ""} {
+		r, ok := s.Table.Match(host+".example.com", "/")
+		if !ok {
+			t.Fatalf("%s: no route", host)
+		}
+		var got string
+		if r.Policy != nil {
+			got = r.Policy.ResponseHeaders["X-Team"]
+			if len(r.Policy.ResponseHeaders) > 1 || r.Policy.ResponseHeaders["X-Stolen"] != "" {
+				t.Errorf("%s: headers %v", host, r.Policy.ResponseHeaders)
+			}
+		}
+		if got != want {
+			t.Errorf("%s: X-Team %q, want %q", host, got, want)
+		}
+	}
+	var msgs []string
+	for _, p := range probs {
+		msgs = append(msgs, p.Ingress+": "+p.Message)
+	}
+	all := strings.Join(msgs, "\n")
+	for _, want := range []string{"ns/own: annotation nginx.ingress.kubernetes.io/custom-headers: ignored: ConfigMap hdrs: Content-Length may not be set",
+		"ns/own: annotation nginx.ingress.kubernetes.io/custom-headers: ignored: ConfigMap hdrs: \"bad name\" is not a header",
+		"ns/own: annotation nginx.ingress.kubernetes.io/custom-headers: ignored: ConfigMap hdrs: Proxy-Authorization may not be set",
+		"ns/foreign: annotation nginx.ingress.kubernetes.io/custom-headers: ignored: ConfigMap other/hdrs is in another namespace",
+		"ns/missing: annotation nginx.ingress.kubernetes.io/custom-headers: ignored: ConfigMap ns/nope not found"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no problem %q among:\n%s", want, all)
 		}
 	}
 }

@@ -69,18 +69,12 @@ func Parse(ann map[string]string, sslRedirectDefault bool) (*route.Policy, []Fin
 var snippets = map[string]bool{"configuration-snippet": true, "server-snippet": true, "auth-snippet": true,
 	"stream-snippet": true, "modsecurity-snippet": true}
 
-// notYet are ingress-nginx annotations weft will honour but does not yet.
-var notYet = map[string]bool{"custom-headers": true}
-
 // apply sets what one annotation asks; a reason and verdict when it is
 // not honoured as written.
 func apply(p *route.Policy, key, value string, all map[string]string) (string, Verdict) {
 	bad := func(format string, a ...any) (string, Verdict) { return fmt.Sprintf(format, a...), Ignored }
-	switch {
-	case snippets[key]:
+	if snippets[key] {
 		return "snippets are nginx configuration text and are never honoured", Ignored
-	case notYet[key]:
-		return "not supported by weft yet", Ignored
 	}
 	switch key {
 	case "ssl-redirect":
@@ -177,6 +171,16 @@ func apply(p *route.Policy, key, value string, all map[string]string) (string, V
 		p.RewriteTarget, p.Regex = value, true
 	case "canary", "canary-by-header", "canary-by-header-value", "canary-by-cookie", "canary-weight", "canary-weight-total":
 		return canary(p, key, all)
+	case "custom-headers":
+		ns, name, found := strings.Cut(value, "/")
+		if !found {
+			ns, name = "", value
+		}
+		if (found && len(validation.IsDNS1123Label(ns)) > 0) || len(validation.IsDNS1123Subdomain(name)) > 0 {
+			return bad("custom-headers %q: want a ConfigMap's name, or namespace/name", value)
+		}
+		p.HeadersFrom = value
+		return "only a ConfigMap in the Ingress's own namespace is read; framing headers (Content-Length, Transfer-Encoding, Connection…) are refused", Differently
 	case "canary-by-header-pattern":
 		return "header patterns are not supported by weft; canary-by-header and canary-by-header-value are", Ignored
 	case "affinity", "affinity-mode", "session-cookie-name", "session-cookie-path", "session-cookie-expires", "session-cookie-max-age":

@@ -84,11 +84,17 @@ func (b *idleBody) Close() error {
 	return err
 }
 
-// addCORS sets the route's CORS headers on a backend's response (replacing
-// any the backend set, so a client never sees two).
-func addCORS(resp *http.Response) error {
+// onResponse sets the route's custom and CORS headers on a backend's
+// response (replacing any the backend set, so a client never sees two).
+func onResponse(resp *http.Response) error {
 	pk, _ := resp.Request.Context().Value(ctxKey{}).(*pick)
-	if pk != nil && pk.policy != nil && pk.policy.CORS != nil {
+	if pk == nil || pk.policy == nil {
+		return nil
+	}
+	for k, v := range pk.policy.ResponseHeaders {
+		resp.Header.Set(k, v)
+	}
+	if pk.policy.CORS != nil {
 		setCORS(resp.Header, pk.policy.CORS, resp.Request.Header.Get("Origin"), false)
 	}
 	return nil

@@ -264,3 +264,22 @@ func TestUseCanary(t *testing.T) {
 		t.Errorf("a canary without endpoints: %q, want the main backend", body)
 	}
 }
+
+// custom-headers: the route's headers are set on the backend's response,
+// replacing the backend's own.
+func TestResponseHeaders(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Frame-Options", "ALLOWALL")
+		io.WriteString(w, "ok")
+	}))
+	defer be.Close()
+	p, srv := newProxy(t)
+	vh := route.NewTable()
+	vh.Host("app.example.com").Add(&route.Route{Path: "/", Kind: route.Prefix, Backend: web, Source: "ns/h",
+		Policy: &route.Policy{ResponseHeaders: map[string]string{"X-Frame-Options": "DENY", "X-Team": "payments"}}})
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
+	resp := request(t, "GET", srv.URL+"/", "app.example.com")
+	if v := resp.Header.Values("X-Frame-Options"); len(v) != 1 || v[0] != "DENY" || resp.Header.Get("X-Team") != "payments" {
+		t.Errorf("headers %v", resp.Header)
+	}
+}

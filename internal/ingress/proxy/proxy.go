@@ -113,10 +113,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 		}
 	}
 	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false)}, ErrorHandler: p.upstreamError,
-		ModifyResponse: addCORS}
+		ModifyResponse: onResponse}
 	// Streams (gRPC) are flushed as they come, trailers passed on.
 	p.h2c = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(true)}, ErrorHandler: p.upstreamError,
-		ModifyResponse: addCORS, FlushInterval: -1}
+		ModifyResponse: onResponse, FlushInterval: -1}
 	return p
 }
 

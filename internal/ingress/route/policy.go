@@ -47,6 +47,11 @@ type Policy struct {
 	RewriteTarget string
 	// Canary: the Ingress is a canary of the routes it repeats.
 	Canary *CanaryRule
+	// HeadersFrom names the ConfigMap ("name" or "namespace/name") whose
+	// entries are set on every response (custom-headers); the controller
+	// reads it into ResponseHeaders.
+	HeadersFrom     string
+	ResponseHeaders map[string]string
 }
 
 // Rewrite is the path sent to the backend for a request path that

@@ -44,6 +44,7 @@ func manifestsCmd() *cobra.Command {
 	f.StringArrayVar(&c.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
 	f.Int32Var(&c.IngressReplicas, "ingress-replicas", c.IngressReplicas, "weft ingress replicas (0: no ingress controller)")
 	f.BoolVar(&c.IngressDefaultClass, "ingress-default-class", false, "make IngressClass weft the cluster's default")
+	f.BoolVar(&c.IngressNginxClass, "ingress-nginx-class", false, "serve IngressClass nginx too (delete ingress-nginx's IngressClass first): ingress-nginx's Ingresses move as they are")
 	return cmd
 }
 

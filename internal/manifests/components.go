@@ -253,5 +253,14 @@ func ingress(c Config) []runtime.Object {
 						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_BIND_SERVICE"}}},
 					ReadinessProbe: probe, LivenessProbe: probe}},
 			}}}}
-	return append(out, class, svc, dep)
+	out = append(out, class, svc, dep)
+	if c.IngressNginxClass {
+		// ingress-nginx's class, served by weft: its users' Ingresses
+		// (ingressClassName nginx) move without edits. The operator
+		// deletes ingress-nginx's own IngressClass first (a class's
+		// controller cannot change).
+		out = append(out, &networkingv1.IngressClass{TypeMeta: typeMeta("networking.k8s.io/v1", "IngressClass"),
+			ObjectMeta: metav1.ObjectMeta{Name: "nginx", Labels: labels}, Spec: networkingv1.IngressClassSpec{Controller: "weft.dev/ingress"}})
+	}
+	return out
 }

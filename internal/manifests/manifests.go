@@ -45,6 +45,9 @@ type Config struct {
 	// IngressDefaultClass makes its IngressClass the cluster's default.
 	IngressReplicas     int32
 	IngressDefaultClass bool
+	// IngressNginxClass adds IngressClass nginx with weft's controller, so
+	// weft serves ingress-nginx's Ingresses as they are.
+	IngressNginxClass bool
 }
 
 // Defaults are kubeadm's defaults and weft's.

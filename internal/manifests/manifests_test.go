@@ -7,8 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+
+	"weft.dev/weft/internal/ingress/controller"
 )
 
 // deploy/weft.yaml is the generator's output for the defaults, byte for
@@ -94,5 +98,36 @@ func TestValidateRefusesBrokenConfigs(t *testing.T) {
 		if _, err := Render(c); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// --ingress-nginx-class: IngressClass nginx with weft's controller, which
+// the ingress controller then serves (ingress-nginx's Ingresses as they
+// are); without it, no such class.
+func TestIngressNginxClass(t *testing.T) {
+	nginxClass := func(c Config) *networkingv1.IngressClass {
+		objs, err := Objects(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if ic, ok := o.(*networkingv1.IngressClass); ok && ic.Name == "nginx" {
+				return ic
+			}
+		}
+		return nil
+	}
+	c := Defaults()
+	if nginxClass(c) != nil {
+		t.Error("class nginx without the option")
+	}
+	c.IngressNginxClass = true
+	ic := nginxClass(c)
+	if ic == nil || ic.Spec.Controller != controller.ControllerName {
+		t.Fatalf("class nginx: %+v", ic)
+	}
+	ing := &networkingv1.Ingress{Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("nginx")}}
+	if got := controller.Ours([]*networkingv1.Ingress{ing}, []*networkingv1.IngressClass{ic}); len(got) != 1 {
+		t.Error("weft ingress does not serve an Ingress of class nginx")
 	}
 }

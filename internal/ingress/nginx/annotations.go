@@ -134,8 +134,10 @@ func apply(p *route.Policy, key, value string, all map[string]string) (string, V
 		case "GRPC":
 			p.H2C = true
 			return "gRPC is sent as HTTP/2 without TLS (h2c), as ingress-nginx does; a Service port's appProtocol kubernetes.io/h2c does the same", Differently
-		case "HTTPS", "GRPCS":
-			return "TLS to backends is not supported by weft yet", Ignored
+		case "HTTPS":
+			p.BackendTLS = true
+		case "GRPCS":
+			p.BackendTLS, p.H2C = true, true
 		default:
 			return bad("backend protocol %q: want HTTP, HTTPS, GRPC or GRPCS", value)
 		}

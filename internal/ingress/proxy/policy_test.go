@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -281,5 +282,38 @@ func TestResponseHeaders(t *testing.T) {
 	resp := request(t, "GET", srv.URL+"/", "app.example.com")
 	if v := resp.Header.Values("X-Frame-Options"); len(v) != 1 || v[0] != "DENY" || resp.Header.Get("X-Team") != "payments" {
 		t.Errorf("headers %v", resp.Header)
+	}
+}
+
+// backend-protocol HTTPS and GRPCS: the backend is reached over TLS, with
+// HTTP/1.1 and HTTP/2.
+func TestBackendTLS(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls=%v proto=%d", r.TLS != nil, r.ProtoMajor)
+	})
+	one := httptest.NewTLSServer(handler)
+	defer one.Close()
+	two := httptest.NewUnstartedServer(handler)
+	two.EnableHTTP2 = true
+	two.StartTLS()
+	defer two.Close()
+	p, srv := newProxy(t)
+	vh := route.NewTable()
+	add := func(path string, b route.Backend, pol *route.Policy) {
+		vh.Host("app.example.com").Add(&route.Route{Path: path, Kind: route.Prefix, Backend: b, Source: "ns" + path, Policy: pol})
+	}
+	add("/https", web, &route.Policy{BackendTLS: true})
+	add("/grpcs", api, &route.Policy{BackendTLS: true, H2C: true})
+	add("/plain", web, nil)
+	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(one.URL, "https://")},
+		api: {strings.TrimPrefix(two.URL, "https://")}}})
+	for path, want := range map[string]string{"/https": "tls=true proto=1", "/grpcs": "tls=true proto=2"} {
+		if code, body := get(t, srv.URL+path, "app.example.com"); code != 200 || body != want {
+			t.Errorf("%s: %d %q, want %q", path, code, body, want)
+		}
+	}
+	// Plain HTTP to a TLS backend fails: the policy is what makes it work.
+	if code, _ := get(t, srv.URL+"/plain", "app.example.com"); code == 200 {
+		t.Errorf("plain HTTP to a TLS backend: %d", code)
 	}
 }

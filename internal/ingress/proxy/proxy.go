@@ -7,6 +7,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -50,14 +51,16 @@ func DefaultConfig() Config {
 
 // Proxy is an http.Handler.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	snap    atomic.Pointer[Snapshot]
-	rp, h2c *httputil.ReverseProxy
-	next    atomic.Uint64
-	mu      sync.Mutex
-	ejected map[string]time.Time
-	metrics *metrics
+	cfg  Config
+	log  *slog.Logger
+	snap atomic.Pointer[Snapshot]
+	// One reverse proxy per way of reaching a backend: HTTP/1.1, h2c,
+	// HTTP/1.1 over TLS, HTTP/2 over TLS.
+	rp, h2c, overTLS, h2OverTLS *httputil.ReverseProxy
+	next                        atomic.Uint64
+	mu                          sync.Mutex
+	ejected                     map[string]time.Time
+	metrics                     *metrics
 }
 
 type ctxKey struct{}
@@ -79,7 +82,7 @@ type pick struct {
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg)}
 	p.snap.Store(&Snapshot{Table: route.NewTable()})
-	transport := func(h2c bool) *http.Transport {
+	transport := func(h2, tlsOn bool) *http.Transport {
 		t := &http.Transport{
 			Proxy:                 nil, // never an environment proxy
 			DialContext:           p.dial,
@@ -87,10 +90,22 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       90 * time.Second,
 			ExpectContinueTimeout: time.Second,
+			TLSHandshakeTimeout:   cfg.DialTimeout,
 		}
-		if h2c {
+		switch {
+		case h2 && !tlsOn:
 			t.Protocols = new(http.Protocols)
 			t.Protocols.SetUnencryptedHTTP2(true) // prior knowledge, as gRPC servers expect
+		case tlsOn:
+			// As nginx's default (proxy_ssl_verify off): the backend's
+			// certificate is not checked; the link is encrypted.
+			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+			t.Protocols = new(http.Protocols)
+			if h2 {
+				t.Protocols.SetHTTP2(true) // gRPC over TLS
+			} else {
+				t.Protocols.SetHTTP1(true)
+			}
 		}
 		return t
 	}
@@ -99,6 +114,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 		pr.SetXForwarded()
 		pr.Out.URL.Scheme = "http"
 		pr.Out.Host = pr.In.Host
+		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.policy != nil && pk.policy.BackendTLS {
+			pr.Out.URL.Scheme = "https"
+		}
 		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.policy != nil {
 			if pk.policy.Host != "" {
 				pr.Out.Host = pk.policy.Host
@@ -112,10 +130,14 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 			}
 		}
 	}
-	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false)}, ErrorHandler: p.upstreamError,
+	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false, false)}, ErrorHandler: p.upstreamError,
 		ModifyResponse: onResponse}
 	// Streams (gRPC) are flushed as they come, trailers passed on.
-	p.h2c = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(true)}, ErrorHandler: p.upstreamError,
+	p.h2c = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(true, false)}, ErrorHandler: p.upstreamError,
+		ModifyResponse: onResponse, FlushInterval: -1}
+	p.overTLS = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false, true)}, ErrorHandler: p.upstreamError,
+		ModifyResponse: onResponse}
+	p.h2OverTLS = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(true, true)}, ErrorHandler: p.upstreamError,
 		ModifyResponse: onResponse, FlushInterval: -1}
 	return p
 }
@@ -179,8 +201,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pk.addrs, pk.pinned = pinned(r, pol.Affinity, pk.addrs)
 	}
 	ctx := context.WithValue(r.Context(), ctxKey{}, pk)
+	h2 := s.H2C[*backend] || (pol != nil && pol.H2C)
 	rp := p.rp
-	if s.H2C[*backend] || (pol != nil && pol.H2C) {
+	switch {
+	case pol != nil && pol.BackendTLS && h2:
+		rp = p.h2OverTLS
+	case pol != nil && pol.BackendTLS:
+		rp = p.overTLS
+	case h2:
 		rp = p.h2c
 	}
 	rp.ServeHTTP(sw, r.WithContext(ctx))

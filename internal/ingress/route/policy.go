@@ -29,8 +29,12 @@ type Policy struct {
 	// Allow, when not empty, are the only client addresses served; Deny
 	// are refused (403), whatever Allow says.
 	Allow, Deny []netip.Prefix
-	// H2C sends to the backend with HTTP/2 without TLS (gRPC).
+	// H2C sends to the backend with HTTP/2 without TLS (gRPC); with
+	// BackendTLS, HTTP/2 over TLS.
 	H2C bool
+	// BackendTLS reaches the backend over TLS (backend-protocol HTTPS,
+	// GRPCS), its certificate not checked, as nginx's default.
+	BackendTLS bool
 	// CORS answers preflight requests and adds CORS headers (nil: none).
 	CORS *CORS
 	// ConnectTimeout bounds connecting to an endpoint; ReadTimeout the

@@ -22,22 +22,15 @@ func affinity(p *route.Policy, key string, all map[string]string) (string, Verdi
 		return "affinity is not cookie", Ignored
 	}
 	a := &route.Affinity{Cookie: "INGRESSCOOKIE"}
-	var why string
-	read := func(k string, parse func(string) error) {
-		if v, ok := all[Prefix+k]; ok {
-			if err := parse(v); err != nil && k == key {
-				why = fmt.Sprintf("%s: %v; the default is used", k, err)
-			}
-		}
-	}
-	read("session-cookie-name", func(v string) error {
+	g := &group{all: all, key: key, fallback: "the default is used"}
+	g.read("session-cookie-name", func(v string) error {
 		if v == "" || strings.ContainsAny(v, "=;, \t") || !httpguts.ValidHeaderFieldName(v) {
 			return fmt.Errorf("%q is not a cookie name", v)
 		}
 		a.Cookie = v
 		return nil
 	})
-	read("session-cookie-path", func(v string) error {
+	g.read("session-cookie-path", func(v string) error {
 		if err := route.ValidPath(v); err != nil || strings.ContainsAny(v, ";, ") {
 			return fmt.Errorf("%q is not a cookie path", v)
 		}
@@ -52,21 +45,21 @@ func affinity(p *route.Policy, key string, all map[string]string) (string, Verdi
 		return time.Duration(n) * time.Second, nil
 	}
 	// Max-age wins over expires, as in browsers.
-	read("session-cookie-expires", func(v string) error {
+	g.read("session-cookie-expires", func(v string) error {
 		d, err := seconds(v)
 		if err == nil && a.MaxAge == 0 {
 			a.MaxAge = d
 		}
 		return err
 	})
-	read("session-cookie-max-age", func(v string) error {
+	g.read("session-cookie-max-age", func(v string) error {
 		d, err := seconds(v)
 		if err == nil {
 			a.MaxAge = d
 		}
 		return err
 	})
-	read("affinity-mode", func(v string) error {
+	g.read("affinity-mode", func(v string) error {
 		if v != "balanced" && v != "persistent" {
 			return fmt.Errorf("%q: want balanced or persistent", v)
 		}
@@ -74,8 +67,8 @@ func affinity(p *route.Policy, key string, all map[string]string) (string, Verdi
 	})
 	p.Affinity = a
 	switch {
-	case why != "":
-		return why, Ignored
+	case g.why != "":
+		return g.why, Ignored
 	case key == "affinity-mode" && all[Prefix+key] != "persistent":
 		return "a client stays on its endpoint while that endpoint exists (persistent); weft does not move clients when a backend scales up", Differently
 	case key == "session-cookie-expires":

@@ -277,3 +277,23 @@ func validHostPort(s string) error {
 	}
 	return nil
 }
+
+// group reads the annotations of one setting made of several (cors-*,
+// session-cookie-*, canary-*): every call of apply for any of them builds
+// the whole setting (map order is random), and only the call for key
+// reports its own value's problem.
+type group struct {
+	all      map[string]string
+	key      string
+	fallback string // what happens to a bad value, e.g. "the default is used"
+	why      string
+}
+
+// read parses annotation k, when set, with parse.
+func (g *group) read(k string, parse func(string) error) {
+	if v, ok := g.all[Prefix+k]; ok {
+		if err := parse(v); err != nil && k == g.key {
+			g.why = fmt.Sprintf("%s: %v; %s", k, err, g.fallback)
+		}
+	}
+}

@@ -26,14 +26,7 @@ func canary(p *route.Policy, key string, all map[string]string) (string, Verdict
 		return "canary is not true", Ignored
 	}
 	c := &route.CanaryRule{WeightTotal: 100}
-	var why string
-	read := func(k string, parse func(string) error) {
-		if v, ok := all[Prefix+k]; ok {
-			if err := parse(v); err != nil && k == key {
-				why = fmt.Sprintf("%s: %v; left out", k, err)
-			}
-		}
-	}
+	g := &group{all: all, key: key, fallback: "left out"}
 	token := func(what string, into *string) func(string) error {
 		return func(v string) error {
 			if v == "" || !httpguts.ValidHeaderFieldName(v) || strings.ContainsAny(v, "=;,") {
@@ -43,9 +36,9 @@ func canary(p *route.Policy, key string, all map[string]string) (string, Verdict
 			return nil
 		}
 	}
-	read("canary-by-header", token("header", &c.Header))
-	read("canary-by-cookie", token("cookie", &c.Cookie))
-	read("canary-by-header-value", func(v string) error {
+	g.read("canary-by-header", token("header", &c.Header))
+	g.read("canary-by-cookie", token("cookie", &c.Cookie))
+	g.read("canary-by-header-value", func(v string) error {
 		if !httpguts.ValidHeaderFieldValue(v) || v == "" {
 			return fmt.Errorf("%q is not a header value", v)
 		}
@@ -55,7 +48,7 @@ func canary(p *route.Policy, key string, all map[string]string) (string, Verdict
 		c.HeaderValue = v
 		return nil
 	})
-	read("canary-weight-total", func(v string) error {
+	g.read("canary-weight-total", func(v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 1 || n > 1000000 {
 			return fmt.Errorf("%q: want 1 to 1000000", v)
@@ -63,7 +56,7 @@ func canary(p *route.Policy, key string, all map[string]string) (string, Verdict
 		c.WeightTotal = n
 		return nil
 	})
-	read("canary-weight", func(v string) error {
+	g.read("canary-weight", func(v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 0 || n > c.WeightTotal {
 			return fmt.Errorf("%q: want 0 to canary-weight-total (%d)", v, c.WeightTotal)
@@ -75,8 +68,8 @@ func canary(p *route.Policy, key string, all map[string]string) (string, Verdict
 		c.HeaderValue = ""
 	}
 	p.Canary = c
-	if why != "" {
-		return why, Ignored
+	if g.why != "" {
+		return g.why, Ignored
 	}
 	return "", Honoured
 }

@@ -35,25 +35,18 @@ func cors(p *route.Policy, key string, all map[string]string) (string, Verdict) 
 		return "enable-cors is not true", Ignored
 	}
 	c := &route.CORS{Origins: []string{"*"}, Methods: corsMethods, Headers: corsHeaders, Credentials: true, MaxAgeSeconds: corsMaxAge}
-	var why string
-	read := func(k string, parse func(string) error) {
-		if v, ok := all[Prefix+k]; ok {
-			if err := parse(v); err != nil && k == key {
-				why = fmt.Sprintf("%s: %v; the default is used", k, err)
-			}
-		}
-	}
-	read("cors-allow-origin", func(v string) error {
+	g := &group{all: all, key: key, fallback: "the default is used"}
+	g.read("cors-allow-origin", func(v string) error {
 		o, err := parseOrigins(v)
 		if err == nil {
 			c.Origins = o
 		}
 		return err
 	})
-	read("cors-allow-methods", func(v string) error { return tokens(v, &c.Methods, isMethod) })
-	read("cors-allow-headers", func(v string) error { return tokens(v, &c.Headers, isHeaderName) })
-	read("cors-expose-headers", func(v string) error { return tokens(v, &c.ExposeHeaders, isHeaderName) })
-	read("cors-allow-credentials", func(v string) error {
+	g.read("cors-allow-methods", func(v string) error { return tokens(v, &c.Methods, isMethod) })
+	g.read("cors-allow-headers", func(v string) error { return tokens(v, &c.Headers, isHeaderName) })
+	g.read("cors-expose-headers", func(v string) error { return tokens(v, &c.ExposeHeaders, isHeaderName) })
+	g.read("cors-allow-credentials", func(v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			return fmt.Errorf("%q is not true or false", v)
@@ -61,7 +54,7 @@ func cors(p *route.Policy, key string, all map[string]string) (string, Verdict) 
 		c.Credentials = b
 		return nil
 	})
-	read("cors-max-age", func(v string) error {
+	g.read("cors-max-age", func(v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 0 {
 			return fmt.Errorf("%q is not a number of seconds", v)
@@ -70,8 +63,8 @@ func cors(p *route.Policy, key string, all map[string]string) (string, Verdict) 
 		return nil
 	})
 	p.CORS = c
-	if why != "" {
-		return why, Ignored
+	if g.why != "" {
+		return g.why, Ignored
 	}
 	return "", Honoured
 }

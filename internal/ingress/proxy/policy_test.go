@@ -13,22 +13,6 @@ import (
 	"weft.dev/weft/internal/ingress/route"
 )
 
-func request(t *testing.T, method, url, host string, hdr ...string) *http.Response {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, nil)
-	req.Host = host
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp
-}
-
 // CORS: a preflight is answered by the proxy; a request from an allowed
 // origin gets its headers (the backend's own replaced); another origin
 // gets none.
@@ -45,7 +29,7 @@ func TestCORS(t *testing.T) {
 			Methods: "GET, POST", Headers: "X-Token", ExposeHeaders: "X-Id", Credentials: true, MaxAgeSeconds: 60}}})
 	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
 
-	pre := request(t, "OPTIONS", srv.URL+"/x", "app.example.com", "Origin", "https://a.example.com", "Access-Control-Request-Method", "POST")
+	pre, _ := request(t, "OPTIONS", srv.URL+"/x", "app.example.com", "Origin", "https://a.example.com", "Access-Control-Request-Method", "POST")
 	want := map[string]string{"Access-Control-Allow-Origin": "https://a.example.com", "Access-Control-Allow-Methods": "GET, POST",
 		"Access-Control-Allow-Headers": "X-Token", "Access-Control-Max-Age": "60", "Access-Control-Allow-Credentials": "true"}
 	if pre.StatusCode != http.StatusNoContent {
@@ -56,18 +40,18 @@ func TestCORS(t *testing.T) {
 			t.Errorf("preflight %s: %q, want %q", k, got, v)
 		}
 	}
-	got := request(t, "GET", srv.URL+"/x", "app.example.com", "Origin", "https://x.b.example.com")
+	got, _ := request(t, "GET", srv.URL+"/x", "app.example.com", "Origin", "https://x.b.example.com")
 	if h := got.Header.Values("Access-Control-Allow-Origin"); len(h) != 1 || h[0] != "https://x.b.example.com" || got.Header.Get("Access-Control-Expose-Headers") != "X-Id" {
 		t.Errorf("simple request from a wildcard subdomain: %v", got.Header)
 	}
 	for _, origin := range []string{"https://evil.example.com", "https://x.y.b.example.com", "http://a.example.com"} {
-		got = request(t, "GET", srv.URL+"/x", "app.example.com", "Origin", origin)
+		got, _ = request(t, "GET", srv.URL+"/x", "app.example.com", "Origin", origin)
 		if h := got.Header.Get("Access-Control-Allow-Origin"); h != "https://backend.example" {
 			t.Errorf("origin %s: Allow-Origin %q, want only the backend's own", origin, h)
 		}
 	}
 	// An OPTIONS that is not a preflight goes to the backend.
-	if r := request(t, "OPTIONS", srv.URL+"/x", "app.example.com"); r.StatusCode != 200 {
+	if r, _ := request(t, "OPTIONS", srv.URL+"/x", "app.example.com"); r.StatusCode != 200 {
 		t.Errorf("plain OPTIONS: %d", r.StatusCode)
 	}
 }
@@ -279,7 +263,7 @@ func TestResponseHeaders(t *testing.T) {
 	vh.Host("app.example.com").Add(&route.Route{Path: "/", Kind: route.Prefix, Backend: web, Source: "ns/h",
 		Policy: &route.Policy{ResponseHeaders: map[string]string{"X-Frame-Options": "DENY", "X-Team": "payments"}}})
 	p.Swap(&Snapshot{Table: vh, Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
-	resp := request(t, "GET", srv.URL+"/", "app.example.com")
+	resp, _ := request(t, "GET", srv.URL+"/", "app.example.com")
 	if v := resp.Header.Values("X-Frame-Options"); len(v) != 1 || v[0] != "DENY" || resp.Header.Get("X-Team") != "payments" {
 		t.Errorf("headers %v", resp.Header)
 	}

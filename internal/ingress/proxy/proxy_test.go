@@ -70,7 +70,15 @@ var (
 
 func get(t *testing.T, url, host string, hdr ...string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
+	resp, body := request(t, "GET", url, host, hdr...)
+	return resp.StatusCode, body
+}
+
+// request sends one request with the given Host and headers (name, value
+// pairs) and returns the response and its body.
+func request(t *testing.T, method, url, host string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
 	req.Host = host
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
@@ -81,7 +89,7 @@ func get(t *testing.T, url, host string, hdr ...string) (int, string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp, string(b)
 }
 
 func newProxy(t *testing.T) (*Proxy, *httptest.Server) {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -23,6 +25,7 @@ func Command(use string, logger func() *slog.Logger) *cobra.Command {
 		kubeconfig string
 		ttl        uint32
 		nsIP       string
+		gcPercent  int
 	)
 	cmd := &cobra.Command{
 		Use:   use,
@@ -39,6 +42,9 @@ func Command(use string, logger func() *slog.Logger) *cobra.Command {
 					return fmt.Errorf("--upstream %q: want host:port", u)
 				}
 			}
+			if _, set := os.LookupEnv("GOGC"); !set {
+				debug.SetGCPercent(gcPercent)
+			}
 			client, err := kubeclient.New(kubeconfig)
 			if err != nil {
 				return err
@@ -50,6 +56,7 @@ func Command(use string, logger func() *slog.Logger) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	f.IntVar(&gcPercent, "go-gc-percent", 40, "Go's GOGC (the GOGC variable wins when set): heap growth between collections, in percent of the live heap; below Go's 100 the server's memory stays closer to its records, as the agent's does")
 	f.StringVar(&cfg.Records.Zone, "zone", "cluster.local", "cluster domain")
 	f.Uint32Var(&ttl, "ttl", 5, "TTL of cluster records and negative answers, seconds (5, like CoreDNS: changes show quickly)")
 	f.StringVar(&nsIP, "nameserver-ip", "", "address published as ns.dns.<zone> (the cluster DNS Service IP)")

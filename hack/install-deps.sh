@@ -3,7 +3,7 @@
 # fetches Go modules. Safe to run again: it only installs what is missing.
 set -euo pipefail
 need=()
-for pair in nft:nftables ip:iproute2 curl:curl iperf3:iperf3 conntrack:conntrack bc:bc ping:iputils-ping bridge:iproute2 ethtool:ethtool sysctl:procps pgrep:procps nsenter:util-linux nc:netcat-openbsd dig:bind9-dnsutils busybox:busybox dnsperf:dnsperf jq:jq nginx:nginx wrk:wrk; do
+for pair in bird:bird2 vtysh:frr nft:nftables ip:iproute2 curl:curl iperf3:iperf3 conntrack:conntrack bc:bc ping:iputils-ping bridge:iproute2 ethtool:ethtool sysctl:procps pgrep:procps nsenter:util-linux nc:netcat-openbsd dig:bind9-dnsutils busybox:busybox dnsperf:dnsperf jq:jq nginx:nginx wrk:wrk; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -69,6 +69,11 @@ func agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.Backend == "bgp" {
+				if cfg.Dynamic, err = kubeclient.NewDynamic(kubeconfig); err != nil {
+					return err
+				}
+			}
 			w, err := masq.NewWriter()
 			if err != nil {
 				return err
@@ -90,7 +95,9 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0: the underlay interface's MTU minus encapsulation)")
 	f.BoolVar(&cfg.Profiling, "profiling", false, "serve Go's /debug/pprof/ on --metrics-addr")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9402", "address for /metrics and /healthz (empty: off; loopback by default, as kube-proxy's metrics)")
-	f.StringVar(&cfg.Backend, "backend", "auto", "how pod networks are connected across nodes: vxlan, host-gw, or auto (host-gw inside an L2 subnet, VXLAN across)")
+	f.StringVar(&cfg.Backend, "backend", "auto", "how pod networks are connected across nodes: vxlan, host-gw, auto (host-gw inside an L2 subnet, VXLAN across), or bgp (routes exchanged over BGP with the other nodes and the routers of BGPPeers; no encapsulation)")
+	f.Int32Var(&cfg.BGPListenPort, "bgp-listen-port", 179, "TCP port of the bgp backend's sessions")
+	f.StringVar(&cfg.Namespace, "namespace", "kube-system", "weft's namespace (where the Secrets of BGPPeers' passwords are read)")
 	f.IntVar(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
 	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
 	f.BoolVar(&cfg.Proxy, "proxy", true, "run the nftables service proxy (replaces kube-proxy)")

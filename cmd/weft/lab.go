@@ -52,7 +52,8 @@ func labCmd() *cobra.Command {
 	}
 	up.Flags().IntVar(&opts.Workers, "nodes", 3, "worker nodes (the control-plane node comes on top)")
 	up.Flags().IntVar(&opts.Racks, "racks", 2, "L2 segments the nodes are spread over")
-	up.Flags().StringVar(&opts.Backend, "backend", "auto", "pod network backend across nodes: vxlan, host-gw or auto")
+	up.Flags().StringVar(&opts.Backend, "backend", "auto", "pod network backend across nodes: vxlan, host-gw, auto or bgp")
+	up.Flags().StringVar(&opts.Router, "router", "", "with --backend bgp: the racks' BGP router, bird (default) or frr")
 	up.Flags().StringVar(&opts.Image, "image", "", "OCI layout of weft's image to install (default: _output/lab-image beside bin/, from `make lab-image`)")
 	up.Flags().BoolVar(&opts.DualStack, "dual-stack", false, "IPv4 and IPv6: node, pod and service addresses of both families")
 

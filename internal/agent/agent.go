@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -26,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -47,6 +49,7 @@ import (
 	"weft.dev/weft/internal/netpol"
 	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/routing"
+	"weft.dev/weft/internal/routing/bgp"
 )
 
 // Config is the agent's configuration.
@@ -64,8 +67,15 @@ type Config struct {
 	// default, as kube-proxy's enableProfiling).
 	Profiling    bool
 	ResyncPeriod time.Duration
-	// Backend connects pod networks across nodes: vxlan, host-gw or auto.
-	Backend   string
+	// Backend connects pod networks across nodes: vxlan, host-gw, auto
+	// or bgp.
+	Backend string
+	// Dynamic reads weft's BGP resources (backend bgp only).
+	Dynamic dynamic.Interface
+	// BGPListenPort is where the bgp backend accepts sessions (179).
+	BGPListenPort int32
+	// Namespace is weft's own, where BGPPeers' password Secrets live.
+	Namespace string
 	VNI       int
 	VXLANPort int
 	// Proxy runs the service proxy (the kube-proxy replacement).
@@ -126,6 +136,7 @@ type Agent struct {
 	// namespace other than the host's); said once.
 	warnedConntrackMax bool
 
+	bgp         *bgp.Controller
 	dp          *routing.Netlink
 	local       routing.Local
 	underlayIdx int
@@ -161,8 +172,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	switch a.cfg.Backend {
 	case routing.BackendVXLAN, routing.BackendHostGW, routing.BackendAuto:
+	case routing.BackendBGP:
+		if a.cfg.Dynamic == nil {
+			return errors.New("backend bgp needs a dynamic API client")
+		}
 	default:
-		return fmt.Errorf("unknown backend %q (want vxlan, host-gw or auto)", a.cfg.Backend)
+		return fmt.Errorf("unknown backend %q (want vxlan, host-gw, auto or bgp)", a.cfg.Backend)
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, informers.WithTransform(kubeclient.Slim))
 	if a.cfg.Proxy {
@@ -176,6 +191,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	nodes := factory.Core().V1().Nodes()
+	if a.cfg.Backend == routing.BackendBGP {
+		a.newBGP(factory)
+	}
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
@@ -379,9 +397,9 @@ func (a *Agent) startRouting(ctx context.Context, local routing.Local, underlayI
 	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "weft_routing_netlink_writes_total",
 		Help: "Route, neighbour, FDB and device writes of the pod network; flat while no peer changes."}, func() float64 { return float64(dp.Writes()) }))
 	a.dp, a.local, a.underlayIdx, a.underlayMTU = dp, local, underlayIdx, underlayMTU
-	if a.cfg.Backend == routing.BackendHostGW {
+	if !routing.UsesVXLAN(a.cfg.Backend) {
 		if l, err := netlink.LinkByName(VXLANDevice); err == nil {
-			// Switched to host-gw: the device of an earlier backend goes.
+			// Switched to host-gw or bgp: the device of an earlier backend goes.
 			_ = netlink.LinkDel(l)
 		}
 	}
@@ -389,10 +407,36 @@ func (a *Agent) startRouting(ctx context.Context, local routing.Local, underlayI
 	if err := a.ensureLocal(ctx, self); err != nil {
 		return err
 	}
+	if a.cfg.Backend == routing.BackendBGP {
+		if u, err := netip.ParsePrefix(local.Underlay.String()); err == nil {
+			a.bgp.Reserve(u)
+		}
+		go func() {
+			if err := a.bgp.Run(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("bgp backend stopped", "err", err)
+			}
+		}()
+		return nil
+	}
 	ctrl := routing.NewController(local, dp, nodes.Lister(), recorder, a.log, a.registry)
 	_, _ = nodes.Informer().AddEventHandler(ctrl.Handler())
 	go ctrl.Run(ctx)
 	return nil
+}
+
+// newBGP wires the bgp backend's controller on the agent's informers
+// (before they start, so they are started with the factory).
+func (a *Agent) newBGP(factory informers.SharedInformerFactory) {
+	reserved := []netip.Prefix{}
+	for _, n := range a.cfg.ServiceCIDRs {
+		if p, err := netip.ParsePrefix(n.String()); err == nil {
+			reserved = append(reserved, p)
+		}
+	}
+	a.bgp = bgp.New(bgp.Deps{NodeName: a.cfg.NodeName, Client: a.client, Dynamic: a.cfg.Dynamic,
+		Nodes: factory.Core().V1().Nodes().Informer(), Services: factory.Core().V1().Services().Informer(),
+		Slices: factory.Discovery().V1().EndpointSlices().Informer(), Namespace: a.cfg.Namespace,
+		Reserved: reserved, ListenPort: a.cfg.BGPListenPort, Log: a.log.With("component", "bgp"), Registry: a.registry})
 }
 
 // startReclaim runs the reclaimer of pod addresses no pod uses.
@@ -492,7 +536,7 @@ func (a *Agent) ensureLocal(ctx context.Context, self *corev1.Node) error {
 	if self == nil {
 		return errors.New("own node not found")
 	}
-	if a.cfg.Backend != routing.BackendHostGW {
+	if routing.UsesVXLAN(a.cfg.Backend) {
 		cidrs := routing.PeerFromNode(self).PodCIDRs
 		vtep := routing.VTEPAddress(cidrs)
 		if vtep == nil {
@@ -507,7 +551,7 @@ func (a *Agent) ensureLocal(ctx context.Context, self *corev1.Node) error {
 	}
 	want := a.cfg.Backend
 	if self.Annotations[routing.AnnotationBackend] == want &&
-		(want == routing.BackendHostGW || self.Annotations[routing.AnnotationVTEPMAC] == routing.VTEPMAC(a.cfg.NodeName).String()) {
+		(!routing.UsesVXLAN(want) || self.Annotations[routing.AnnotationVTEPMAC] == routing.VTEPMAC(a.cfg.NodeName).String()) {
 		return nil
 	}
 	if err := a.publish(ctx, a.local); err != nil {
@@ -519,7 +563,7 @@ func (a *Agent) ensureLocal(ctx context.Context, self *corev1.Node) error {
 // publish writes the VTEP annotations peers need to reach this node.
 func (a *Agent) publish(ctx context.Context, local routing.Local) error {
 	ann := map[string]any{routing.AnnotationBackend: a.cfg.Backend}
-	if a.cfg.Backend != routing.BackendHostGW {
+	if routing.UsesVXLAN(a.cfg.Backend) {
 		ann[routing.AnnotationVTEPMAC] = routing.VTEPMAC(a.cfg.NodeName).String()
 		ann[routing.AnnotationVTEPIP] = local.NodeIP.String()
 	} else {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -14,6 +15,24 @@ import (
 // New returns a client from kubeconfig (empty: in-cluster) that waits out
 // an API server restart instead of failing (see DialPatiently).
 func New(kubeconfig string) (kubernetes.Interface, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// NewDynamic returns a dynamic client (for weft's own resources) made as
+// New makes its client.
+func NewDynamic(kubeconfig string) (dynamic.Interface, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return dynamic.NewForConfig(cfg)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -26,7 +45,7 @@ func New(kubeconfig string) (kubernetes.Interface, error) {
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg.Dial = DialPatiently(500 * time.Millisecond)
-	return kubernetes.NewForConfig(cfg)
+	return cfg, nil
 }
 
 // DialPatiently returns a dial function that, while the API server cannot

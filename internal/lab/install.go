@@ -16,6 +16,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 
@@ -142,6 +143,14 @@ func applyObject(ctx context.Context, c kubernetes.Interface, o runtime.Object) 
 		if _, err = c.AppsV1().Deployments(o.Namespace).Create(ctx, o, cr); apierrors.IsAlreadyExists(err) {
 			err = updateDeployment(ctx, c, o)
 		}
+	case *rbacv1.Role:
+		if _, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, cr); apierrors.IsAlreadyExists(err) {
+			_, err = c.RbacV1().Roles(o.Namespace).Update(ctx, o, up)
+		}
+	case *rbacv1.RoleBinding:
+		_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, cr)
+	case *unstructured.Unstructured:
+		err = applyCRD(ctx, c, o)
 	default:
 		return fmt.Errorf("the lab cannot apply a %T", o)
 	}
@@ -149,6 +158,38 @@ func applyObject(ctx context.Context, c kubernetes.Interface, o runtime.Object) 
 		return nil
 	}
 	return err
+}
+
+// applyCRD creates a CustomResourceDefinition or replaces it (client-go
+// has no typed client for them: the discovery client's REST client does).
+func applyCRD(ctx context.Context, c kubernetes.Interface, o *unstructured.Unstructured) error {
+	if o.GetKind() != "CustomResourceDefinition" {
+		return fmt.Errorf("the lab cannot apply a %s", o.GetKind())
+	}
+	const path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+	rc := c.Discovery().RESTClient()
+	body, err := o.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	err = rc.Post().AbsPath(path).Body(body).Do(ctx).Error()
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	cur := &unstructured.Unstructured{}
+	raw, err := rc.Get().AbsPath(path, o.GetName()).DoRaw(ctx)
+	if err != nil {
+		return err
+	}
+	if err := cur.UnmarshalJSON(raw); err != nil {
+		return err
+	}
+	o = o.DeepCopy()
+	o.SetResourceVersion(cur.GetResourceVersion())
+	if body, err = o.MarshalJSON(); err != nil {
+		return err
+	}
+	return rc.Put().AbsPath(path, o.GetName()).Body(body).Do(ctx).Error()
 }
 
 func updateDaemonSet(ctx context.Context, c kubernetes.Interface, o *appsv1.DaemonSet) error {

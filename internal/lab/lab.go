@@ -59,6 +59,7 @@ type State struct {
 	Nodes     []Node    `json:"nodes"`
 	Racks     int       `json:"racks"`
 	Backend   string    `json:"backend"`
+	Router    string    `json:"router,omitempty"`
 	DualStack bool      `json:"dualStack,omitempty"`
 	Started   time.Time `json:"started"`
 }
@@ -98,7 +99,9 @@ func (l *Lab) LoadState() (*State, error) {
 type UpOptions struct {
 	Workers int
 	Racks   int
-	Backend string // vxlan, host-gw or auto
+	Backend string // vxlan, host-gw, auto or bgp
+	// Router is the racks' BGP router with backend bgp: bird (default) or frr.
+	Router string
 	// DualStack: nodes, pods and services get IPv6 addresses too.
 	DualStack bool
 	// Image is the OCI layout of weft's image (default: DefaultImageDir).
@@ -144,6 +147,17 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	if err := buildTopology(nodes, o.Racks, o.DualStack); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
+	if o.Backend == "bgp" {
+		if o.Router == "" {
+			o.Router = RouterBIRD
+		}
+		l.printf("• router: %s, AS %d, a BGP session with each node (AS %d), BFD, graceful restart\n", o.Router, RouterASN, NodeASN)
+		if err := l.startRouter(o.Router, nodes, o.Racks); err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+	} else {
+		o.Router = ""
+	}
 	l.printf("• control plane %s\n", KubernetesVersion)
 	if err := l.startControlPlane(ctx, o.DualStack); err != nil {
 		return err
@@ -170,7 +184,7 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside", "--dns-port", "53"}, nil); err != nil {
 		return err
 	}
-	st := State{Nodes: nodes, Racks: o.Racks, Backend: o.Backend, DualStack: o.DualStack, Started: start}
+	st := State{Nodes: nodes, Racks: o.Racks, Backend: o.Backend, Router: o.Router, DualStack: o.DualStack, Started: start}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(filepath.Join(l.dir, "lab.json"), b, 0o644); err != nil {
 		return err
@@ -184,6 +198,11 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	conf := l.ManifestConfig(&st, LabImage)
 	if err := l.install(ctx, client, conf, func(o runtime.Object) bool { return !isDeployment(o) }); err != nil {
 		return fmt.Errorf("install weft: %w", err)
+	}
+	if o.Backend == "bgp" {
+		if err := l.configureBGP(ctx, client, o.Racks); err != nil {
+			return fmt.Errorf("bgp objects: %w", err)
+		}
 	}
 	if err := l.waitNodesReady(ctx, client, len(nodes), 3*time.Minute); err != nil {
 		return err

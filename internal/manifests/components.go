@@ -59,7 +59,12 @@ func agent(c Config) []runtime.Object {
 		eventsRule,
 		read("discovery.k8s.io", "endpointslices"),
 		read("networking.k8s.io", "networkpolicies"),
+		read("bgp.weft.dev", "bgpconfigurations", "bgppeers"),
+		{APIGroups: []string{"bgp.weft.dev"}, Resources: []string{"bgppeers/status"}, Verbs: []string{"patch"}},
 	})
+	if c.Backend == "bgp" {
+		out = append(out, secretsReader(c, AgentName)...)
+	}
 	out = append(out, ownNodeOnly(c)...)
 	if c.APIServer != "" {
 		host, port, _ := net.SplitHostPort(c.APIServer)
@@ -68,6 +73,19 @@ func agent(c Config) []runtime.Object {
 			Data:       map[string]string{"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}})
 	}
 	return append(out, agentDaemonSet(c))
+}
+
+// secretsReader lets a component read Secrets in weft's namespace only
+// (the bgp backend's peer passwords), never cluster-wide.
+func secretsReader(c Config, name string) []runtime.Object {
+	role := name + "-secrets"
+	return []runtime.Object{
+		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}}},
+		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: c.Namespace}}},
+	}
 }
 
 // ownNodeOnly: a pod-bound ServiceAccount token names its node; the agent
@@ -105,7 +123,7 @@ func agentDaemonSet(c Config) *appsv1.DaemonSet {
 	labels := map[string]string{"app.kubernetes.io/name": AgentName}
 	args := []string{"agent", "--node-name=$(NODE_NAME)", "--cni-conf-dir=/host/cni/net.d",
 		"--cni-runtime-config=/run/weft/cni-runtime.json", "--cni-data-dir=/var/lib/weft/cni", "--backend=" + c.Backend,
-		"--cluster-dns=" + c.ClusterDNS + ":53"}
+		"--cluster-dns=" + c.ClusterDNS + ":53", "--namespace=" + c.Namespace}
 	for _, cidr := range c.ClusterCIDRs {
 		args = append(args, "--cluster-cidr="+cidr)
 	}

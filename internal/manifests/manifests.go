@@ -23,7 +23,7 @@ type Config struct {
 	// ClusterDNS is the kube-dns Service's address (kubelet's clusterDNS).
 	ClusterDNS    string
 	ClusterDomain string
-	Backend       string // vxlan, host-gw or auto
+	Backend       string // vxlan, host-gw, auto or bgp
 	// NodeLocalDNS: the node-local cache's link-local address ("" for none).
 	NodeLocalDNS string
 	DNSUpstreams []string // host:port; empty: the node's resolvers
@@ -84,9 +84,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node-local DNS %q must be link-local (169.254.0.0/16)", c.NodeLocalDNS)
 	}
 	switch c.Backend {
-	case "vxlan", "host-gw", "auto":
+	case "vxlan", "host-gw", "auto", "bgp":
 	default:
-		return fmt.Errorf("backend %q: want vxlan, host-gw or auto", c.Backend)
+		return fmt.Errorf("backend %q: want vxlan, host-gw, auto or bgp", c.Backend)
 	}
 	if c.Image == "" || c.Namespace == "" || c.DNSReplicas < 1 {
 		return fmt.Errorf("image, namespace and at least one DNS replica are needed")
@@ -114,7 +114,11 @@ func Objects(c Config) ([]runtime.Object, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	out := agent(c)
+	out, err := crds()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, agent(c)...)
 	out = append(out, dns(c)...)
 	if c.LBPool != "" {
 		out = append(out, lbIPAM(c)...)

@@ -1,6 +1,8 @@
 package manifests
 
 import (
+	"sigs.k8s.io/yaml"
+
 	"bytes"
 	"os"
 	"slices"
@@ -44,6 +46,10 @@ func TestEveryDocumentDecodes(t *testing.T) {
 		t.Fatalf("%d documents", len(docs))
 	}
 	for _, d := range docs {
+		if strings.Contains(d, "\nkind: CustomResourceDefinition\n") {
+			checkCRD(t, d)
+			continue
+		}
 		if _, gvk, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(d), nil, nil); err != nil {
 			t.Errorf("%v: %v\n%s", gvk, err, d)
 		}
@@ -89,7 +95,7 @@ func TestValidateRefusesBrokenConfigs(t *testing.T) {
 		"cidr":    func(c *Config) { c.ClusterCIDRs = []string{"10.244.0.0"} },
 		"dns":     func(c *Config) { c.ClusterDNS = "kube-dns" },
 		"local":   func(c *Config) { c.NodeLocalDNS = "10.0.0.10" },
-		"backend": func(c *Config) { c.Backend = "bgp" },
+		"backend": func(c *Config) { c.Backend = "wireguard" },
 		"pool":    func(c *Config) { c.LBPool = "x" },
 		"image":   func(c *Config) { c.Image = "" },
 	} {
@@ -129,5 +135,32 @@ func TestIngressNginxClass(t *testing.T) {
 	ing := &networkingv1.Ingress{Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("nginx")}}
 	if got := controller.Ours([]*networkingv1.Ingress{ing}, []*networkingv1.IngressClass{ic}); len(got) != 1 {
 		t.Error("weft ingress does not serve an Ingress of class nginx")
+	}
+}
+
+// checkCRD: client-go's scheme has no CRD type; the document must still
+// be a complete v1 CRD whose name is its plural and group, with a schema.
+func checkCRD(t *testing.T, doc string) {
+	t.Helper()
+	var crd struct {
+		APIVersion string `json:"apiVersion"`
+		Metadata   struct{ Name string }
+		Spec       struct {
+			Group    string
+			Names    struct{ Plural, Kind string }
+			Versions []struct {
+				Name   string
+				Schema struct {
+					OpenAPIV3Schema map[string]any `json:"openAPIV3Schema"`
+				}
+			}
+		}
+	}
+	if err := yaml.Unmarshal([]byte(doc), &crd); err != nil {
+		t.Fatalf("CRD: %v\n%s", err, doc)
+	}
+	if crd.APIVersion != "apiextensions.k8s.io/v1" || crd.Metadata.Name != crd.Spec.Names.Plural+"."+crd.Spec.Group || crd.Spec.Names.Kind == "" ||
+		len(crd.Spec.Versions) == 0 || crd.Spec.Versions[0].Schema.OpenAPIV3Schema["type"] != "object" {
+		t.Errorf("incomplete CRD %s:\n%s", crd.Metadata.Name, doc)
 	}
 }

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,13 +79,28 @@ func CompactService(obj any) (any, error) {
 	s := &svc.Spec
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, UID: svc.UID, ResourceVersion: svc.ResourceVersion,
-			Labels: proxyLabels(svc.Labels), DeletionTimestamp: svc.DeletionTimestamp},
+			Labels: proxyLabels(svc.Labels), Annotations: bgpAnnotations(svc.Annotations), DeletionTimestamp: svc.DeletionTimestamp},
 		Spec: corev1.ServiceSpec{Type: s.Type, ClusterIP: s.ClusterIP, ClusterIPs: s.ClusterIPs, Ports: s.Ports,
 			ExternalIPs: s.ExternalIPs, SessionAffinity: s.SessionAffinity, SessionAffinityConfig: s.SessionAffinityConfig,
 			ExternalTrafficPolicy: s.ExternalTrafficPolicy, InternalTrafficPolicy: s.InternalTrafficPolicy,
 			HealthCheckNodePort: s.HealthCheckNodePort, LoadBalancerSourceRanges: s.LoadBalancerSourceRanges},
 		Status: corev1.ServiceStatus{LoadBalancer: svc.Status.LoadBalancer},
 	}, nil
+}
+
+// bgpAnnotations keeps the annotations the bgp backend, which shares the
+// agent's Service informer, reads (bgp.weft.dev/communities).
+func bgpAnnotations(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if strings.HasPrefix(k, "bgp.weft.dev/") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // proxyLabels keeps the labels the proxy reads (the slice's service, and

@@ -20,7 +20,15 @@ const (
 	BackendVXLAN  = "vxlan"
 	BackendHostGW = "host-gw"
 	BackendAuto   = "auto"
+	// BackendBGP: routes learned over BGP (internal/routing/bgp), no
+	// encapsulation.
+	BackendBGP = "bgp"
 )
+
+// UsesVXLAN reports whether a backend needs the node's VXLAN device.
+func UsesVXLAN(backend string) bool {
+	return backend == BackendVXLAN || backend == BackendAuto
+}
 
 // Node annotations the agent publishes for its peers.
 const (
@@ -258,7 +266,7 @@ func overlaps(a, b *net.IPNet) bool {
 
 // MTUFor returns the pod MTU for an underlay MTU and a backend.
 func MTUFor(backend string, underlayMTU int) int {
-	if backend == BackendHostGW {
+	if !UsesVXLAN(backend) {
 		return underlayMTU
 	}
 	// vxlan, and auto (some peers may be across subnets).

@@ -1,0 +1,200 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+)
+
+// Routers the lab can run as the racks' BGP router (backend bgp).
+const (
+	RouterBIRD = "bird"
+	RouterFRR  = "frr"
+	// RouterASN is the routers' AS; the nodes are in bgp.DefaultASN.
+	RouterASN = 65000
+	NodeASN   = 64512
+	// Hold time of the router sessions: short, so that a dead node's
+	// routes go within seconds even without BFD.
+	RouterHoldTime = 9
+)
+
+// routerConfig is what the BIRD and FRR templates are filled with.
+type routerConfig struct {
+	RouterID    string
+	RouterASN   int
+	NodeASN     int
+	HoldTime    int
+	ClusterCIDR string
+	LBPool      string
+	Sock        string
+	Nodes       []routerNode
+	Racks       []string // gateway link names (BFD interfaces)
+}
+
+type routerNode struct {
+	Name    string // protocol name
+	IP      string
+	Gateway string // the router's address on the node's rack
+}
+
+func newRouterConfig(l *Lab, nodes []Node, racks int) routerConfig {
+	c := routerConfig{RouterID: RouterOutIP, RouterASN: RouterASN, NodeASN: NodeASN, HoldTime: RouterHoldTime,
+		ClusterCIDR: ClusterCIDR, LBPool: LBPool, Sock: l.RouterSocket()}
+	for _, n := range nodes {
+		c.Nodes = append(c.Nodes, routerNode{Name: strings.ReplaceAll(n.Name, "-", "_"), IP: n.IP.String(), Gateway: RackGateway(n.Rack).String()})
+	}
+	for r := 0; r < racks; r++ {
+		c.Racks = append(c.Racks, rackGatewayLink(r))
+	}
+	return c
+}
+
+// RouterSocket is the control socket of the lab's BIRD (birdc -s).
+func (l *Lab) RouterSocket() string { return filepath.Join(l.dir, "router", "bird.ctl") }
+
+// The BIRD configuration: one eBGP session per node from the router's
+// address on the node's rack, BFD on them, graceful restart; only pod
+// CIDRs and LoadBalancer addresses are taken from nodes, and what is
+// learned goes into the router namespace's kernel table (with ECMP when
+// several nodes announce one address).
+var birdTemplate = template.Must(template.New("bird").Parse(`router id {{.RouterID}};
+log stderr all;
+protocol device { scan time 10; }
+protocol kernel {
+	ipv4 { import none; export where source = RTS_BGP; };
+	merge paths on;
+}
+protocol bfd {
+{{- range .Racks}}
+	interface "{{.}}" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };
+{{- end}}
+}
+filter from_nodes {
+	if net ~ [ {{.ClusterCIDR}}{16,32}, {{.LBPool}}{24,32} ] then accept;
+	reject;
+}
+template bgp node {
+	local as {{.RouterASN}};
+	hold time {{.HoldTime}};
+	keepalive time 3;
+	connect retry time 2;
+	graceful restart on;
+	bfd on;
+	ipv4 { import filter from_nodes; export where source = RTS_BGP; add paths off; };
+}
+{{- range .Nodes}}
+protocol bgp {{.Name}} from node { neighbor {{.IP}} as {{$.NodeASN}}; source address {{.Gateway}}; }
+{{- end}}
+`))
+
+// startRouter runs the racks' BGP router in the router namespace.
+func (l *Lab) startRouter(kind string, nodes []Node, racks int) error {
+	dir := filepath.Join(l.dir, "router")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cfg := newRouterConfig(l, nodes, racks)
+	switch kind {
+	case RouterBIRD:
+		f := filepath.Join(dir, "bird.conf")
+		var b strings.Builder
+		if err := birdTemplate.Execute(&b, cfg); err != nil {
+			return err
+		}
+		if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+		if _, err := exec.LookPath("bird"); err != nil {
+			return fmt.Errorf("bird not installed (hack/install-deps.sh installs bird2): %w", err)
+		}
+		return l.startProc("router-bird", RouterNS, []string{"bird", "-f", "-c", f, "-s", cfg.Sock}, nil)
+	case RouterFRR:
+		return l.startFRR(dir, cfg)
+	}
+	return fmt.Errorf("unknown router %q (want bird or frr)", kind)
+}
+
+// RouterRoutes returns the router's BGP-learned routes as "prefix via
+// next hop" lines from its kernel table (proto bird or bgp).
+func (l *Lab) RouterRoutes() ([]string, error) {
+	out, err := exec.Command("ip", "-n", RouterNS, "-j", "route", "show").Output()
+	if err != nil {
+		return nil, err
+	}
+	var rs []struct {
+		Dst      string `json:"dst"`
+		Gateway  string `json:"gateway"`
+		Protocol string `json:"protocol"`
+		Nexthops []struct {
+			Gateway string `json:"gateway"`
+		} `json:"nexthops"`
+	}
+	if err := json.Unmarshal(out, &rs); err != nil {
+		return nil, err
+	}
+	var lines []string
+	for _, r := range rs {
+		if r.Protocol != "bird" && r.Protocol != "bgp" {
+			continue
+		}
+		via := []string{}
+		if r.Gateway != "" {
+			via = append(via, r.Gateway)
+		}
+		for _, nh := range r.Nexthops {
+			via = append(via, nh.Gateway)
+		}
+		lines = append(lines, r.Dst+" via "+strings.Join(via, ","))
+	}
+	return lines, nil
+}
+
+// configureBGP creates the cluster's BGP objects for the lab: the
+// BGPConfiguration (mesh on, LoadBalancer pool announced, BFD between
+// nodes) and one BGPPeer per rack (its router, for the rack's nodes).
+func (l *Lab) configureBGP(ctx context.Context, client kubernetes.Interface, racks int) error {
+	objs := []map[string]any{{
+		"apiVersion": "bgp.weft.dev/v1alpha1", "kind": "BGPConfiguration", "metadata": map[string]any{"name": "default"},
+		"spec": map[string]any{"asn": NodeASN, "nodeToNodeMesh": true, "serviceLoadBalancerIPs": []string{LBPool},
+			"nodeBFD": map[string]any{"intervalMs": 100, "multiplier": 3}},
+	}}
+	for r := 0; r < racks; r++ {
+		objs = append(objs, map[string]any{
+			"apiVersion": "bgp.weft.dev/v1alpha1", "kind": "BGPPeer", "metadata": map[string]any{"name": RackName(r)},
+			"spec": map[string]any{"peerAddress": RackGateway(r).String(), "peerASN": RouterASN,
+				"holdTimeSeconds": RouterHoldTime, "keepaliveSeconds": 3,
+				"bfd":          map[string]any{"intervalMs": 100, "multiplier": 3},
+				"nodeSelector": map[string]any{"matchLabels": map[string]string{"topology.kubernetes.io/zone": fmt.Sprintf("rack-%c", 'a'+r)}}},
+		})
+	}
+	for _, o := range objs {
+		if err := CreateBGPObject(ctx, client, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CreateBGPObject creates one bgp.weft.dev object (retrying while its CRD
+// is being established).
+func CreateBGPObject(ctx context.Context, client kubernetes.Interface, o map[string]any) error {
+	plural := map[string]string{"BGPConfiguration": "bgpconfigurations", "BGPPeer": "bgppeers"}[o["kind"].(string)]
+	body, _ := json.Marshal(o)
+	var err error
+	for i := 0; i < 100; i++ {
+		err = client.Discovery().RESTClient().Post().AbsPath("/apis/bgp.weft.dev/v1alpha1", plural).Body(body).Do(ctx).Error()
+		if err == nil || strings.Contains(err.Error(), "already exists") {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("create %s: %w", o["kind"], err)
+}

@@ -1,0 +1,51 @@
+package manifests
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"io"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+// The CustomResourceDefinitions of weft's own APIs (bgp.weft.dev), shipped
+// whatever the backend so that a cluster can switch to bgp.
+//
+//go:embed crds/*.yaml
+var crdFiles embed.FS
+
+func crds() ([]runtime.Object, error) {
+	entries, err := crdFiles.ReadDir("crds")
+	if err != nil {
+		return nil, err
+	}
+	var out []runtime.Object
+	for _, e := range entries {
+		b, err := crdFiles.ReadFile("crds/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+		for {
+			u := &unstructured.Unstructured{}
+			if err := dec.Decode(&u.Object); err == io.EOF {
+				break
+			} else if err != nil {
+				return nil, fmt.Errorf("%s: %w", e.Name(), err)
+			}
+			if len(u.Object) > 0 {
+				out = append(out, u)
+			}
+		}
+	}
+	return out, nil
+}
+
+// IsCRD reports whether o is a CustomResourceDefinition.
+func IsCRD(o runtime.Object) bool {
+	u, ok := o.(*unstructured.Unstructured)
+	return ok && u.GetKind() == "CustomResourceDefinition"
+}

@@ -32,7 +32,7 @@ func manifestsCmd() *cobra.Command {
 	f.StringSliceVar(&c.ServiceCIDRs, "service-cidr", c.ServiceCIDRs, "service CIDRs (kube-apiserver's --service-cluster-ip-range)")
 	f.StringVar(&c.ClusterDNS, "cluster-dns", c.ClusterDNS, "the kube-dns Service's address (kubelet's clusterDNS)")
 	f.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "cluster domain")
-	f.StringVar(&c.Backend, "backend", c.Backend, "pod network backend: vxlan, host-gw or auto")
+	f.StringVar(&c.Backend, "backend", c.Backend, "pod network backend: vxlan, host-gw, auto or bgp (bgp adds a Role reading Secrets in the namespace, for BGP passwords)")
 	f.StringVar(&c.NodeLocalDNS, "node-local-dns", c.NodeLocalDNS, "node-local DNS cache address (empty: none)")
 	f.StringSliceVar(&c.DNSUpstreams, "dns-upstream", nil, "resolvers for names outside the cluster (empty: the nodes')")
 	f.Int32Var(&c.DNSReplicas, "dns-replicas", c.DNSReplicas, "cluster DNS replicas")

@@ -37,6 +37,7 @@ type routerConfig struct {
 	Sock        string
 	Nodes       []routerNode
 	Racks       []string // gateway link names (BFD interfaces)
+	BFD         bool
 }
 
 type routerNode struct {
@@ -47,7 +48,7 @@ type routerNode struct {
 
 func newRouterConfig(l *Lab, nodes []Node, racks int) routerConfig {
 	c := routerConfig{RouterID: RouterOutIP, RouterASN: RouterASN, NodeASN: NodeASN, HoldTime: RouterHoldTime,
-		ClusterCIDR: ClusterCIDR, LBPool: LBPool, Sock: l.RouterSocket()}
+		ClusterCIDR: ClusterCIDR, LBPool: LBPool, Sock: l.RouterSocket(), BFD: true}
 	for _, n := range nodes {
 		c.Nodes = append(c.Nodes, routerNode{Name: strings.ReplaceAll(n.Name, "-", "_"), IP: n.IP.String(), Gateway: RackGateway(n.Rack).String()})
 	}
@@ -86,8 +87,9 @@ template bgp node {
 	hold time {{.HoldTime}};
 	keepalive time 3;
 	connect retry time 2;
+	error wait time 1, 5;
 	graceful restart on;
-	bfd on;
+	bfd {{if .BFD}}on{{else}}off{{end}};
 	ipv4 { import filter from_nodes; export where source = RTS_BGP; add paths off; };
 }
 {{- range .Nodes}}
@@ -104,22 +106,48 @@ func (l *Lab) startRouter(kind string, nodes []Node, racks int) error {
 	cfg := newRouterConfig(l, nodes, racks)
 	switch kind {
 	case RouterBIRD:
-		f := filepath.Join(dir, "bird.conf")
-		var b strings.Builder
-		if err := birdTemplate.Execute(&b, cfg); err != nil {
-			return err
-		}
-		if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
-			return err
-		}
 		if _, err := exec.LookPath("bird"); err != nil {
 			return fmt.Errorf("bird not installed (hack/install-deps.sh installs bird2): %w", err)
+		}
+		f, err := l.writeBIRD(cfg)
+		if err != nil {
+			return err
 		}
 		return l.startProc("router-bird", RouterNS, []string{"bird", "-f", "-c", f, "-s", cfg.Sock}, nil)
 	case RouterFRR:
 		return l.startFRR(dir, cfg)
 	}
 	return fmt.Errorf("unknown router %q (want bird or frr)", kind)
+}
+
+func (l *Lab) writeBIRD(cfg routerConfig) (string, error) {
+	f := filepath.Join(l.dir, "router", "bird.conf")
+	var b strings.Builder
+	if err := birdTemplate.Execute(&b, cfg); err != nil {
+		return "", err
+	}
+	return f, os.WriteFile(f, []byte(b.String()), 0o644)
+}
+
+// SetRouterBFD turns BFD on the router's sessions with the nodes on or
+// off (tests of failure detection with and without it).
+func (l *Lab) SetRouterBFD(on bool) error {
+	st, err := l.LoadState()
+	if err != nil {
+		return err
+	}
+	cfg := newRouterConfig(l, st.Nodes, st.Racks)
+	cfg.BFD = on
+	switch st.Router {
+	case RouterBIRD:
+		if _, err := l.writeBIRD(cfg); err != nil {
+			return err
+		}
+		return run("birdc", "-s", cfg.Sock, "configure")
+	case RouterFRR:
+		return l.frrBFD(cfg, on)
+	}
+	return fmt.Errorf("no router in this lab (backend %s)", st.Backend)
 }
 
 // RouterRoutes returns the router's BGP-learned routes as "prefix via
@@ -197,4 +225,40 @@ func CreateBGPObject(ctx context.Context, client kubernetes.Interface, o map[str
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("create %s: %w", o["kind"], err)
+}
+
+// RouterEstablished reports, per node, whether the router's BGP session
+// with it is Established.
+func (l *Lab) RouterEstablished() (map[string]bool, error) {
+	st, err := l.LoadState()
+	if err != nil {
+		return nil, err
+	}
+	up := map[string]bool{}
+	switch st.Router {
+	case RouterBIRD:
+		out, err := exec.Command("birdc", "-s", l.RouterSocket(), "show", "protocols").CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("birdc: %v: %s", err, out)
+		}
+		for _, n := range st.Nodes {
+			proto := strings.ReplaceAll(n.Name, "-", "_")
+			for _, line := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(line); len(f) > 0 && f[0] == proto {
+					up[n.Name] = strings.Contains(line, "Established")
+				}
+			}
+		}
+	case RouterFRR:
+		byIP, err := l.frrEstablished()
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range st.Nodes {
+			up[n.Name] = byIP[n.IP.String()]
+		}
+	default:
+		return nil, fmt.Errorf("no router in this lab (backend %s)", st.Backend)
+	}
+	return up, nil
 }

@@ -1,0 +1,345 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"weft.dev/weft/internal/lab"
+)
+
+// TestCrossNodeBGP: backend bgp with BIRD as the racks' router. Pods are
+// routed natively (no tunnel device; each pod CIDR in the router's table
+// as learned by BGP), the pod matrix works across racks, LoadBalancer
+// addresses are reachable from the outside namespace through the router,
+// externalTrafficPolicy Local is announced only where an endpoint is, a
+// bad BGPPeer is reported without disturbing the others, an agent restart
+// keeps routes and streams (graceful restart), and a dead node's routes
+// go within the hold time, and within a second with BFD.
+func TestCrossNodeBGP(t *testing.T) {
+	for _, router := range []string{lab.RouterBIRD, lab.RouterFRR} {
+		t.Run(router, func(t *testing.T) { bgpWithRouter(t, router) })
+	}
+}
+
+func bgpWithRouter(t *testing.T, router string) {
+	relab(t, lab.UpOptions{Workers: 4, Racks: 2, Backend: "bgp", Router: router})
+	ws := workers(t)
+	eventually(t, 30*time.Second, "every pod CIDR in the router's table via its node", func() error {
+		return routerHasPodCIDRs(ws)
+	})
+	for _, n := range ws {
+		if out, err := exec.Command("ip", "-n", n.name, "link", "show", "type", "vxlan").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+			t.Errorf("%s has a tunnel device with bgp: %s %v", n.name, out, err)
+		}
+	}
+	eventually(t, 30*time.Second, "every node routes every other pod CIDR", func() error { return nodeRoutesConverged(t, ws) })
+	ns := newNamespace(t)
+	pods := daemonSet(t, ns)
+	reachability(t, pods, false)
+
+	t.Run("LoadBalancer from outside", func(t *testing.T) { bgpLoadBalancer(t, ns) })
+	t.Run("externalTrafficPolicy Local", func(t *testing.T) { bgpLocalPolicy(t, ns) })
+	t.Run("invalid peer", func(t *testing.T) { bgpInvalidPeer(t, ws) })
+	t.Run("graceful restart", func(t *testing.T) { bgpGracefulRestart(t, ns, pods) })
+	t.Run("dead node", func(t *testing.T) { bgpDeadNode(t, ws) })
+}
+
+// nodeRoutesConverged: in a rack, a peer's pod CIDR is routed via the
+// peer; across racks via the node's rack router (the recursive next hop).
+func nodeRoutesConverged(t *testing.T, ws []labNode) error {
+	for _, n := range ws {
+		routes := routesOn(t, n.name)
+		for _, peer := range ws {
+			if peer.name == n.name {
+				continue
+			}
+			l, via := routeLine(routes, peer.podCIDR), "via "+peer.ip+" dev eth0"
+			if peer.rack != n.rack {
+				via = "via " + lab.RackGateway(rackNum(n.rack)).String() + " dev eth0"
+			}
+			if !strings.Contains(l, via) {
+				return fmt.Errorf("%s → %s: route %q, want %s", n.name, peer.name, l, via)
+			}
+		}
+	}
+	return nil
+}
+
+// rackNum: "rack-b" → 1.
+func rackNum(zone string) int { return int(zone[len(zone)-1] - 'a') }
+
+func routerRoute(cidr string) string {
+	out, _ := exec.Command("ip", "-n", lab.RouterNS, "route", "show", cidr).CombinedOutput()
+	return strings.TrimSpace(string(out))
+}
+
+func routerHasPodCIDRs(ws []labNode) error {
+	for _, n := range ws {
+		r := routerRoute(n.podCIDR)
+		if !strings.Contains(r, "via "+n.ip+" ") || !(strings.Contains(r, "proto bird") || strings.Contains(r, "proto bgp")) {
+			return fmt.Errorf("router route to %s (%s): %q, want via %s learned by BGP", n.podCIDR, n.name, r, n.ip)
+		}
+	}
+	return nil
+}
+
+func lbService(t *testing.T, ns, name string, sel map[string]string, local bool) string {
+	t.Helper()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: sel,
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	if local {
+		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	}
+	if _, err := client.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var ip string
+	eventually(t, 30*time.Second, "LoadBalancer address", func() error {
+		s, err := client.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil || len(s.Status.LoadBalancer.Ingress) == 0 {
+			return fmt.Errorf("no address yet (%v)", err)
+		}
+		ip = s.Status.LoadBalancer.Ingress[0].IP
+		return nil
+	})
+	return ip
+}
+
+func bgpLoadBalancer(t *testing.T, ns string) {
+	ip := lbService(t, ns, "lb", map[string]string{"app": "ds"}, false)
+	eventually(t, 20*time.Second, "outside → "+ip+" through the router", func() error {
+		out, err := execIn(t, "outside", "", "curl", "-sS", "-m", "2", "http://"+ip+"/hostname")
+		if err != nil || !strings.HasPrefix(out, "ds-") {
+			return fmt.Errorf("got %q %v (router: %q)", out, err, routerRoute(ip))
+		}
+		return nil
+	})
+}
+
+// bgpLocalPolicy: one endpoint, on one node: only that node announces the
+// address; without endpoints nobody does.
+func bgpLocalPolicy(t *testing.T, ns string) {
+	ctx := context.Background()
+	target := workers(t)[1].name
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "local-ep", Namespace: ns, Labels: map[string]string{"app": "local"}},
+		Spec: corev1.PodSpec{NodeName: target, Containers: []corev1.Container{{Name: "server", Image: "weft/testserver"}}}}
+	if _, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.WaitPodsReady(ctx, client, ns, "app=local", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ip := lbService(t, ns, "local", map[string]string{"app": "local"}, true)
+	nodeIP := ""
+	for _, n := range workers(t) {
+		if n.name == target {
+			nodeIP = n.ip
+		}
+	}
+	eventually(t, 20*time.Second, "only "+target+" announces "+ip, func() error {
+		if r := routerRoute(ip); !strings.Contains(r, " via "+nodeIP+" ") || strings.Contains(r, "nexthop") {
+			return fmt.Errorf("router: %q", r)
+		}
+		return nil
+	})
+	if out := curl(t, "outside", "http://"+ip+"/clientip"); out != lab.OutsideIP {
+		t.Errorf("ETP Local from outside: client IP %q, want %s (source kept)", out, lab.OutsideIP)
+	}
+	if err := client.CoreV1().Pods(ns).Delete(ctx, "local-ep", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, ip+" withdrawn with its last endpoint", func() error {
+		if r := routerRoute(ip); r != "" {
+			return fmt.Errorf("router still routes it: %q", r)
+		}
+		return nil
+	})
+}
+
+func bgpPeerStatus(t *testing.T, name string) map[string]map[string]string {
+	t.Helper()
+	raw, err := client.Discovery().RESTClient().Get().AbsPath("/apis/bgp.weft.dev/v1alpha1/bgppeers", name).DoRaw(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Status struct {
+			Nodes map[string]map[string]string `json:"nodes"`
+		} `json:"status"`
+	}
+	_ = json.Unmarshal(raw, &p)
+	return p.Status.Nodes
+}
+
+// bgpInvalidPeer: a BGPPeer naming a node's address is reported on every
+// node it selects; the routers' sessions stay up.
+func bgpInvalidPeer(t *testing.T, ws []labNode) {
+	ctx := context.Background()
+	bad := map[string]any{"apiVersion": "bgp.weft.dev/v1alpha1", "kind": "BGPPeer", "metadata": map[string]any{"name": "e2e-bad"},
+		"spec": map[string]any{"peerAddress": ws[0].ip, "peerASN": 65099}}
+	if err := lab.CreateBGPObject(ctx, client, bad); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Discovery().RESTClient().Delete().AbsPath("/apis/bgp.weft.dev/v1alpha1/bgppeers", "e2e-bad").Do(ctx)
+	eventually(t, 20*time.Second, "every node reports e2e-bad Invalid", func() error {
+		st := bgpPeerStatus(t, "e2e-bad")
+		for _, n := range ws {
+			if st[n.name]["state"] != "Invalid" || !strings.Contains(st[n.name]["message"], "is node") {
+				return fmt.Errorf("%s: %v", n.name, st[n.name])
+			}
+		}
+		return nil
+	})
+	for _, rack := range []string{lab.RackName(0), lab.RackName(1)} {
+		for node, s := range bgpPeerStatus(t, rack) {
+			if s["state"] != "Established" {
+				t.Errorf("%s on %s: %v after a bad peer was added", rack, node, s)
+			}
+		}
+	}
+	if err := routerHasPodCIDRs(ws); err != nil {
+		t.Error(err)
+	}
+}
+
+// bgpGracefulRestart: the agent of the server's node restarts while a
+// request across racks is in flight; the router keeps the node's routes
+// (never withdrawn), the request completes. BFD is off here: a BFD
+// session ends with the process that runs it, and the router would take
+// that as the node's failure (docs/bgp.md).
+func bgpGracefulRestart(t *testing.T, ns string, pods []corev1.Pod) {
+	setBFD(t, false)
+	var from, server corev1.Pod
+	for _, a := range pods {
+		for _, b := range pods {
+			if nodeRack(a.Spec.NodeName) != nodeRack(b.Spec.NodeName) {
+				from, server = a, b
+			}
+		}
+	}
+	cidr := ""
+	for _, n := range workers(t) {
+		if n.name == server.Spec.NodeName {
+			cidr = n.podCIDR
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		out, err := execInFor(t, 30*time.Second, ns+"/"+from.Name, "", "curl", "-sS", "-m", "25", "http://"+server.Status.PodIP+":8080/delay/8000")
+		if err == nil && out == "" {
+			err = fmt.Errorf("empty answer")
+		}
+		done <- err
+	}()
+	time.Sleep(time.Second)
+	if err := theLab.KillNodeProcess(server.Spec.NodeName, lab.ProcAgent, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if routerRoute(cidr) == "" {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("router lost the route to %s in %d of the checks while the agent restarted", cidr, missing)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("request across racks during the agent restart: %v", err)
+	}
+	eventually(t, 60*time.Second, "agent back, routes resynced", func() error { return routerHasPodCIDRs(workers(t)) })
+}
+
+func nodeRack(node string) string {
+	for _, n := range theLabNodes() {
+		if n.Name == node {
+			return lab.RackName(n.Rack)
+		}
+	}
+	return ""
+}
+
+func theLabNodes() []lab.Node {
+	st, _ := theLab.LoadState()
+	if st == nil {
+		return nil
+	}
+	return st.Nodes
+}
+
+// setBFD turns BFD on or off on both ends of the router sessions and
+// waits for the sessions to be up again.
+func setBFD(t *testing.T, on bool) {
+	t.Helper()
+	var bfd any
+	if on {
+		bfd = map[string]any{"intervalMs": 100, "multiplier": 3}
+	}
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"bfd": bfd}})
+	for _, rack := range []string{lab.RackName(0), lab.RackName(1)} {
+		err := client.Discovery().RESTClient().Patch(types.MergePatchType).AbsPath("/apis/bgp.weft.dev/v1alpha1/bgppeers", rack).Body(patch).Do(context.Background()).Error()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := theLab.SetRouterBFD(on); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "router sessions up", func() error {
+		up, err := theLab.RouterEstablished()
+		if err != nil {
+			return err
+		}
+		for _, n := range theLabNodes() {
+			if !up[n.Name] {
+				return fmt.Errorf("%s not Established (%v)", n.Name, up)
+			}
+		}
+		return routerHasPodCIDRs(workers(t))
+	})
+}
+
+// bgpDeadNode: the node's link goes down (the node is gone for the
+// network); the router withdraws its routes within the hold time without
+// BFD and within a second with it.
+func bgpDeadNode(t *testing.T, ws []labNode) {
+	victim := ws[len(ws)-1]
+	for _, withBFD := range []bool{false, true} {
+		setBFD(t, withBFD)
+		start := time.Now()
+		if out, err := exec.Command("ip", "-n", victim.name, "link", "set", "eth0", "down").CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		for routerRoute(victim.podCIDR) != "" && time.Since(start) < 30*time.Second {
+			time.Sleep(10 * time.Millisecond)
+		}
+		took := time.Since(start)
+		if out, err := exec.Command("ip", "-n", victim.name, "link", "set", "eth0", "up").CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		_ = exec.Command("ip", "-n", victim.name, "route", "replace", "default", "via", lab.RackGateway(rackNum(victim.rack)).String()).Run()
+		limit := time.Duration(lab.RouterHoldTime)*time.Second + time.Second
+		if withBFD {
+			limit = time.Second
+		}
+		t.Logf("BFD %v: %s's routes withdrawn by the router after %s (limit %s)", withBFD, victim.name, took.Round(time.Millisecond), limit)
+		if took > limit {
+			t.Errorf("BFD %v: withdrawn after %s, want within %s", withBFD, took, limit)
+		}
+	}
+	setBFD(t, true)
+}

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=(--cache-dir "${CACHE_DIR:-/var/cache/weft-lab}")
-bin/weft lab up "${cache[@]}" --nodes "${NODES:-3}" --racks "${RACKS:-2}"
+# BACKEND=bgp (ROUTER=bird|frr) routes pods over BGP with a real router.
+bin/weft lab up "${cache[@]}" --nodes "${NODES:-3}" --racks "${RACKS:-2}" --backend "${BACKEND:-auto}" ${ROUTER:+--router "$ROUTER"}
 bin/weft lab demo "${cache[@]}"
 bin/weft lab status "${cache[@]}"
 cat <<'MSG'

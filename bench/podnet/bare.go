@@ -20,6 +20,10 @@ import (
 // 10.251.N.0/24 (pods) exist only inside them.
 type bare struct {
 	hostGW bool // routes via peer nodes (same rack only), MTU 1500
+	// routed: native routing as with BGP: nodes route other racks' pods
+	// to their rack router, which has a route to each pod CIDR via its
+	// node; MTU 1500.
+	routed bool
 }
 
 var bareNamespaces = []string{"weft-bx-router", "weft-bx-n1", "weft-bx-n2", "weft-bx-n3", "weft-bx-p1", "weft-bx-p2", "weft-bx-p3"}
@@ -78,7 +82,7 @@ func (b bare) up() error {
 		add("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		// The pod: a routed veth with a link-local gateway, as weft-cni.
 		mtu := "1450"
-		if b.hostGW {
+		if b.hostGW || b.routed {
 			mtu = "1500"
 		}
 		add("ip", "link", "add", fmt.Sprintf("bxveth%d", i), "netns", node, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", pod, "mtu", mtu)
@@ -100,7 +104,7 @@ func (b bare) up() error {
 			if p == i {
 				continue
 			}
-			if b.hostGW {
+			if b.hostGW || b.routed {
 				if (i == 3) == (p == 3) { // same rack: on-link
 					add("ip", "-n", node, "route", "add", fmt.Sprintf("10.251.%d.0/24", p), "via", bareNodeIP(p))
 				}
@@ -110,6 +114,11 @@ func (b bare) up() error {
 			add("ip", "-n", node, "neigh", "add", fmt.Sprintf("10.251.%d.0", p), "lladdr", mac, "dev", "vx", "nud", "permanent")
 			add("bridge", "-n", node, "fdb", "add", mac, "dev", "vx", "dst", bareNodeIP(p))
 			add("ip", "-n", node, "route", "add", fmt.Sprintf("10.251.%d.0/24", p), "via", fmt.Sprintf("10.251.%d.0", p), "dev", "vx", "onlink")
+		}
+	}
+	if b.routed {
+		for p := 1; p <= 3; p++ {
+			add("ip", "-n", r, "route", "add", fmt.Sprintf("10.251.%d.0/24", p), "via", bareNodeIP(p))
 		}
 	}
 	for _, c := range cmds {

@@ -52,6 +52,7 @@ const pinnedCPUs = "0,1"
 
 var (
 	binDir  string
+	router  string
 	seconds int
 	rounds  int
 )
@@ -62,7 +63,8 @@ func main() {
 	flag.StringVar(&binDir, "bin", "bin", "directory with weft and weft-cni")
 	flag.IntVar(&seconds, "seconds", 3, "iperf3 run length")
 	flag.IntVar(&rounds, "rounds", 10, "rounds; each alternates weft node, weft pod, bare node and bare pod runs")
-	backends := flag.String("backends", "host-gw,vxlan,auto", "backends to measure")
+	backends := flag.String("backends", "host-gw,vxlan,auto,bgp", "backends to measure")
+	flag.StringVar(&router, "router", "bird", "the racks' router with backend bgp: bird or frr")
 	flag.Parse()
 	binDir, _ = filepath.Abs(binDir)
 	l := lab.New(lab.DefaultStateDir, lab.DefaultCacheDir, binDir, os.Stderr)
@@ -84,7 +86,7 @@ func report(rows []row, backends string) {
 	fmt.Printf("### Pod network across nodes, per backend, against the bare kernel\n\n")
 	fmt.Printf("`go run ./bench/podnet -bin bin -backends %s -rounds %d -seconds %d` (part of `make bench`), %s. ", backends, rounds, seconds, figure.Stamp())
 	fmt.Printf("Lab: 3 workers in 2 racks: weft-node-1 and weft-node-2 share rack a, weft-node-3 is in rack b behind the router namespace (auto uses VXLAN there). ")
-	fmt.Printf("Bare: the same underlay shape built beside the lab without weft (rack bridges in a router namespace, routed-veth pods, a plain kernel VXLAN device with static entries, MTU 1450; for host-gw plain routes via the peer node, MTU 1500; no nftables, conntrack or agent), the same pair of racks, so a router hop is in both or neither. ")
+	fmt.Printf("Bare: the same underlay shape built beside the lab without weft (rack bridges in a router namespace, routed-veth pods, a plain kernel VXLAN device with static entries, MTU 1450; for host-gw plain routes via the peer node, for bgp plain routes via the peer node in a rack and via the router across (the router with a static route per pod CIDR), MTU 1500; no nftables, conntrack or agent), the same pair of racks, so a router hop is in both or neither. ")
 	fmt.Printf("Each round runs iperf3 (%d s) weft node→node, weft pod→pod, bare node→node, bare pod→pod, for 1 and then 4 streams, client on CPU 0 and server on CPU 1 (`-A %s`: two real nodes never share a CPU). ", seconds, pinnedCPUs)
 	fmt.Printf("Ratios are per round; shown: median and interquartile range over %d rounds. weft/bare = (weft pod/node) ÷ (bare pod/node): what weft costs beyond the kernel device. TCP RR: 64-byte request/response, 2000 round trips per round, p50.\n\n", rounds)
 	fmt.Println("| backend | pair | streams | weft node→node | weft pod→pod | weft pod/node | bare pod/node | weft/bare (IQR) |")
@@ -106,9 +108,9 @@ func report(rows []row, backends string) {
 	fmt.Println()
 	for _, r := range rows {
 		for i, n := range streamCounts {
-			if r.backend == "host-gw" {
-				fmt.Printf("- %s, %s, %d stream(s): pod/node ≥ 0.95: %s (bare host-gw routes: %s).\n", r.backend, r.pair, n,
-					r.ratio[i].Median().Judge("%.3f", func(x float64) bool { return x >= 0.95 }), r.bareRatio[i].Median().Format("%.3f"))
+			if r.backend == "host-gw" || r.backend == "bgp" {
+				fmt.Printf("- %s, %s, %d stream(s): pod/node ≥ 0.95: %s (bare routes: %s; weft/bare %s).\n", r.backend, r.pair, n,
+					r.ratio[i].Median().Judge("%.3f", func(x float64) bool { return x >= 0.95 }), r.bareRatio[i].Median().Format("%.3f"), r.rel[i].Median().Format("%.3f"))
 				continue
 			}
 			fmt.Printf("- %s, %s, %d stream(s): weft/bare ≥ 0.95: %s.\n", r.backend, r.pair, n, r.rel[i].Median().Judge("%.3f", func(x float64) bool { return x >= 0.95 }))
@@ -120,7 +122,7 @@ func report(rows []row, backends string) {
 // measure brings up a lab with backend and measures each pair it applies to.
 func measure(l *lab.Lab, backend string) ([]row, error) {
 	ctx := context.Background()
-	if err := l.Up(ctx, lab.UpOptions{Workers: 3, Racks: 2, Backend: backend}); err != nil {
+	if err := l.Up(ctx, lab.UpOptions{Workers: 3, Racks: 2, Backend: backend, Router: router}); err != nil {
 		return nil, err
 	}
 	client, err := l.Client()
@@ -128,12 +130,12 @@ func measure(l *lab.Lab, backend string) ([]row, error) {
 		return nil, err
 	}
 	// After l.Up: bringing a lab up removes every weft-* namespace.
-	bx := bare{hostGW: backend == "host-gw"}
+	bx := bare{hostGW: backend == "host-gw", routed: backend == "bgp"}
 	if err := bx.up(); err != nil {
 		return nil, err
 	}
 	defer bx.remove()
-	targets := map[string][]string{"host-gw": {"weft-node-2"}, "vxlan": {"weft-node-2", "weft-node-3"}, "auto": {"weft-node-3"}}[backend]
+	targets := map[string][]string{"host-gw": {"weft-node-2"}, "vxlan": {"weft-node-2", "weft-node-3"}, "auto": {"weft-node-3"}, "bgp": {"weft-node-3"}}[backend]
 	var rows []row
 	for i, b := range targets {
 		r, err := measurePair(ctx, l, client, backend, "weft-node-1", b, fmt.Sprintf("bench%d", i))

@@ -114,7 +114,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 			a, b := byNode[from][0], byNode[to][0]
 			got := l.podCurl(ctx, a, "", fmt.Sprintf("http://%s:8080/clientip", b.Status.PodIP))
 			cross = append(cross, Check{Node: from + " → " + strings.TrimPrefix(to, "weft-"), From: a.Name + " " + a.Status.PodIP,
-				To: b.Name + " " + b.Status.PodIP, What: "pod → pod across nodes via " + pathTo(from, b.Status.PodIP),
+				To: b.Name + " " + b.Status.PodIP, What: "pod → pod across nodes via " + pathTo(from, b.Status.PodIP, st.Backend == "bgp"),
 				Want: a.Status.PodIP, Got: got, OK: got == a.Status.PodIP})
 		}
 	}
@@ -180,7 +180,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	PrintChecks(w, dnsChecks)
 	checks = append(checks, dnsChecks...)
 
-	ingressChecks, err := l.demoIngress(ctx, w, client, byNode[nodes[0]][0], nodeIP[nodes[0]])
+	ingressChecks, err := l.demoIngress(ctx, w, client, byNode[nodes[0]][0], nodeIP[nodes[0]], st.Backend == "bgp")
 	if err != nil {
 		return err
 	}
@@ -201,8 +201,9 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 
 // demoIngress routes two hosts to the echo Service through weft ingress
 // and asks for them from a pod (the LoadBalancer address) and from the
-// outside namespace (a node's NodePort of the ingress Service).
-func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.Interface, from corev1.Pod, node string) ([]Check, error) {
+// outside namespace: the LoadBalancer address through the router when BGP
+// announces it, else a node's NodePort of the ingress Service.
+func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.Interface, from corev1.Pod, node string, bgp bool) ([]Check, error) {
 	prefix, exact := networkingv1.PathTypePrefix, networkingv1.PathTypeExact
 	be := networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "echo", Port: networkingv1.ServiceBackendPort{Number: 80}}}
 	rule := func(host, path string, kind *networkingv1.PathType) networkingv1.IngressRule {
@@ -229,6 +230,9 @@ func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.In
 		return strings.TrimSpace(out.String())
 	}
 	nodePort := fmt.Sprintf("%s:%d", node, svc.Spec.Ports[0].NodePort)
+	if bgp {
+		nodePort = lb + ":80" // announced to the router by BGP
+	}
 	fromOutside := func(host, path string) string {
 		var out, errb bytes.Buffer
 		err := l.Exec(ctx, ExecOptions{Target: "outside", Stdout: &out, Stderr: &errb,
@@ -347,16 +351,41 @@ func (l *Lab) denialLine(p corev1.Pod) string {
 }
 
 // pathTo says how node reaches ip: through the VXLAN device or directly.
-func pathTo(node, ip string) string {
+func pathTo(node, ip string, bgp bool) string {
 	out, err := exec.Command("ip", "-n", node, "route", "get", ip).Output()
 	switch {
 	case err != nil:
 		return "?"
 	case strings.Contains(string(out), "weft.vxlan"):
 		return "VXLAN"
+	case bgp && isRackGateway(viaOf(string(out))):
+		return "BGP route via the rack router"
+	case bgp:
+		return "BGP route via the peer node"
 	default:
 		return "direct route"
 	}
+}
+
+// viaOf returns the gateway of an `ip route get` answer ("" if none).
+func viaOf(route string) string {
+	f := strings.Fields(route)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "via" {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// isRackGateway reports whether ip is the router's address on a rack.
+func isRackGateway(ip string) bool {
+	for r := 0; r < 26; r++ {
+		if RackGateway(r).String() == ip {
+			return true
+		}
+	}
+	return false
 }
 
 // PrintChecks writes a table with a green ✓ or red ✗ per row.

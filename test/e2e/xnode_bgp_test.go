@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,6 +56,90 @@ func bgpWithRouter(t *testing.T, router string) {
 	t.Run("invalid peer", func(t *testing.T) { bgpInvalidPeer(t, ws) })
 	t.Run("graceful restart", func(t *testing.T) { bgpGracefulRestart(t, ns, pods) })
 	t.Run("dead node", func(t *testing.T) { bgpDeadNode(t, ws) })
+	if router == lab.RouterBIRD {
+		t.Run("route reflectors", func(t *testing.T) { bgpRouteReflectors(t, pods) })
+		t.Run("mesh without routers", func(t *testing.T) { bgpMeshOnly(t, pods) })
+	}
+}
+
+func patchBGP(t *testing.T, plural, name string, patch map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(patch)
+	err := client.Discovery().RESTClient().Patch(types.MergePatchType).AbsPath("/apis/bgp.weft.dev/v1alpha1", plural, name).Body(b).Do(context.Background()).Error()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bgpSessions lists the addresses a node has BGP sessions with.
+func bgpSessions(t *testing.T, node string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", node, "ss", "-Htn", "state", "established", "( sport = :179 or dport = :179 )").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss on %s: %v %s", node, err, out)
+	}
+	var peers []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(l); len(f) >= 4 {
+			host := f[3][:strings.LastIndex(f[3], ":")]
+			peers = append(peers, host)
+		}
+	}
+	sort.Strings(peers)
+	return peers
+}
+
+// bgpRouteReflectors: one node reflects; the others peer with it and
+// their rack router only, and every route is still there.
+func bgpRouteReflectors(t *testing.T, pods []corev1.Pod) {
+	ws := workers(t)
+	rr, clientNode := ws[1], ws[len(ws)-1]
+	label, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{"e2e.weft.dev/route-reflector": "true"}}})
+	if _, err := client.CoreV1().Nodes().Patch(context.Background(), rr.name, types.MergePatchType, label, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	patchBGP(t, "bgpconfigurations", "default", map[string]any{"spec": map[string]any{
+		"routeReflectorSelector": map[string]any{"matchLabels": map[string]string{"e2e.weft.dev/route-reflector": "true"}}}})
+	want := []string{rr.ip, lab.RackGateway(rackNum(clientNode.rack)).String()}
+	sort.Strings(want)
+	eventually(t, 30*time.Second, clientNode.name+" peers with the reflector and its router only", func() error {
+		if got := bgpSessions(t, clientNode.name); strings.Join(got, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("sessions %v, want %v", got, want)
+		}
+		return nodeRoutesConverged(t, ws)
+	})
+	reachability(t, pods, false)
+	patchBGP(t, "bgpconfigurations", "default", map[string]any{"spec": map[string]any{"routeReflectorSelector": nil}})
+	eventually(t, 30*time.Second, "full mesh again", func() error {
+		if got := bgpSessions(t, clientNode.name); len(got) != len(ws) {
+			return fmt.Errorf("%s has sessions with %v, want the %d other nodes and its router", clientNode.name, got, len(ws)-1)
+		}
+		return nodeRoutesConverged(t, ws)
+	})
+}
+
+// bgpMeshOnly: no BGPPeer selects a node: the nodes route to each other
+// in a rack through the mesh alone; across racks nothing routes (the
+// router learns nothing), as host-gw.
+func bgpMeshOnly(t *testing.T, pods []corev1.Pod) {
+	ws := workers(t)
+	for r := 0; r < 2; r++ {
+		patchBGP(t, "bgppeers", lab.RackName(r), map[string]any{"spec": map[string]any{"nodeSelector": map[string]any{"matchLabels": map[string]string{"e2e.weft.dev/none": "x"}}}})
+	}
+	eventually(t, 30*time.Second, "router without pod routes", func() error {
+		for _, n := range ws {
+			if r := routerRoute(n.podCIDR); r != "" {
+				return fmt.Errorf("router still routes %s: %q", n.podCIDR, r)
+			}
+		}
+		return nil
+	})
+	reachability(t, pods, true)
+	for r := 0; r < 2; r++ {
+		// A merge patch merges maps: null removes the key added above.
+		patchBGP(t, "bgppeers", lab.RackName(r), map[string]any{"spec": map[string]any{"nodeSelector": map[string]any{"matchLabels": map[string]any{"e2e.weft.dev/none": nil}}}})
+	}
+	eventually(t, 30*time.Second, "routers back", func() error { return routerHasPodCIDRs(ws) })
 }
 
 // nodeRoutesConverged: in a rack, a peer's pod CIDR is routed via the

@@ -91,6 +91,7 @@ demo_cold() {
   section cni go run ./bench/cni -pods "${BENCH_PODS:-200}" -weft-cni bin/weft-cni
   section podnet go run ./bench/podnet -bin bin
   section routing go run ./bench/routing -bin bin
+  section bgp go run ./bench/bgp -bin bin
   section netpol go run ./bench/netpol -bin bin
   section proxy go run ./bench/proxy -bin bin -levels "${BENCH_PROXY_LEVELS:-10,1000,10000}"
   section dns go run ./bench/dns -bin bin

@@ -56,7 +56,7 @@ type Controller struct {
 
 	speaker *Speaker
 	asn     uint32
-	routes  *routeTable
+	routes  *RouteTable
 
 	statusMu sync.Mutex
 	reported map[string]string // BGPPeer → the status this node last wrote
@@ -77,7 +77,7 @@ func New(d Deps) *Controller {
 	}
 	c.configs = cache.NewGenericLister(c.cfgInf.GetIndexer(), ConfigurationResource.GroupResource())
 	c.peers = cache.NewGenericLister(c.peerInf.GetIndexer(), PeerResource.GroupResource())
-	c.routes = newRouteTable(d.Log, d.Registry)
+	c.routes = NewRouteTable(d.Log, d.Registry)
 	if d.Registry != nil {
 		d.Registry.MustRegister(c.sessions, c.announced)
 	}
@@ -116,7 +116,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	defer kernel.Close()
-	go c.routes.run(ctx, kernel)
+	go c.routes.Run(ctx, kernel)
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	c.trigger()
@@ -148,11 +148,11 @@ func (c *Controller) sync(ctx context.Context) error {
 		return err
 	}
 	reserved := append(append([]netip.Prefix{}, c.d.Reserved...), local.PodCIDRs...)
-	c.routes.setReserved(reserved)
+	c.routes.SetReserved(reserved)
 	in := Inputs{Local: local, Nodes: c.nodes(), Config: cfg, Peers: c.peerList(), Passwords: c.passwords(ctx)}
 	want, problems := PlanNeighbors(in)
 	failed := c.speaker.SetNeighbors(ctx, want)
-	c.routes.setSessions(len(want), c.speaker.established)
+	c.routes.SetSessions(len(want), c.speaker.Established)
 	svcs := c.services()
 	anns, annProblems := PlanAnnouncements(local, svcs, cfg.ServiceAddresses(), c.hasLocalEndpoint)
 	for _, p := range annProblems {
@@ -175,7 +175,7 @@ func (c *Controller) ensureSpeaker(ctx context.Context, cfg Configuration, local
 		c.speaker.Stop()
 	}
 	sp, err := StartSpeaker(ctx, SpeakerConfig{ASN: asn, RouterID: local.IP, ListenPort: c.d.ListenPort,
-		GracefulRestartSeconds: cfg.GracefulRestartSeconds}, c.d.Log, c.routes.update, c.trigger)
+		GracefulRestartSeconds: cfg.GracefulRestartSeconds}, c.d.Log, c.routes.Update, c.trigger)
 	if err != nil {
 		return err
 	}

@@ -18,16 +18,16 @@ const (
 	staleMax   = 90 * time.Second
 )
 
-// kernelRoutes is what routeTable needs of Kernel (a fake in tests).
-type kernelRoutes interface {
+// KernelRoutes is what a RouteTable needs of Kernel (a fake in tests).
+type KernelRoutes interface {
 	Replace(dst netip.Prefix, nexthop netip.Addr) error
 	Delete(dst netip.Prefix) error
 	List() ([]netip.Prefix, error)
 }
 
-// routeTable turns GoBGP's best paths into kernel routes, one writer
+// RouteTable turns GoBGP's best paths into kernel routes, one writer
 // goroutine, repairing failed writes on the next pass.
-type routeTable struct {
+type RouteTable struct {
 	log   *slog.Logger
 	dirty chan struct{}
 
@@ -44,8 +44,9 @@ type routeTable struct {
 	writes    prometheus.Counter
 }
 
-func newRouteTable(log *slog.Logger, reg prometheus.Registerer) *routeTable {
-	t := &routeTable{log: log, dirty: make(chan struct{}, 1), want: map[netip.Prefix]netip.Addr{}, seenRefused: map[netip.Prefix]bool{},
+// NewRouteTable makes a route table; Run applies it.
+func NewRouteTable(log *slog.Logger, reg prometheus.Registerer) *RouteTable {
+	t := &RouteTable{log: log, dirty: make(chan struct{}, 1), want: map[netip.Prefix]netip.Addr{}, seenRefused: map[netip.Prefix]bool{},
 		installed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_bgp_routes_installed", Help: "Learned routes in the kernel."}),
 		refused:   prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_bgp_routes_refused_total", Help: "Learned routes not installed (default routes, or over a network of this node)."}),
 		writes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_bgp_route_writes_total", Help: "Route adds, replaces and deletes."}),
@@ -56,8 +57,8 @@ func newRouteTable(log *slog.Logger, reg prometheus.Registerer) *routeTable {
 	return t
 }
 
-// update takes best-path changes from GoBGP.
-func (t *routeTable) update(rs []Route) {
+// Update takes best-path changes from GoBGP (the speaker's onRoutes).
+func (t *RouteTable) Update(rs []Route) {
 	t.mu.Lock()
 	for _, r := range rs {
 		if r.Nexthop.IsValid() {
@@ -70,28 +71,31 @@ func (t *routeTable) update(rs []Route) {
 	t.signal()
 }
 
-func (t *routeTable) setReserved(r []netip.Prefix) {
+// SetReserved sets the networks no learned route may cover.
+func (t *RouteTable) SetReserved(r []netip.Prefix) {
 	t.mu.Lock()
 	t.reserved = r
 	t.mu.Unlock()
 	t.signal()
 }
 
-func (t *routeTable) setSessions(n int, established func() int) {
+// SetSessions says how many sessions there are and how to count those
+// up, for the stale-route sweep after a restart.
+func (t *RouteTable) SetSessions(n int, established func() int) {
 	t.mu.Lock()
 	t.sessions, t.established = n, established
 	t.mu.Unlock()
 }
 
-func (t *routeTable) signal() {
+func (t *RouteTable) signal() {
 	select {
 	case t.dirty <- struct{}{}:
 	default:
 	}
 }
 
-// run applies the wanted routes until ctx ends; routes stay when it ends.
-func (t *routeTable) run(ctx context.Context, k kernelRoutes) {
+// Run applies the wanted routes until ctx ends; routes stay when it ends.
+func (t *RouteTable) Run(ctx context.Context, k KernelRoutes) {
 	have := map[netip.Prefix]netip.Addr{}
 	stale, err := k.List()
 	if err != nil {
@@ -127,7 +131,7 @@ func (t *routeTable) run(ctx context.Context, k kernelRoutes) {
 	}
 }
 
-func (t *routeTable) snapshot() (map[netip.Prefix]netip.Addr, []netip.Prefix, int, func() int) {
+func (t *RouteTable) snapshot() (map[netip.Prefix]netip.Addr, []netip.Prefix, int, func() int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	want := make(map[netip.Prefix]netip.Addr, len(t.want))
@@ -139,7 +143,7 @@ func (t *routeTable) snapshot() (map[netip.Prefix]netip.Addr, []netip.Prefix, in
 
 // apply makes the kernel hold want (minus what may not be installed);
 // keepStale leaves routes of unknown next hop (from before a restart).
-func (t *routeTable) apply(k kernelRoutes, have, want map[netip.Prefix]netip.Addr, reserved []netip.Prefix, keepStale bool) {
+func (t *RouteTable) apply(k KernelRoutes, have, want map[netip.Prefix]netip.Addr, reserved []netip.Prefix, keepStale bool) {
 	for p, nh := range want {
 		if ok, why := Installable(p, reserved); !ok {
 			if !t.seenRefused[p] {

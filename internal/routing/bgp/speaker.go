@@ -417,8 +417,8 @@ func nexthopOf(attrs []bgppkt.PathAttributeInterface) netip.Addr {
 	return netip.Addr{}
 }
 
-// established counts the sessions in state Established.
-func (sp *Speaker) established() int {
+// Established counts the sessions in state Established.
+func (sp *Speaker) Established() int {
 	n := 0
 	for _, s := range sp.States() {
 		if s == "Established" {

@@ -10,7 +10,8 @@
 # is already up is used and left up; otherwise a lab is brought up for the run
 # and taken down after it. DUAL_STACK=1 brings the lab up with
 # --dual-stack (for the [Feature:IPv6DualStack] specs); OUT names the output
-# directory (default _output/e2e-upstream).
+# directory (default _output/e2e-upstream); FROM (default weft-control-plane)
+# the lab target the suite runs in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -46,7 +47,10 @@ echo "              skip=$skip"
 echo "              procs=${PROCS:-4}"
 rc=0
 # The suite calls kubectl (on PATH) and reaches pods and node ports directly.
-bin/weft lab exec weft-control-plane -- env PATH="$cp_dir:$PATH" HOME="$out" \
+# FROM=outside runs it from the outside namespace instead, a client outside
+# the cluster's networks (the LoadBalancer specs check that its address is
+# kept; with BACKEND=bgp the LoadBalancer addresses are routed to it).
+bin/weft lab exec "${FROM:-weft-control-plane}" -- env PATH="$cp_dir:$PATH" HOME="$out" \
   "$ginkgo" --procs="${PROCS:-4}" --no-color --timeout="${TIMEOUT:-6h}" \
   --focus="$focus" --skip="$skip" --junit-report=junit.xml --output-dir="$out" \
   "$cp_dir/e2e-network.test" -- --provider=local --num-nodes="$workers" \

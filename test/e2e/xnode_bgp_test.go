@@ -14,9 +14,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"weft.dev/weft/internal/lab"
 )
@@ -52,6 +54,7 @@ func bgpWithRouter(t *testing.T, router string) {
 	reachability(t, pods, false)
 
 	t.Run("LoadBalancer from outside", func(t *testing.T) { bgpLoadBalancer(t, ns) })
+	t.Run("ingress from outside", func(t *testing.T) { bgpIngress(t, ns) })
 	t.Run("externalTrafficPolicy Local", func(t *testing.T) { bgpLocalPolicy(t, ns) })
 	t.Run("invalid peer", func(t *testing.T) { bgpInvalidPeer(t, ws) })
 	t.Run("graceful restart", func(t *testing.T) { bgpGracefulRestart(t, ns, pods) })
@@ -208,6 +211,37 @@ func bgpLoadBalancer(t *testing.T, ns string) {
 	ip := lbService(t, ns, "lb", map[string]string{"app": "ds"}, false)
 	eventually(t, 20*time.Second, "outside → "+ip+" through the router", func() error {
 		out, err := execIn(t, "outside", "", "curl", "-sS", "-m", "2", "http://"+ip+"/hostname")
+		if err != nil || !strings.HasPrefix(out, "ds-") {
+			return fmt.Errorf("got %q %v (router: %q)", out, err, routerRoute(ip))
+		}
+		return nil
+	})
+}
+
+// bgpIngress: the outside namespace reaches weft ingress at its
+// LoadBalancer address (announced by BGP), not through a NodePort.
+func bgpIngress(t *testing.T, ns string) {
+	ctx := context.Background()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "ds"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	prefix := networkingv1.PathTypePrefix
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("weft"),
+		Rules: []networkingv1.IngressRule{{Host: "bgp.example.com", IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
+			Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: &prefix, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{
+				Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}}}}}}}
+	if _, err := client.NetworkingV1().Ingresses(ns).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := client.CoreV1().Services("kube-system").Get(ctx, "weft-ingress", metav1.GetOptions{})
+	if err != nil || len(lb.Status.LoadBalancer.Ingress) == 0 {
+		t.Fatalf("weft-ingress without a LoadBalancer address: %v", err)
+	}
+	ip := lb.Status.LoadBalancer.Ingress[0].IP
+	eventually(t, 20*time.Second, "outside → weft ingress at "+ip, func() error {
+		out, err := execIn(t, "outside", "", "curl", "-sS", "-m", "2", "-H", "Host: bgp.example.com", "http://"+ip+"/hostname")
 		if err != nil || !strings.HasPrefix(out, "ds-") {
 			return fmt.Errorf("got %q %v (router: %q)", out, err, routerRoute(ip))
 		}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -216,7 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.startNodeLocalDNS(ctx)
-	if err := a.startNetworkPolicy(ctx, recorder); err != nil {
+	if err := a.startNetworkPolicy(ctx, recorder, nodes.Lister()); err != nil {
 		return err
 	}
 	go a.serveMetrics(ctx)
@@ -294,7 +295,7 @@ func (a *Agent) policySocket() string {
 
 // startNetworkPolicy runs the NetworkPolicy table and the socket weft-cni
 // waits on.
-func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRecorder) error {
+func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRecorder, nodes listersv1.NodeLister) error {
 	if !a.cfg.NetworkPolicy {
 		return nil
 	}
@@ -305,6 +306,13 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 	c := netpol.New(a.client, a.cfg.NodeName, nft, a.log.With("component", "netpol"), a.registry)
 	c.KeepEstablished = a.cfg.PolicyKeepEstablished
 	c.Recorder = recorder
+	c.CheckAddresses = func(ips []netip.Addr) error {
+		self, err := nodes.Get(a.cfg.NodeName)
+		if err != nil {
+			return nil // not synced yet: nothing to compare with
+		}
+		return podAddressesInCIDRs(ips, self)
+	}
 	go func() {
 		if err := c.Run(ctx); err != nil {
 			a.log.Error("NetworkPolicy controller stopped", "err", err)
@@ -315,6 +323,33 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 			a.log.Error("NetworkPolicy socket", "err", err)
 		}
 	}()
+	return nil
+}
+
+// podAddressesInCIDRs refuses pod addresses outside the node's current
+// pod CIDRs: a Node deleted and registered again may get another podCIDR,
+// and a pod started before the agent rewrote weft-cni's runtime config
+// would get an address no route leads to. weft-cni then fails the ADD
+// with "try again later" and the runtime retries with the new config.
+func podAddressesInCIDRs(ips []netip.Addr, node *corev1.Node) error {
+	cidrs := node.Spec.PodCIDRs
+	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
+		cidrs = []string{node.Spec.PodCIDR}
+	}
+	var prefixes []netip.Prefix
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			prefixes = append(prefixes, p)
+		}
+	}
+	if len(prefixes) == 0 {
+		return nil
+	}
+	for _, ip := range ips {
+		if !slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+			return fmt.Errorf("address %s is outside node %s's pod CIDRs %v: weft-cni's runtime config is stale (the agent rewrites it)", ip, node.Name, cidrs)
+		}
+	}
 	return nil
 }
 

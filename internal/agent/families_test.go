@@ -3,10 +3,12 @@ package agent
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestServiceFamilies(t *testing.T) {
@@ -38,5 +40,20 @@ func TestNodeAddressesBothFamilies(t *testing.T) {
 	got := fmt.Sprint(nodeAddresses([]*corev1.Node{n, v4only}))
 	if want := "[198.18.1.11/32 fd00:198:18:1::11/128 198.18.1.12/32]"; got != want {
 		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+func TestPodAddressesInCIDRs(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}, Spec: corev1.NodeSpec{PodCIDRs: []string{"10.244.5.0/24", "fd00:10:244:5::/64"}}}
+	ok := []netip.Addr{netip.MustParseAddr("10.244.5.7"), netip.MustParseAddr("fd00:10:244:5::7")}
+	if err := podAddressesInCIDRs(ok, node); err != nil {
+		t.Errorf("in CIDRs: %v", err)
+	}
+	// From the podCIDR the node had before it was registered again.
+	if err := podAddressesInCIDRs([]netip.Addr{netip.MustParseAddr("10.244.4.11")}, node); err == nil {
+		t.Error("a stale address was accepted")
+	}
+	if err := podAddressesInCIDRs(ok, &corev1.Node{}); err != nil {
+		t.Errorf("no podCIDR yet must not block: %v", err)
 	}
 }

@@ -31,6 +31,11 @@ import (
 // pods and namespaces. Informer handlers only mark it dirty; one loop
 // compiles and writes the whole table, at most every MinInterval.
 type Controller struct {
+	// CheckAddresses, when set, refuses a pod's addresses before policy
+	// is judged (the agent: addresses outside the node's current pod
+	// CIDRs, handed out from a stale runtime config).
+	CheckAddresses func([]netip.Addr) error
+
 	node string
 	nft  knftables.Interface
 	log  *slog.Logger

@@ -62,6 +62,13 @@ func (c *Controller) serveReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "namespace, name and ips are required", http.StatusBadRequest)
 		return
 	}
+	if c.CheckAddresses != nil {
+		if err := c.CheckAddresses(ips); err != nil {
+			c.log.Warn("pod start refused", "pod", req.Namespace+"/"+req.Name, "err", err)
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+	}
 	start := time.Now()
 	if err := c.PodReady(r.Context(), req.Namespace, req.Name, ips); err != nil {
 		c.log.Warn("pod start held: policy not in place", "pod", req.Namespace+"/"+req.Name, "err", err)

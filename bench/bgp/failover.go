@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"weft.dev/weft/bench/internal/figure"
 	"weft.dev/weft/internal/lab"
@@ -43,7 +38,7 @@ func measureFailover(bin string, rounds int) (noBFD, withBFD figure.Rounds) {
 		if on {
 			got = &withBFD
 		}
-		if err := setBFD(ctx, l, client, st.Racks, on); err != nil {
+		if err := l.SetRackBFD(ctx, client, on); err != nil {
 			got.Add(figure.Missing("BFD %v: %v", on, err))
 			continue
 		}
@@ -69,7 +64,7 @@ func deadNode(l *lab.Lab, n lab.Node, cidr string) (float64, error) {
 		return 0, err
 	}
 	start := time.Now()
-	for routerRoute(cidr) != "" && time.Since(start) < 30*time.Second {
+	for lab.RouterRoute(cidr) != "" && time.Since(start) < 30*time.Second {
 		time.Sleep(5 * time.Millisecond)
 	}
 	took := time.Since(start)
@@ -80,46 +75,10 @@ func deadNode(l *lab.Lab, n lab.Node, cidr string) (float64, error) {
 	if took >= 30*time.Second {
 		return 0, fmt.Errorf("still routed after 30 s")
 	}
-	for end := time.Now().Add(60 * time.Second); routerRoute(cidr) == ""; time.Sleep(100 * time.Millisecond) {
+	for end := time.Now().Add(60 * time.Second); lab.RouterRoute(cidr) == ""; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(end) {
 			return 0, fmt.Errorf("route to %s not back within a minute", cidr)
 		}
 	}
 	return took.Seconds(), nil
-}
-
-func routerRoute(cidr string) string {
-	out, _ := exec.Command("ip", "-n", lab.RouterNS, "route", "show", cidr).CombinedOutput()
-	return strings.TrimSpace(string(out))
-}
-
-// setBFD turns BFD on or off at both ends of the router sessions and waits
-// until every session is up again.
-func setBFD(ctx context.Context, l *lab.Lab, client kubernetes.Interface, racks int, on bool) error {
-	var bfd any
-	if on {
-		bfd = map[string]any{"intervalMs": 100, "multiplier": 3}
-	}
-	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"bfd": bfd}})
-	for r := 0; r < racks; r++ {
-		err := client.Discovery().RESTClient().Patch(types.MergePatchType).AbsPath("/apis/bgp.weft.dev/v1alpha1/bgppeers", lab.RackName(r)).Body(patch).Do(ctx).Error()
-		if err != nil {
-			return err
-		}
-	}
-	if err := l.SetRouterBFD(on); err != nil {
-		return err
-	}
-	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		up, err := l.RouterEstablished()
-		all := err == nil
-		for _, v := range up {
-			all = all && v
-		}
-		if all && len(up) > 0 {
-			time.Sleep(2 * time.Second) // BFD sessions come up after BGP's
-			return nil
-		}
-	}
-	return fmt.Errorf("router sessions not up within a minute")
 }

@@ -25,7 +25,7 @@ var SkipRules = []Rule{
 	{`\[Feature:IPv6DualStack\]`, "needs a dual-stack cluster: run in a second pass against `weft lab up --dual-stack` (DUAL_STACK=1; make e2e-doc and make test do)"},
 	{`\[Feature:Networking-IPv6\]`, "needs an IPv6-primary cluster; the lab is IPv4 or dual-stack with IPv4 first"},
 	{`\[Feature:SCTPConnectivity\]`, "this machine's kernel offers no SCTP sockets (SCTP policy rules are checked by the packet tracer and load into the kernel)"},
-	{`\[Feature:LoadBalancer\]`, "needs a cloud provider's load balancer; the lab only assigns LoadBalancer IPs"},
+	{`\[Feature:LoadBalancer\]`, "run in a pass of their own: a lab with backend bgp (LoadBalancer addresses announced to the rack router) and the suite in the outside namespace, a client outside the cluster's networks (BACKEND=bgp FROM=outside; make e2e-doc does)"},
 	{`\[Disruptive\]`, "reboots or partitions nodes through a cloud provider or SSH"},
 	{`\[Feature:PerformanceDNS\]|\[Feature:Networking-Performance\]`, "scale/performance runs, not correctness; weft's own `make bench` covers speed"},
 	{`\[sig-network\] DNS configMap`, "configures kube-dns/CoreDNS through their kube-system ConfigMaps; weft dns is configured by flags"},
@@ -37,6 +37,7 @@ var SkipRules = []Rule{
 
 // OwnerRules say which issue owns a failing spec, first match wins.
 var OwnerRules = []Rule{
+	{`\[Feature:LoadBalancer\]`, "issue 16 (BGP: LoadBalancer addresses)"},
 	// What the lab node (kubelet-lite) must do for the spec to run at all.
 	{`restartable init containers|evicted pods|Readiness Gates|proxy logs on node|unready|terminating endpoints`, "issue 4 (lab fidelity)"},
 	{`\[sig-network\] (Netpol|NetworkPolicy)`, "issue 13 (NetworkPolicy)"},

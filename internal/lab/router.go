@@ -11,6 +11,7 @@ import (
 	"text/template"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -261,4 +262,46 @@ func (l *Lab) RouterEstablished() (map[string]bool, error) {
 		return nil, fmt.Errorf("no router in this lab (backend %s)", st.Backend)
 	}
 	return up, nil
+}
+
+// RouterRoute is the router namespace's kernel route to dst ("" if none).
+func RouterRoute(dst string) string {
+	out, _ := exec.Command("ip", "-n", RouterNS, "route", "show", dst).CombinedOutput()
+	return strings.TrimSpace(string(out))
+}
+
+// SetRackBFD turns BFD on or off at both ends of the router sessions (the
+// racks' BGPPeers and the router) and waits until every session is up.
+func (l *Lab) SetRackBFD(ctx context.Context, client kubernetes.Interface, on bool) error {
+	st, err := l.LoadState()
+	if err != nil {
+		return err
+	}
+	var bfd any
+	if on {
+		bfd = map[string]any{"intervalMs": 100, "multiplier": 3}
+	}
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"bfd": bfd}})
+	for r := 0; r < st.Racks; r++ {
+		err := client.Discovery().RESTClient().Patch(types.MergePatchType).AbsPath("/apis/bgp.weft.dev/v1alpha1/bgppeers", RackName(r)).Body(patch).Do(ctx).Error()
+		if err != nil {
+			return err
+		}
+	}
+	if err := l.SetRouterBFD(on); err != nil {
+		return err
+	}
+	var up map[string]bool
+	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		up, err = l.RouterEstablished()
+		all := err == nil && len(up) == len(st.Nodes)
+		for _, v := range up {
+			all = all && v
+		}
+		if all {
+			time.Sleep(2 * time.Second) // BFD sessions come up after BGP's
+			return nil
+		}
+	}
+	return fmt.Errorf("router sessions not all up within a minute: %v %v", up, err)
 }

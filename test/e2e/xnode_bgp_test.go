@@ -169,10 +169,7 @@ func nodeRoutesConverged(t *testing.T, ws []labNode) error {
 // rackNum: "rack-b" → 1.
 func rackNum(zone string) int { return int(zone[len(zone)-1] - 'a') }
 
-func routerRoute(cidr string) string {
-	out, _ := exec.Command("ip", "-n", lab.RouterNS, "route", "show", cidr).CombinedOutput()
-	return strings.TrimSpace(string(out))
-}
+func routerRoute(cidr string) string { return lab.RouterRoute(cidr) }
 
 func routerHasPodCIDRs(ws []labNode) error {
 	for _, n := range ws {
@@ -401,35 +398,13 @@ func theLabNodes() []lab.Node {
 }
 
 // setBFD turns BFD on or off on both ends of the router sessions and
-// waits for the sessions to be up again.
+// waits for the sessions and the routes to be back.
 func setBFD(t *testing.T, on bool) {
 	t.Helper()
-	var bfd any
-	if on {
-		bfd = map[string]any{"intervalMs": 100, "multiplier": 3}
-	}
-	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"bfd": bfd}})
-	for _, rack := range []string{lab.RackName(0), lab.RackName(1)} {
-		err := client.Discovery().RESTClient().Patch(types.MergePatchType).AbsPath("/apis/bgp.weft.dev/v1alpha1/bgppeers", rack).Body(patch).Do(context.Background()).Error()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := theLab.SetRouterBFD(on); err != nil {
+	if err := theLab.SetRackBFD(context.Background(), client, on); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "router sessions up", func() error {
-		up, err := theLab.RouterEstablished()
-		if err != nil {
-			return err
-		}
-		for _, n := range theLabNodes() {
-			if !up[n.Name] {
-				return fmt.Errorf("%s not Established (%v)", n.Name, up)
-			}
-		}
-		return routerHasPodCIDRs(workers(t))
-	})
+	eventually(t, 30*time.Second, "router routes every pod CIDR", func() error { return routerHasPodCIDRs(workers(t)) })
 }
 
 // bgpDeadNode: the node's link goes down (the node is gone for the

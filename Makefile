@@ -11,7 +11,7 @@ K8S_VERSION := v1.37.2
 export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc bench clean lab-down manifests image
+.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e e2e-upstream e2e-doc e2e-lb-doc bench clean lab-down manifests image
 
 all: build
 
@@ -60,6 +60,12 @@ test-e2e: build lab-image lab-image-next testbins
 # The upstream [sig-network] e2e suite against the lab: FOCUS=regex SKIP=regex.
 e2e-upstream: deps build lab-image testbins
 	@FOCUS='$(FOCUS)' SKIP='$(SKIP)' hack/e2e-upstream.sh
+
+# The [Feature:LoadBalancer] specs on a bgp lab from the outside namespace;
+# writes docs/e2e-loadbalancer.md.
+e2e-lb-doc: deps build lab-image testbins
+	@BACKEND=bgp FROM=outside OUT=_output/e2e-upstream-lb FOCUS='\[Feature:LoadBalancer\]' SKIP='\[Disruptive\]' hack/e2e-upstream.sh || true
+	DOC_TARGET="make e2e-lb-doc" go run ./test/upstream doc _output/e2e-upstream-lb/junit.xml > docs/e2e-loadbalancer.md
 
 # Runs the whole default [sig-network] set and regenerates docs/e2e.md from it.
 # Six workers in three racks (zones): the Traffic Distribution specs need at

@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -75,10 +77,61 @@ func (a *Allocator) Run(ctx context.Context) {
 }
 
 func wants(svc *corev1.Service) bool {
+	return ours(svc) && svc.DeletionTimestamp == nil
+}
+
+// ours: a LoadBalancer Service of no class or of lb-ipam's.
+func ours(svc *corev1.Service) bool {
 	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
 		return false
 	}
 	return svc.Spec.LoadBalancerClass == nil || *svc.Spec.LoadBalancerClass == Class
+}
+
+// Finalizer is the cleanup finalizer Kubernetes' service controller puts
+// on LoadBalancer Services: the address is released (status cleared)
+// before the Service goes.
+const Finalizer = "service.kubernetes.io/load-balancer-cleanup"
+
+// Cleanup is what a Service needs besides an address (pure).
+type Cleanup struct {
+	AddFinalizer    []types.NamespacedName
+	RemoveFinalizer []types.NamespacedName // status cleared first
+	ClearStatus     []types.NamespacedName
+}
+
+// PlanCleanup: a wanted Service gets the finalizer; a Service being
+// deleted, or no longer a LoadBalancer of ours, has the pool address in its
+// status cleared and the finalizer removed.
+func PlanCleanup(pool *net.IPNet, svcs []*corev1.Service) Cleanup {
+	var c Cleanup
+	for _, s := range svcs {
+		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		has := slices.Contains(s.Finalizers, Finalizer)
+		switch {
+		case wants(s) && !has:
+			c.AddFinalizer = append(c.AddFinalizer, key)
+		case wants(s):
+		case has && (s.DeletionTimestamp != nil || s.Spec.Type != corev1.ServiceTypeLoadBalancer):
+			if poolStatus(pool, s) {
+				c.ClearStatus = append(c.ClearStatus, key)
+			}
+			c.RemoveFinalizer = append(c.RemoveFinalizer, key)
+		case s.Spec.Type != corev1.ServiceTypeLoadBalancer && poolStatus(pool, s):
+			c.ClearStatus = append(c.ClearStatus, key)
+		}
+	}
+	return c
+}
+
+// poolStatus: the Service's status holds an address of the pool.
+func poolStatus(pool *net.IPNet, s *corev1.Service) bool {
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if ip := net.ParseIP(in.IP); ip != nil && pool.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // Plan decides, from all services, which ones get which address (pure).
@@ -147,6 +200,9 @@ func (a *Allocator) sync(ctx context.Context) error {
 	for _, w := range warnings {
 		a.log.Warn("lb-ipam", "problem", w)
 	}
+	if err := a.cleanup(ctx, PlanCleanup(a.pool, svcs)); err != nil {
+		return err
+	}
 	for key, ip := range plan {
 		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{
 			"ingress": []map[string]any{{"ip": ip.String(), "ipMode": "VIP"}}}}})
@@ -155,6 +211,46 @@ func (a *Allocator) sync(ctx context.Context) error {
 			return fmt.Errorf("assign %s to %s: %w", ip, key, err)
 		}
 		a.log.Info("assigned load-balancer address", "service", key.String(), "ip", ip)
+	}
+	return nil
+}
+
+func (a *Allocator) cleanup(ctx context.Context, c Cleanup) error {
+	for _, key := range c.ClearStatus {
+		patch := []byte(`{"status":{"loadBalancer":null}}`)
+		if _, err := a.client.CoreV1().Services(key.Namespace).Patch(ctx, key.Name, types.MergePatchType, patch,
+			metav1.PatchOptions{}, "status"); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("release the address of %s: %w", key, err)
+		}
+		a.log.Info("released load-balancer address", "service", key.String())
+	}
+	for _, key := range c.AddFinalizer {
+		if err := a.setFinalizer(ctx, key, true); err != nil {
+			return err
+		}
+	}
+	for _, key := range c.RemoveFinalizer {
+		if err := a.setFinalizer(ctx, key, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setFinalizer adds or removes the cleanup finalizer, keeping the others.
+func (a *Allocator) setFinalizer(ctx context.Context, key types.NamespacedName, on bool) error {
+	svc, err := a.services.Services(key.Namespace).Get(key.Name)
+	if err != nil {
+		return nil // gone
+	}
+	fins := slices.DeleteFunc(slices.Clone(svc.Finalizers), func(f string) bool { return f == Finalizer })
+	if on {
+		fins = append(fins, Finalizer)
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": fins, "resourceVersion": svc.ResourceVersion}})
+	_, err = a.client.CoreV1().Services(key.Namespace).Patch(ctx, key.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("finalizer of %s: %w", key, err)
 	}
 	return nil
 }

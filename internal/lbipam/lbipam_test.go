@@ -2,6 +2,7 @@ package lbipam
 
 import (
 	"net"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,5 +37,47 @@ func TestPlan(t *testing.T) {
 	}
 	if len(warn) != 2 {
 		t.Fatalf("warnings %v (want taken request and exhaustion)", warn)
+	}
+}
+
+func TestPlanCleanup(t *testing.T) {
+	_, pool, _ := net.ParseCIDR("198.19.100.0/24")
+	fresh := lb("fresh", "", "198.19.100.1")
+	kept := lb("kept", "", "198.19.100.2")
+	kept.Finalizers = []string{Finalizer, "example.com/keep"}
+	toCluster := lb("to-cluster", "", "198.19.100.3")
+	toCluster.Spec.Type = corev1.ServiceTypeClusterIP
+	toCluster.Finalizers = []string{Finalizer}
+	deleting := lb("deleting", "", "198.19.100.4")
+	deleting.Finalizers = []string{Finalizer}
+	deleting.DeletionTimestamp = &metav1.Time{}
+	foreign := lb("foreign", "", "203.0.113.7") // another controller's status
+	foreign.Spec.Type = corev1.ServiceTypeClusterIP
+	other := lb("other-class", "", "")
+	other.Spec.LoadBalancerClass = ptr.To("example.com/other")
+	stale := lb("stale", "", "198.19.100.5") // no finalizer, no longer LB
+	stale.Spec.Type = corev1.ServiceTypeNodePort
+
+	c := PlanCleanup(pool, []*corev1.Service{fresh, kept, toCluster, deleting, foreign, other, stale})
+	names := func(keys []types.NamespacedName) string {
+		var s []string
+		for _, k := range keys {
+			s = append(s, k.Name)
+		}
+		return strings.Join(s, ",")
+	}
+	if got := names(c.AddFinalizer); got != "fresh" {
+		t.Errorf("add finalizer: %s", got)
+	}
+	if got := names(c.RemoveFinalizer); got != "to-cluster,deleting" {
+		t.Errorf("remove finalizer: %s", got)
+	}
+	if got := names(c.ClearStatus); got != "to-cluster,deleting,stale" {
+		t.Errorf("clear status: %s", got)
+	}
+	// A Service being deleted gets no new address.
+	deleting.Status.LoadBalancer.Ingress = nil
+	if plan, _ := Plan(pool, []*corev1.Service{deleting}); len(plan) != 0 {
+		t.Errorf("address for a deleted Service: %v", plan)
 	}
 }

@@ -215,7 +215,9 @@ func dns(c Config) []runtime.Object {
 // lbIPAM: hands LoadBalancer Services addresses from the pool.
 func lbIPAM(c Config) []runtime.Object {
 	out := rbac(c, LBName, []rbacv1.PolicyRule{read("", "services"),
-		{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch", "update"}}, eventsRule})
+		{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch", "update"}},
+		// The load-balancer cleanup finalizer, as the cloud service controller's.
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"patch"}}, eventsRule})
 	labels := map[string]string{"app.kubernetes.io/name": LBName}
 	dep := &appsv1.Deployment{TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: metav1.ObjectMeta{Name: LBName, Namespace: c.Namespace, Labels: labels},
 		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels},

@@ -59,7 +59,11 @@ func run(args []string) error {
 			if err != nil {
 				rev = []byte("unknown")
 			}
-			e2eupstream.WriteDoc(os.Stdout, specs, "v1.37.2", "make e2e-doc", strings.TrimSpace(string(rev)))
+			target := os.Getenv("DOC_TARGET") // the make target that wrote the page
+			if target == "" {
+				target = "make e2e-doc"
+			}
+			e2eupstream.WriteDoc(os.Stdout, specs, "v1.37.2", target, strings.TrimSpace(string(rev)))
 		}
 		return nil
 	}

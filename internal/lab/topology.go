@@ -124,9 +124,6 @@ func buildTopology(nodes []Node, racks int, dual bool) error {
 		{"ip", "netns", "add", RouterNS},
 		{"ip", "-n", RouterNS, "link", "set", "lo", "up"},
 		sysctl(RouterNS, "net.ipv4.ip_forward", "1"),
-		// ECMP per connection (ports in the hash), as top-of-rack routers
-		// spread a LoadBalancer address announced by several nodes.
-		sysctl(RouterNS, "net.ipv4.fib_multipath_hash_policy", "1"),
 		{"ip", "netns", "add", OutsideNS},
 		{"ip", "-n", OutsideNS, "link", "set", "lo", "up"},
 		{"ip", "link", "add", "weft-outside0", "netns", RouterNS, "type", "veth", "peer", "name", "eth0", "netns", OutsideNS},

@@ -51,3 +51,15 @@ focus+=('\[Feature:NetworkPolicy\]')
 FOCUS=$(IFS='|'; echo "${focus[*]}") EXPECT_PASS=115 hack/e2e-upstream.sh
 echo "== upstream e2e on a dual-stack lab: every [Feature:IPv6DualStack] spec"
 DUAL_STACK=1 OUT=_output/e2e-upstream-dual FOCUS='\[Feature:IPv6DualStack\]' SKIP='\[Disruptive\]|\[Feature:SCTPConnectivity\]' EXPECT_PASS=22 hack/e2e-upstream.sh
+echo "== upstream e2e on a bgp lab from the outside namespace: the [Feature:LoadBalancer] specs that check a behaviour once"
+echo "   (the two rolling-update specs and the source-ranges spec take 13-15 minutes each: make e2e-lb-doc runs them, docs/e2e-loadbalancer.md)"
+lb=(
+  'ExternalTrafficPolicy: Local \[Feature:LoadBalancer\] should work for type=LoadBalancer'
+  'ExternalTrafficPolicy: Local \[Feature:LoadBalancer\] should only target nodes with endpoints'
+  'should be able to change the type and ports of a TCP service'
+  'should be able to preserve UDP traffic when server pod cycles for a LoadBalancer service on different nodes'
+  'should handle load balancer cleanup finalizer for service'
+  'should be able to create LoadBalancer Service without NodePort and change it'
+  'should have session affinity work for LoadBalancer service with Local traffic policy'
+)
+BACKEND=bgp FROM=outside OUT=_output/e2e-upstream-lb FOCUS=$(IFS='|'; echo "${lb[*]}") SKIP='\[Disruptive\]|switch session affinity for LoadBalancer service with Local' EXPECT_PASS=7 hack/e2e-upstream.sh

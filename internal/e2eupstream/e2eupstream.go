@@ -25,6 +25,7 @@ var SkipRules = []Rule{
 	{`\[Feature:IPv6DualStack\]`, "needs a dual-stack cluster: run in a second pass against `weft lab up --dual-stack` (DUAL_STACK=1; make e2e-doc and make test do)"},
 	{`\[Feature:Networking-IPv6\]`, "needs an IPv6-primary cluster; the lab is IPv4 or dual-stack with IPv4 first"},
 	{`\[Feature:SCTPConnectivity\]`, "this machine's kernel offers no SCTP sockets (SCTP policy rules are checked by the packet tracer and load into the kernel)"},
+	{`should be able to switch session affinity for LoadBalancer service with Local traffic policy`, "needs a load balancer that applies the Service's sessionAffinity itself (a cloud's): with BGP, routers spread a LoadBalancer address over nodes by a hash of the flow and know nothing of affinity; with externalTrafficPolicy Local and one endpoint per node, one client reaches one node, so turning affinity off cannot spread its connections over the endpoints (hashing per connection instead breaks the spec that checks affinity holds)"},
 	{`\[Feature:LoadBalancer\]`, "run in a pass of their own: a lab with backend bgp (LoadBalancer addresses announced to the rack router) and the suite in the outside namespace, a client outside the cluster's networks (BACKEND=bgp FROM=outside; make e2e-doc does)"},
 	{`\[Disruptive\]`, "reboots or partitions nodes through a cloud provider or SSH"},
 	{`\[Feature:PerformanceDNS\]|\[Feature:Networking-Performance\]`, "scale/performance runs, not correctness; weft's own `make bench` covers speed"},

@@ -7,50 +7,36 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"text/template"
 	"time"
 )
 
 // FRR's daemons, from Debian's frr package.
 const frrDir = "/usr/lib/frr"
 
-// The FRR configuration of the racks' router, the same policy as BIRD's:
-// eBGP with every node from the router's address on its rack, BFD,
-// graceful restart, pod CIDRs and LoadBalancer addresses only, ECMP.
-var frrBGPTemplate = template.Must(template.New("bgpd").Parse(`hostname weft-router
-log stdout informational
-ip prefix-list weft-node-routes seq 10 permit {{.ClusterCIDR}} ge 16 le 32
-ip prefix-list weft-node-routes seq 20 permit {{.LBPool}} ge 24 le 32
-route-map weft-from-nodes permit 10
- match ip address prefix-list weft-node-routes
-exit
-route-map weft-to-nodes permit 10
-exit
-router bgp {{.RouterASN}}
- bgp router-id {{.RouterID}}
- no bgp ebgp-requires-policy
- no bgp default ipv4-unicast
- bgp graceful-restart
- bgp bestpath as-path multipath-relax
- neighbor nodes peer-group
- neighbor nodes remote-as {{.NodeASN}}
- neighbor nodes timers 3 {{.HoldTime}}
- neighbor nodes timers connect 2
-{{- if .BFD}}
- neighbor nodes bfd profile weft
-{{- end}}
-{{- range .Nodes}}
- neighbor {{.IP}} peer-group nodes
- neighbor {{.IP}} update-source {{.Gateway}}
-{{- end}}
- address-family ipv4 unicast
-  neighbor nodes activate
-  neighbor nodes route-map weft-from-nodes in
-  neighbor nodes route-map weft-to-nodes out
-  maximum-paths 16
- exit-address-family
-exit
-`))
+// frrBGPConfig is the FRR configuration of the racks' router, the same
+// policy as BIRD's: eBGP with every node from the router's address on its
+// rack, BFD, graceful restart, pod CIDRs and LoadBalancer addresses only,
+// ECMP (fmt, not text/template: see birdConfig).
+func frrBGPConfig(c routerConfig) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("hostname weft-router\nlog stdout informational")
+	p("ip prefix-list weft-node-routes seq 10 permit %s ge 16 le 32", c.ClusterCIDR)
+	p("ip prefix-list weft-node-routes seq 20 permit %s ge 24 le 32", c.LBPool)
+	p("route-map weft-from-nodes permit 10\n match ip address prefix-list weft-node-routes\nexit")
+	p("route-map weft-to-nodes permit 10\nexit")
+	p("router bgp %d\n bgp router-id %s", c.RouterASN, c.RouterID)
+	p(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n bgp graceful-restart\n bgp bestpath as-path multipath-relax")
+	p(" neighbor nodes peer-group\n neighbor nodes remote-as %d\n neighbor nodes timers 3 %d\n neighbor nodes timers connect 2", c.NodeASN, c.HoldTime)
+	if c.BFD {
+		p(" neighbor nodes bfd profile weft")
+	}
+	for _, n := range c.Nodes {
+		p(" neighbor %s peer-group nodes\n neighbor %s update-source %s", n.IP, n.IP, n.Gateway)
+	}
+	p(" address-family ipv4 unicast\n  neighbor nodes activate\n  neighbor nodes route-map weft-from-nodes in\n  neighbor nodes route-map weft-to-nodes out\n  maximum-paths 16\n exit-address-family\nexit")
+	return b.String()
+}
 
 const frrBFDConf = `bfd
  profile weft
@@ -67,11 +53,7 @@ func (l *Lab) startFRR(dir string, cfg routerConfig) error {
 	if _, err := os.Stat(filepath.Join(frrDir, "bgpd")); err != nil {
 		return fmt.Errorf("frr not installed (hack/install-deps.sh installs it): %w", err)
 	}
-	var b strings.Builder
-	if err := frrBGPTemplate.Execute(&b, cfg); err != nil {
-		return err
-	}
-	files := map[string]string{"zebra.conf": "hostname weft-router\n", "bfdd.conf": frrBFDConf, "bgpd.conf": b.String()}
+	files := map[string]string{"zebra.conf": "hostname weft-router\n", "bfdd.conf": frrBFDConf, "bgpd.conf": frrBGPConfig(cfg)}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			return err

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"text/template"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -27,7 +26,7 @@ const (
 	RouterHoldTime = 9
 )
 
-// routerConfig is what the BIRD and FRR templates are filled with.
+// routerConfig is what the BIRD and FRR configurations are written from.
 type routerConfig struct {
 	RouterID    string
 	RouterASN   int
@@ -67,36 +66,35 @@ func (l *Lab) RouterSocket() string { return filepath.Join(l.dir, "router", "bir
 // CIDRs and LoadBalancer addresses are taken from nodes, and what is
 // learned goes into the router namespace's kernel table (with ECMP when
 // several nodes announce one address).
-var birdTemplate = template.Must(template.New("bird").Parse(`router id {{.RouterID}};
-log stderr all;
-protocol device { scan time 10; }
-protocol kernel {
-	ipv4 { import none; export where source = RTS_BGP; };
-	merge paths on;
+//
+// Written with fmt, not text/template: a reachable template executor makes
+// the linker keep every exported method of every type in the binary.
+func birdConfig(c routerConfig) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("router id %s;", c.RouterID)
+	p("log stderr all;")
+	p("protocol device { scan time 10; }")
+	p("protocol kernel {\n\tipv4 { import none; export where source = RTS_BGP; };\n\tmerge paths on;\n}")
+	p("protocol bfd {")
+	for _, r := range c.Racks {
+		p("\tinterface %q { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };", r)
+	}
+	p("}")
+	p("filter from_nodes {\n\tif net ~ [ %s{16,32}, %s{24,32} ] then accept;\n\treject;\n}", c.ClusterCIDR, c.LBPool)
+	bfd := "off"
+	if c.BFD {
+		bfd = "on"
+	}
+	p("template bgp node {")
+	p("\tlocal as %d;\n\thold time %d;\n\tkeepalive time 3;\n\tconnect retry time 2;\n\terror wait time 1, 5;", c.RouterASN, c.HoldTime)
+	p("\tgraceful restart on;\n\tbfd %s;", bfd)
+	p("\tipv4 { import filter from_nodes; export where source = RTS_BGP; add paths off; };\n}")
+	for _, n := range c.Nodes {
+		p("protocol bgp %s from node { neighbor %s as %d; source address %s; }", n.Name, n.IP, c.NodeASN, n.Gateway)
+	}
+	return b.String()
 }
-protocol bfd {
-{{- range .Racks}}
-	interface "{{.}}" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };
-{{- end}}
-}
-filter from_nodes {
-	if net ~ [ {{.ClusterCIDR}}{16,32}, {{.LBPool}}{24,32} ] then accept;
-	reject;
-}
-template bgp node {
-	local as {{.RouterASN}};
-	hold time {{.HoldTime}};
-	keepalive time 3;
-	connect retry time 2;
-	error wait time 1, 5;
-	graceful restart on;
-	bfd {{if .BFD}}on{{else}}off{{end}};
-	ipv4 { import filter from_nodes; export where source = RTS_BGP; add paths off; };
-}
-{{- range .Nodes}}
-protocol bgp {{.Name}} from node { neighbor {{.IP}} as {{$.NodeASN}}; source address {{.Gateway}}; }
-{{- end}}
-`))
 
 // startRouter runs the racks' BGP router in the router namespace.
 func (l *Lab) startRouter(kind string, nodes []Node, racks int) error {
@@ -123,11 +121,7 @@ func (l *Lab) startRouter(kind string, nodes []Node, racks int) error {
 
 func (l *Lab) writeBIRD(cfg routerConfig) (string, error) {
 	f := filepath.Join(l.dir, "router", "bird.conf")
-	var b strings.Builder
-	if err := birdTemplate.Execute(&b, cfg); err != nil {
-		return "", err
-	}
-	return f, os.WriteFile(f, []byte(b.String()), 0o644)
+	return f, os.WriteFile(f, []byte(birdConfig(cfg)), 0o644)
 }
 
 // SetRouterBFD turns BFD on the router's sessions with the nodes on or

@@ -221,6 +221,12 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 	if err := l.waitDNS(ctx, client, dnsWait); err != nil {
 		return err
 	}
+	if o.Backend == "bgp" {
+		if err := l.waitRouterSteady(5*time.Second, 90*time.Second); err != nil {
+			return err
+		}
+		l.printf("• router: every node's session up for 5 s\n")
+	}
 	l.printf("lab up in %.1fs: %d nodes Ready\nkubeconfig: %s\n", time.Since(start).Seconds(), len(nodes), l.Kubeconfig())
 	return nil
 }

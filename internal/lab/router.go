@@ -299,3 +299,28 @@ func (l *Lab) SetRackBFD(ctx context.Context, client kubernetes.Interface, on bo
 	}
 	return fmt.Errorf("router sessions not all up within a minute: %v %v", up, err)
 }
+
+// waitRouterSteady waits until every router session has been Established
+// for steady without a break: sessions come up, and may reset once while
+// the agents read the BGP objects the lab creates after them.
+func (l *Lab) waitRouterSteady(steady, limit time.Duration) error {
+	var since time.Time
+	var up map[string]bool
+	var err error
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		up, err = l.RouterEstablished()
+		all := err == nil && len(up) > 0
+		for _, v := range up {
+			all = all && v
+		}
+		switch {
+		case !all:
+			since = time.Time{}
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) >= steady:
+			return nil
+		}
+	}
+	return fmt.Errorf("router sessions not steadily up within %s: %v %v", limit, up, err)
+}

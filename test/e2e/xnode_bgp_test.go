@@ -412,7 +412,11 @@ func setBFD(t *testing.T, on bool) {
 // BFD and within a second with it.
 func bgpDeadNode(t *testing.T, ws []labNode) {
 	victim := ws[len(ws)-1]
-	for _, withBFD := range []bool{false, true} {
+	// BFD first: once, with the hold-time case first, the router's session
+	// with the node stayed down for a minute after a BFD failover followed
+	// straight by the node's return (an open bug, noted in issue 16); the
+	// reconfiguration between the cases restarts both ends' sessions.
+	for _, withBFD := range []bool{true, false} {
 		setBFD(t, withBFD)
 		start := time.Now()
 		if out, err := exec.Command("ip", "-n", victim.name, "link", "set", "eth0", "down").CombinedOutput(); err != nil {
@@ -434,6 +438,12 @@ func bgpDeadNode(t *testing.T, ws []labNode) {
 		if took > limit {
 			t.Errorf("BFD %v: withdrawn after %s, want within %s", withBFD, took, limit)
 		}
+		eventually(t, time.Minute, victim.name+"'s routes back at the router", func() error {
+			if r := routerRoute(victim.podCIDR); r == "" {
+				return fmt.Errorf("no route to %s", victim.podCIDR)
+			}
+			return nil
+		})
 	}
 	setBFD(t, true)
 }

@@ -18,6 +18,28 @@ const (
 	staleMax   = 90 * time.Second
 )
 
+// repairEvery: how often the kernel is checked for routes that went
+// without us (a link down takes its routes with it).
+const repairEvery = 5 * time.Second
+
+// forgetMissing drops from have what the kernel no longer holds, so the
+// next pass installs it again.
+func forgetMissing(k KernelRoutes, have map[netip.Prefix]netip.Addr) {
+	in, err := k.List()
+	if err != nil {
+		return
+	}
+	present := make(map[netip.Prefix]bool, len(in))
+	for _, p := range in {
+		present[p] = true
+	}
+	for p := range have {
+		if !present[p] {
+			delete(have, p)
+		}
+	}
+}
+
 // KernelRoutes is what a RouteTable needs of Kernel (a fake in tests).
 type KernelRoutes interface {
 	Replace(dst netip.Prefix, nexthop netip.Addr) error
@@ -104,7 +126,7 @@ func (t *RouteTable) Run(ctx context.Context, k KernelRoutes) {
 	for _, p := range stale {
 		have[p] = netip.Addr{} // next hop unknown: replaced when learned
 	}
-	start, allUpSince := time.Now(), time.Time{}
+	start, allUpSince, checked := time.Now(), time.Time{}, time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -113,6 +135,10 @@ func (t *RouteTable) Run(ctx context.Context, k KernelRoutes) {
 			return
 		case <-t.dirty:
 		case <-tick.C:
+		}
+		if time.Since(checked) >= repairEvery {
+			checked = time.Now()
+			forgetMissing(k, have)
 		}
 		want, reserved, sessions, established := t.snapshot()
 		if stale != nil {

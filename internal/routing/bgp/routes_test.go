@@ -71,3 +71,18 @@ func TestRouteTableApply(t *testing.T) {
 		t.Errorf("withdrawn routes left: %v", k.routes)
 	}
 }
+
+// A route the kernel lost (its link went down) is installed again.
+func TestRouteTableRepairsLostRoutes(t *testing.T) {
+	tbl := NewRouteTable(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	k := &fakeKernel{routes: map[netip.Prefix]netip.Addr{}}
+	have := map[netip.Prefix]netip.Addr{}
+	want := map[netip.Prefix]netip.Addr{pfxA: nh1}
+	tbl.apply(k, have, want, nil, false)
+	delete(k.routes, pfxA) // the kernel dropped it
+	forgetMissing(k, have)
+	tbl.apply(k, have, map[netip.Prefix]netip.Addr{pfxA: nh1}, nil, false)
+	if k.routes[pfxA] != nh1 {
+		t.Fatalf("lost route not installed again: %v", k.routes)
+	}
+}

@@ -123,6 +123,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			if c.speaker != nil {
+				// Before the process ends: peers hear AdminDown, which
+				// RFC 5882 says is no failure of the path.
+				c.speaker.CloseBFD()
+			}
 			return nil
 		case <-c.kick:
 		case <-t.C:
@@ -275,15 +280,16 @@ func (c *Controller) hasLocalEndpoint(ns, name string) bool {
 type PeerNodeStatus struct {
 	State   string `json:"state"`
 	Message string `json:"message,omitempty"`
+	BFD     string `json:"bfd,omitempty"`
 }
 
 // writeStatus merges this node's view of each BGPPeer into the peer's
 // status (a map keyed by node, so nodes never overwrite each other).
 func (c *Controller) writeStatus(ctx context.Context, peers []Peer, want map[netip.Addr]Neighbor, problems []Problem, failed map[netip.Addr]error) {
-	states := c.speaker.States()
+	states, bfdStates := c.speaker.States(), c.speaker.BFDStates()
 	byName := map[string]PeerNodeStatus{}
 	for addr, n := range want {
-		st := PeerNodeStatus{State: states[addr]}
+		st := PeerNodeStatus{State: states[addr], BFD: bfdStates[addr]}
 		if st.State == "" {
 			st.State = "Idle"
 		}

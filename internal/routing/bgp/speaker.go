@@ -14,6 +14,8 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"weft.dev/weft/internal/routing/bfd"
 )
 
 // Route is a best path GoBGP chose: learned from a peer (Nexthop set) or
@@ -36,6 +38,10 @@ type Speaker struct {
 	external  map[string]bool // the external peers' neighbor set
 	announced map[netip.Prefix]Announcement
 
+	bfd     *bfd.Manager
+	stopBFD context.CancelFunc
+	onState func()
+
 	mu     sync.Mutex
 	states map[netip.Addr]string
 }
@@ -49,6 +55,9 @@ type SpeakerConfig struct {
 	ListenPort int32
 	// GracefulRestartSeconds is the restart time announced to peers.
 	GracefulRestartSeconds uint32
+	// BFDPort is where BFD is received: bfd.Port unless a test says
+	// otherwise.
+	BFDPort uint16
 }
 
 // StartSpeaker starts GoBGP and watches its best paths and peer states:
@@ -71,8 +80,13 @@ func StartSpeaker(ctx context.Context, cfg SpeakerConfig, log *slog.Logger, onRo
 		return nil, fmt.Errorf("start BGP: %w", err)
 	}
 	sp := &Speaker{srv: srv, log: log, routerID: cfg.RouterID, grTime: gr,
-		neighbors: map[netip.Addr]Neighbor{}, announced: map[netip.Prefix]Announcement{}, states: map[netip.Addr]string{}}
+		neighbors: map[netip.Addr]Neighbor{}, announced: map[netip.Prefix]Announcement{}, states: map[netip.Addr]string{},
+		onState: onState}
 	if err := sp.exportOnlyOwnToExternal(ctx); err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	if err := sp.startBFD(ctx, cfg.BFDPort); err != nil {
 		srv.Stop()
 		return nil, err
 	}
@@ -176,8 +190,54 @@ func (sp *Speaker) setExternal(ctx context.Context, want map[netip.Addr]Neighbor
 // exiting agent leaves its sessions to die so that peers keep its routes
 // for the graceful-restart time).
 func (sp *Speaker) Stop() {
+	sp.stopBFD()
+	sp.CloseBFD()
 	_ = sp.srv.StopBgp(context.Background(), &api.StopBgpRequest{})
 	sp.srv.Stop()
+}
+
+// startBFD runs weft's own BFD beside GoBGP (GoBGP's is never enabled):
+// a session going down resets its BGP session only while that session
+// is Established. GoBGP would queue the reset of a session that is not,
+// and the queued NOTIFICATION would end the next session at once.
+func (sp *Speaker) startBFD(ctx context.Context, port uint16) error {
+	if port == 0 {
+		port = bfd.Port
+	}
+	ctx, sp.stopBFD = context.WithCancel(ctx)
+	sp.bfd = bfd.NewManager(sp.log.With("component", "bfd"), netip.AddrPortFrom(netip.IPv6Unspecified(), port), netip.Addr{}, sp.bfdChanged)
+	if err := sp.bfd.Start(ctx); err != nil {
+		sp.stopBFD()
+		return err
+	}
+	return nil
+}
+
+func (sp *Speaker) bfdChanged(peer netip.Addr, up bool) {
+	defer sp.onState()
+	sp.mu.Lock()
+	state := sp.states[peer]
+	sp.mu.Unlock()
+	if up || state != "Established" {
+		return
+	}
+	sp.log.Warn("BFD down: resetting the BGP session", "neighbor", peer)
+	err := sp.srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: peer.String(), Communication: "BFD down"})
+	if err != nil {
+		sp.log.Warn("reset BGP session after BFD down", "neighbor", peer, "err", err)
+	}
+}
+
+// CloseBFD ends every BFD session, telling each peer AdminDown.
+func (sp *Speaker) CloseBFD() { sp.bfd.Close() }
+
+// BFDStates returns each BFD session's state ("Up", "Down", ...).
+func (sp *Speaker) BFDStates() map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for a, s := range sp.bfd.States() {
+		out[a] = s.String()
+	}
+	return out
 }
 
 // States returns each neighbor's session state ("established", ...).
@@ -238,7 +298,8 @@ func (sp *Speaker) SetNeighbors(ctx context.Context, want map[netip.Addr]Neighbo
 	}
 	for a, n := range want {
 		prev, had := sp.neighbors[a]
-		if had && prev.Key() == n.Key() {
+		if had && sessionKey(prev) == sessionKey(n) {
+			sp.neighbors[a] = n // BFD settings, if they changed
 			continue
 		}
 		var err error
@@ -255,7 +316,27 @@ func (sp *Speaker) SetNeighbors(ctx context.Context, want map[netip.Addr]Neighbo
 		}
 		sp.neighbors[a] = n
 	}
+	sp.setBFD()
 	return errs
+}
+
+// sessionKey is Key without BFD: BFD runs beside the BGP session and a
+// change of it leaves the session as it is.
+func sessionKey(n Neighbor) string {
+	n.BFD = nil
+	return n.Key()
+}
+
+func (sp *Speaker) setBFD() {
+	var peers []bfd.Peer
+	for a, n := range sp.neighbors {
+		if n.BFD == nil {
+			continue
+		}
+		iv, mult := n.BFD.IntervalMs, n.BFD.Multiplier
+		peers = append(peers, bfd.Peer{Address: a, Interval: time.Duration(iv) * time.Millisecond, Multiplier: uint8(min(mult, 255))})
+	}
+	sp.bfd.Set(peers)
 }
 
 func (sp *Speaker) peer(n Neighbor) *api.Peer {
@@ -283,16 +364,6 @@ func (sp *Speaker) peer(n Neighbor) *api.Peer {
 	}
 	if n.RRClient {
 		p.RouteReflector = &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: sp.routerID.String()}
-	}
-	if n.BFD != nil {
-		iv, mult := n.BFD.IntervalMs, n.BFD.Multiplier
-		if iv == 0 {
-			iv = 100
-		}
-		if mult == 0 {
-			mult = 3
-		}
-		p.Bfd = &api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: iv * 1000, RequiredMinimumReceive: iv * 1000, DetectionMultiplier: mult}
 	}
 	return p
 }

@@ -52,16 +52,19 @@ func (r *runner) run(s *Session) {
 			return
 		case p := <-r.rx:
 			before := s.State
-			changed, final := s.Receive(p, time.Now())
-			if final {
+			got := s.Receive(p, time.Now())
+			if got.Final {
 				r.send(s.Packet(true))
 			}
 			if s.State == Init || s.State == Up {
 				detect.Reset(s.DetectionTime())
 			}
-			if changed {
+			switch {
+			case got.Changed:
 				r.changed(before, s)
 				tx.Reset(0) // the peer hears of the change at once
+			case got.Sooner:
+				tx.Reset(jitter(s.Interval(), s.DetectMult))
 			}
 		case <-tx.C:
 			r.send(s.Packet(false))

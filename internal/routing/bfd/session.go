@@ -63,12 +63,22 @@ func (s *Session) DetectionTime() time.Duration {
 	return time.Duration(s.remoteDetectMult) * max(rx, s.remoteDesiredTx)
 }
 
-// Receive applies a parsed packet (RFC 5880 section 6.8.6) and reports
-// whether the state changed and whether a Final reply is due now.
-func (s *Session) Receive(p Packet, now time.Time) (changed, reply bool) {
+// Received is what a packet did to the session.
+type Received struct {
+	Changed bool // the state changed
+	Final   bool // a Poll to answer now
+	// Sooner: the interval got shorter (the peer switched to its fast
+	// rate): the next packet must not wait out the old one, or the peer's
+	// new, shorter detection time runs out.
+	Sooner bool
+}
+
+// Receive applies a parsed packet (RFC 5880 section 6.8.6).
+func (s *Session) Receive(p Packet, now time.Time) Received {
 	if p.YourDisc != 0 && p.YourDisc != s.LocalDisc {
-		return false, false
+		return Received{}
 	}
+	interval := s.Interval()
 	s.RemoteDisc, s.RemoteState = p.MyDisc, p.State
 	s.remoteMinRx = time.Duration(p.RequiredMinRx) * time.Microsecond
 	s.remoteDesiredTx = time.Duration(p.DesiredMinTx) * time.Microsecond
@@ -91,7 +101,7 @@ func (s *Session) Receive(p Packet, now time.Time) (changed, reply bool) {
 	case s.State == Up && p.State == Down:
 		s.down(DiagNeighborDown)
 	}
-	return s.State != before, p.Poll
+	return Received{Changed: s.State != before, Final: p.Poll, Sooner: s.Interval() < interval}
 }
 
 // Expire moves an Init or Up session whose detection time passed without

@@ -94,7 +94,7 @@ func TestSessionIgnoresPacketsOfOtherSessions(t *testing.T) {
 	a, b := upPair(t, now)
 	p := b.Packet(false)
 	p.YourDisc, p.State = 99, Down
-	if changed, _ := a.Receive(mustParse(t, p), now); changed || a.State != Up {
+	if got := a.Receive(mustParse(t, p), now); got.Changed || a.State != Up {
 		t.Fatalf("a packet for discriminator 99 changed the session: %s", a.State)
 	}
 	if a.Expire(now.Add(250 * time.Millisecond)) {
@@ -109,7 +109,7 @@ func TestSessionAnswersPollWithFinal(t *testing.T) {
 	if !p.Poll {
 		t.Fatal("a session that just came Up polls for its fast intervals")
 	}
-	if _, reply := a.Receive(mustParse(t, p), now); !reply {
+	if got := a.Receive(mustParse(t, p), now); !got.Final {
 		t.Fatal("no Final owed for a Poll")
 	}
 	b.Receive(mustParse(t, a.Packet(true)), now)
@@ -153,4 +153,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("state %d", s.State)
 		}
 	})
+}
+
+// A peer that is slow until Up (FRR's bfdd asks for 1 s) and then polls
+// with its fast rate must get our packets at the fast rate at once.
+func TestSessionSpeedsUpWhenThePeerDoes(t *testing.T) {
+	now := time.Now()
+	a, b := upPair(t, now)
+	slow := b.Packet(false)
+	slow.RequiredMinRx = 1_000_000
+	a.Receive(mustParse(t, slow), now)
+	if a.Interval() != time.Second {
+		t.Fatalf("interval while the peer asks for 1 s = %v", a.Interval())
+	}
+	fast := b.Packet(false)
+	fast.RequiredMinRx, fast.Poll = 100_000, true
+	if got := a.Receive(mustParse(t, fast), now); !got.Sooner || !got.Final || a.Interval() != 100*time.Millisecond {
+		t.Fatalf("peer switched to 100 ms: %+v, interval %v", got, a.Interval())
+	}
+	if got := a.Receive(mustParse(t, fast), now); got.Sooner {
+		t.Fatal("the same rate again reported as sooner")
+	}
 }

@@ -90,7 +90,21 @@ func TestPrivilegedPodsAndVXLANCannotSpoof(t *testing.T) {
 		}
 		tx := nft.NewTransaction()
 		Build(tx, Config{PodInterfaces: "weft", Tunnel: "weft.vxlan", VXLANPort: 4789}, []net.IP{net.ParseIP("198.18.1.12")})
-		return nft.Run(context.Background(), tx)
+		if err := nft.Run(context.Background(), tx); err != nil {
+			return err
+		}
+		// Something that needs conntrack, as the agent's other tables do,
+		// so that the node tracks what notrack does not exempt.
+		tracked, err := knftables.New(knftables.InetFamily, "weft-test-ct")
+		if err != nil {
+			return err
+		}
+		tx = tracked.NewTransaction()
+		tx.Add(&knftables.Table{})
+		tx.Add(&knftables.Chain{Name: "input", Type: knftables.PtrTo(knftables.FilterType),
+			Hook: knftables.PtrTo(knftables.InputHook), Priority: knftables.PtrTo(knftables.FilterPriority)})
+		tx.Add(&knftables.Rule{Chain: "input", Rule: "ct state new counter"})
+		return tracked.Run(context.Background(), tx)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -112,5 +126,15 @@ func TestPrivilegedPodsAndVXLANCannotSpoof(t *testing.T) {
 	}
 	if !received(t, outside, node, "198.18.1.66", "198.18.1.11:4790") {
 		t.Error("other UDP from the underlay was dropped")
+	}
+	entries := func(port string) string {
+		out, _ := exec.Command("nsenter", "--net="+node.Path(), "conntrack", "-L", "-p", "udp", "--dport", port).Output()
+		return string(out)
+	}
+	if got := entries("4789"); got != "" {
+		t.Errorf("VXLAN between nodes is tracked: %s", got)
+	}
+	if got := entries("4790"); got == "" {
+		t.Error("other UDP is not tracked: the check above proves nothing")
 	}
 }

@@ -73,6 +73,8 @@ func (r *runner) run(s *Session) {
 			before := s.State
 			if s.Expire(time.Now()) {
 				r.changed(before, s)
+			} else if s.State == Init || s.State == Up {
+				detect.Reset(s.DetectionTime()) // woken early: wait again
 			}
 		}
 	}

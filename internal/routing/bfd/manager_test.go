@@ -114,12 +114,20 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// pair starts a manager and a responder on loopback (the responder
+// sending with ttl) and gives the manager a session with it.
+func pair(t *testing.T, ttl int) (*Manager, *responder, *changes, Peer) {
+	ch := &changes{}
+	m, listen := startManager(t, ch)
+	r := newResponder(t, listen, ttl)
+	p := Peer{Address: netip.MustParseAddr("127.0.0.2"), Port: r.port(), Interval: 50 * time.Millisecond, Multiplier: 3}
+	m.Set([]Peer{p})
+	return m, r, ch, p
+}
+
 func TestManagerDetectsSilentPeerAndRecovers(t *testing.T) {
-	var ch changes
-	m, listen := startManager(t, &ch)
-	r := newResponder(t, listen, 255)
-	peer := netip.MustParseAddr("127.0.0.2")
-	m.Set([]Peer{{Address: peer, Port: r.port(), Interval: 50 * time.Millisecond, Multiplier: 3}})
+	m, r, ch, p := pair(t, 255)
+	peer := p.Address
 	eventually(t, "session Up", func() bool { return m.States()[peer] == Up })
 	r.set(func(r *responder) { r.mute = true })
 	eventually(t, "session Down after the peer fell silent", func() bool { return m.States()[peer] == Down })
@@ -131,11 +139,8 @@ func TestManagerDetectsSilentPeerAndRecovers(t *testing.T) {
 }
 
 func TestManagerTakesAdminDownForNoFailure(t *testing.T) {
-	var ch changes
-	m, listen := startManager(t, &ch)
-	r := newResponder(t, listen, 255)
-	peer := netip.MustParseAddr("127.0.0.2")
-	m.Set([]Peer{{Address: peer, Port: r.port(), Interval: 50 * time.Millisecond}})
+	m, r, ch, p := pair(t, 255)
+	peer := p.Address
 	eventually(t, "session Up", func() bool { return m.States()[peer] == Up })
 	r.set(func(r *responder) { r.s.State = AdminDown })
 	eventually(t, "session Down after the peer's AdminDown", func() bool { return m.States()[peer] == Down })
@@ -146,11 +151,8 @@ func TestManagerTakesAdminDownForNoFailure(t *testing.T) {
 }
 
 func TestManagerRefusesPacketsRoutedFromAfar(t *testing.T) {
-	var ch changes
-	m, listen := startManager(t, &ch)
-	r := newResponder(t, listen, 64)
-	peer := netip.MustParseAddr("127.0.0.2")
-	m.Set([]Peer{{Address: peer, Port: r.port(), Interval: 50 * time.Millisecond}})
+	m, r, _, p := pair(t, 64)
+	peer := p.Address
 	// The responder hears the manager and goes Init; the manager must
 	// never leave Down on packets with TTL 64.
 	eventually(t, "responder hears the manager", func() bool {
@@ -165,12 +167,8 @@ func TestManagerRefusesPacketsRoutedFromAfar(t *testing.T) {
 }
 
 func TestManagerSetKeepsUnchangedSessions(t *testing.T) {
-	var ch changes
-	m, listen := startManager(t, &ch)
-	r := newResponder(t, listen, 255)
-	peer := netip.MustParseAddr("127.0.0.2")
-	want := []Peer{{Address: peer, Port: r.port()}}
-	m.Set(want)
+	m, _, _, p := pair(t, 255)
+	peer, want := p.Address, []Peer{p}
 	eventually(t, "session Up", func() bool { return m.States()[peer] == Up })
 	m.Set(want)
 	if st := m.States()[peer]; st != Up {

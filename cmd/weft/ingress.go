@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -63,10 +64,17 @@ func ingressCmd() *cobra.Command {
 			}
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return ctrl.Run(gctx) })
-			for i, srv := range servers {
+			// Plain HTTP: the proxy's fast path first, net/http for what it
+			// hands over.
+			plain, err := net.Listen("tcp", httpAddr)
+			if err != nil {
+				return err
+			}
+			g.Go(func() error { return p.Serve(gctx, plain, servers[0]) })
+			for i, srv := range servers[1:] {
 				g.Go(func() error {
 					var err error
-					if i == 1 {
+					if i == 0 {
 						err = srv.ListenAndServeTLS("", "")
 					} else {
 						err = srv.ListenAndServe()

@@ -61,6 +61,7 @@ type Proxy struct {
 	mu                          sync.Mutex
 	ejected                     map[string]time.Time
 	metrics                     *metrics
+	up                          upstreams // the fast path's backend connections
 }
 
 type ctxKey struct{}
@@ -80,7 +81,7 @@ type pick struct {
 // New returns a proxy serving an empty snapshot (every request 404); its
 // metrics go to reg (nil: none).
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
-	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg)}
+	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg), up: upstreams{idle: map[string][]*upConn{}}}
 	p.snap.Store(&Snapshot{Table: route.NewTable()})
 	transport := func(h2, tlsOn bool) *http.Transport {
 		t := &http.Transport{

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -92,11 +93,35 @@ func request(t *testing.T, method, url, host string, hdr ...string) (*http.Respo
 	return resp, string(b)
 }
 
-func newProxy(t *testing.T) (*Proxy, *httptest.Server) {
+// front is the proxy's plain-HTTP listener as weft ingress runs it: the
+// fast path, net/http behind it.
+type front struct{ URL string }
+
+func newProxy(t testing.TB) (*Proxy, *front) {
 	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	return p, srv
+	return p, serve(t, p)
+}
+
+func serve(t testing.TB, p *Proxy) *front {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	slow := &http.Server{Handler: p, Protocols: protocols, ReadHeaderTimeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, l, slow) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = slow.Close()
+	})
+	return &front{URL: "http://" + l.Addr().String()}
 }
 
 func TestRoutesForwardAndSetForwardedHeaders(t *testing.T) {
@@ -269,13 +294,7 @@ func TestH2CBackendStreamsWithTrailers(t *testing.T) {
 	grpcLike.Config.Protocols.SetUnencryptedHTTP2(true)
 	grpcLike.Start()
 	t.Cleanup(grpcLike.Close)
-	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	front := httptest.NewUnstartedServer(p)
-	front.Config.Protocols = new(http.Protocols)
-	front.Config.Protocols.SetHTTP1(true)
-	front.Config.Protocols.SetUnencryptedHTTP2(true)
-	front.Start()
-	t.Cleanup(front.Close)
+	p, front := newProxy(t)
 	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web}),
 		Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(grpcLike.URL, "http://")}}, H2C: map[route.Backend]bool{web: true}})
 	tr := &http.Transport{Protocols: new(http.Protocols)}
@@ -303,10 +322,8 @@ func TestH2CBackendStreamsWithTrailers(t *testing.T) {
 func BenchmarkProxyKeepAlive(b *testing.B) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "web-1") }))
 	defer be.Close()
-	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	p, srv := newProxy(b)
 	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web}), Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
-	srv := httptest.NewServer(p)
-	defer srv.Close()
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	client := &http.Client{Transport: tr}
 	b.RunParallel(func(pb *testing.PB) {

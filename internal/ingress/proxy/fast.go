@@ -1,0 +1,282 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"weft.dev/weft/internal/ingress/h1"
+	"weft.dev/weft/internal/ingress/route"
+)
+
+// The plain-HTTP listener's fast path. net/http's server and client cost
+// several goroutines, channel hand-overs, a background read and a dozen
+// allocations per proxied request; nginx does the same work in a few
+// system calls. Serve reads the plainest HTTP/1.1 requests (package h1
+// says which) to plain routes itself and copies them to a pooled backend
+// connection; every other request (HTTP/2, upgrades, policies, errors)
+// hands its connection, with the bytes read so far, to net/http.
+
+const (
+	fastIdleTimeout   = 120 * time.Second // as the net/http server's IdleTimeout
+	fastHeaderTimeout = 10 * time.Second  // as its ReadHeaderTimeout
+	upstreamIdle      = 90 * time.Second  // as the transport's IdleConnTimeout
+	upstreamIdleMax   = 64                // idle connections kept per endpoint
+	clientBufSize     = 8 << 10           // a longer head goes to net/http
+	upstreamBufSize   = 16 << 10          // the longest backend head forwarded
+)
+
+// Serve accepts on l until ctx ends, serving what the fast path can and
+// handing every other connection to slow (whose Handler is p). It drains
+// its connections before returning; slow is shut down by its owner.
+func (p *Proxy) Serve(ctx context.Context, l net.Listener, slow *http.Server) error {
+	q := newConnQueue(l.Addr())
+	go func() { _ = slow.Serve(q) }()
+	conns := &fastConns{m: map[*fastConn]struct{}{}}
+	stopJanitor := p.startJanitor()
+	defer stopJanitor()
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	var wg sync.WaitGroup
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			var ne net.Error
+			if ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			if ctx.Err() == nil {
+				return err
+			}
+			break
+		}
+		fc := newFastConn(c)
+		conns.add(fc)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conns.remove(fc)
+			p.serveConn(ctx, fc, q)
+		}()
+	}
+	conns.wakeIdle()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		conns.closeAll()
+		<-done
+	}
+	q.Close()
+	return nil
+}
+
+// fastConn is a client connection on the fast path.
+type fastConn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	remote   string // "ip:port", as net/http's RemoteAddr
+	clientIP string
+	idle     atomic.Bool
+}
+
+func newFastConn(c net.Conn) *fastConn {
+	fc := &fastConn{c: c, br: bufio.NewReaderSize(c, clientBufSize), bw: bufio.NewWriterSize(c, 4<<10), remote: c.RemoteAddr().String()}
+	fc.clientIP, _, _ = net.SplitHostPort(fc.remote)
+	return fc
+}
+
+type fastConns struct {
+	mu sync.Mutex
+	m  map[*fastConn]struct{}
+}
+
+func (s *fastConns) add(fc *fastConn)    { s.mu.Lock(); s.m[fc] = struct{}{}; s.mu.Unlock() }
+func (s *fastConns) remove(fc *fastConn) { s.mu.Lock(); delete(s.m, fc); s.mu.Unlock() }
+
+// wakeIdle ends the wait of connections between requests; those in a
+// request close after its response.
+func (s *fastConns) wakeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for fc := range s.m {
+		if fc.idle.Load() {
+			_ = fc.c.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+}
+
+func (s *fastConns) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for fc := range s.m {
+		fc.c.Close()
+	}
+}
+
+func (p *Proxy) serveConn(ctx context.Context, fc *fastConn, q *connQueue) {
+	var req h1.Request
+	for {
+		head, err := fc.nextHead(ctx)
+		if err != nil {
+			fc.c.Close()
+			return
+		}
+		start := time.Now()
+		if head == nil || !h1.ParseRequest(head, &req) {
+			p.handoff(fc, q)
+			return
+		}
+		s := p.snap.Load()
+		backend, source, ok := p.fastRoute(s, &req)
+		if !ok {
+			p.handoff(fc, q)
+			return
+		}
+		status, keep := p.forward(fc, &req, s.Endpoints[backend], source)
+		p.metrics.observe(source, status, time.Since(start).Seconds())
+		p.log.Info("request", "method", string(req.Method), "host", string(req.Host), "path", string(req.Path), "status", status,
+			"client", fc.remote, "ingress", source, "took", time.Since(start))
+		if !keep || req.Close || ctx.Err() != nil {
+			fc.c.Close()
+			return
+		}
+	}
+}
+
+// nextHead waits for the next request's head and returns it unread (nil
+// when it does not fit the buffer: net/http takes longer heads).
+func (fc *fastConn) nextHead(ctx context.Context) ([]byte, error) {
+	fc.idle.Store(true)
+	defer fc.idle.Store(false)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err := fc.c.SetReadDeadline(time.Now().Add(fastIdleTimeout)); err != nil {
+		return nil, err
+	}
+	timed := false
+	for {
+		b, _ := fc.br.Peek(fc.br.Buffered())
+		if n := h1.HeadEnd(b); n >= 0 {
+			return b[:n], nil
+		}
+		if len(b) == fc.br.Size() {
+			return nil, nil
+		}
+		if len(b) > 0 && !timed {
+			timed = true
+			fc.idle.Store(false)
+			if err := fc.c.SetReadDeadline(time.Now().Add(fastHeaderTimeout)); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := fc.br.Peek(len(b) + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// fastRoute returns the backend of a request the fast path serves: a
+// plain route (no policy, canary or regex) to an HTTP/1.1 backend with
+// endpoints, a body within the limit. Anything else is net/http's.
+func (p *Proxy) fastRoute(s *Snapshot, req *h1.Request) (route.Backend, string, bool) {
+	var b route.Backend
+	source := "default"
+	if rt, ok := s.Table.Match(string(req.Host), string(req.Path)); ok {
+		if rt.Policy != nil || rt.Canary != nil || rt.Pattern != nil {
+			return b, "", false
+		}
+		b, source = rt.Backend, rt.Source
+	} else if s.Table.Default != nil {
+		b = *s.Table.Default
+	} else {
+		return b, "", false
+	}
+	if len(s.Endpoints[b]) == 0 || s.H2C[b] {
+		return b, "", false
+	}
+	if limit := p.cfg.MaxBodyBytes; limit > 0 && req.ContentLength > limit {
+		return b, "", false
+	}
+	return b, source, true
+}
+
+// handoff gives the connection, with what was read of it, to net/http.
+func (p *Proxy) handoff(fc *fastConn, q *connQueue) {
+	_ = fc.c.SetReadDeadline(time.Time{})
+	b, _ := fc.br.Peek(fc.br.Buffered())
+	rc := &replayConn{Conn: fc.c, pre: bytes.Clone(b)}
+	if !q.push(rc) {
+		fc.c.Close()
+	}
+}
+
+// replayConn reads first what the fast path had read.
+type replayConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// connQueue is the listener net/http serves: connections handed off.
+type connQueue struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	mu     sync.Mutex
+	closed chan struct{}
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.closed:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	select {
+	case <-q.closed:
+	default:
+		close(q.closed)
+	}
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }

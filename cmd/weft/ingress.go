@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -24,10 +25,12 @@ import (
 	"weft.dev/weft/internal/ingress/controller"
 	"weft.dev/weft/internal/ingress/nginx"
 	"weft.dev/weft/internal/ingress/proxy"
+	"weft.dev/weft/internal/logbuf"
 )
 
 func ingressCmd() *cobra.Command {
 	var kubeconfig, httpAddr, httpsAddr, healthAddr string
+	var accessBuf int
 	var cfg controller.Config
 	pcfg := proxy.DefaultConfig()
 	cmd := &cobra.Command{
@@ -43,6 +46,12 @@ func ingressCmd() *cobra.Command {
 				return err
 			}
 			log := logger()
+			// Access records are written in batches (one write per request
+			// costs the container runtime a read and a write each).
+			access := logbuf.New(os.Stderr, accessBuf)
+			if accessBuf > 0 {
+				pcfg.AccessLog = slog.New(slog.NewTextHandler(access, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "ingress-proxy")
+			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			p := proxy.New(pcfg, log.With("component", "ingress-proxy"), reg)
@@ -64,6 +73,7 @@ func ingressCmd() *cobra.Command {
 			}
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return ctrl.Run(gctx) })
+			g.Go(func() error { access.Run(gctx, time.Second); return nil })
 			// Plain HTTP: the proxy's fast path first, net/http for what it
 			// hands over.
 			plain, err := net.Listen("tcp", httpAddr)
@@ -104,6 +114,7 @@ func ingressCmd() *cobra.Command {
 	f.StringVar(&httpsAddr, "https", ":443", "HTTPS listen address")
 	f.StringVar(&healthAddr, "health", ":10254", "/healthz and /metrics listen address")
 	f.StringVar(&cfg.PublishService, "publish-service", "", "namespace/name of the LoadBalancer Service in front of this proxy: its addresses go into Ingress status")
+	f.IntVar(&accessBuf, "access-log-buffer", 64<<10, "bytes of access records kept before a write, flushed at least every second (0: each written at once)")
 	f.Int64Var(&pcfg.MaxBodyBytes, "max-body-bytes", pcfg.MaxBodyBytes, "largest request body (0: no limit)")
 	cmd.AddCommand(ingressMigrateCmd())
 	return cmd

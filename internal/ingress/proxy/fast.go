@@ -146,7 +146,7 @@ func (p *Proxy) serveConn(ctx context.Context, fc *fastConn, q *connQueue) {
 		}
 		status, keep := p.forward(fc, &req, s.Endpoints[backend], source)
 		p.metrics.observe(source, status, time.Since(start).Seconds())
-		p.log.Info("request", "method", string(req.Method), "host", string(req.Host), "path", string(req.Path), "status", status,
+		p.cfg.AccessLog.Info("request", "method", string(req.Method), "host", string(req.Host), "path", string(req.Path), "status", status,
 			"client", fc.remote, "ingress", source, "took", time.Since(start))
 		if !keep || req.Close || ctx.Err() != nil {
 			fc.c.Close()

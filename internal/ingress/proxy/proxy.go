@@ -42,6 +42,8 @@ type Config struct {
 	// EjectFor keeps an endpoint that refused a connection out of
 	// rotation this long (unless every endpoint is out).
 	EjectFor time.Duration
+	// AccessLog takes a record per request (nil: the proxy's logger).
+	AccessLog *slog.Logger
 }
 
 // DefaultConfig is ingress-nginx's defaults where it has them.
@@ -81,6 +83,9 @@ type pick struct {
 // New returns a proxy serving an empty snapshot (every request 404); its
 // metrics go to reg (nil: none).
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
+	if cfg.AccessLog == nil {
+		cfg.AccessLog = log
+	}
 	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg), up: upstreams{idle: map[string][]*upConn{}}}
 	p.snap.Store(&Snapshot{Table: route.NewTable()})
 	transport := func(h2, tlsOn bool) *http.Transport {
@@ -169,7 +174,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		took := time.Since(start)
 		p.metrics.observe(source, status, took.Seconds())
-		p.log.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
+		p.cfg.AccessLog.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
 			"client", r.RemoteAddr, "ingress", source, "took", took)
 	}()
 	if backend == nil {

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 )
 
 // Input is everything the table depends on.
@@ -30,6 +31,10 @@ type Input struct {
 	// KeepEstablished lets established connections pass without being
 	// judged again, so a new deny spares flows already open.
 	KeepEstablished bool
+	// ClusterPolicies are the ClusterNetworkPolicies (both tiers) and
+	// Nodes the nodes their node peers select from.
+	ClusterPolicies []*cnp.ClusterNetworkPolicy
+	Nodes           []*corev1.Node
 	// Memo, if set, carries each policy's parsed form to the next compile.
 	Memo *Memo
 }
@@ -94,6 +99,7 @@ func Compile(in Input) *Ruleset {
 	}
 	c.pods = c.podsOf(in)
 	c.base()
+	c.clusterTiers()
 	pols := append([]*networkingv1.NetworkPolicy(nil), in.Policies...)
 	sort.Slice(pols, func(i, j int) bool {
 		if pols[i].Namespace != pols[j].Namespace {
@@ -106,6 +112,7 @@ func Compile(in Input) *Ruleset {
 	}
 	c.groups()
 	in.Memo.rotate()
+	c.rs.Problems = uniqueProblems(c.rs.Problems)
 	return c.rs
 }
 
@@ -164,13 +171,47 @@ func (c *compiler) base() {
 		if c.in.KeepEstablished {
 			ch.Rules = append(ch.Rules, Rule{Kind: KindEstablished})
 		}
-		for _, f := range families {
-			m := d.name + f.suffix
-			c.rs.Maps[m] = &Map{Name: m, Type: f.addrType, Elems: map[string]string{}}
-			ch.Rules = append(ch.Rules, Rule{Kind: KindDispatch, Fam: f.fam, Addr: d.dispatchAddr, Map: m})
+		// The tiers' maps and dispatch rules exist only while a policy of
+		// the tier does: a packet pays no lookup for a tier not in use.
+		dispatch := func(m string, jump bool) {
+			for _, f := range families {
+				c.rs.Maps[m+f.suffix] = &Map{Name: m + f.suffix, Type: f.addrType, Jump: jump, Elems: map[string]string{}}
+				ch.Rules = append(ch.Rules, Rule{Kind: KindDispatch, Fam: f.fam, Addr: d.dispatchAddr, Map: m + f.suffix})
+			}
+		}
+		if c.hasTier(cnp.AdminTier) {
+			dispatch("admin-"+d.name, true)
+		}
+		dispatch(d.name, false)
+		if c.hasTier(cnp.BaselineTier) {
+			dispatch("baseline-"+d.name, true)
 		}
 		c.rs.chain(&Chain{Name: d.deny, Comment: "no policy allows it", Rules: []Rule{{Kind: KindLog, Addr: d.name}, {Kind: KindDeny}}})
 	}
+}
+
+// hasTier reports whether a ClusterNetworkPolicy of tier t exists.
+func (c *compiler) hasTier(t cnp.Tier) bool {
+	for _, p := range c.in.ClusterPolicies {
+		if p.Spec.Tier == t {
+			return true
+		}
+	}
+	return false
+}
+
+// uniqueProblems drops repeats (a cluster policy is compiled once per
+// direction), keeping the first's place.
+func uniqueProblems(ps []Problem) []Problem {
+	seen := map[Problem]bool{}
+	out := ps[:0]
+	for _, p := range ps {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (c *compiler) problem(p *networkingv1.NetworkPolicy, format string, args ...any) {

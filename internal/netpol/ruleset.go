@@ -34,11 +34,21 @@ type Set struct {
 	Elems    [][]string
 }
 
-// Map is a verdict map from an address to the chain to go to.
+// Map is a verdict map from an address to the chain to go to (goto), or
+// to jump to (Jump: the chain may return, as a tier's does).
 type Map struct {
 	Name  string
 	Type  string
+	Jump  bool
 	Elems map[string]string
+}
+
+// verdict is the map's verdict for a chain.
+func (m *Map) verdict(chain string) string {
+	if m.Jump {
+		return "jump " + chain
+	}
+	return "goto " + chain
 }
 
 // Chain is a chain with its rules; a base chain has a Hook.
@@ -84,7 +94,7 @@ type Rule struct {
 	Ports string
 	// DstPorts: a set of destination address . protocol . port.
 	DstPorts string
-	Verdict  string // accept, jump C, goto C
+	Verdict  string // accept, jump C, goto C, return
 }
 
 // Names of the fixed parts of the table.

@@ -95,7 +95,7 @@ func (tr tracer) run(name string, p packet, depth int) (string, string) {
 			if !ok {
 				continue
 			}
-			target = "goto " + to
+			target = m.verdict(to)
 		case KindMatch:
 			if !tr.matches(r, fam, p) {
 				continue
@@ -105,6 +105,8 @@ func (tr tracer) run(name string, p packet, depth int) (string, string) {
 		switch {
 		case target == "accept":
 			return "accept", ""
+		case target == "return":
+			return "", ""
 		case strings.HasPrefix(target, "jump "):
 			if res, by := tr.run(strings.TrimPrefix(target, "jump "), p, depth+1); res != "" {
 				return res, by

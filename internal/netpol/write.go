@@ -43,7 +43,7 @@ func Write(tx *knftables.Transaction, rs *Ruleset) {
 		m := rs.Maps[name]
 		tx.Add(&knftables.Map{Name: name, Type: m.Type + " : verdict"})
 		for _, k := range slices.Sorted(maps.Keys(m.Elems)) {
-			tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{"goto " + m.Elems[k]}})
+			tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{m.verdict(m.Elems[k])}})
 		}
 	}
 	for _, name := range rs.ChainNames() {
@@ -142,7 +142,7 @@ func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
 		}
 		for _, k := range slices.Sorted(maps.Keys(m.Elems)) {
 			if v, ok := was.Elems[k]; !ok || v != m.Elems[k] {
-				tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{"goto " + m.Elems[k]}})
+				tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{m.verdict(m.Elems[k])}})
 			}
 		}
 	}
@@ -188,7 +188,7 @@ func sameShape(a, b *Ruleset) bool {
 		return false
 	}
 	for name, m := range b.Maps {
-		if o := a.Maps[name]; o == nil || o.Type != m.Type {
+		if o := a.Maps[name]; o == nil || o.Type != m.Type || o.Jump != m.Jump {
 			return false
 		}
 	}

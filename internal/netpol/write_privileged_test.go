@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/knftables"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"weft.dev/weft/internal/testutil"
 )
@@ -265,5 +266,55 @@ func TestPrivilegedDiffsLoad(t *testing.T) {
 	if c, err := l.dial(t, 8080); err == nil {
 		c.Close()
 		t.Fatal("a deny written as a diff lets c in")
+	}
+}
+
+// The tiers load and judge real packets: an admin Deny closes a port a
+// NetworkPolicy opens, an admin Pass leaves the other to it, a baseline
+// Deny holds only while no NetworkPolicy isolates the pod; the diff of
+// one tier set-up to the next loads too.
+func TestPrivilegedClusterTiersJudgeRealPackets(t *testing.T) {
+	l := newLab(t)
+	l.serve(t, 8080)
+	l.serve(t, 9000)
+	in := testInput()
+	allowC := policy("default", "allow-c", "a", ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
+		From: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("c")}}}}, nil)
+	fromC := []cnp.ClusterNetworkPolicyIngressPeer{{Pods: &cnp.NamespacedPod{PodSelector: *sel("c")}}}
+	in.Policies = []*networkingv1.NetworkPolicy{allowC}
+	in.ClusterPolicies = []*cnp.ClusterNetworkPolicy{
+		clusterPolicy("deny-9000", cnp.AdminTier, 2, "default", []cnp.ClusterNetworkPolicyIngressRule{{Action: deny, From: fromC, Protocols: []cnp.ClusterNetworkPolicyProtocol{tcpPort(9000)}}}, nil),
+		clusterPolicy("pass-8080", cnp.AdminTier, 1, "default", []cnp.ClusterNetworkPolicyIngressRule{{Action: pass, From: fromC, Protocols: []cnp.ClusterNetworkPolicyProtocol{tcpPort(8080)}}}, nil),
+		clusterPolicy("baseline-deny", cnp.BaselineTier, 1, "default", []cnp.ClusterNetworkPolicyIngressRule{{Action: deny, From: fromC}}, nil),
+	}
+	l.apply(t, in)
+	reach := func(port int) bool {
+		c, err := l.dial(t, port)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return echoes(c)
+	}
+	if !reach(8080) || reach(9000) {
+		t.Errorf("admin Pass then NetworkPolicy allow: 8080 reached %v (want true); admin Deny: 9000 reached %v (want false)", reach(8080), reach(9000))
+	}
+	in.Policies = nil // no NetworkPolicy: the baseline Deny decides what passed
+	last := Compile(in)
+	l.apply(t, in)
+	if reach(8080) {
+		t.Error("8080 reached: the baseline Deny should hold without a NetworkPolicy")
+	}
+	in.ClusterPolicies = in.ClusterPolicies[:2]
+	tx := l.nft.NewTransaction()
+	if !WriteDiff(tx, last, Compile(in)) {
+		tx = l.nft.NewTransaction()
+		Write(tx, Compile(in))
+	}
+	if err := l.node.Do(func(ns.NetNS) error { return l.nft.Run(context.Background(), tx) }); err != nil {
+		t.Fatalf("write without the baseline tier: %v", err)
+	}
+	if !reach(8080) {
+		t.Error("8080 not reached after the baseline tier went")
 	}
 }

@@ -64,9 +64,11 @@ func TestDNSRandomSubdomainFlood(t *testing.T) {
 		flood <- out
 	}()
 	time.Sleep(5 * time.Second)
-	// The victim asks a cluster name 5 times a second meanwhile.
+	// The victim asks a cluster name up to 5 times a second for 50 s
+	// meanwhile (bounded by time, not count: on a loaded machine each
+	// round's processes take longer to start).
 	out, err := execInFor(t, 90*time.Second, ns+"/victim", "", "sh", "-c",
-		`for i in $(seq 1 250); do dig +tries=1 +time=2 kubernetes.default.svc.cluster.local | grep -o 'Query time: [0-9]*' || echo 'Query time: 2000'; sleep 0.2; done`)
+		`end=$(( $(date +%s) + 50 )); while [ $(date +%s) -lt $end ]; do dig +tries=1 +time=2 kubernetes.default.svc.cluster.local | grep -o 'Query time: [0-9]*' || echo 'Query time: 2000'; sleep 0.2; done`)
 	if err != nil {
 		t.Fatalf("victim: %v %s", err, out)
 	}
@@ -77,7 +79,7 @@ func TestDNSRandomSubdomainFlood(t *testing.T) {
 		v, _ := strconv.Atoi(m[1])
 		ms = append(ms, v)
 	}
-	if len(ms) < 200 {
+	if len(ms) < 100 {
 		t.Fatalf("victim made %d queries:\n%s", len(ms), out)
 	}
 	sort.Ints(ms)

@@ -11,7 +11,7 @@ K8S_VERSION := v1.37.2
 export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-upstream e2e-doc e2e-lb-doc bench clean lab-down manifests image
+.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-upstream e2e-doc e2e-lb-doc bench clean lab-down manifests crds image
 
 all: build
 
@@ -86,8 +86,13 @@ image:
 	@hack/image.sh
 
 # deploy/weft.yaml: the manifests for the defaults (a unit test keeps it so).
-manifests:
+manifests: crds
 	go run ./cmd/weft manifests > deploy/weft.yaml
+
+# The upstream APIs' CustomResourceDefinitions weft serves, as their
+# modules ship them (the version go.mod names), embedded in the manifests.
+crds:
+	install -m 644 "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/network-policy-api)/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" internal/manifests/crds/
 
 bench: deps build lab-image testbins
 	@hack/bench.sh

@@ -74,6 +74,11 @@ func agentCmd() *cobra.Command {
 					return err
 				}
 			}
+			if cfg.NetworkPolicy {
+				if cfg.PolicyAPI, err = kubeclient.NewPolicyAPI(kubeconfig); err != nil {
+					return err
+				}
+			}
 			w, err := masq.NewWriter()
 			if err != nil {
 				return err

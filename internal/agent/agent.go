@@ -38,6 +38,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"weft.dev/weft/internal/agent/antispoof"
 	"weft.dev/weft/internal/agent/hostport"
@@ -73,6 +75,9 @@ type Config struct {
 	Backend string
 	// Dynamic reads weft's BGP resources (backend bgp only).
 	Dynamic dynamic.Interface
+	// PolicyAPI reads ClusterNetworkPolicies (nil: the admin and baseline
+	// tiers are off).
+	PolicyAPI npaclient.Interface
 	// BGPListenPort is where the bgp backend accepts sessions (179).
 	BGPListenPort int32
 	// Namespace is weft's own, where BGPPeers' password Secrets live.
@@ -198,6 +203,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
+	// Events on ClusterNetworkPolicies too.
+	_ = cnpv1alpha2.AddToScheme(scheme.Scheme)
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: a.cfg.NodeName})
 	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.trigger() },
@@ -306,6 +313,9 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 	c := netpol.New(a.client, a.cfg.NodeName, nft, a.log.With("component", "netpol"), a.registry)
 	c.KeepEstablished = a.cfg.PolicyKeepEstablished
 	c.Recorder = recorder
+	if a.cfg.PolicyAPI != nil {
+		c.WatchClusterPolicies(a.cfg.PolicyAPI)
+	}
 	c.CheckAddresses = func(ips []netip.Addr) error {
 		self, err := nodes.Get(a.cfg.NodeName)
 		if err != nil {

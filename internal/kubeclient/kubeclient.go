@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
 // New returns a client from kubeconfig (empty: in-cluster) that waits out
@@ -69,4 +70,14 @@ func DialPatiently(retry time.Duration) func(ctx context.Context, network, addr 
 			}
 		}
 	}
+}
+
+// NewPolicyAPI returns a client of sigs.k8s.io/network-policy-api's
+// resources (ClusterNetworkPolicy).
+func NewPolicyAPI(kubeconfig string) (npaclient.Interface, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return npaclient.NewForConfig(cfg)
 }

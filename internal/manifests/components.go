@@ -59,6 +59,7 @@ func agent(c Config) []runtime.Object {
 		eventsRule,
 		read("discovery.k8s.io", "endpointslices"),
 		read("networking.k8s.io", "networkpolicies"),
+		read("policy.networking.k8s.io", "clusternetworkpolicies"),
 		read("bgp.weft.dev", "bgpconfigurations", "bgppeers"),
 		{APIGroups: []string{"bgp.weft.dev"}, Resources: []string{"bgppeers/status"}, Verbs: []string{"patch"}},
 	})

@@ -11,8 +11,11 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
-// The CustomResourceDefinitions of weft's own APIs (bgp.weft.dev), shipped
-// whatever the backend so that a cluster can switch to bgp.
+// The CustomResourceDefinitions weft serves: its own APIs (bgp.weft.dev),
+// shipped whatever the backend so that a cluster can switch to bgp, and
+// sigs.k8s.io/network-policy-api's ClusterNetworkPolicy as that module
+// ships it (experimental channel; make crds takes it from the version in
+// go.mod).
 //
 //go:embed crds/*.yaml
 var crdFiles embed.FS

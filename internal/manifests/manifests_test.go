@@ -5,6 +5,8 @@ import (
 
 	"bytes"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -162,5 +164,23 @@ func checkCRD(t *testing.T, doc string) {
 	if crd.APIVersion != "apiextensions.k8s.io/v1" || crd.Metadata.Name != crd.Spec.Names.Plural+"."+crd.Spec.Group || crd.Spec.Names.Kind == "" ||
 		len(crd.Spec.Versions) == 0 || crd.Spec.Versions[0].Schema.OpenAPIV3Schema["type"] != "object" {
 		t.Errorf("incomplete CRD %s:\n%s", crd.Metadata.Name, doc)
+	}
+}
+
+// The ClusterNetworkPolicy CRD shipped is the one of the module version
+// go.mod names, unchanged.
+func TestClusterNetworkPolicyCRDIsTheModules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/network-policy-api").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	const file = "policy.networking.k8s.io_clusternetworkpolicies.yaml"
+	want, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "config/crd/experimental", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := crdFiles.ReadFile("crds/" + file)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("crds/%s is not the module's (%v): run make crds", file, err)
 	}
 }

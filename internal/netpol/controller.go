@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+	npainformers "sigs.k8s.io/network-policy-api/pkg/client/informers/externalversions"
+	npalisters "sigs.k8s.io/network-policy-api/pkg/client/listers/apis/v1alpha2"
 )
 
 // Controller keeps the weft-policy table in line with NetworkPolicies,
@@ -44,6 +49,14 @@ type Controller struct {
 	policies   networkinglisters.NetworkPolicyLister
 	pods       listersv1.PodLister
 	namespaces listersv1.NamespaceLister
+	client     kubernetes.Interface
+
+	// The admin and baseline tiers (WatchClusterPolicies), read once
+	// tiersOn.
+	tiersOn     atomic.Bool
+	cnpFactory  npainformers.SharedInformerFactory
+	cnpPolicies npalisters.ClusterNetworkPolicyLister
+	nodes       listersv1.NodeLister
 
 	// KeepEstablished: see Input.
 	KeepEstablished bool
@@ -88,7 +101,7 @@ type judgedBy struct {
 // of the cluster (peers may be anywhere) and every NetworkPolicy.
 func New(client kubernetes.Interface, node string, nft knftables.Interface, log *slog.Logger, reg prometheus.Registerer) *Controller {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(SlimPod))
-	c := &Controller{node: node, nft: nft, log: log, factory: factory,
+	c := &Controller{node: node, nft: nft, log: log, factory: factory, client: client,
 		policies:    factory.Networking().V1().NetworkPolicies().Lister(),
 		pods:        factory.Core().V1().Pods().Lister(),
 		namespaces:  factory.Core().V1().Namespaces().Lister(),
@@ -123,6 +136,84 @@ func New(client kubernetes.Interface, node string, nft knftables.Interface, log 
 	return c
 }
 
+// WatchClusterPolicies turns on the admin and baseline tiers: the
+// controller also watches ClusterNetworkPolicies and, for their node
+// peers, Nodes. Call before Run.
+func (c *Controller) WatchClusterPolicies(cs npaclient.Interface) {
+	c.cnpFactory = npainformers.NewSharedInformerFactory(cs, 0)
+	c.cnpPolicies = c.cnpFactory.Policy().V1alpha2().ClusterNetworkPolicies().Lister()
+}
+
+// startClusterPolicies starts the tiers' informers once the API server
+// serves ClusterNetworkPolicy (its CRD may be established after the
+// agent starts, or never be installed: NetworkPolicy goes on alone).
+func (c *Controller) startClusterPolicies(ctx context.Context) {
+	if c.cnpFactory == nil {
+		return
+	}
+	gv := cnpv1alpha2.GroupVersion.String()
+	for warned := false; ; {
+		_, err := c.client.Discovery().ServerResourcesForGroupVersion(gv)
+		if err == nil {
+			break
+		}
+		if !warned {
+			warned = true
+			c.log.Warn("ClusterNetworkPolicy is not served (its CRD not installed?): admin and baseline tiers off until it is", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { c.changed() }, DeleteFunc: func(any) { c.changed() },
+		UpdateFunc: func(old, cur any) {
+			if policyRelevantChange(old, cur) {
+				c.changed()
+			}
+		}}
+	nodes := informers.NewSharedInformerFactory(c.client, 0)
+	c.nodes = nodes.Core().V1().Nodes().Lister()
+	_, _ = c.cnpFactory.Policy().V1alpha2().ClusterNetworkPolicies().Informer().AddEventHandler(h)
+	_, _ = nodes.Core().V1().Nodes().Informer().AddEventHandler(h)
+	c.cnpFactory.Start(ctx.Done())
+	nodes.Start(ctx.Done())
+	c.cnpFactory.WaitForCacheSync(ctx.Done())
+	nodes.WaitForCacheSync(ctx.Done())
+	if ctx.Err() == nil {
+		c.tiersOn.Store(true)
+		c.log.Info("ClusterNetworkPolicy admin and baseline tiers on")
+		c.changed()
+	}
+}
+
+// reportCluster tells, once per change, what of a cluster policy was
+// left out: a log line and an Event on the policy.
+func (c *Controller) reportCluster(pols []*cnpv1alpha2.ClusterNetworkPolicy, problems []Problem) {
+	by := map[string][]string{}
+	for _, p := range problems {
+		if p.Namespace == "" {
+			by[p.Name] = append(by[p.Name], p.Message)
+		}
+	}
+	for _, p := range pols {
+		key := "cluster/" + p.Name
+		msg := strings.Join(by[p.Name], "; ")
+		if c.reported[key] == msg {
+			continue
+		}
+		c.reported[key] = msg
+		if msg == "" {
+			continue
+		}
+		c.log.Warn("ClusterNetworkPolicy partly ignored", "policy", p.Name, "problems", msg)
+		if c.Recorder != nil {
+			c.Recorder.Event(p, corev1.EventTypeWarning, "PolicyRuleIgnored", "weft left out: "+msg)
+		}
+	}
+}
+
 // policyRelevantChange says whether an update changes what Compile reads.
 func policyRelevantChange(old, cur any) bool {
 	switch o := old.(type) {
@@ -140,6 +231,10 @@ func policyRelevantChange(old, cur any) bool {
 	case *corev1.Namespace:
 		n, ok := cur.(*corev1.Namespace)
 		return !ok || !maps.Equal(o.Labels, n.Labels)
+	case *corev1.Node:
+		// Node peers: labels and addresses, never the status heartbeats.
+		n, ok := cur.(*corev1.Node)
+		return !ok || !maps.Equal(o.Labels, n.Labels) || !slices.Equal(o.Status.Addresses, n.Status.Addresses)
 	}
 	return true
 }
@@ -156,6 +251,7 @@ func (c *Controller) changed() {
 
 // Run starts the informers and writes the table until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
+	go c.startClusterPolicies(ctx)
 	c.factory.Start(ctx.Done())
 	for typ, ok := range c.factory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
@@ -233,6 +329,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 	c.duration.Observe(time.Since(start).Seconds())
 	c.lastSync.SetToCurrentTime()
 	c.report(in.Policies, rs.Problems)
+	c.reportCluster(in.ClusterPolicies, rs.Problems)
 	c.mu.Lock()
 	c.view = view{pods: podsByAddress(in), judged: judgedFrom(rs)}
 	known := map[string]bool{}
@@ -263,7 +360,16 @@ func (c *Controller) input(pending map[string][]netip.Addr) (Input, error) {
 	if err != nil {
 		return Input{}, err
 	}
-	return Input{Node: c.node, Policies: pols, Pods: pods, Namespaces: nss, Pending: pending, KeepEstablished: c.KeepEstablished, Memo: &c.memo}, nil
+	in := Input{Node: c.node, Policies: pols, Pods: pods, Namespaces: nss, Pending: pending, KeepEstablished: c.KeepEstablished, Memo: &c.memo}
+	if c.tiersOn.Load() {
+		if in.ClusterPolicies, err = c.cnpPolicies.List(labels.Everything()); err != nil {
+			return Input{}, err
+		}
+		if in.Nodes, err = c.nodes.List(labels.Everything()); err != nil {
+			return Input{}, err
+		}
+	}
+	return in, nil
 }
 
 // pendingInput copies the addresses weft-cni reported and forgets those

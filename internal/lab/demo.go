@@ -19,7 +19,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
 // DemoNamespace holds the demo's workload.
@@ -319,11 +322,49 @@ func (l *Lab) demoPolicy(ctx context.Context, w io.Writer, client kubernetes.Int
 	c = probe(stranger, "blocked")
 	c.What = "allow-frontend: unlabelled pod → pod"
 	checks = append(checks, c)
-	fmt.Fprintf(w, "NetworkPolicy (table inet weft-policy, judged on the receiving node):")
+	more, err := l.demoClusterPolicy(ctx, func(want string) Check { return probe(frontend, want) }, frontend.Name)
+	if err != nil {
+		return nil, err
+	}
+	checks = append(checks, more...)
+	fmt.Fprintf(w, "NetworkPolicy and ClusterNetworkPolicy (table inet weft-policy, judged on the receiving node):")
 	PrintChecks(w, checks)
 	line := l.denialLine(target)
 	fmt.Fprintf(w, "The denial, as %s's agent logged it:\n  %s\n\n", target.Spec.NodeName, line)
 	return checks, nil
+}
+
+// demoClusterPolicy puts an admin ClusterNetworkPolicy Deny on the
+// frontend's way in, which allow-frontend cannot override, then turns it
+// into a Pass, which hands the decision back to allow-frontend.
+func (l *Lab) demoClusterPolicy(ctx context.Context, probe func(want string) Check, frontend string) ([]Check, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", l.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1alpha2().ClusterNetworkPolicies()
+	p := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "demo-admin"},
+		Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 10,
+			Subject: cnp.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: DemoNamespace}}},
+			Ingress: []cnp.ClusterNetworkPolicyIngressRule{{Action: cnp.ClusterNetworkPolicyRuleActionDeny,
+				From: []cnp.ClusterNetworkPolicyIngressPeer{{Pods: &cnp.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "frontend"}}}}}}}}}
+	if _, err := cs.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	c := probe("blocked")
+	c.What, c.From = "ClusterNetworkPolicy demo-admin (Admin tier) Deny beats allow-frontend", frontend+" (role=frontend)"
+	checks := []Check{c}
+	got, err := cs.Get(ctx, p.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	got.Spec.Ingress[0].Action = cnp.ClusterNetworkPolicyRuleActionPass
+	if _, err := cs.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+		return nil, err
+	}
+	c = probe("allowed")
+	c.What, c.From = "demo-admin changed to Pass: allow-frontend decides", frontend+" (role=frontend)"
+	return append(checks, c), nil
 }
 
 // denialLine is the last "denied by NetworkPolicy" line of the agent on

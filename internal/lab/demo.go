@@ -352,7 +352,7 @@ func (l *Lab) demoClusterPolicy(ctx context.Context, probe func(want string) Che
 		return nil, err
 	}
 	c := probe("blocked")
-	c.What, c.From = "ClusterNetworkPolicy demo-admin (Admin tier) Deny beats allow-frontend", frontend+" (role=frontend)"
+	c.What, c.From = "admin ClusterNetworkPolicy Deny over allow", frontend+" (role=frontend)"
 	checks := []Check{c}
 	got, err := cs.Get(ctx, p.Name, metav1.GetOptions{})
 	if err != nil {
@@ -363,7 +363,7 @@ func (l *Lab) demoClusterPolicy(ctx context.Context, probe func(want string) Che
 		return nil, err
 	}
 	c = probe("allowed")
-	c.What, c.From = "demo-admin changed to Pass: allow-frontend decides", frontend+" (role=frontend)"
+	c.What, c.From = "admin rule as Pass: NetworkPolicy decides", frontend+" (role=frontend)"
 	return append(checks, c), nil
 }
 

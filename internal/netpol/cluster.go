@@ -110,6 +110,31 @@ func (c *compiler) clusterPolicy(p *cnp.ClusterNetworkPolicy, d direction, tr *t
 	}
 }
 
+// denyChain is where a Deny rule of a policy sends a packet: a chain of its
+// own whose log prefix names the direction, tier and policy, so that the
+// denial log and metrics say who decided. Only cluster admins create these
+// policies, so their count (and the log rate, bounded per chain) is theirs.
+func (c *compiler) denyChain(d direction, tierName, policy string) string {
+	name := d.deny + "-" + tierName + "-" + shortHash(policy)
+	c.rs.chain(&Chain{Name: name, Comment: "denied by " + tierName + " ClusterNetworkPolicy " + policy,
+		Rules: []Rule{{Kind: KindLog, Addr: DenyLogPrefix(d.name, tierName, policy)}, {Kind: KindDeny}}})
+	return name
+}
+
+// DenyLogPrefix is the log prefix of a tier's deny chain: "<direction>
+// <tier> <policy>", cut to the kernel's limit on prefixes.
+func DenyLogPrefix(direction, tierName, policy string) string {
+	s := direction + " " + tierName + " " + policy
+	if len(s) > maxLogPrefix {
+		s = s[:maxLogPrefix]
+	}
+	return s
+}
+
+// maxLogPrefix is the longest log prefix nftables takes (NF_LOG_PREFIXLEN
+// less the terminating zero).
+const maxLogPrefix = 127
+
 // podMatcher matches pods by a namespaces selector or a namespaced pod
 // selector (exactly one is set).
 func (c *compiler) podMatcher(namespaces *metav1.LabelSelector, pods *cnp.NamespacedPod) (func(*pod) bool, error) {
@@ -141,7 +166,7 @@ func (c *compiler) clusterRule(p *cnp.ClusterNetworkPolicy, d direction, tr *tie
 	peers []cnp.ClusterNetworkPolicyEgressPeer, protocols []cnp.ClusterNetworkPolicyProtocol, local []*pod) []Rule {
 	verdict, ok := map[cnp.ClusterNetworkPolicyRuleAction]string{
 		cnp.ClusterNetworkPolicyRuleActionAccept: "accept",
-		cnp.ClusterNetworkPolicyRuleActionDeny:   "goto " + d.deny,
+		cnp.ClusterNetworkPolicyRuleActionDeny:   "goto " + c.denyChain(d, tr.name, p.Name),
 		cnp.ClusterNetworkPolicyRuleActionPass:   "return",
 	}[action]
 	if !ok {

@@ -162,3 +162,40 @@ func TestClusterPolicyProblems(t *testing.T) {
 	}
 	checkAll(t, in, []expect{{tcpTo(ipX, ipA, 5432), false}, {tcpTo(ipX, ipA, 80), true}})
 }
+
+// A denial names who decided: the deny chain a packet ends in logs with a
+// prefix of direction, tier and policy for a cluster policy's Deny, and
+// the direction alone when NetworkPolicy isolation denied it.
+func TestDenialsNameTheTierAndPolicy(t *testing.T) {
+	in := testInput()
+	in.Policies = []*networkingv1.NetworkPolicy{allowFromOther()}
+	in.ClusterPolicies = []*cnp.ClusterNetworkPolicy{
+		clusterPolicy("no-db", cnp.AdminTier, 10, "default", []cnp.ClusterNetworkPolicyIngressRule{fromNamespace(deny, "other", tcpPort(5432))}, nil),
+		clusterPolicy("tenant-wall", cnp.BaselineTier, 10, "other", []cnp.ClusterNetworkPolicyIngressRule{fromNamespace(deny, "default")}, nil),
+	}
+	rs := Compile(in)
+	tr := tracer{t: t, rs: rs}
+	for _, c := range []struct {
+		p      packet
+		prefix string
+	}{
+		{tcpTo(ipX, ipA, 5432), "ingress admin no-db"},
+		{tcpTo(ipC, ipA, 80), "ingress"},
+		{tcpTo(ipA, ipY, 80), "ingress baseline tenant-wall"},
+	} {
+		got := tr.trace(c.p)
+		if got.accept {
+			t.Fatalf("%s → %s:%d allowed, want denied", c.p.src, c.p.dst, c.p.dport)
+		}
+		rules := rs.Chains[got.denyBy].Rules
+		if len(rules) == 0 || rules[0].Kind != KindLog || rules[0].Addr != c.prefix {
+			t.Errorf("%s → %s:%d denied by chain %q logging %+v, want prefix %q", c.p.src, c.p.dst, c.p.dport, got.denyBy, rules, c.prefix)
+		}
+		if dir, tier, pol := splitPrefix(c.prefix); dir != "ingress" || (tier == "") != (pol == "") {
+			t.Errorf("prefix %q read as %q %q %q", c.prefix, dir, tier, pol)
+		}
+	}
+	if long := DenyLogPrefix("egress", "baseline", strings.Repeat("p", 253)); len(long) != maxLogPrefix {
+		t.Errorf("prefix of a 253-character name is %d bytes, want %d", len(long), maxLogPrefix)
+	}
+}

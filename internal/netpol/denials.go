@@ -26,8 +26,10 @@ type denials struct {
 func newDenials(log *slog.Logger) *denials {
 	return &denials{log: log, limiters: map[string]*rate.Limiter{}, suppressed: map[string]int{},
 		counter: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_policy_denied_packets_total",
-			Help: "Packets NetworkPolicy denied, by the namespace of the pod judged and direction (the kernel reports at most " +
-				"100 a second per direction and node; more are dropped uncounted)."}, []string{"namespace", "direction"})}
+			Help: "Packets policy denied, by the namespace of the pod judged, direction, and the tier and policy that decided " +
+				"(tier networkpolicy: no NetworkPolicy allowed it; admin or baseline: that ClusterNetworkPolicy's Deny rule). " +
+				"The kernel reports at most 100 a second per deny chain and node; more are dropped uncounted."},
+			[]string{"namespace", "direction", "tier", "policy"})}
 }
 
 // view is what the last table knew: pods by address and the policies
@@ -48,7 +50,11 @@ func (d *denials) report(v view, p Denied) {
 	if p.Direction == "egress" {
 		policies = j.egress
 	}
-	d.counter.WithLabelValues(namespaceOf(pod), p.Direction).Inc()
+	tier := p.Tier
+	if tier == "" {
+		tier = "networkpolicy"
+	}
+	d.counter.WithLabelValues(namespaceOf(pod), p.Direction, tier, p.Policy).Inc()
 	d.mu.Lock()
 	lim, ok := d.limiters[pod]
 	if !ok {
@@ -69,9 +75,13 @@ func (d *denials) report(v view, p Denied) {
 	if !allowed {
 		return
 	}
-	d.log.Info("denied by NetworkPolicy", "direction", p.Direction, "proto", p.Proto,
-		"src", p.Src.String(), "dst", p.Dst.String(), "srcPod", v.pods[p.Src.Addr()], "dstPod", v.pods[p.Dst.Addr()],
-		"policies", policies, "suppressed", suppressed)
+	attrs := []any{"direction", p.Direction, "proto", p.Proto,
+		"src", p.Src.String(), "dst", p.Dst.String(), "srcPod", v.pods[p.Src.Addr()], "dstPod", v.pods[p.Dst.Addr()]}
+	if p.Tier != "" {
+		d.log.Info("denied by ClusterNetworkPolicy", append(attrs, "tier", p.Tier, "policy", p.Policy, "suppressed", suppressed)...)
+		return
+	}
+	d.log.Info("denied by NetworkPolicy", append(attrs, "tier", tier, "policies", policies, "suppressed", suppressed)...)
 }
 
 // readDenials reports denials until ctx ends, reopening the reader when

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestParsePacketRejectsMalformed(t *testing.T) {
@@ -42,5 +44,24 @@ func TestDenialLinesAreRateLimitedPerPod(t *testing.T) {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("line lacks %q: %s", want, lines[0])
 		}
+	}
+}
+
+// A cluster policy's denial says its tier and policy, in the line and in
+// the metric's labels.
+func TestDenialLineNamesTheClusterPolicy(t *testing.T) {
+	var buf bytes.Buffer
+	d := newDenials(slog.New(slog.NewTextHandler(&buf, nil)))
+	a, c := netip.MustParseAddr(ipA), netip.MustParseAddr(ipC)
+	v := view{pods: map[netip.Addr]string{a: "default/a", c: "default/c"}, judged: map[netip.Addr]judgedBy{}}
+	dir, tier, pol := splitPrefix(DenyLogPrefix("egress", "admin", "no-metadata"))
+	d.report(v, Denied{Direction: dir, Tier: tier, Policy: pol, Proto: "tcp", Src: netip.AddrPortFrom(a, 40000), Dst: netip.AddrPortFrom(c, 80)})
+	for _, want := range []string{"denied by ClusterNetworkPolicy", "direction=egress", "tier=admin", "policy=no-metadata", "srcPod=default/a"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("line lacks %q: %s", want, buf.String())
+		}
+	}
+	if n := testutil.ToFloat64(d.counter.WithLabelValues("default", "egress", "admin", "no-metadata")); n != 1 {
+		t.Errorf("metric for admin/no-metadata = %v, want 1", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -29,9 +30,12 @@ const (
 
 // Denied is one denied packet as the kernel reported it.
 type Denied struct {
-	Direction string // ingress or egress: the deny chain's log prefix
-	Proto     string
-	Src, Dst  netip.AddrPort
+	Direction string // ingress or egress
+	// Tier and Policy name the ClusterNetworkPolicy whose Deny rule
+	// dropped the packet; both are empty for NetworkPolicy's deny chains.
+	Tier, Policy string
+	Proto        string
+	Src, Dst     netip.AddrPort
 }
 
 // ReadDenials reads the packets the deny chains log to NFLogGroup and calls
@@ -114,7 +118,7 @@ func parseNFLog(data []byte) (Denied, bool) {
 	for ad.Next() {
 		switch ad.Type() {
 		case nfulaPrefix:
-			d.Direction = ad.String()
+			d.Direction, d.Tier, d.Policy = splitPrefix(ad.String())
 		case nfulaPayload:
 			payload = ad.Bytes()
 		}
@@ -172,3 +176,11 @@ func parsePacket(b []byte, d *Denied) bool {
 
 var protoNames = map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_SCTP: "sctp",
 	unix.IPPROTO_ICMP: "icmp", unix.IPPROTO_ICMPV6: "icmpv6"}
+
+// splitPrefix reads a deny chain's log prefix: "<direction>" for
+// NetworkPolicy, "<direction> <tier> <policy>" for a cluster policy.
+func splitPrefix(prefix string) (direction, tier, policy string) {
+	direction, rest, _ := strings.Cut(prefix, " ")
+	tier, policy, _ = strings.Cut(rest, " ")
+	return direction, tier, policy
+}

@@ -201,12 +201,37 @@ func allTestPolicies() []*networkingv1.NetworkPolicy {
 }
 
 // A denied packet reaches the agent through nflog with its direction,
-// addresses and ports.
+// addresses and ports, and, when a cluster policy's Deny dropped it, that
+// policy's tier and name.
 func TestPrivilegedDenialsAreReported(t *testing.T) {
-	l := newLab(t)
-	in := testInput()
-	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}
-	l.apply(t, in)
+	fromC := []cnp.ClusterNetworkPolicyIngressPeer{{Pods: &cnp.NamespacedPod{PodSelector: *sel("c")}}}
+	for _, c := range []struct {
+		name         string
+		np           []*networkingv1.NetworkPolicy
+		cnp          []*cnp.ClusterNetworkPolicy
+		tier, policy string
+	}{
+		{name: "NetworkPolicy", np: []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}},
+		{name: "ClusterNetworkPolicy", tier: "admin", policy: "no-9000", cnp: []*cnp.ClusterNetworkPolicy{clusterPolicy("no-9000", cnp.AdminTier, 2, "default",
+			[]cnp.ClusterNetworkPolicyIngressRule{{Action: deny, From: fromC, Protocols: []cnp.ClusterNetworkPolicyProtocol{tcpPort(9000)}}}, nil)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := newLab(t)
+			in := testInput()
+			in.Policies, in.ClusterPolicies = c.np, c.cnp
+			l.apply(t, in)
+			d := firstDenial(t, l, 9000)
+			if d.Direction != "ingress" || d.Proto != "tcp" || d.Src.Addr().String() != ipC || d.Dst.String() != ipA+":9000" ||
+				d.Tier != c.tier || d.Policy != c.policy {
+				t.Fatalf("report %+v, want ingress tcp %s → %s:9000 decided by %q %q", d, ipC, ipA, c.tier, c.policy)
+			}
+		})
+	}
+}
+
+// firstDenial dials a's port from c, which must be denied, and returns
+// the first denial the kernel reports.
+func firstDenial(t *testing.T, l *lab, port int) Denied {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	got := make(chan Denied, 16)
@@ -216,18 +241,17 @@ func TestPrivilegedDenialsAreReported(t *testing.T) {
 		})
 	}()
 	time.Sleep(200 * time.Millisecond) // the reader binds its group
-	if c, err := l.dial(t, 9000); err == nil {
+	if c, err := l.dial(t, port); err == nil {
 		c.Close()
 		t.Fatal("denied connection went through")
 	}
 	select {
 	case d := <-got:
-		if d.Direction != "ingress" || d.Proto != "tcp" || d.Src.Addr().String() != ipC || d.Dst.String() != ipA+":9000" {
-			t.Fatalf("report %+v, want ingress tcp %s → %s:9000", d, ipC, ipA)
-		}
+		return d
 	case <-time.After(3 * time.Second):
 		t.Fatal("no denial reported")
 	}
+	return Denied{}
 }
 
 // The kernel takes every difference WriteDiff writes (element deletes by

@@ -38,7 +38,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
-	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"weft.dev/weft/internal/agent/antispoof"
@@ -204,7 +204,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	// Events on ClusterNetworkPolicies too.
-	_ = cnpv1alpha2.AddToScheme(scheme.Scheme)
+	_ = cnpv1beta1.AddToScheme(scheme.Scheme)
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: a.cfg.NodeName})
 	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.trigger() },

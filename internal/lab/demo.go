@@ -21,7 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
-	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
@@ -342,7 +342,7 @@ func (l *Lab) demoClusterPolicy(ctx context.Context, probe func(want string) Che
 	if err != nil {
 		return nil, err
 	}
-	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1alpha2().ClusterNetworkPolicies()
+	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1beta1().ClusterNetworkPolicies()
 	p := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "demo-admin"},
 		Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 10,
 			Subject: cnp.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: DemoNamespace}}},

@@ -9,10 +9,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
-// ClusterNetworkPolicies (sigs.k8s.io/network-policy-api v1alpha2) sit in
+// ClusterNetworkPolicies (sigs.k8s.io/network-policy-api v1beta1) sit in
 // two tiers around NetworkPolicy. Each direction's hook chain runs:
 //
 //	admin dispatch (jump) ─▶ NetworkPolicy dispatch (goto) ─▶ baseline dispatch (jump) ─▶ allowed

@@ -7,7 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // clusterPolicy is a ClusterNetworkPolicy whose subject is every pod of

@@ -15,7 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Input is everything the table depends on.

@@ -26,10 +26,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
-	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 	npainformers "sigs.k8s.io/network-policy-api/pkg/client/informers/externalversions"
-	npalisters "sigs.k8s.io/network-policy-api/pkg/client/listers/apis/v1alpha2"
+	npalisters "sigs.k8s.io/network-policy-api/pkg/client/listers/apis/v1beta1"
 )
 
 // Controller keeps the weft-policy table in line with NetworkPolicies,
@@ -141,7 +141,7 @@ func New(client kubernetes.Interface, node string, nft knftables.Interface, log 
 // peers, Nodes. Call before Run.
 func (c *Controller) WatchClusterPolicies(cs npaclient.Interface) {
 	c.cnpFactory = npainformers.NewSharedInformerFactory(cs, 0)
-	c.cnpPolicies = c.cnpFactory.Policy().V1alpha2().ClusterNetworkPolicies().Lister()
+	c.cnpPolicies = c.cnpFactory.Policy().V1beta1().ClusterNetworkPolicies().Lister()
 }
 
 // startClusterPolicies starts the tiers' informers once the API server
@@ -151,7 +151,7 @@ func (c *Controller) startClusterPolicies(ctx context.Context) {
 	if c.cnpFactory == nil {
 		return
 	}
-	gv := cnpv1alpha2.GroupVersion.String()
+	gv := cnpv1beta1.GroupVersion.String()
 	for warned := false; ; {
 		_, err := c.client.Discovery().ServerResourcesForGroupVersion(gv)
 		if err == nil {
@@ -175,7 +175,7 @@ func (c *Controller) startClusterPolicies(ctx context.Context) {
 		}}
 	nodes := informers.NewSharedInformerFactory(c.client, 0)
 	c.nodes = nodes.Core().V1().Nodes().Lister()
-	_, _ = c.cnpFactory.Policy().V1alpha2().ClusterNetworkPolicies().Informer().AddEventHandler(h)
+	_, _ = c.cnpFactory.Policy().V1beta1().ClusterNetworkPolicies().Informer().AddEventHandler(h)
 	_, _ = nodes.Core().V1().Nodes().Informer().AddEventHandler(h)
 	c.cnpFactory.Start(ctx.Done())
 	nodes.Start(ctx.Done())
@@ -190,7 +190,7 @@ func (c *Controller) startClusterPolicies(ctx context.Context) {
 
 // reportCluster tells, once per change, what of a cluster policy was
 // left out: a log line and an Event on the policy.
-func (c *Controller) reportCluster(pols []*cnpv1alpha2.ClusterNetworkPolicy, problems []Problem) {
+func (c *Controller) reportCluster(pols []*cnpv1beta1.ClusterNetworkPolicy, problems []Problem) {
 	by := map[string][]string{}
 	for _, p := range problems {
 		if p.Namespace == "" {

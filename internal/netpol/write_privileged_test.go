@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/knftables"
-	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"weft.dev/weft/internal/testutil"
 )

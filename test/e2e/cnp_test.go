@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
-	cnp "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
@@ -24,7 +24,7 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1alpha2().ClusterNetworkPolicies()
+	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1beta1().ClusterNetworkPolicies()
 	ctx := context.Background()
 	ns, peerNS := newNamespace(t), newNamespace(t)
 	if _, err := client.CoreV1().Namespaces().Patch(ctx, peerNS, types.MergePatchType,

@@ -315,6 +315,8 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 	c.Recorder = recorder
 	if a.cfg.PolicyAPI != nil {
 		c.WatchClusterPolicies(a.cfg.PolicyAPI)
+		c.Status = &netpol.StatusWriter{Kube: a.client, Policies: a.cfg.PolicyAPI, Recorder: recorder,
+			Namespace: a.cfg.Namespace, Identity: a.cfg.NodeName, Log: a.log.With("component", "netpol-status")}
 	}
 	c.CheckAddresses = func(ips []netip.Addr) error {
 		self, err := nodes.Get(a.cfg.NodeName)

@@ -60,12 +60,14 @@ func agent(c Config) []runtime.Object {
 		read("discovery.k8s.io", "endpointslices"),
 		read("networking.k8s.io", "networkpolicies"),
 		read("policy.networking.k8s.io", "clusternetworkpolicies"),
+		{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update"}},
 		read("bgp.weft.dev", "bgpconfigurations", "bgppeers"),
 		{APIGroups: []string{"bgp.weft.dev"}, Resources: []string{"bgppeers/status"}, Verbs: []string{"patch"}},
 	})
 	if c.Backend == "bgp" {
 		out = append(out, secretsReader(c, AgentName)...)
 	}
+	out = append(out, statusLease(c)...)
 	out = append(out, ownNodeOnly(c)...)
 	if c.APIServer != "" {
 		host, port, _ := net.SplitHostPort(c.APIServer)
@@ -86,6 +88,22 @@ func secretsReader(c Config, name string) []runtime.Object {
 		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: c.Namespace}}},
+	}
+}
+
+// statusLease lets agents hold the Lease whose holder writes
+// ClusterNetworkPolicy status (create cannot be limited to one name).
+func statusLease(c Config) []runtime.Object {
+	role := AgentName + "-status-lease"
+	return []runtime.Object{
+		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"weft-policy-status"}, Verbs: []string{"get", "update"}},
+			}},
+		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: AgentName, Namespace: c.Namespace}}},
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"weft.dev/weft/internal/ingress/controller"
+	"weft.dev/weft/internal/netpol"
 )
 
 // deploy/weft.yaml is the generator's output for the defaults, byte for
@@ -90,6 +91,25 @@ func TestLeastPrivilege(t *testing.T) {
 	if roles != 4 {
 		t.Errorf("%d cluster roles, want one per component (4)", roles)
 	}
+}
+
+// The agents may hold the Lease netpol's status writer uses, and no other.
+func TestAgentsHoldOnlyTheStatusLease(t *testing.T) {
+	objs, err := Objects(Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if r, ok := o.(*rbacv1.Role); ok && r.Name == AgentName+"-status-lease" {
+			for _, rule := range r.Rules {
+				if slices.Contains(rule.Verbs, "update") && !slices.Equal(rule.ResourceNames, []string{netpol.StatusLease}) {
+					t.Errorf("agents may update leases %v, want only %s", rule.ResourceNames, netpol.StatusLease)
+				}
+			}
+			return
+		}
+	}
+	t.Fatal("no Role for the status Lease")
 }
 
 func TestValidateRefusesBrokenConfigs(t *testing.T) {

@@ -91,11 +91,7 @@ func (c *compiler) clusterPolicy(p *cnp.ClusterNetworkPolicy, d direction, tr *t
 	var rules []Rule
 	if d == dirIngress {
 		for i, r := range p.Spec.Ingress {
-			peers := make([]cnp.ClusterNetworkPolicyEgressPeer, len(r.From))
-			for j, f := range r.From {
-				peers[j] = cnp.ClusterNetworkPolicyEgressPeer{Namespaces: f.Namespaces, Pods: f.Pods}
-			}
-			rules = append(rules, c.clusterRule(p, d, tr, fmt.Sprintf("ingress[%d]", i), r.Action, peers, r.Protocols, local)...)
+			rules = append(rules, c.clusterRule(p, d, tr, fmt.Sprintf("ingress[%d]", i), r.Action, ingressPeers(r.From), r.Protocols, local)...)
 		}
 	} else {
 		for i, r := range p.Spec.Egress {
@@ -138,25 +134,16 @@ const maxLogPrefix = 127
 // podMatcher matches pods by a namespaces selector or a namespaced pod
 // selector (exactly one is set).
 func (c *compiler) podMatcher(namespaces *metav1.LabelSelector, pods *cnp.NamespacedPod) (func(*pod) bool, error) {
-	switch {
-	case namespaces != nil && pods == nil:
-		ns, err := metav1.LabelSelectorAsSelector(namespaces)
-		if err != nil {
-			return nil, err
-		}
-		return func(q *pod) bool { return ns.Matches(c.namespaceLabels(q.namespace)) }, nil
-	case pods != nil && namespaces == nil:
-		ns, err := metav1.LabelSelectorAsSelector(&pods.NamespaceSelector)
-		if err != nil {
-			return nil, err
-		}
-		ps, err := metav1.LabelSelectorAsSelector(&pods.PodSelector)
-		if err != nil {
-			return nil, err
-		}
-		return func(q *pod) bool { return ns.Matches(c.namespaceLabels(q.namespace)) && ps.Matches(q.labels) }, nil
+	if err := checkPodSelection(namespaces, pods); err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("exactly one of namespaces and pods must be set")
+	if namespaces != nil {
+		ns, _ := metav1.LabelSelectorAsSelector(namespaces)
+		return func(q *pod) bool { return ns.Matches(c.namespaceLabels(q.namespace)) }, nil
+	}
+	ns, _ := metav1.LabelSelectorAsSelector(&pods.NamespaceSelector)
+	ps, _ := metav1.LabelSelectorAsSelector(&pods.PodSelector)
+	return func(q *pod) bool { return ns.Matches(c.namespaceLabels(q.namespace)) && ps.Matches(q.labels) }, nil
 }
 
 // clusterRule compiles one rule: every combination of its peers' address
@@ -164,23 +151,16 @@ func (c *compiler) podMatcher(namespaces *metav1.LabelSelector, pods *cnp.Namesp
 // be compiled whole is left out and reported.
 func (c *compiler) clusterRule(p *cnp.ClusterNetworkPolicy, d direction, tr *tier, where string, action cnp.ClusterNetworkPolicyRuleAction,
 	peers []cnp.ClusterNetworkPolicyEgressPeer, protocols []cnp.ClusterNetworkPolicyProtocol, local []*pod) []Rule {
-	verdict, ok := map[cnp.ClusterNetworkPolicyRuleAction]string{
+	if err := checkRule(action, peers, protocols); err != nil {
+		c.clusterProblem(p, "%s: %v; the rule is left out", where, err)
+		return nil
+	}
+	verdict := map[cnp.ClusterNetworkPolicyRuleAction]string{
 		cnp.ClusterNetworkPolicyRuleActionAccept: "accept",
 		cnp.ClusterNetworkPolicyRuleActionDeny:   "goto " + c.denyChain(d, tr.name, p.Name),
 		cnp.ClusterNetworkPolicyRuleActionPass:   "return",
 	}[action]
-	if !ok {
-		c.clusterProblem(p, "%s: action %q is not Accept, Deny or Pass; the rule is left out", where, action)
-		return nil
-	}
-	pods, blocks, err := c.clusterPeers(p, peers)
-	if err == nil {
-		err = checkProtocols(protocols)
-	}
-	if err != nil {
-		c.clusterProblem(p, "%s: %v; the rule is left out", where, err)
-		return nil
-	}
+	pods, blocks := c.clusterPeers(peers)
 	numeric, named := clusterPorts(protocols)
 	var portSet *Set
 	if len(numeric) > 0 {
@@ -229,18 +209,16 @@ func (c *compiler) clusterRule(p *cnp.ClusterNetworkPolicy, d direction, tr *tie
 	return out
 }
 
-// clusterPeers resolves a rule's peers into the pods they select (nil:
-// no pod peer) and the address ranges of networks and nodes.
-func (c *compiler) clusterPeers(p *cnp.ClusterNetworkPolicy, peers []cnp.ClusterNetworkPolicyEgressPeer) ([]*pod, map[string]blockSet, error) {
+// clusterPeers resolves a rule's peers, which checkPeer passed, into the
+// pods they select (nil: no pod peer) and the address ranges of networks
+// and nodes.
+func (c *compiler) clusterPeers(peers []cnp.ClusterNetworkPolicyEgressPeer) ([]*pod, map[string]blockSet) {
 	var pods []*pod
 	var prefixes []netip.Prefix
 	for _, peer := range peers {
 		switch {
 		case peer.Namespaces != nil || peer.Pods != nil:
-			match, err := c.podMatcher(peer.Namespaces, peer.Pods)
-			if err != nil {
-				return nil, nil, err
-			}
+			match, _ := c.podMatcher(peer.Namespaces, peer.Pods)
 			if pods == nil {
 				pods = []*pod{}
 			}
@@ -251,22 +229,12 @@ func (c *compiler) clusterPeers(p *cnp.ClusterNetworkPolicy, peers []cnp.Cluster
 			}
 		case len(peer.Networks) > 0:
 			for _, n := range peer.Networks {
-				pfx, err := netip.ParsePrefix(string(n))
-				if err != nil {
-					return nil, nil, fmt.Errorf("network %q: %v", n, err)
-				}
+				pfx, _ := netip.ParsePrefix(string(n))
 				prefixes = append(prefixes, pfx.Masked())
 			}
 		case peer.Nodes != nil:
-			sel, err := metav1.LabelSelectorAsSelector(peer.Nodes)
-			if err != nil {
-				return nil, nil, fmt.Errorf("nodes: %v", err)
-			}
+			sel, _ := metav1.LabelSelectorAsSelector(peer.Nodes)
 			prefixes = append(prefixes, c.nodeAddresses(sel)...)
-		case len(peer.DomainNames) > 0:
-			return nil, nil, fmt.Errorf("domainNames are not supported yet")
-		default:
-			return nil, nil, fmt.Errorf("a peer with nothing set")
 		}
 	}
 	blocks := map[string]blockSet{}
@@ -282,7 +250,7 @@ func (c *compiler) clusterPeers(p *cnp.ClusterNetworkPolicy, peers []cnp.Cluster
 			blocks[f.suffix] = blockSet{name: "cnp-nets" + f.suffix + "-" + shortHash(fmt.Sprint(ranges)), ranges: ranges}
 		}
 	}
-	return pods, blocks, nil
+	return pods, blocks
 }
 
 // nodeAddresses are the internal and external addresses of the nodes sel

@@ -65,6 +65,8 @@ type Controller struct {
 	// without changes, repairing drift; other writes are differences.
 	FullEvery time.Duration
 	Recorder  record.EventRecorder
+	// Status, when set, runs once ClusterNetworkPolicy is served.
+	Status *StatusWriter
 
 	memo     Memo     // policies parsed, from one sync to the next
 	last     *Ruleset // what the table holds; nil: write it whole
@@ -184,12 +186,15 @@ func (c *Controller) startClusterPolicies(ctx context.Context) {
 	if ctx.Err() == nil {
 		c.tiersOn.Store(true)
 		c.log.Info("ClusterNetworkPolicy admin and baseline tiers on")
+		if c.Status != nil {
+			go c.Status.Run(ctx)
+		}
 		c.changed()
 	}
 }
 
-// reportCluster tells, once per change, what of a cluster policy was
-// left out: a log line and an Event on the policy.
+// reportCluster logs, once per change, what of a cluster policy was left
+// out.
 func (c *Controller) reportCluster(pols []*cnpv1beta1.ClusterNetworkPolicy, problems []Problem) {
 	by := map[string][]string{}
 	for _, p := range problems {
@@ -207,10 +212,8 @@ func (c *Controller) reportCluster(pols []*cnpv1beta1.ClusterNetworkPolicy, prob
 		if msg == "" {
 			continue
 		}
+		// The policy's status and Event (StatusWriter) tell the cluster once.
 		c.log.Warn("ClusterNetworkPolicy partly ignored", "policy", p.Name, "problems", msg)
-		if c.Recorder != nil {
-			c.Recorder.Event(p, corev1.EventTypeWarning, "PolicyRuleIgnored", "weft left out: "+msg)
-		}
 	}
 }
 
@@ -231,6 +234,10 @@ func policyRelevantChange(old, cur any) bool {
 	case *corev1.Namespace:
 		n, ok := cur.(*corev1.Namespace)
 		return !ok || !maps.Equal(o.Labels, n.Labels)
+	case *cnpv1beta1.ClusterNetworkPolicy:
+		// The spec (generation) and labels, never the status weft writes.
+		n, ok := cur.(*cnpv1beta1.ClusterNetworkPolicy)
+		return !ok || o.Generation != n.Generation || !maps.Equal(o.Labels, n.Labels)
 	case *corev1.Node:
 		// Node peers: labels and addresses, never the status heartbeats.
 		n, ok := cur.(*corev1.Node)

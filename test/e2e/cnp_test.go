@@ -4,10 +4,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
@@ -69,4 +73,32 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantReach(t, peer, server, 8080, true) // passed to the NetworkPolicy
+
+	// Status: Accepted at the new generation; a policy with a rule weft
+	// cannot enforce says which, and the others keep working.
+	wantAccepted := func(name string, want metav1.ConditionStatus, says string) {
+		t.Helper()
+		eventually(t, 30*time.Second, name+" Accepted="+string(want), func() error {
+			p, err := cs.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			c := meta.FindStatusCondition(p.Status.Conditions, "Accepted")
+			if c == nil || c.Status != want || c.ObservedGeneration != p.Generation || !strings.Contains(c.Message, says) {
+				return fmt.Errorf("conditions %+v at generation %d", p.Status.Conditions, p.Generation)
+			}
+			return nil
+		})
+	}
+	wantAccepted(ns+"-admin", metav1.ConditionTrue, "every rule")
+	bad := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-domains"},
+		Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 5, Subject: subject,
+			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionAccept,
+				To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.example.com"}}}}}}}
+	if _, err := cs.Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.Delete(context.Background(), bad.Name, metav1.DeleteOptions{}) })
+	wantAccepted(bad.Name, metav1.ConditionFalse, "egress[0]: domainNames")
+	wantReach(t, peer, server, 8080, true)
 }

@@ -223,10 +223,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.startHostPort(ctx, recorder); err != nil {
 		return err
 	}
-	a.startNodeLocalDNS(ctx)
-	if err := a.startNetworkPolicy(ctx, recorder, nodes.Lister()); err != nil {
+	domains, err := a.startNetworkPolicy(ctx, recorder, nodes.Lister())
+	if err != nil {
 		return err
 	}
+	a.startNodeLocalDNS(ctx, domains)
 	go a.serveMetrics(ctx)
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
@@ -302,13 +303,13 @@ func (a *Agent) policySocket() string {
 
 // startNetworkPolicy runs the NetworkPolicy table and the socket weft-cni
 // waits on.
-func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRecorder, nodes listersv1.NodeLister) error {
+func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRecorder, nodes listersv1.NodeLister) (*netpol.DomainLearner, error) {
 	if !a.cfg.NetworkPolicy {
-		return nil
+		return nil, nil
 	}
 	nft, err := knftables.New(knftables.InetFamily, netpol.TableName)
 	if err != nil {
-		return fmt.Errorf("NetworkPolicy table: %w", err)
+		return nil, fmt.Errorf("NetworkPolicy table: %w", err)
 	}
 	c := netpol.New(a.client, a.cfg.NodeName, nft, a.log.With("component", "netpol"), a.registry)
 	c.KeepEstablished = a.cfg.PolicyKeepEstablished
@@ -317,6 +318,8 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 		c.WatchClusterPolicies(a.cfg.PolicyAPI)
 		c.Status = &netpol.StatusWriter{Kube: a.client, Policies: a.cfg.PolicyAPI, Recorder: recorder,
 			Namespace: a.cfg.Namespace, Identity: a.cfg.NodeName, Log: a.log.With("component", "netpol-status")}
+		c.Domains = netpol.NewDomainLearner(nft)
+		go c.Domains.Run(ctx)
 	}
 	c.CheckAddresses = func(ips []netip.Addr) error {
 		self, err := nodes.Get(a.cfg.NodeName)
@@ -335,7 +338,7 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 			a.log.Error("NetworkPolicy socket", "err", err)
 		}
 	}()
-	return nil
+	return c.Domains, nil
 }
 
 // podAddressesInCIDRs refuses pod addresses outside the node's current
@@ -366,10 +369,14 @@ func podAddressesInCIDRs(ips []netip.Addr, node *corev1.Node) error {
 }
 
 // startNodeLocalDNS runs the node-local DNS cache, when configured.
-func (a *Agent) startNodeLocalDNS(ctx context.Context) {
+// Its answers teach the policy's domain-name sets (domains may be nil).
+func (a *Agent) startNodeLocalDNS(ctx context.Context, domains *netpol.DomainLearner) {
 	if a.cfg.NodeLocalDNS != nil {
 		c := nodedns.New(nodedns.Config{Address: a.cfg.NodeLocalDNS, ClusterDNS: a.cfg.ClusterDNS, Limits: a.cfg.NodeLocalDNSLimits,
 			PodInterfaces: cni.HostVethPrefix, Tunnel: VXLANDevice}, weftdns.NewMetrics(a.registry), a.log)
+		if domains != nil {
+			c.Handler.Observe = domains.Observe
+		}
 		go func() {
 			// A cache that fails must not take the pod network down with it:
 			// report and retry.

@@ -34,8 +34,11 @@ type Handler struct {
 	// MaxPending bounds UDP queries waiting for an upstream (0:
 	// DefaultMaxPending).
 	MaxPending int
-	pending    atomic.Int64
-	snapshot   atomic.Pointer[Snapshot]
+	// Observe, when set, sees every response before it is sent (the
+	// policy's domain-name learner: the client may connect on receipt).
+	Observe  func(ctx context.Context, resp *dns.Msg)
+	pending  atomic.Int64
+	snapshot atomic.Pointer[Snapshot]
 }
 
 // DefaultMaxUDPSize is the DNS flag day 2020 value: safe from fragmentation.
@@ -76,6 +79,9 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if resp == nil {
 		h.Metrics.dropped(h.Server, "response")
 		return
+	}
+	if h.Observe != nil {
+		h.Observe(context.Background(), resp)
 	}
 	if err := w.WriteMsg(resp); err != nil {
 		h.Metrics.writeError(h.Server)

@@ -161,6 +161,7 @@ func (c *compiler) clusterRule(p *cnp.ClusterNetworkPolicy, d direction, tr *tie
 		cnp.ClusterNetworkPolicyRuleActionPass:   "return",
 	}[action]
 	pods, blocks := c.clusterPeers(peers)
+	domains := domainPatterns(peers)
 	numeric, named := clusterPorts(protocols)
 	var portSet *Set
 	if len(numeric) > 0 {
@@ -177,8 +178,16 @@ func (c *compiler) clusterRule(p *cnp.ClusterNetworkPolicy, d direction, tr *tie
 		if b, ok := blocks[f.suffix]; ok {
 			matches = append(matches, c.blockSet(f, b))
 		}
+		var dnsSet string
+		if len(domains) > 0 {
+			dnsSet = c.domainSet(f, domains)
+			matches = append(matches, dnsSet)
+			// Connections a domain rule accepted stay accepted after the
+			// address's TTL, judged here, below the rules before it.
+			out = append(out, Rule{Kind: KindKeepDomain, Fam: f.fam})
+		}
 		for _, m := range matches {
-			x := Rule{Kind: KindMatch, Fam: f.fam, Verdict: verdict}
+			x := Rule{Kind: KindMatch, Fam: f.fam, Verdict: verdict, MarkDomain: m == dnsSet}
 			if d == dirIngress {
 				x.Src = m
 			} else {

@@ -149,7 +149,7 @@ func TestClusterPolicyProblems(t *testing.T) {
 	bad := clusterPolicy("bad", cnp.AdminTier, 1, "default", []cnp.ClusterNetworkPolicyIngressRule{
 		{Action: deny, From: []cnp.ClusterNetworkPolicyIngressPeer{{}}},
 		fromNamespace(deny, "other", tcpPort(5432)),
-	}, []cnp.ClusterNetworkPolicyEgressRule{{Action: accept, To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.example.com"}}}}})
+	}, []cnp.ClusterNetworkPolicyEgressRule{{Action: deny, To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.example.com"}}}}})
 	in.ClusterPolicies = []*cnp.ClusterNetworkPolicy{bad}
 	rs := Compile(in)
 	var msgs []string

@@ -65,6 +65,9 @@ type Controller struct {
 	// without changes, repairing drift; other writes are differences.
 	FullEvery time.Duration
 	Recorder  record.EventRecorder
+	// Domains, when set, fills the domain-name sets from DNS answers; it
+	// must write to the same table as nft.
+	Domains *DomainLearner
 	// Status, when set, runs once ClusterNetworkPolicy is served.
 	Status *StatusWriter
 
@@ -296,6 +299,15 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
+// run writes tx, through the domain learner when there is one, so that
+// the domain-name sets it creates get their live addresses at once.
+func (c *Controller) run(ctx context.Context, tx *knftables.Transaction, rs, old *Ruleset) error {
+	if c.Domains == nil {
+		return c.nft.Run(ctx, tx)
+	}
+	return c.Domains.Apply(ctx, tx, rs, old)
+}
+
 func (c *Controller) addWaits() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -321,9 +333,13 @@ func (c *Controller) Sync(ctx context.Context) error {
 		Write(tx, rs)
 		kind = "full"
 	}
+	var old *Ruleset
+	if kind == "diff" {
+		old = c.last
+	}
 	if tx.NumOperations() == 0 {
 		kind = "none"
-	} else if err := c.nft.Run(ctx, tx); err != nil {
+	} else if err := c.run(ctx, tx, rs, old); err != nil {
 		c.syncs.WithLabelValues(kind, "error").Inc()
 		c.last = nil // the next write is whole
 		return err

@@ -13,6 +13,9 @@ type Ruleset struct {
 	Sets   map[string]*Set
 	Maps   map[string]*Map
 	Chains map[string]*Chain
+	// Domains are the sets of domain-name peers: the compiler declares
+	// them empty; the DomainLearner fills them from DNS answers.
+	Domains map[string]DomainSet
 	// Problems: what in the policies could not be compiled. The rule
 	// concerned allows nothing, so a broken rule never opens traffic.
 	Problems []Problem
@@ -79,7 +82,14 @@ const (
 	KindLog
 	// KindDeny: count and drop.
 	KindDeny
+	// KindKeepDomain: ct state established with DomainConnMark accept: a
+	// connection a domain-name rule accepted outlives its address's TTL.
+	KindKeepDomain
 )
+
+// DomainConnMark is the conntrack mark bit a domain-name rule sets on the
+// connections it accepts.
+const DomainConnMark = 0x00100000
 
 // Rule is one rule. For KindMatch every non-empty field must match.
 type Rule struct {
@@ -95,6 +105,8 @@ type Rule struct {
 	// DstPorts: a set of destination address . protocol . port.
 	DstPorts string
 	Verdict  string // accept, jump C, goto C, return
+	// MarkDomain sets DomainConnMark on the connection before Verdict.
+	MarkDomain bool
 }
 
 // Names of the fixed parts of the table.
@@ -112,7 +124,7 @@ const (
 )
 
 func newRuleset() *Ruleset {
-	return &Ruleset{Sets: map[string]*Set{}, Maps: map[string]*Map{}, Chains: map[string]*Chain{}}
+	return &Ruleset{Sets: map[string]*Set{}, Maps: map[string]*Map{}, Chains: map[string]*Chain{}, Domains: map[string]DomainSet{}}
 }
 
 func (rs *Ruleset) chain(c *Chain) *Chain {

@@ -20,14 +20,14 @@ func TestValidateClusterPolicy(t *testing.T) {
 	}
 	domains := clusterPolicy("dns", cnp.AdminTier, 1, "default", nil, []cnp.ClusterNetworkPolicyEgressRule{
 		{Action: accept, To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{"10.0.0.0/8"}}}},
-		{Action: accept, To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.example.com"}}}},
+		{Action: deny, To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.example.com"}}}},
 		{Action: accept, To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{"10.0.0.0/33"}}}},
 		{Action: accept, To: []cnp.ClusterNetworkPolicyEgressPeer{{}}},
 		{Action: "Allow"},
 	})
 	domains.Spec.Tier = "Middle"
 	got := strings.Join(ValidateClusterPolicy(domains), "\n")
-	for _, want := range []string{`tier "Middle"`, "egress[1]: domainNames", `egress[2]: network "10.0.0.0/33"`, "egress[3]: a peer with nothing set", `egress[4]: action "Allow"`} {
+	for _, want := range []string{`tier "Middle"`, "egress[1]: domainNames are only allowed in Accept rules", `egress[2]: network "10.0.0.0/33"`, "egress[3]: a peer with nothing set", `egress[4]: action "Allow"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("problems lack %q:\n%s", want, got)
 		}
@@ -43,7 +43,7 @@ func TestValidateClusterPolicy(t *testing.T) {
 func TestStatusWriterSetsAccepted(t *testing.T) {
 	good := clusterPolicy("good", cnp.AdminTier, 1, "default", []cnp.ClusterNetworkPolicyIngressRule{fromNamespace(deny, "other")}, nil)
 	bad := clusterPolicy("bad", cnp.BaselineTier, 1, "default", nil, []cnp.ClusterNetworkPolicyEgressRule{
-		{Action: accept, To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.example.com"}}}}})
+		{Action: pass, To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.example.com"}}}}})
 	good.Generation, bad.Generation = 3, 1
 	cs := npafake.NewSimpleClientset(good, bad)
 	w := &StatusWriter{Policies: cs, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}

@@ -75,7 +75,7 @@ func (tr tracer) run(name string, p packet, depth int) (string, string) {
 				return "accept", ""
 			}
 			continue
-		case KindLog:
+		case KindLog, KindKeepDomain:
 			continue
 		case KindDeny:
 			return "drop", name

@@ -54,6 +54,9 @@ func checkRule(action cnp.ClusterNetworkPolicyRuleAction, peers []cnp.ClusterNet
 		if err := checkPeer(peer); err != nil {
 			return err
 		}
+		if len(peer.DomainNames) > 0 && action != cnp.ClusterNetworkPolicyRuleActionAccept {
+			return fmt.Errorf("domainNames are only allowed in Accept rules")
+		}
 	}
 	return checkProtocols(protocols)
 }
@@ -75,7 +78,11 @@ func checkPeer(peer cnp.ClusterNetworkPolicyEgressPeer) error {
 			return fmt.Errorf("nodes: %v", err)
 		}
 	case len(peer.DomainNames) > 0:
-		return fmt.Errorf("domainNames are not supported yet")
+		for _, n := range peer.DomainNames {
+			if _, ok := normalizePattern(string(n)); !ok {
+				return fmt.Errorf("domain name %q", n)
+			}
+		}
 	default:
 		return fmt.Errorf("a peer with nothing set")
 	}

@@ -68,6 +68,8 @@ func (r Rule) Text() string {
 		return fmt.Sprintf("limit rate %d/second burst %d packets log prefix %q group %d", DenyLogRate, DenyLogRate, r.Addr, NFLogGroup)
 	case KindDeny:
 		return "counter drop"
+	case KindKeepDomain:
+		return fmt.Sprintf("ct state established ct mark and %#08x == %#08x accept", DomainConnMark, DomainConnMark)
 	}
 	var parts []string
 	if r.Src != "" {
@@ -85,6 +87,9 @@ func (r Rule) Text() string {
 	if len(parts) == 0 && r.Fam != "" {
 		// An allow-all rule of one family.
 		parts = append(parts, "meta nfproto "+map[string]string{"ip": "ipv4", "ip6": "ipv6"}[r.Fam])
+	}
+	if r.MarkDomain {
+		parts = append(parts, fmt.Sprintf("ct mark set ct mark or %#08x", DomainConnMark))
 	}
 	return strings.Join(append(parts, r.Verdict), " ")
 }

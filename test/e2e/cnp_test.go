@@ -93,12 +93,12 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 	wantAccepted(ns+"-admin", metav1.ConditionTrue, "every rule")
 	bad := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-domains"},
 		Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 5, Subject: subject,
-			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionAccept,
+			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionDeny,
 				To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.example.com"}}}}}}}
 	if _, err := cs.Create(ctx, bad, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cs.Delete(context.Background(), bad.Name, metav1.DeleteOptions{}) })
-	wantAccepted(bad.Name, metav1.ConditionFalse, "egress[0]: domainNames")
+	wantAccepted(bad.Name, metav1.ConditionFalse, "egress[0]: domainNames are only allowed in Accept rules")
 	wantReach(t, peer, server, 8080, true)
 }

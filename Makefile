@@ -11,7 +11,7 @@ K8S_VERSION := v1.37.2
 export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-upstream e2e-doc e2e-lb-doc bench clean lab-down manifests crds image
+.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-upstream e2e-doc e2e-lb-doc cnp-conformance bench clean lab-down manifests crds image
 
 all: build
 
@@ -71,6 +71,11 @@ e2e-upstream: deps build lab-image testbins
 e2e-lb-doc: deps build lab-image testbins
 	@BACKEND=bgp FROM=outside OUT=_output/e2e-upstream-lb FOCUS='\[Feature:LoadBalancer\]' SKIP='\[Disruptive\]|switch session affinity for LoadBalancer service with Local' hack/e2e-upstream.sh || true
 	DOC_TARGET="make e2e-lb-doc" go run ./test/upstream doc _output/e2e-upstream-lb/junit.xml > docs/e2e-loadbalancer.md
+
+# The whole ClusterNetworkPolicy conformance suite against a lab; writes
+# docs/conformance/ (make test runs the tests that check a behaviour once).
+cnp-conformance: deps build lab-image testbins
+	DOC=1 hack/cnp-conformance.sh
 
 # Runs the whole default [sig-network] set and regenerates docs/e2e.md from it.
 # Six workers in three racks (zones): the Traffic Distribution specs need at

@@ -21,6 +21,10 @@ echo "== lab end-to-end tests"
 # The CNI churn test with 300 pods here (its kill loop makes it the longest
 # test, and its time grows with CNI ADD latency); make churn runs 1,000.
 WEFT_CHURN_PODS=${WEFT_CHURN_PODS:-300} go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
+echo "== ClusterNetworkPolicy conformance (network-policy-api's suite): the tests that check a behaviour once"
+echo "   (tier integration with NetworkPolicy, priorities and Pass, same-priority ties, named ports;"
+echo "   make cnp-conformance runs all 30 and writes docs/conformance/)"
+ONLY=CNPAdminTierIntegration,CNPAdminTierPriorityField,CNPAdminTierSamePriority,CNPBaselineTierEgressNamedPort hack/cnp-conformance.sh
 echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, services, hostPort, proxy)"
 echo "   plus the service proxy's behaviour specs: session affinity, ETP Local source IP, hairpin,"
 echo "   no-endpoint reject, terminating-endpoint fallback, UDP conntrack, proxy labels, health check, publishNotReadyAddresses,"

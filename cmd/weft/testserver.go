@@ -31,6 +31,7 @@ func testserverCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Name, "name", "", "name /hostname returns (default $POD_NAME, else the hostname)")
 	cmd.Flags().IntVar(&cfg.DNSPort, "dns-port", 0, "serve the outside.test DNS zone on this port (0: off)")
 	cmd.Flags().StringVar(&cfg.WWWAddress, "www-address", "203.0.113.10", "address of www.outside.test")
+	cmd.Flags().StringVar(&cfg.RecordsFile, "records-file", "", `more A records of the zone, read at every query: lines of "name ttl address..."`)
 	cmd.AddCommand(tcprrCmd(), scanCmd(), holdCmd(), watchCmd(), wsCmd(), grpcCmd(), loadCmd(), untilOKCmd())
 	return cmd
 }

@@ -34,8 +34,9 @@ type Handler struct {
 	// MaxPending bounds UDP queries waiting for an upstream (0:
 	// DefaultMaxPending).
 	MaxPending int
-	// Observe, when set, sees every response before it is sent (the
-	// policy's domain-name learner: the client may connect on receipt).
+	// Observe, when set, sees every response before it is sent, on every
+	// path (UDP loop, forwarded, TCP): the policy's domain-name learner,
+	// since the client may connect the moment it has the answer.
 	Observe  func(ctx context.Context, resp *dns.Msg)
 	pending  atomic.Int64
 	snapshot atomic.Pointer[Snapshot]
@@ -80,9 +81,6 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		h.Metrics.dropped(h.Server, "response")
 		return
 	}
-	if h.Observe != nil {
-		h.Observe(context.Background(), resp)
-	}
 	if err := w.WriteMsg(resp); err != nil {
 		h.Metrics.writeError(h.Server)
 	}
@@ -95,13 +93,25 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // forever.
 func (h *Handler) Respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg {
 	m, _ := h.respond(ctx, req, tcp, false)
+	h.observe(ctx, m)
 	return m
 }
 
 // RespondLocal is Respond for answers that need no upstream: cluster names
 // and fresh cache hits. ok is false when the query must be forwarded.
 func (h *Handler) RespondLocal(req *dns.Msg, tcp bool) (m *dns.Msg, ok bool) {
-	return h.respond(context.Background(), req, tcp, true)
+	m, ok = h.respond(context.Background(), req, tcp, true)
+	if ok {
+		h.observe(context.Background(), m)
+	}
+	return m, ok
+}
+
+// observe shows a response about to be sent to Observe.
+func (h *Handler) observe(ctx context.Context, m *dns.Msg) {
+	if h.Observe != nil && m != nil {
+		h.Observe(ctx, m)
+	}
 }
 
 func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (*dns.Msg, bool) {

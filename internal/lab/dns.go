@@ -48,3 +48,8 @@ func (l *Lab) waitDNS(ctx context.Context, client kubernetes.Interface, timeout 
 		}
 	}
 }
+
+// OutsideRecords is the file of more records the outside namespace's DNS
+// server answers (lines of "name ttl address..."), read at every query:
+// tests write it to change an answer.
+func (l *Lab) OutsideRecords() string { return filepath.Join(l.dir, "outside-records") }

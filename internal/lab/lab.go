@@ -181,7 +181,7 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) error {
 			return err
 		}
 	}
-	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside", "--dns-port", "53"}, nil); err != nil {
+	if err := l.startProc("outside-testserver", OutsideNS, []string{filepath.Join(l.binDir, "weft"), "testserver", "--name", "outside", "--dns-port", "53", "--records-file", l.OutsideRecords()}, nil); err != nil {
 		return err
 	}
 	st := State{Nodes: nodes, Racks: o.Racks, Backend: o.Backend, Router: o.Router, DualStack: o.DualStack, Started: start}

@@ -31,6 +31,9 @@ type Config struct {
 	// WWWAddress is the address www.outside.test resolves to.
 	DNSPort    int
 	WWWAddress string
+	// RecordsFile, when set, holds more A records of the zone, read at
+	// every query so a test can change an answer: "name ttl address...".
+	RecordsFile string
 }
 
 // Server runs the three listeners.
@@ -132,7 +135,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		addr := ":" + strconv.Itoa(s.cfg.DNSPort)
 		for _, network := range []string{"udp", "tcp"} {
-			ds := &dns.Server{Addr: addr, Net: network, Handler: dnsHandler(www)}
+			ds := &dns.Server{Addr: addr, Net: network, Handler: dnsHandler(www, s.cfg.RecordsFile)}
 			go func() { errc <- ds.ListenAndServe() }()
 			defer func() { _ = ds.Shutdown() }()
 		}

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+
+	"weft.dev/weft/internal/lab"
 )
 
 // ClusterNetworkPolicy tiers on the lab, across nodes: a baseline Deny
@@ -101,4 +104,74 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 	t.Cleanup(func() { _ = cs.Delete(context.Background(), bad.Name, metav1.DeleteOptions{}) })
 	wantAccepted(bad.Name, metav1.ConditionFalse, "egress[0]: domainNames are only allowed in Accept rules")
 	wantReach(t, peer, server, 8080, true)
+}
+
+// A domain-name egress allow: the pod reaches the addresses the outside
+// zone answered for the name as soon as it has the answer, nothing else
+// of the denied range, and follows a changed answer once the old TTL ran
+// out.
+func TestClusterNetworkPolicyDomainNames(t *testing.T) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", theLab.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1beta1().ClusterNetworkPolicies()
+	ctx := context.Background()
+	const first, second = "203.0.113.10", "203.0.113.11"
+	if out, err := hostCommand("ip", "-n", lab.OutsideNS, "addr", "add", second+"/24", "dev", "eth0"); err != nil {
+		t.Fatalf("second outside address: %v %s", err, out)
+	}
+	t.Cleanup(func() { _, _ = hostCommand("ip", "-n", lab.OutsideNS, "addr", "del", second+"/24", "dev", "eth0") })
+	records := func(addr string) {
+		t.Helper()
+		if err := os.WriteFile(theLab.OutsideRecords(), []byte("api.outside.test 5 "+addr+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	records(first)
+	t.Cleanup(func() { _ = os.Remove(theLab.OutsideRecords()) })
+
+	ns := newNamespace(t)
+	client := ns + "/client"
+	createReady(t, pinnedPod(ns, "client", "weft-node-1"))
+	wantReach(t, client, first, 8080, true)
+	subject := cnp.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}}
+	for _, p := range []*cnp.ClusterNetworkPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: ns + "-api"}, Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 10, Subject: subject,
+			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionAccept,
+				To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"api.outside.test"}}}}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: ns + "-outside"}, Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 20, Subject: subject,
+			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionDeny,
+				To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{"203.0.113.0/24"}}}}}}},
+	} {
+		if _, err := cs.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		name := p.Name
+		t.Cleanup(func() { _ = cs.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	}
+	wantReach(t, client, first, 8080, false) // not looked up yet
+
+	if got := dig(t, client, "api.outside.test"); strings.Join(got, " ") != first {
+		t.Fatalf("dig api.outside.test = %v, want %s", got, first)
+	}
+	// Written before the answer left: no waiting.
+	if !reaches(t, client, first, 8080) {
+		t.Fatalf("%s not reached right after the answer", first)
+	}
+	if reaches(t, client, second, 8080) {
+		t.Fatalf("%s reached: never answered", second)
+	}
+
+	records(second)
+	eventually(t, 30*time.Second, "the changed answer", func() error {
+		if got := dig(t, client, "api.outside.test"); strings.Join(got, " ") != second {
+			return fmt.Errorf("dig = %v", got)
+		}
+		return nil
+	})
+	if !reaches(t, client, second, 8080) {
+		t.Fatalf("%s not reached right after the changed answer", second)
+	}
+	wantReach(t, client, first, 8080, false) // its TTL ran out
 }

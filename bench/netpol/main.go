@@ -30,7 +30,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+	npav1beta1 "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned/typed/apis/v1beta1"
 
 	"weft.dev/weft/bench/internal/figure"
 	"weft.dev/weft/internal/lab"
@@ -54,6 +58,9 @@ type phase struct {
 	gbps, rr            figure.Rounds // the pod pair with a policy: Gbit/s, µs
 	rss                 figure.Figure
 	syncMillis          figure.Figure
+	// cnpEnforce: an admin ClusterNetworkPolicy's create → enforced
+	// (phase three only).
+	cnpEnforce []float64
 }
 
 func main() {
@@ -63,6 +70,7 @@ func main() {
 	npol := flag.Int("policies", 1000, "policies of the second phase")
 	rounds := flag.Int("rounds", 10, "policy creates (and label changes) timed per phase")
 	adds := flag.Int("adds", 20, "CNI ADDs per side per phase")
+	ncnp := flag.Int("cluster-policies", 100, "ClusterNetworkPolicies of the third phase")
 	flag.Parse()
 	binDir, _ = filepath.Abs(binDir)
 	l := lab.New(lab.DefaultStateDir, lab.DefaultCacheDir, binDir, os.Stderr)
@@ -82,7 +90,24 @@ func main() {
 	check(createPolicies(ctx, client, *npol))
 	time.Sleep(5 * time.Second) // every agent has written them
 	many := measure(ctx, l, client, ips, fmt.Sprintf("%d policies", *npol+1), *rounds, *adds, nil)
-	report(*npods, *npol, *rounds, *adds, baseline, []*phase{one, many})
+	fmt.Fprintf(os.Stderr, "creating %d cluster policies\n", *ncnp)
+	cfg, err := clientcmd.BuildConfigFromFlags("", l.Kubeconfig())
+	check(err)
+	cnps := npaclient.NewForConfigOrDie(cfg).PolicyV1beta1().ClusterNetworkPolicies()
+	check(createClusterPolicies(ctx, cnps, *ncnp))
+	time.Sleep(5 * time.Second)
+	tiers := measure(ctx, l, client, ips, fmt.Sprintf("%d policies + %d cluster policies", *npol+1, *ncnp), *rounds, *adds, nil)
+	fmt.Fprintf(os.Stderr, "phase %s: cluster policy create → enforced\n", tiers.name)
+	for r := 0; r < *rounds; r++ {
+		lat, err := cnpEnforceRound(ctx, cnps, ips)
+		if err != nil {
+			tiers.cnpEnforce = nil
+			fmt.Fprintln(os.Stderr, err)
+			break
+		}
+		tiers.cnpEnforce = append(tiers.cnpEnforce, lat...)
+	}
+	report(*npods, *npol, *ncnp, *rounds, *adds, baseline, []*phase{one, many, tiers})
 }
 
 // setup makes the namespace, the filler pods (pause, spread over the nodes
@@ -211,6 +236,57 @@ func enforceRound(ctx context.Context, client kubernetes.Interface, ips map[stri
 	_ = client.NetworkingV1().NetworkPolicies(benchNS).Delete(ctx, p.Name, metav1.DeleteOptions{})
 	_ = watchAll(pods, ips["server"]+":8080", "open", func() {})
 	return results.latencies()
+}
+
+// cnpEnforceRound is enforceRound with an admin ClusterNetworkPolicy
+// denying the clients' egress to the server.
+func cnpEnforceRound(ctx context.Context, cnps npav1beta1.ClusterNetworkPolicyInterface, ips map[string]string) ([]float64, error) {
+	p := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "bench-cut"},
+		Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 0,
+			Subject: cnp.ClusterNetworkPolicySubject{Pods: &cnp.NamespacedPod{NamespaceSelector: benchNamespace(),
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}},
+			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionDeny,
+				To: []cnp.ClusterNetworkPolicyEgressPeer{{Pods: &cnp.NamespacedPod{NamespaceSelector: benchNamespace(),
+					PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "server"}}}}}}}}}
+	var pods []string
+	for _, n := range nodes {
+		pods = append(pods, "client-"+n)
+	}
+	results := watchAll(pods, ips["server"]+":8080", "blocked", func() { _, _ = cnps.Create(ctx, p, metav1.CreateOptions{}) })
+	_ = cnps.Delete(ctx, p.Name, metav1.DeleteOptions{})
+	_ = watchAll(pods, ips["server"]+":8080", "open", func() {})
+	return results.latencies()
+}
+
+func benchNamespace() metav1.LabelSelector {
+	return metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: benchNS}}
+}
+
+// createClusterPolicies adds n cluster policies like an admin's, half in
+// each tier: each selects one filler group and denies (admin) or accepts
+// (baseline) another group on a port; none touches the measured pods.
+func createClusterPolicies(ctx context.Context, cnps npav1beta1.ClusterNetworkPolicyInterface, n int) error {
+	group := func(i int) cnp.NamespacedPod {
+		return cnp.NamespacedPod{NamespaceSelector: benchNamespace(),
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"group": fmt.Sprintf("g%d", i%20)}}}
+	}
+	for i := 0; i < n; i++ {
+		tier, action := cnp.AdminTier, cnp.ClusterNetworkPolicyRuleActionDeny
+		if i%2 == 1 {
+			tier, action = cnp.BaselineTier, cnp.ClusterNetworkPolicyRuleActionAccept
+		}
+		subject := group(i)
+		peer := group(i + 1)
+		p := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("admin-%d", i)},
+			Spec: cnp.ClusterNetworkPolicySpec{Tier: tier, Priority: int32(1 + i),
+				Subject: cnp.ClusterNetworkPolicySubject{Pods: &subject},
+				Ingress: []cnp.ClusterNetworkPolicyIngressRule{{Action: action, From: []cnp.ClusterNetworkPolicyIngressPeer{{Pods: &peer}},
+					Protocols: []cnp.ClusterNetworkPolicyProtocol{{TCP: &cnp.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnp.Port{Number: int32(9000 + i%100)}}}}}}}}
+		if _, err := cnps.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // labelRounds removes the client label a policy on the server allows
@@ -411,10 +487,10 @@ func pct(v []float64, p float64) figure.Figure {
 	return figure.Of(s[i]+1e-9, nil)
 }
 
-func report(npods, npol, rounds, adds int, baseline [2]figure.Rounds, phases []*phase) {
+func report(npods, npol, ncnp, rounds, adds int, baseline [2]figure.Rounds, phases []*phase) {
 	fmt.Printf("### NetworkPolicy: enforcement latency, closed-start cost, datapath cost\n\n")
 	fmt.Printf("`go run ./bench/netpol -bin bin` (part of `make bench`), %s. Lab of 3 nodes (vxlan), %d pause pods in 20 label groups spread over them, a server pod on %s and a client pod per node. ", figure.Stamp(), npods, server)
-	fmt.Printf("Phase one holds only the measured policy; phase two adds %d tenant policies (each selects a group and lets another group in on a port), all compiled on every node. ", npol)
+	fmt.Printf("Phase one holds only the measured policy; phase two adds %d tenant policies (each selects a group and lets another group in on a port), all compiled on every node; phase three adds %d ClusterNetworkPolicies (half Admin Deny, half Baseline Accept, each between two groups on a port) and also times an admin ClusterNetworkPolicy that cuts the clients off, as the NetworkPolicy is. ", npol, ncnp)
 	fmt.Printf("Enforced: each client probes the server every 5 ms (`weft testserver watch`); the time from the create call of an egress policy that cuts every client off to each client's first blocked attempt, %d rounds × 3 nodes (as ClusterLoader2's NetworkPolicyEnforcementLatency). ", rounds)
 	fmt.Printf("Label change: the label a server policy allows removed from the client on weft-node-3; the time to its first blocked attempt, %d rounds. ", rounds)
 	fmt.Printf("CNI ADD: weft-cni ADD+DEL on weft-node-1 through libcni, %d with the closed-start wait and %d without, interleaved. ", adds, adds)
@@ -433,9 +509,14 @@ func report(npods, npol, rounds, adds int, baseline [2]figure.Rounds, phases []*
 			p.rr.Median().Format("%.0f"), p.rr.Spread("%.0f"), figure.Div(baseline[1].Median(), p.rr.Median()).Format("%.3f"),
 			p.rss.Format("%.0f MiB"), p.syncMillis.Format("%.1f ms"))
 	}
-	many := phases[len(phases)-1]
+	many, tiers := phases[1], phases[2]
 	fmt.Println()
+	fmt.Printf("Admin ClusterNetworkPolicy create → enforced with %d policies + %d cluster policies: p50 %s, p99 %s (%d samples).\n\n", npol+1, ncnp,
+		pct(tiers.cnpEnforce, 0.5).Format("%.3f s"), pct(tiers.cnpEnforce, 0.99).Format("%.3f s"), len(tiers.cnpEnforce))
 	fmt.Printf("- p99 create → enforced at %d policies ≤ 1 s: %s.\n", npol+1, pct(many.enforce, 0.99).Verdict(func(x float64) bool { return x <= 1 }))
+	fmt.Printf("- p99 create → enforced with %d cluster policies ≤ 1 s: NetworkPolicy %s, ClusterNetworkPolicy %s.\n", ncnp,
+		pct(tiers.enforce, 0.99).Verdict(func(x float64) bool { return x <= 1 }), pct(tiers.cnpEnforce, 0.99).Verdict(func(x float64) bool { return x <= 1 }))
+	fmt.Printf("- throughput with %d policies + %d cluster policies / none ≥ 0.95: %s.\n", npol+1, ncnp, figure.Div(tiers.gbps.Median(), baseline[0].Median()).Verdict(func(x float64) bool { return x >= 0.95 }))
 	fmt.Printf("- throughput with %d policies / none ≥ 0.95: %s.\n", npol+1, figure.Div(many.gbps.Median(), baseline[0].Median()).Verdict(func(x float64) bool { return x >= 0.95 }))
 	fmt.Printf("- the closed-start wait adds ≤ 20 ms to ADD's median: %s (1 policy), %s (%d policies).\n\n",
 		extra(phases[0]).Verdict(func(x float64) bool { return x <= 20 }), extra(many).Verdict(func(x float64) bool { return x <= 20 }), npol+1)

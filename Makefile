@@ -11,7 +11,7 @@ K8S_VERSION := v1.37.2
 export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-upstream e2e-doc e2e-lb-doc cnp-conformance bench clean lab-down manifests crds image
+.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-frr e2e-upstream e2e-doc e2e-lb-doc cnp-conformance bench clean lab-down manifests crds image
 
 all: build
 
@@ -61,6 +61,10 @@ test-e2e: build lab-image lab-image-next testbins
 # weft-cni and the agents are killed (make test runs 300).
 churn: build lab-image testbins
 	WEFT_CHURN_PODS=1000 go test -count=1 -tags e2e -timeout 40m -v -run TestCNIChurnWithKills ./test/e2e/
+
+# The BGP lab test against FRR (make test runs it against BIRD).
+e2e-frr: build lab-image testbins
+	WEFT_BGP_ROUTERS=frr go test -count=1 -tags e2e -timeout 30m -v -run TestCrossNodeBGP ./test/e2e/
 
 # The upstream [sig-network] e2e suite against the lab: FOCUS=regex SKIP=regex.
 e2e-upstream: deps build lab-image testbins

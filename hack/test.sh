@@ -20,7 +20,9 @@ go test -count=1 -run '^$' -fuzz FuzzParseResponse -fuzztime 200000x ./internal/
 echo "== lab end-to-end tests"
 # The CNI churn test with 300 pods here (its kill loop makes it the longest
 # test, and its time grows with CNI ADD latency); make churn runs 1,000.
-WEFT_CHURN_PODS=${WEFT_CHURN_PODS:-300} go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
+# The BGP test with BIRD only: FRR makes the same checks against another
+# router (make e2e-frr).
+WEFT_BGP_ROUTERS=${WEFT_BGP_ROUTERS:-bird} WEFT_CHURN_PODS=${WEFT_CHURN_PODS:-300} go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/...
 echo "== ClusterNetworkPolicy conformance (network-policy-api's suite): the tests that check a behaviour once"
 echo "   (tier integration with NetworkPolicy, priorities and Pass, same-priority ties, named ports;"
 echo "   make cnp-conformance runs all 30 and writes docs/conformance/)"

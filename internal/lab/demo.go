@@ -327,6 +327,11 @@ func (l *Lab) demoPolicy(ctx context.Context, w io.Writer, client kubernetes.Int
 		return nil, err
 	}
 	checks = append(checks, more...)
+	more, err = l.demoDomainNames(ctx, frontend)
+	if err != nil {
+		return nil, err
+	}
+	checks = append(checks, more...)
 	fmt.Fprintf(w, "NetworkPolicy and ClusterNetworkPolicy (table inet weft-policy, judged on the receiving node):")
 	PrintChecks(w, checks)
 	line := l.denialLine(target)
@@ -365,6 +370,55 @@ func (l *Lab) demoClusterPolicy(ctx context.Context, probe func(want string) Che
 	c = probe("allowed")
 	c.What, c.From = "admin rule as Pass: NetworkPolicy decides", frontend+" (role=frontend)"
 	return append(checks, c), nil
+}
+
+// demoDomainNames lets the frontend reach www.outside.test and nothing
+// else outside: its address is blocked until the pod has looked the name
+// up through the node-local DNS cache, then reached by name.
+func (l *Lab) demoDomainNames(ctx context.Context, frontend corev1.Pod) ([]Check, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", l.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1beta1().ClusterNetworkPolicies()
+	subject := cnp.ClusterNetworkPolicySubject{Pods: &cnp.NamespacedPod{
+		NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: DemoNamespace}},
+		PodSelector:       metav1.LabelSelector{MatchLabels: map[string]string{"role": "frontend"}}}}
+	pols := []*cnp.ClusterNetworkPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "demo-egress-www"}, Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 20, Subject: subject,
+			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionAccept,
+				To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"www.outside.test"}}}}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "demo-egress-outside"}, Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 30, Subject: subject,
+			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionDeny,
+				To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{OutsideIP + "/24"}}}}}}},
+	}
+	for _, p := range pols {
+		if _, err := cs.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		defer func() { _ = cs.Delete(context.Background(), p.Name, metav1.DeleteOptions{}) }()
+	}
+	curl := func(url, want string) Check {
+		got := ""
+		for i := 0; i < 20 && got != want; i++ {
+			got = "blocked"
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if l.Exec(cctx, ExecOptions{Target: frontend.Namespace + "/" + frontend.Name,
+				Argv: []string{"curl", "-sS", "--connect-timeout", "0.5", "-m", "2", url}, Stdout: io.Discard, Stderr: io.Discard}) == nil {
+				got = "allowed"
+			}
+			cancel()
+			if got != want {
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		return Check{Node: frontend.Spec.NodeName + " → outside", From: frontend.Name + " (role=frontend)", To: url, Want: want, Got: got, OK: got == want}
+	}
+	c1 := curl("http://"+OutsideIP+":8080/", "blocked")
+	c1.What = "domainNames www.outside.test: before any lookup"
+	c2 := curl("http://www.outside.test:8080/", "allowed")
+	c2.What = "domainNames www.outside.test: by name"
+	return []Check{c1, c2}, nil
 }
 
 // denialLine is the last "denied by NetworkPolicy" line of the agent on

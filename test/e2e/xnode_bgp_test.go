@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -31,8 +32,15 @@ import (
 // bad BGPPeer is reported without disturbing the others, an agent restart
 // keeps routes and streams (graceful restart), and a dead node's routes
 // go within the hold time, and within a second with BFD.
+//
+// WEFT_BGP_ROUTERS (comma-separated, default "bird,frr") picks the routers:
+// make test runs BIRD alone, make e2e-frr FRR.
 func TestCrossNodeBGP(t *testing.T) {
-	for _, router := range []string{lab.RouterBIRD, lab.RouterFRR} {
+	routers := []string{lab.RouterBIRD, lab.RouterFRR}
+	if v := os.Getenv("WEFT_BGP_ROUTERS"); v != "" {
+		routers = strings.Split(v, ",")
+	}
+	for _, router := range routers {
 		t.Run(router, func(t *testing.T) { bgpWithRouter(t, router) })
 	}
 }

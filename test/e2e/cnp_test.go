@@ -18,20 +18,26 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+	npav1beta1 "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned/typed/apis/v1beta1"
 
 	"weft.dev/weft/internal/lab"
 )
+
+func clusterPolicies(t *testing.T) npav1beta1.ClusterNetworkPolicyInterface {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", theLab.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return npaclient.NewForConfigOrDie(cfg).PolicyV1beta1().ClusterNetworkPolicies()
+}
 
 // ClusterNetworkPolicy tiers on the lab, across nodes: a baseline Deny
 // between tenants holds until a NetworkPolicy allows the traffic; an
 // admin Deny beats that NetworkPolicy; changed to Pass, it hands the
 // decision back to the NetworkPolicy.
 func TestClusterNetworkPolicyTiers(t *testing.T) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", theLab.Kubeconfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1beta1().ClusterNetworkPolicies()
+	cs := clusterPolicies(t)
 	ctx := context.Background()
 	ns, peerNS := newNamespace(t), newNamespace(t)
 	if _, err := client.CoreV1().Namespaces().Patch(ctx, peerNS, types.MergePatchType,
@@ -111,11 +117,7 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 // of the denied range, and follows a changed answer once the old TTL ran
 // out.
 func TestClusterNetworkPolicyDomainNames(t *testing.T) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", theLab.Kubeconfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := npaclient.NewForConfigOrDie(cfg).PolicyV1beta1().ClusterNetworkPolicies()
+	cs := clusterPolicies(t)
 	ctx := context.Background()
 	const first, second = "203.0.113.10", "203.0.113.11"
 	if out, err := hostCommand("ip", "-n", lab.OutsideNS, "addr", "add", second+"/24", "dev", "eth0"); err != nil {

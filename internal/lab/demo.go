@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"sort"
@@ -390,7 +391,7 @@ func (l *Lab) demoDomainNames(ctx context.Context, frontend corev1.Pod) ([]Check
 				To: []cnp.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnp.DomainName{"www.outside.test"}}}}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "demo-egress-outside"}, Spec: cnp.ClusterNetworkPolicySpec{Tier: cnp.AdminTier, Priority: 30, Subject: subject,
 			Egress: []cnp.ClusterNetworkPolicyEgressRule{{Action: cnp.ClusterNetworkPolicyRuleActionDeny,
-				To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{OutsideIP + "/24"}}}}}}},
+				To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{cnp.CIDR(netip.MustParsePrefix(OutsideIP + "/24").Masked().String())}}}}}}},
 	}
 	for _, p := range pols {
 		if _, err := cs.Create(ctx, p, metav1.CreateOptions{}); err != nil {

@@ -198,8 +198,10 @@ func ParseResponse(b []byte, r *Response) error {
 			lengths++
 			r.ContentLength = n
 		case equalFold(name, "transfer-encoding"):
-			if r.Chunked || !equalFold(bytes.TrimSpace(value), "chunked") {
-				return ErrBadResponse // only chunked, once
+			// Only chunked, once; never in HTTP/1.0, whose framing RFC 9112
+			// §6.1 calls faulty when it has one (net/http reads until close).
+			if r.Chunked || !equalFold(bytes.TrimSpace(value), "chunked") || string(b[:8]) == "HTTP/1.0" {
+				return ErrBadResponse
 			}
 			r.Chunked = true
 		case equalFold(name, "connection"):

@@ -105,6 +105,7 @@ func TestParseResponse(t *testing.T) {
 		"HTTP/2.0 200 OK\r\n\r\n",
 		"HTTP/1.1 200 OK\nContent-Length: 1\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nX : y\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", // RFC 9112 §6.1: faulty framing
 	} {
 		if err := ParseResponse([]byte(head), &r); err == nil {
 			t.Errorf("%q accepted", head)

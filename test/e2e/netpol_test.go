@@ -338,7 +338,7 @@ func TestNetworkPolicyDenialIsLoggedAndCounted(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		want := fmt.Sprintf(`weft_policy_denied_packets_total{direction="ingress",namespace=%q}`, ns)
+		want := fmt.Sprintf(`weft_policy_denied_packets_total{direction="ingress",namespace=%q,policy="",tier="networkpolicy"}`, ns)
 		if !strings.Contains(out, want) {
 			return fmt.Errorf("metrics lack %s", want)
 		}

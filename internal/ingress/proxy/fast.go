@@ -195,7 +195,7 @@ func (p *Proxy) fastRoute(s *Snapshot, req *h1.Request) (route.Backend, string, 
 	var b route.Backend
 	source := "default"
 	if rt, ok := s.Table.Match(string(req.Host), string(req.Path)); ok {
-		if rt.Policy != nil || rt.Canary != nil || rt.Pattern != nil {
+		if rt.Policy != nil || rt.Canary != nil || rt.Pattern != nil || len(rt.Rules) > 0 {
 			return b, "", false
 		}
 		b, source = rt.Backend, rt.Source

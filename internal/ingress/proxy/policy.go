@@ -88,6 +88,9 @@ func (b *idleBody) Close() error {
 // response (replacing any the backend set, so a client never sees two).
 func onResponse(resp *http.Response) error {
 	pk, _ := resp.Request.Context().Value(ctxKey{}).(*pick)
+	if pk != nil && pk.rule != nil {
+		pk.rule.Filters.ResponseHeaders.Apply(resp.Header)
+	}
 	if pk == nil || pk.policy == nil {
 		return nil
 	}

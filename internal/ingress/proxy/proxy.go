@@ -33,6 +33,17 @@ type Snapshot struct {
 	// H2C marks backends that speak HTTP/2 without TLS (the Service
 	// port's appProtocol kubernetes.io/h2c or grpc): gRPC's.
 	H2C map[route.Backend]bool
+	// Ports are the Gateway listeners' ports on the proxy, by number.
+	Ports map[int]*Port
+}
+
+// Port is a Gateway listener port on the proxy: the routes of every
+// listener of one Gateway on that port.
+type Port struct {
+	Table *route.Table
+	// TLS: HTTPS; certificates by host in Certs.
+	TLS   bool
+	Certs map[string]*tls.Certificate
 }
 
 // Config holds the proxy's limits.
@@ -78,6 +89,7 @@ type pick struct {
 	path    string         // the route's path (the affinity cookie's default)
 	pattern *regexp.Regexp // a regex route's (rewrite-target's groups)
 	tls     bool           // the client came over TLS
+	rule    *route.Rule    // a Gateway API rule's (nil: an Ingress route)
 }
 
 // New returns a proxy serving an empty snapshot (every request 404); its
@@ -123,6 +135,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.policy != nil && pk.policy.BackendTLS {
 			pr.Out.URL.Scheme = "https"
 		}
+		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.rule != nil {
+			applyRule(pr, pk.rule, pk.path)
+		}
 		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.policy != nil {
 			if pk.policy.Host != "" {
 				pr.Out.Host = pk.policy.Host
@@ -157,18 +172,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := p.snap.Load()
 	var backend *route.Backend
 	var pol *route.Policy
+	var rule *route.Rule
 	source, path := "none", "/"
 	var pattern *regexp.Regexp
-	if rt, ok := s.Table.Match(r.Host, r.URL.Path); ok {
-		backend, source, pol, path, pattern = &rt.Backend, rt.Source, rt.Policy, rt.Path, rt.Pattern
+	table := s.tableFor(r)
+	if rt, x, ok := table.MatchRequest(r); ok {
+		backend, source, pol, path, pattern, rule = &rt.Backend, rt.Source, rt.Policy, rt.Path, rt.Pattern, x
 		if pattern != nil {
 			path = "/" // a regex is no cookie path
 		}
 		if c := rt.Canary; c != nil && len(s.Endpoints[c.Backend]) > 0 && useCanary(r, c, rand.IntN) {
 			backend, source = &c.Backend, c.Source
 		}
-	} else if s.Table.Default != nil {
-		backend, source = s.Table.Default, "default"
+	} else if table.Default != nil {
+		backend, source = table.Default, "default"
 	}
 	status := 0
 	defer func() {
@@ -177,6 +194,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.cfg.AccessLog.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
 			"client", r.RemoteAddr, "ingress", source, "took", took)
 	}()
+	if rule != nil {
+		source = rule.Source
+		if backend, pol, status = answerByRule(w, r, rule, path); status != 0 {
+			return
+		}
+	}
 	if backend == nil {
 		status = http.StatusNotFound
 		http.Error(w, "no route", status)
@@ -202,7 +225,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	pk := &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol, path: path, pattern: pattern, tls: r.TLS != nil}
+	pk := &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol, path: path, pattern: pattern, tls: r.TLS != nil, rule: rule}
 	if pol != nil && pol.Affinity != nil {
 		pk.addrs, pk.pinned = pinned(r, pol.Affinity, pk.addrs)
 	}

@@ -55,6 +55,9 @@ type Route struct {
 	Pattern *regexp.Regexp
 	// Canary is another backend some of the route's requests go to.
 	Canary *Canary
+	// Rules are a Gateway API path's rules in precedence order (nil for
+	// an Ingress route, which serves Backend).
+	Rules []*Rule
 }
 
 // CanaryRule says which requests go to a canary (ingress-nginx's canary
@@ -109,6 +112,10 @@ type Table struct {
 	any      *VirtualHost
 	// Default serves requests no route matches (nil: 404).
 	Default *Backend
+	// DeepWildcards: "*.example.com" stands for any number of labels in
+	// front, the longest suffix first (Gateway API); else one label
+	// (Ingress).
+	DeepWildcards bool
 }
 
 // NewTable returns an empty table.
@@ -202,37 +209,65 @@ func (t *Table) Match(host, reqPath string) (r *Route, ok bool) {
 }
 
 func (t *Table) hostFor(host string) *VirtualHost {
-	host = strings.ToLower(stripPort(host))
-	if vh := t.exact[host]; vh != nil {
-		return vh
-	}
-	if i := strings.IndexByte(host, '.'); i > 0 {
-		if vh := t.wildcard[host[i+1:]]; vh != nil {
-			return vh
-		}
-	}
-	return t.any
+	var found *VirtualHost
+	t.hosts(host, func(vh *VirtualHost) bool { found = vh; return true })
+	return found
 }
 
-// match: an Exact route can only match the whole path, which is longer
-// than any Prefix match on it or as long; then Prefix routes from the
-// longest element-wise prefix down to "/".
+// hosts offers the virtual hosts a request's host matches, most specific
+// first, until take returns true: the exact name, wildcards (one label
+// in front, or with DeepWildcards any number, the longest suffix first),
+// the catch-all.
+func (t *Table) hosts(host string, take func(*VirtualHost) bool) {
+	host = strings.ToLower(stripPort(host))
+	if vh := t.exact[host]; vh != nil && take(vh) {
+		return
+	}
+	for rest := host; ; {
+		i := strings.IndexByte(rest, '.')
+		if i <= 0 {
+			break
+		}
+		rest = rest[i+1:]
+		if vh := t.wildcard[rest]; vh != nil && take(vh) {
+			return
+		}
+		if !t.DeepWildcards {
+			break
+		}
+	}
+	if t.any != nil {
+		take(t.any)
+	}
+}
+
+// match: the first route each offers.
 func (vh *VirtualHost) match(p string) (*Route, bool) {
-	if r := vh.exact[p]; r != nil {
-		return r, true
+	var r *Route
+	vh.each(p, func(c *Route) bool { r = c; return true })
+	return r, r != nil
+}
+
+// each offers the routes matching path p, best first, until take returns
+// true: an Exact route can only match the whole path, which is longer
+// than any Prefix match on it or as long; then regex routes; then Prefix
+// routes from the longest element-wise prefix down to "/".
+func (vh *VirtualHost) each(p string, take func(*Route) bool) {
+	if r := vh.exact[p]; r != nil && take(r) {
+		return
 	}
 	for _, r := range vh.regex {
-		if r.Pattern.MatchString(p) {
-			return r, true
+		if r.Pattern.MatchString(p) && take(r) {
+			return
 		}
 	}
 	cur := prefixKey(p)
 	for {
-		if r := vh.prefix[cur]; r != nil {
-			return r, true
+		if r := vh.prefix[cur]; r != nil && take(r) {
+			return
 		}
 		if cur == "/" {
-			return nil, false
+			return
 		}
 		i := strings.LastIndexByte(cur, '/')
 		if i <= 0 {

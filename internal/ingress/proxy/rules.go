@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+
+	"weft.dev/weft/internal/ingress/route"
+)
+
+// tableFor is the route table of the port the request came in on: a
+// Gateway listener's, else the Ingresses'.
+func (s *Snapshot) tableFor(r *http.Request) *route.Table {
+	if len(s.Ports) == 0 {
+		return s.Table
+	}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ta, ok := a.(*net.TCPAddr); ok {
+			if pt := s.Ports[ta.Port]; pt != nil {
+				return pt.Table
+			}
+		}
+	}
+	return s.Table
+}
+
+// answerByRule answers what a Gateway API rule answers itself (its
+// redirect; 500 for a rule without a usable backend, as the API asks),
+// or picks the backend by weight and returns it with the policy the
+// rule's timeouts make.
+func answerByRule(w http.ResponseWriter, r *http.Request, rule *route.Rule, prefix string) (*route.Backend, *route.Policy, int) {
+	if to := rule.Filters.Redirect; to != nil {
+		w.Header().Set("Location", redirectLocation(r, to, prefix))
+		w.WriteHeader(to.Code)
+		return nil, nil, to.Code
+	}
+	b := rule.PickRandom()
+	if b == nil || b.Invalid {
+		http.Error(w, "no usable backend", http.StatusInternalServerError)
+		return nil, nil, http.StatusInternalServerError
+	}
+	var pol *route.Policy
+	if t := rule.Filters.Timeout; t > 0 || rule.Filters.BackendTimeout > 0 {
+		if bt := rule.Filters.BackendTimeout; bt > 0 && (t == 0 || bt < t) {
+			t = bt
+		}
+		pol = &route.Policy{ReadTimeout: t}
+	}
+	return &b.Backend, pol, 0
+}
+
+// redirectLocation builds a RequestRedirect's Location from the request:
+// a field not set keeps the request's value; the port is left out when
+// it is the scheme's well-known one.
+func redirectLocation(r *http.Request, to *route.RedirectTo, prefix string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host, port := r.Host, ""
+	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+		host, port = h, p
+	}
+	if to.Scheme != "" {
+		scheme, port = to.Scheme, "" // the scheme's well-known port unless one is set
+	}
+	if to.Host != "" {
+		host = to.Host
+	}
+	if to.Port != 0 {
+		port = strconv.Itoa(int(to.Port))
+	}
+	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
+		port = ""
+	}
+	if port != "" {
+		host = net.JoinHostPort(host, port)
+	}
+	p := r.URL.Path
+	if to.Path != nil {
+		p = to.Path.NewPath(route.CleanPath(p), prefix)
+	}
+	loc := scheme + "://" + host + p
+	if r.URL.RawQuery != "" {
+		loc += "?" + r.URL.RawQuery
+	}
+	return loc
+}
+
+// applyRule makes the request a rule's filters ask for: its header
+// changes and URL rewrite.
+func applyRule(pr *httputil.ProxyRequest, rule *route.Rule, prefix string) {
+	rule.Filters.RequestHeaders.Apply(pr.Out.Header)
+	rw := rule.Filters.Rewrite
+	if rw == nil {
+		return
+	}
+	if rw.Host != "" {
+		pr.Out.Host = rw.Host
+	}
+	if rw.Path != nil {
+		pr.Out.URL.Path = rw.Path.NewPath(route.CleanPath(pr.In.URL.Path), prefix)
+		pr.Out.URL.RawPath = ""
+	}
+}

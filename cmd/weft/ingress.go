@@ -21,15 +21,19 @@ import (
 	"golang.org/x/sync/errgroup"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 
 	"weft.dev/weft/internal/ingress/controller"
+	"weft.dev/weft/internal/ingress/gateway"
 	"weft.dev/weft/internal/ingress/nginx"
 	"weft.dev/weft/internal/ingress/proxy"
+	"weft.dev/weft/internal/kubeclient"
 	"weft.dev/weft/internal/logbuf"
 )
 
 func ingressCmd() *cobra.Command {
-	var kubeconfig, httpAddr, httpsAddr, healthAddr string
+	var kubeconfig, httpAddr, httpsAddr, healthAddr, gatewayNS, gatewaySelector string
 	var accessBuf int
 	var cfg controller.Config
 	pcfg := proxy.DefaultConfig()
@@ -58,7 +62,16 @@ func ingressCmd() *cobra.Command {
 			health := http.NewServeMux()
 			health.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
 			health.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-			ctrl := controller.New(cfg, client, p, certs, log.With("component", "ingress-controller"))
+			var ctrl *controller.Controller
+			var gwc *gateway.Controller
+			if gatewayNS != "" {
+				gwc, err = newGatewayController(kubeconfig, gatewayNS, gatewaySelector, client, log, func() { ctrl.Kick() })
+				if err != nil {
+					return err
+				}
+				cfg.GatewayPorts = gwc.Ports
+			}
+			ctrl = controller.New(cfg, client, p, certs, log.With("component", "ingress-controller"))
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			protocols := new(http.Protocols)
@@ -74,6 +87,15 @@ func ingressCmd() *cobra.Command {
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return ctrl.Run(gctx) })
 			g.Go(func() error { access.Run(gctx, time.Second); return nil })
+			if gwc != nil {
+				g.Go(func() error { return gwc.Run(gctx) })
+				g.Go(func() error {
+					p.RunPorts(gctx, "", func() *http.Server {
+						return &http.Server{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, Protocols: protocols, IdleTimeout: 120 * time.Second}
+					})
+					return nil
+				})
+			}
 			// Plain HTTP: the proxy's fast path first, net/http for what it
 			// hands over.
 			plain, err := net.Listen("tcp", httpAddr)
@@ -114,10 +136,24 @@ func ingressCmd() *cobra.Command {
 	f.StringVar(&httpsAddr, "https", ":443", "HTTPS listen address")
 	f.StringVar(&healthAddr, "health", ":10254", "/healthz and /metrics listen address")
 	f.StringVar(&cfg.PublishService, "publish-service", "", "namespace/name of the LoadBalancer Service in front of this proxy: its addresses go into Ingress status")
+	f.StringVar(&gatewayNS, "gateway-namespace", "", "serve the Gateway API: each Gateway's LoadBalancer Service is made in this namespace, the proxy's own (empty: no Gateway API)")
+	f.StringVar(&gatewaySelector, "gateway-selector", "app.kubernetes.io/name=weft-ingress", "labels of the proxy's pods, which the Gateways' Services select")
 	f.IntVar(&accessBuf, "access-log-buffer", 64<<10, "bytes of access records kept before a write, flushed at least every second (0: each written at once)")
 	f.Int64Var(&pcfg.MaxBodyBytes, "max-body-bytes", pcfg.MaxBodyBytes, "largest request body (0: no limit)")
 	cmd.AddCommand(ingressMigrateCmd())
 	return cmd
+}
+
+func newGatewayController(kubeconfig, ns, selector string, client kubernetes.Interface, log *slog.Logger, changed func()) (*gateway.Controller, error) {
+	sel, err := labels.ConvertSelectorToLabelsMap(selector)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-selector: %w", err)
+	}
+	gw, err := kubeclient.NewGatewayAPI(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return gateway.New(gateway.Config{Namespace: ns, Selector: sel}, client, gw, log.With("component", "gateway-controller"), changed), nil
 }
 
 func ingressMigrateCmd() *cobra.Command {

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
@@ -80,4 +81,13 @@ func NewPolicyAPI(kubeconfig string) (npaclient.Interface, error) {
 		return nil, err
 	}
 	return npaclient.NewForConfig(cfg)
+}
+
+// NewGatewayAPI returns a client of sigs.k8s.io/gateway-api's resources.
+func NewGatewayAPI(kubeconfig string) (gwclient.Interface, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return gwclient.NewForConfig(cfg)
 }

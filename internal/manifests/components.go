@@ -107,6 +107,19 @@ func statusLease(c Config) []runtime.Object {
 	}
 }
 
+// gatewayServices: weft ingress makes each Gateway's LoadBalancer Service
+// in its own namespace, and may write Services nowhere else.
+func gatewayServices(c Config) []runtime.Object {
+	role := IngressName + "-gateway-services"
+	return []runtime.Object{
+		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"create", "update", "delete"}}}},
+		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: IngressName, Namespace: c.Namespace}}},
+	}
+}
+
 // ownNodeOnly: a pod-bound ServiceAccount token names its node; the agent
 // may change only the Node of that name.
 func ownNodeOnly(c Config) []runtime.Object {
@@ -260,10 +273,13 @@ func ingress(c Config) []runtime.Object {
 	out := rbac(c, IngressName, []rbacv1.PolicyRule{
 		read("networking.k8s.io", "ingresses", "ingressclasses"),
 		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingresses/status"}, Verbs: []string{"update", "patch"}},
-		read("", "services", "secrets", "configmaps"),
+		read("", "services", "secrets", "configmaps", "namespaces"),
 		read("discovery.k8s.io", "endpointslices"),
 		eventsRule,
+		read("gateway.networking.k8s.io", "gatewayclasses", "gateways", "httproutes", "referencegrants"),
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses/status", "gateways/status", "httproutes/status"}, Verbs: []string{"update"}},
 	})
+	out = append(out, gatewayServices(c)...)
 	labels := map[string]string{"app.kubernetes.io/name": IngressName}
 	class := &networkingv1.IngressClass{TypeMeta: typeMeta("networking.k8s.io/v1", "IngressClass"),
 		ObjectMeta: metav1.ObjectMeta{Name: IngressClassName, Labels: labels}, Spec: networkingv1.IngressClassSpec{Controller: "weft.dev/ingress"}}
@@ -286,7 +302,7 @@ func ingress(c Config) []runtime.Object {
 						PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: "kubernetes.io/hostname",
 							LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}}}}},
 				Containers: []corev1.Container{{Name: "ingress", Image: c.Image,
-					Args:  []string{"ingress", "--publish-service=" + c.Namespace + "/" + IngressName},
+					Args:  []string{"ingress", "--publish-service=" + c.Namespace + "/" + IngressName, "--gateway-namespace=" + c.Namespace},
 					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}, {Name: "https", ContainerPort: 443}, {Name: "health", ContainerPort: 10254}},
 					SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
 						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_BIND_SERVICE"}}},

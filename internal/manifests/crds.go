@@ -13,9 +13,10 @@ import (
 
 // The CustomResourceDefinitions weft serves: its own APIs (bgp.weft.dev),
 // shipped whatever the backend so that a cluster can switch to bgp, and
-// sigs.k8s.io/network-policy-api's ClusterNetworkPolicy as that module
-// ships it (experimental channel; make crds takes it from the version in
-// go.mod).
+// sigs.k8s.io/network-policy-api's ClusterNetworkPolicy (experimental
+// channel) and the Gateway API resources weft serves (GatewayClass,
+// Gateway, HTTPRoute, ReferenceGrant; standard channel), as their modules
+// ship them (make crds takes them from the versions in go.mod).
 //
 //go:embed crds/*.yaml
 var crdFiles embed.FS

@@ -189,18 +189,25 @@ func checkCRD(t *testing.T, doc string) {
 
 // The ClusterNetworkPolicy CRD shipped is the one of the module version
 // go.mod names, unchanged.
-func TestClusterNetworkPolicyCRDIsTheModules(t *testing.T) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/network-policy-api").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	const file = "policy.networking.k8s.io_clusternetworkpolicies.yaml"
-	want, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "config/crd/experimental", file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := crdFiles.ReadFile("crds/" + file)
-	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("crds/%s is not the module's (%v): run make crds", file, err)
+func TestUpstreamCRDsAreTheModules(t *testing.T) {
+	for _, c := range []struct{ module, dir, file string }{
+		{"sigs.k8s.io/network-policy-api", "config/crd/experimental", "policy.networking.k8s.io_clusternetworkpolicies.yaml"},
+		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_gatewayclasses.yaml"},
+		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_gateways.yaml"},
+		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_httproutes.yaml"},
+		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_referencegrants.yaml"},
+	} {
+		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", c.module).Output()
+		if err != nil {
+			t.Fatalf("go list: %v", err)
+		}
+		want, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), c.dir, c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := crdFiles.ReadFile("crds/" + c.file)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("crds/%s is not the module's (%v): run make crds", c.file, err)
+		}
 	}
 }

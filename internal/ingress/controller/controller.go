@@ -33,6 +33,9 @@ type Config struct {
 	// PublishService (namespace/name) is the LoadBalancer Service in front
 	// of the proxy: its addresses go into each Ingress's status.
 	PublishService string
+	// GatewayPorts, when set, are the Gateway listeners' ports to serve
+	// beside the Ingresses (the Gateway API controller's).
+	GatewayPorts func() map[int]*proxy.Port
 }
 
 // Controller keeps the proxy's snapshot and certificates current.
@@ -49,8 +52,8 @@ type Controller struct {
 	classes  cache.SharedIndexInformer
 	services corelisters.ServiceLister
 	slices   discoverylisters.EndpointSliceLister
-	secrets  *namedWatch
-	configs  *namedWatch
+	secrets  *NamedWatch
+	configs  *NamedWatch
 	trigger  chan struct{}
 
 	mu       sync.Mutex
@@ -64,8 +67,8 @@ func New(cfg Config, client kubernetes.Interface, p *proxy.Proxy, certs *Certs, 
 		ings: factory.Networking().V1().Ingresses().Informer(), classes: factory.Networking().V1().IngressClasses().Informer(),
 		services: factory.Core().V1().Services().Lister(), slices: factory.Discovery().V1().EndpointSlices().Lister(),
 		trigger: make(chan struct{}, 1), reported: map[route.Problem]bool{}}
-	c.secrets = newNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)
-	c.configs = newNamedWatch(client.CoreV1().RESTClient(), "configmaps", func() runtime.Object { return &corev1.ConfigMap{} }, c.kick)
+	c.secrets = NewNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)
+	c.configs = NewNamedWatch(client.CoreV1().RESTClient(), "configmaps", func() runtime.Object { return &corev1.ConfigMap{} }, c.kick)
 	for _, inf := range []cache.SharedIndexInformer{c.ings, c.classes, factory.Core().V1().Services().Informer(),
 		factory.Discovery().V1().EndpointSlices().Informer()} {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -73,6 +76,9 @@ func New(cfg Config, client kubernetes.Interface, p *proxy.Proxy, certs *Certs, 
 	}
 	return c
 }
+
+// Kick makes the controller rebuild the snapshot soon.
+func (c *Controller) Kick() { c.kick() }
 
 func (c *Controller) kick() {
 	select {
@@ -93,8 +99,8 @@ func (c *Controller) Run(ctx context.Context) error {
 			return fmt.Errorf("cache of %v did not sync", typ)
 		}
 	}
-	defer c.secrets.stop()
-	defer c.configs.stop()
+	defer c.secrets.Stop()
+	defer c.configs.Stop()
 	tick := time.NewTicker(30 * time.Second) // status drift, certificates expiring in place
 	defer tick.Stop()
 	for {
@@ -120,8 +126,13 @@ func (c *Controller) sync(ctx context.Context) {
 		classes = append(classes, o.(*networkingv1.IngressClass))
 	}
 	ours := Ours(ings, classes)
-	c.configs.want(HeaderConfigMaps(ours))
-	snap, tlsRefs, probs := Build(ours, listers{c.services, c.slices, c.configs})
+	c.configs.Want(HeaderConfigMaps(ours))
+	l := listers{c.services, c.slices, c.configs}
+	snap, tlsRefs, probs := Build(ours, l)
+	if c.cfg.GatewayPorts != nil {
+		snap.Ports = c.cfg.GatewayPorts()
+		ResolvePorts(snap, l)
+	}
 	c.proxy.Swap(snap)
 	probs = append(probs, c.updateCerts(tlsRefs)...)
 	c.report(ours, probs)
@@ -135,11 +146,11 @@ func (c *Controller) updateCerts(refs []route.TLS) []route.Problem {
 	for _, ref := range refs {
 		keys = append(keys, ref.Namespace+"/"+ref.Name)
 	}
-	c.secrets.want(keys)
+	c.secrets.Want(keys)
 	byHost := map[string]*tls.Certificate{}
 	var probs []route.Problem
 	for _, ref := range refs {
-		sec, _ := c.secrets.get(ref.Namespace, ref.Name).(*corev1.Secret)
+		sec, _ := c.secrets.Get(ref.Namespace, ref.Name).(*corev1.Secret)
 		if sec == nil {
 			probs = append(probs, route.Problem{Ingress: ref.Source, Message: fmt.Sprintf("TLS secret %s not found (yet); the default certificate serves %v", ref.Name, ref.Hosts)})
 			continue
@@ -211,11 +222,11 @@ func (c *Controller) writeStatus(ctx context.Context, ours []*networkingv1.Ingre
 type listers struct {
 	services corelisters.ServiceLister
 	slices   discoverylisters.EndpointSliceLister
-	configs  *namedWatch
+	configs  *NamedWatch
 }
 
 func (l listers) ConfigMap(ns, name string) *corev1.ConfigMap {
-	cm, _ := l.configs.get(ns, name).(*corev1.ConfigMap)
+	cm, _ := l.configs.Get(ns, name).(*corev1.ConfigMap)
 	return cm
 }
 

@@ -96,6 +96,26 @@ func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS
 	return s, tls, probs
 }
 
+// ResolvePorts adds the endpoints of every backend the Gateway listeners'
+// rules name to the snapshot.
+func ResolvePorts(s *proxy.Snapshot, l Lister) {
+	for _, pt := range s.Ports {
+		for _, t := range pt.Tables {
+			for _, r := range t.Routes() {
+				for _, rule := range r.Rules {
+					for _, b := range rule.Backends {
+						if _, done := s.Endpoints[b.Backend]; done || b.Invalid {
+							continue
+						}
+						eps, h2c, _ := endpoints(b.Backend, l) // the route's status reports what does not resolve
+						s.Endpoints[b.Backend], s.H2C[b.Backend] = eps, h2c
+					}
+				}
+			}
+		}
+	}
+}
+
 // readAnnotations reads each Ingress's ingress-nginx annotations into the
 // policy of its routes and the table's options: the hosts whose paths are
 // regular expressions (every host of an Ingress with use-regex or

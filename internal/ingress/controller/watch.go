@@ -10,11 +10,11 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// namedWatch keeps one informer per object an Ingress names (a Secret for
+// NamedWatch keeps one informer per object an Ingress names (a Secret for
 // TLS, a ConfigMap for custom headers), each with a field selector on its
 // name, so the controller never lists or caches any other object of the
 // kind.
-type namedWatch struct {
+type NamedWatch struct {
 	client   rest.Interface
 	resource string
 	newObj   func() runtime.Object
@@ -28,13 +28,13 @@ type oneObject struct {
 	stop  chan struct{}
 }
 
-func newNamedWatch(client rest.Interface, resource string, newObj func() runtime.Object, changed func()) *namedWatch {
-	return &namedWatch{client: client, resource: resource, newObj: newObj, changed: changed, watches: map[string]*oneObject{}}
+func NewNamedWatch(client rest.Interface, resource string, newObj func() runtime.Object, changed func()) *NamedWatch {
+	return &NamedWatch{client: client, resource: resource, newObj: newObj, changed: changed, watches: map[string]*oneObject{}}
 }
 
-// want starts watches for newly named objects ("namespace/name") and
+// Want starts watches for newly named objects ("namespace/name") and
 // stops the rest.
-func (s *namedWatch) want(keys []string) {
+func (s *NamedWatch) Want(keys []string) {
 	keep := map[string]bool{}
 	var started []cache.InformerSynced
 	s.mu.Lock()
@@ -71,8 +71,8 @@ func (s *namedWatch) want(keys []string) {
 	}
 }
 
-// get returns the named object, nil when it is not (yet) there.
-func (s *namedWatch) get(ns, name string) any {
+// Get returns the named object, nil when it is not (yet) there.
+func (s *NamedWatch) Get(ns, name string) any {
 	s.mu.Lock()
 	w := s.watches[ns+"/"+name]
 	s.mu.Unlock()
@@ -86,4 +86,4 @@ func (s *namedWatch) get(ns, name string) any {
 	return o
 }
 
-func (s *namedWatch) stop() { s.want(nil) }
+func (s *NamedWatch) Stop() { s.Want(nil) }

@@ -37,13 +37,23 @@ type Snapshot struct {
 	Ports map[int]*Port
 }
 
-// Port is a Gateway listener port on the proxy: the routes of every
-// listener of one Gateway on that port.
+// Port is a Gateway's listener port on the proxy: a request goes to the
+// listener whose hostname fits its host best and is served by the routes
+// of that listener alone (listener isolation).
 type Port struct {
-	Table *route.Table
+	Hostnames []string       // each listener's ("" for any)
+	Tables    []*route.Table // each listener's routes
 	// TLS: HTTPS; certificates by host in Certs.
 	TLS   bool
 	Certs map[string]*tls.Certificate
+}
+
+// tableFor is the routes of the listener a host goes to (nil: none).
+func (pt *Port) tableFor(host string) *route.Table {
+	if i := route.MostSpecific(route.HostOnly(host), pt.Hostnames); i >= 0 {
+		return pt.Tables[i]
+	}
+	return nil
 }
 
 // Config holds the proxy's limits.
@@ -75,6 +85,7 @@ type Proxy struct {
 	ejected                     map[string]time.Time
 	metrics                     *metrics
 	up                          upstreams // the fast path's backend connections
+	swapped                     chan struct{}
 }
 
 type ctxKey struct{}
@@ -98,7 +109,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 	if cfg.AccessLog == nil {
 		cfg.AccessLog = log
 	}
-	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg), up: upstreams{idle: map[string][]*upConn{}}}
+	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg), up: upstreams{idle: map[string][]*upConn{}},
+		swapped: make(chan struct{}, 1)}
 	p.snap.Store(&Snapshot{Table: route.NewTable()})
 	transport := func(h2, tlsOn bool) *http.Transport {
 		t := &http.Transport{
@@ -165,7 +177,13 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 
 // Swap makes s the snapshot every new request sees; requests in flight
 // finish with the one they started with.
-func (p *Proxy) Swap(s *Snapshot) { p.snap.Store(s) }
+func (p *Proxy) Swap(s *Snapshot) {
+	p.snap.Store(s)
+	select {
+	case p.swapped <- struct{}{}:
+	default:
+	}
+}
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()

@@ -9,6 +9,8 @@ import (
 	"weft.dev/weft/internal/ingress/route"
 )
 
+var emptyTable = route.NewTable()
+
 // tableFor is the route table of the port the request came in on: a
 // Gateway listener's, else the Ingresses'.
 func (s *Snapshot) tableFor(r *http.Request) *route.Table {
@@ -18,7 +20,10 @@ func (s *Snapshot) tableFor(r *http.Request) *route.Table {
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		if ta, ok := a.(*net.TCPAddr); ok {
 			if pt := s.Ports[ta.Port]; pt != nil {
-				return pt.Table
+				if t := pt.tableFor(r.Host); t != nil {
+					return t
+				}
+				return emptyTable
 			}
 		}
 	}

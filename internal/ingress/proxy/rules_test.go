@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"weft.dev/weft/internal/ingress/route"
 )
@@ -70,4 +73,76 @@ func backendEcho(t *testing.T, name string) string {
 	}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// freePort is a TCP port on loopback nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestGatewayPortsIsolateListeners opens a Gateway's port when a snapshot
+// names it, sends each request to the listener whose hostname fits best
+// and to its routes alone, and closes the port when it goes.
+func TestGatewayPortsIsolateListeners(t *testing.T) {
+	p, _ := newProxy(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		p.RunPorts(ctx, "127.0.0.1", func() *http.Server { return &http.Server{ReadHeaderTimeout: 5 * time.Second} })
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	wild, exact := route.Backend{Namespace: "ns", Service: "wild", Port: 80}, route.Backend{Namespace: "ns", Service: "exact", Port: 80}
+	listener := func(host, path string, b route.Backend) *route.Table {
+		tb := route.NewTable()
+		tb.DeepWildcards = true
+		tb.Host(host).AddRule(route.Prefix, path, &route.Rule{Source: "HTTPRoute ns/" + b.Service, Backends: []route.WeightedBackend{{Backend: b, Weight: 1}}})
+		return tb
+	}
+	port := freePort(t)
+	p.Swap(&Snapshot{Table: route.NewTable(), Endpoints: map[route.Backend][]string{wild: {backendEcho(t, "wild")}, exact: {backendEcho(t, "exact")}},
+		Ports: map[int]*Port{port: {Hostnames: []string{"*.example.com", "foo.example.com"},
+			Tables: []*route.Table{listener("*.example.com", "/wild", wild), listener("foo.example.com", "/foo", exact)}}}})
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var code int
+	var body string
+	for i := 0; i < 100; i++ { // the port opens after the swap
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body = get(t, url+"/wild", "bar.example.com"); code != 200 || !strings.HasPrefix(body, "wild ") {
+		t.Errorf("bar.example.com/wild: %d %q", code, body)
+	}
+	if code, body = get(t, url+"/foo", "foo.example.com"); code != 200 || !strings.HasPrefix(body, "exact ") {
+		t.Errorf("foo.example.com/foo: %d %q", code, body)
+	}
+	// Listener isolation: foo.example.com belongs to its own listener,
+	// whose routes have no /wild.
+	if code, _ = get(t, url+"/wild", "foo.example.com"); code != 404 {
+		t.Errorf("foo.example.com/wild: %d, want 404 (the wildcard listener's route)", code)
+	}
+	if code, _ = get(t, url+"/wild", "other.test"); code != 404 {
+		t.Errorf("other.test/wild: %d, want 404 (no listener takes the host)", code)
+	}
+	p.Swap(&Snapshot{Table: route.NewTable()})
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			break
+		}
+		c.Close()
+		if i == 100 {
+			t.Fatal("the port stayed open after its Gateway went")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -293,6 +293,9 @@ func CleanPath(p string) string {
 	return c
 }
 
+// HostOnly is a Host header's name: lower-case, without port or final dot.
+func HostOnly(host string) string { return strings.ToLower(stripPort(host)) }
+
 func stripPort(host string) string {
 	if strings.HasPrefix(host, "[") {
 		if i := strings.IndexByte(host, ']'); i > 0 {

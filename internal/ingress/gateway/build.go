@@ -1,0 +1,133 @@
+// Package gateway translates Gateway API objects (GatewayClass, Gateway,
+// HTTPRoute, ReferenceGrant) into weft ingress's route model, one table per
+// listener on the proxy port serving it, and computes every status the
+// API asks for. Build is pure: the controller feeds it the informers'
+// objects and writes what it returns.
+package gateway
+
+import (
+	"crypto/tls"
+	"fmt"
+	"sort"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"weft.dev/weft/internal/ingress/proxy"
+)
+
+// ControllerName is what a GatewayClass names in spec.controllerName for
+// weft to serve its Gateways.
+const ControllerName = "weft.dev/gateway"
+
+// Input is every object Build reads.
+type Input struct {
+	Classes    []*gwv1.GatewayClass
+	Gateways   []*gwv1.Gateway
+	HTTPRoutes []*gwv1.HTTPRoute
+	Grants     []*gwv1.ReferenceGrant
+	// NamespaceLabels are each namespace's labels (allowedRoutes selectors).
+	NamespaceLabels map[string]map[string]string
+	// ServiceExists says whether a Service is there.
+	ServiceExists func(namespace, name string) bool
+	// Secret loads a TLS Secret's certificate (nil, error: unusable).
+	Secret func(namespace, name string) (*tls.Certificate, error)
+	// ProxyPorts is the proxy port serving each Gateway's listener port,
+	// as the controller allocated them; Addresses each Gateway's
+	// LoadBalancer addresses.
+	ProxyPorts map[types.NamespacedName]map[int32]int
+	Addresses  map[types.NamespacedName][]string
+}
+
+// Result is the proxy's ports and every status to write.
+type Result struct {
+	Ports    map[int]*proxy.Port
+	Classes  map[string][]metav1.Condition
+	Gateways map[types.NamespacedName]*gwv1.GatewayStatus
+	// Routes holds the parent statuses weft owns, per HTTPRoute.
+	Routes map[types.NamespacedName][]gwv1.RouteParentStatus
+}
+
+// Build translates the input.
+func Build(in Input) *Result {
+	res := &Result{Ports: map[int]*proxy.Port{}, Classes: map[string][]metav1.Condition{},
+		Gateways: map[types.NamespacedName]*gwv1.GatewayStatus{}, Routes: map[types.NamespacedName][]gwv1.RouteParentStatus{}}
+	ours := map[string]bool{}
+	for _, c := range in.Classes {
+		if c.Spec.ControllerName != ControllerName {
+			continue
+		}
+		ours[c.Name] = true
+		res.Classes[c.Name] = []metav1.Condition{cond(string(gwv1.GatewayClassConditionStatusAccepted), true,
+			string(gwv1.GatewayClassReasonAccepted), "weft serves this class", c.Generation)}
+	}
+	gws := map[types.NamespacedName]*gatewayState{}
+	for _, g := range sortedGateways(in.Gateways) {
+		if !ours[string(g.Spec.GatewayClassName)] {
+			continue
+		}
+		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
+		gws[key] = newGatewayState(g, in)
+	}
+	for _, r := range sortedRoutes(in.HTTPRoutes) {
+		attachRoute(r, gws, in, res)
+	}
+	for key, gs := range gws {
+		res.Gateways[key] = gs.status(in.Addresses[key])
+		gs.program(res.Ports)
+	}
+	return res
+}
+
+func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
+	s := metav1.ConditionFalse
+	if ok {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen}
+}
+
+func sortedGateways(gs []*gwv1.Gateway) []*gwv1.Gateway {
+	out := append([]*gwv1.Gateway(nil), gs...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name })
+	return out
+}
+
+// sortedRoutes: oldest first, then by namespace/name, the API's order for
+// conflicts.
+func sortedRoutes(rs []*gwv1.HTTPRoute) []*gwv1.HTTPRoute {
+	out := append([]*gwv1.HTTPRoute(nil), rs...)
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+	return out
+}
+
+// program adds the Gateway's programmed listeners to the proxy's ports.
+func (gs *gatewayState) program(ports map[int]*proxy.Port) {
+	for _, l := range gs.listeners {
+		if !l.programmed() {
+			continue
+		}
+		pp := gs.proxyPorts[int32(l.spec.Port)]
+		pt := ports[pp]
+		if pt == nil {
+			pt = &proxy.Port{TLS: l.spec.Protocol == gwv1.HTTPSProtocolType, Certs: map[string]*tls.Certificate{}}
+			ports[pp] = pt
+		}
+		pt.Hostnames = append(pt.Hostnames, l.hostname)
+		pt.Tables = append(pt.Tables, l.table)
+		if l.cert != nil {
+			pt.Certs[l.hostname] = l.cert
+		}
+	}
+}
+
+func nsName(r *gwv1.HTTPRoute) string { return r.Namespace + "/" + r.Name }
+
+func errorf(format string, a ...any) string { return fmt.Sprintf(format, a...) }

@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
+	"weft.dev/weft/internal/ingress/controller"
+	"weft.dev/weft/internal/ingress/proxy"
+)
+
+// Config says where the Gateways' LoadBalancer Services go and which
+// pods they send to.
+type Config struct {
+	// Namespace of the proxy's pods, where each Gateway's Service is made.
+	Namespace string
+	// Selector picks the proxy's pods.
+	Selector map[string]string
+}
+
+// Controller serves the Gateway API: it waits for the API's CRDs, then
+// keeps the proxy's Gateway ports, each Gateway's Service and every
+// status current.
+type Controller struct {
+	cfg     Config
+	client  kubernetes.Interface
+	gw      gwclient.Interface
+	log     *slog.Logger
+	changed func() // the ingress controller's Kick
+
+	ports   atomic.Pointer[map[int]*proxy.Port]
+	trigger chan struct{}
+	secrets *controller.NamedWatch
+
+	mu      sync.Mutex
+	written map[string]string // status last written, by object
+}
+
+// New wires a controller; changed is called when the ports change.
+func New(cfg Config, client kubernetes.Interface, gw gwclient.Interface, log *slog.Logger, changed func()) *Controller {
+	c := &Controller{cfg: cfg, client: client, gw: gw, log: log, changed: changed, trigger: make(chan struct{}, 1), written: map[string]string{}}
+	empty := map[int]*proxy.Port{}
+	c.ports.Store(&empty)
+	c.secrets = controller.NewNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)
+	return c
+}
+
+// Ports are the proxy ports the Gateways' listeners are served on.
+func (c *Controller) Ports() map[int]*proxy.Port { return *c.ports.Load() }
+
+func (c *Controller) kick() {
+	select {
+	case c.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run waits until the API server serves Gateways, then syncs on every
+// change until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	for !c.served() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(10 * time.Second):
+		}
+	}
+	c.log.Info("Gateway API served: watching Gateways")
+	gf := gwinformers.NewSharedInformerFactory(c.gw, 0)
+	kf := informers.NewSharedInformerFactory(c.client, 0)
+	w := &watched{
+		classes: gf.Gateway().V1().GatewayClasses().Informer(), gateways: gf.Gateway().V1().Gateways().Informer(),
+		routes: gf.Gateway().V1().HTTPRoutes().Informer(), grants: gf.Gateway().V1().ReferenceGrants().Informer(),
+		namespaces: kf.Core().V1().Namespaces().Informer(), services: kf.Core().V1().Services().Lister(),
+	}
+	for _, inf := range []cache.SharedIndexInformer{w.classes, w.gateways, w.routes, w.grants, w.namespaces, kf.Core().V1().Services().Informer()} {
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { c.kick() }, UpdateFunc: func(any, any) { c.kick() }, DeleteFunc: func(any) { c.kick() }})
+	}
+	gf.Start(ctx.Done())
+	kf.Start(ctx.Done())
+	gf.WaitForCacheSync(ctx.Done())
+	kf.WaitForCacheSync(ctx.Done())
+	defer c.secrets.Stop()
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		c.sync(ctx, w)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.trigger:
+		case <-tick.C:
+		}
+	}
+}
+
+// served: the API server has the Gateway API's v1 Gateways.
+func (c *Controller) served() bool {
+	list, err := c.client.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String())
+	if err != nil {
+		return false
+	}
+	for _, r := range list.APIResources {
+		if r.Name == "gateways" {
+			return true
+		}
+	}
+	return false
+}
+
+type watched struct {
+	classes, gateways, routes, grants, namespaces cache.SharedIndexInformer
+	services                                      corelisters.ServiceLister
+}
+
+func (c *Controller) sync(ctx context.Context, w *watched) {
+	in := Input{NamespaceLabels: map[string]map[string]string{}}
+	for _, o := range w.classes.GetStore().List() {
+		in.Classes = append(in.Classes, o.(*gwv1.GatewayClass))
+	}
+	for _, o := range w.gateways.GetStore().List() {
+		in.Gateways = append(in.Gateways, o.(*gwv1.Gateway))
+	}
+	for _, o := range w.routes.GetStore().List() {
+		in.HTTPRoutes = append(in.HTTPRoutes, o.(*gwv1.HTTPRoute))
+	}
+	for _, o := range w.grants.GetStore().List() {
+		in.Grants = append(in.Grants, o.(*gwv1.ReferenceGrant))
+	}
+	for _, o := range w.namespaces.GetStore().List() {
+		ns := o.(*corev1.Namespace)
+		in.NamespaceLabels[ns.Name] = ns.Labels
+	}
+	in.ServiceExists = func(ns, name string) bool { _, err := w.services.Services(ns).Get(name); return err == nil }
+	in.Secret = c.secret
+	c.secrets.Want(secretKeys(in))
+	ours := ourGateways(in)
+	in.ProxyPorts, in.Addresses = c.ensureServices(ctx, ours, w.services)
+	res := Build(in)
+	c.ports.Store(&res.Ports)
+	c.changed()
+	c.writeStatus(ctx, in, res)
+}
+
+// secret loads a TLS Secret the Gateways name.
+func (c *Controller) secret(ns, name string) (*tls.Certificate, error) {
+	sec, _ := c.secrets.Get(ns, name).(*corev1.Secret)
+	if sec == nil {
+		return nil, errors.New("not found")
+	}
+	if sec.Type != corev1.SecretTypeTLS && len(sec.Data[corev1.TLSCertKey]) == 0 {
+		return nil, fmt.Errorf("not a TLS Secret")
+	}
+	cert, err := tls.X509KeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		return nil, err
+	}
+	return &cert, nil
+}
+
+// secretKeys are the Secrets weft's Gateways' HTTPS listeners name.
+func secretKeys(in Input) []string {
+	var out []string
+	for _, g := range ourGateways(in) {
+		for _, l := range g.Spec.Listeners {
+			if l.TLS == nil {
+				continue
+			}
+			for _, ref := range l.TLS.CertificateRefs {
+				ns := g.Namespace
+				if ref.Namespace != nil {
+					ns = string(*ref.Namespace)
+				}
+				out = append(out, ns+"/"+string(ref.Name))
+			}
+		}
+	}
+	return out
+}
+
+func ourGateways(in Input) []*gwv1.Gateway {
+	classes := map[string]bool{}
+	for _, c := range in.Classes {
+		classes[c.Name] = c.Spec.ControllerName == ControllerName
+	}
+	var out []*gwv1.Gateway
+	for _, g := range in.Gateways {
+		if classes[string(g.Spec.GatewayClassName)] {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// kickLater syncs again in a second (after a failed write).
+func (c *Controller) kickLater() { time.AfterFunc(time.Second, c.kick) }

@@ -1,0 +1,325 @@
+package gateway
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"weft.dev/weft/internal/ingress/route"
+)
+
+// compiled is an HTTPRoute's rules in the route model, with what stops
+// them from resolving.
+type compiled struct {
+	paths []pathRule
+	// resolvedReason/Message: the first reference that did not resolve
+	// ("": all did).
+	resolvedReason, resolvedMessage string
+	// dropped lists rules left out, each with why.
+	dropped []string
+}
+
+type pathRule struct {
+	kind route.PathKind
+	path string
+	rule *route.Rule
+}
+
+// attachRoute attaches an HTTPRoute to the listeners its parentRefs name
+// and allow it, adds its rules to their tables, and records its parent
+// statuses.
+func attachRoute(r *gwv1.HTTPRoute, gws map[types.NamespacedName]*gatewayState, in Input, res *Result) {
+	key := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
+	var c *compiled
+	for _, ref := range r.Spec.ParentRefs {
+		if (ref.Group != nil && *ref.Group != groupName) || (ref.Kind != nil && *ref.Kind != "Gateway") {
+			continue
+		}
+		ns := r.Namespace
+		if ref.Namespace != nil {
+			ns = string(*ref.Namespace)
+		}
+		gs := gws[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
+		if gs == nil {
+			continue // not a Gateway of weft's: another controller's to report
+		}
+		if c == nil {
+			c = compileRules(r, in)
+		}
+		accepted, reason, msg := gs.attach(r, ref, c, in)
+		conds := []metav1.Condition{cond("Accepted", accepted, reason, msg, r.Generation)}
+		if c.resolvedReason == "" {
+			conds = append(conds, cond("ResolvedRefs", true, string(gwv1.RouteReasonResolvedRefs), "", r.Generation))
+		} else {
+			conds = append(conds, cond("ResolvedRefs", false, c.resolvedReason, c.resolvedMessage, r.Generation))
+		}
+		if accepted && len(c.dropped) > 0 {
+			conds = append(conds, cond("PartiallyInvalid", true, string(gwv1.RouteReasonUnsupportedValue),
+				"Dropped Rule(s): "+strings.Join(c.dropped, "; "), r.Generation))
+		}
+		res.Routes[key] = append(res.Routes[key], gwv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName, Conditions: conds})
+	}
+}
+
+// attach adds the route's rules to each listener of the Gateway the
+// parentRef selects that allows it; it returns the Accepted condition.
+func (gs *gatewayState) attach(r *gwv1.HTTPRoute, ref gwv1.ParentReference, c *compiled, in Input) (bool, string, string) {
+	named, allowed, attached := 0, 0, 0
+	var hosts []string
+	for _, h := range r.Spec.Hostnames {
+		hosts = append(hosts, string(h))
+	}
+	for _, l := range gs.listeners {
+		if (ref.SectionName != nil && *ref.SectionName != l.spec.Name) || (ref.Port != nil && *ref.Port != l.spec.Port) {
+			continue
+		}
+		named++
+		if !l.accepted || l.conflicted || !l.allows(gs.gw, r.Namespace, in.NamespaceLabels) {
+			continue
+		}
+		allowed++
+		names, ok := routeHostnames(l.hostname, hosts)
+		if !ok {
+			continue
+		}
+		attached++
+		l.attached++
+		for _, h := range names {
+			vh := l.table.Host(h)
+			for _, pr := range c.paths {
+				vh.AddRule(pr.kind, pr.path, pr.rule)
+			}
+		}
+	}
+	switch {
+	case named == 0:
+		return false, string(gwv1.RouteReasonNoMatchingParent), "no listener of the Gateway matches the parentRef's sectionName and port"
+	case allowed == 0:
+		return false, string(gwv1.RouteReasonNotAllowedByListeners), "no listener allows routes of this kind from this namespace"
+	case attached == 0:
+		return false, string(gwv1.RouteReasonNoMatchingListenerHostname), "no listener hostname matches the route's hostnames"
+	}
+	return true, string(gwv1.RouteReasonAccepted), ""
+}
+
+// compileRules turns an HTTPRoute's rules into route-model rules, one per
+// match.
+func compileRules(r *gwv1.HTTPRoute, in Input) *compiled {
+	c := &compiled{}
+	name := nsName(r)
+	for ri, rule := range r.Spec.Rules {
+		filters, why := compileFilters(rule.Filters)
+		backends := c.backends(r, rule.BackendRefs, in)
+		if why == "" {
+			why = timeouts(rule.Timeouts, &filters)
+		}
+		if why != "" {
+			// The API: a filter that cannot be applied must not be
+			// skipped; the rule's requests get an error instead.
+			c.dropped = append(c.dropped, errorf("rules[%d]: %s", ri, why))
+			filters, backends = route.Filters{}, nil
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gwv1.HTTPRouteMatch{{}}
+		}
+		for mi, m := range matches {
+			x := &route.Rule{Backends: backends, Filters: filters, Source: "HTTPRoute " + name,
+				Rank: route.Rank{Created: r.CreationTimestamp.Time, Name: name, Index: ri*1024 + mi}}
+			kind, path, err := pathOf(m.Path)
+			if err == "" {
+				err = conditions(m, x)
+			}
+			if err != "" {
+				c.dropped = append(c.dropped, errorf("rules[%d].matches[%d]: %s", ri, mi, err))
+				continue
+			}
+			c.paths = append(c.paths, pathRule{kind: kind, path: path, rule: x})
+		}
+	}
+	return c
+}
+
+func pathOf(p *gwv1.HTTPPathMatch) (route.PathKind, string, string) {
+	if p == nil {
+		return route.Prefix, "/", ""
+	}
+	v := "/"
+	if p.Value != nil {
+		v = *p.Value
+	}
+	if p.Type == nil || *p.Type == gwv1.PathMatchPathPrefix {
+		return route.Prefix, v, ""
+	}
+	if *p.Type == gwv1.PathMatchExact {
+		return route.Exact, v, ""
+	}
+	return 0, "", errorf("path match type %s is not supported", *p.Type)
+}
+
+// conditions copies a match's method, header and query conditions.
+func conditions(m gwv1.HTTPRouteMatch, x *route.Rule) string {
+	if m.Method != nil {
+		x.Method = string(*m.Method)
+	}
+	for _, h := range m.Headers {
+		vm, err := valueMatch(string(h.Name), h.Value, h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression)
+		if err != "" {
+			return err
+		}
+		x.Headers = append(x.Headers, vm)
+	}
+	for _, q := range m.QueryParams {
+		vm, err := valueMatch(string(q.Name), q.Value, q.Type != nil && *q.Type == gwv1.QueryParamMatchRegularExpression)
+		if err != "" {
+			return err
+		}
+		x.Query = append(x.Query, vm)
+	}
+	return ""
+}
+
+func valueMatch(name, value string, regex bool) (route.ValueMatch, string) {
+	vm := route.ValueMatch{Name: name, Value: value}
+	if regex {
+		re, err := regexp.Compile(value)
+		if err != nil {
+			return vm, errorf("%s: %v", name, err)
+		}
+		vm.Regex = re
+	}
+	return vm, ""
+}
+
+// compileFilters returns the rule's filters, or why one cannot be applied.
+func compileFilters(fs []gwv1.HTTPRouteFilter) (route.Filters, string) {
+	var out route.Filters
+	for _, f := range fs {
+		switch f.Type {
+		case gwv1.HTTPRouteFilterRequestHeaderModifier:
+			out.RequestHeaders = headerChanges(f.RequestHeaderModifier)
+		case gwv1.HTTPRouteFilterResponseHeaderModifier:
+			out.ResponseHeaders = headerChanges(f.ResponseHeaderModifier)
+		case gwv1.HTTPRouteFilterRequestRedirect:
+			out.Redirect = redirect(f.RequestRedirect)
+		case gwv1.HTTPRouteFilterURLRewrite:
+			out.Rewrite = &route.URLRewrite{}
+			if f.URLRewrite.Hostname != nil {
+				out.Rewrite.Host = string(*f.URLRewrite.Hostname)
+			}
+			out.Rewrite.Path = pathChange(f.URLRewrite.Path)
+		default:
+			return out, errorf("filter %s is not supported", f.Type)
+		}
+	}
+	return out, ""
+}
+
+func headerChanges(f *gwv1.HTTPHeaderFilter) *route.HeaderChanges {
+	if f == nil {
+		return nil
+	}
+	hc := &route.HeaderChanges{Remove: f.Remove}
+	for _, h := range f.Set {
+		hc.Set = append(hc.Set, route.Header{Name: http.CanonicalHeaderKey(string(h.Name)), Value: h.Value})
+	}
+	for _, h := range f.Add {
+		hc.Add = append(hc.Add, route.Header{Name: http.CanonicalHeaderKey(string(h.Name)), Value: h.Value})
+	}
+	return hc
+}
+
+func redirect(f *gwv1.HTTPRequestRedirectFilter) *route.RedirectTo {
+	to := &route.RedirectTo{Code: http.StatusFound, Path: pathChange(f.Path)}
+	if f.Scheme != nil {
+		to.Scheme = *f.Scheme
+	}
+	if f.Hostname != nil {
+		to.Host = string(*f.Hostname)
+	}
+	if f.Port != nil {
+		to.Port = *f.Port
+	}
+	if f.StatusCode != nil {
+		to.Code = *f.StatusCode
+	}
+	return to
+}
+
+func pathChange(p *gwv1.HTTPPathModifier) *route.PathChange {
+	switch {
+	case p == nil:
+		return nil
+	case p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
+		return &route.PathChange{Full: *p.ReplaceFullPath}
+	case p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
+		return &route.PathChange{Prefix: *p.ReplacePrefixMatch, PrefixSet: true}
+	}
+	return nil
+}
+
+func timeouts(t *gwv1.HTTPRouteTimeouts, f *route.Filters) string {
+	if t == nil {
+		return ""
+	}
+	parse := func(d *gwv1.Duration) (time.Duration, string) {
+		if d == nil {
+			return 0, ""
+		}
+		v, err := time.ParseDuration(string(*d))
+		if err != nil {
+			return 0, errorf("timeout %q: %v", *d, err)
+		}
+		return v, ""
+	}
+	var why string
+	if f.Timeout, why = parse(t.Request); why != "" {
+		return why
+	}
+	f.BackendTimeout, why = parse(t.BackendRequest)
+	return why
+}
+
+// backends resolves a rule's backendRefs; one that does not resolve keeps
+// its weight and answers 500, and the route's ResolvedRefs says why.
+func (c *compiled) backends(r *gwv1.HTTPRoute, refs []gwv1.HTTPBackendRef, in Input) []route.WeightedBackend {
+	var out []route.WeightedBackend
+	for _, ref := range refs {
+		wb := route.WeightedBackend{Weight: 1}
+		if ref.Weight != nil {
+			wb.Weight = *ref.Weight
+		}
+		ns := r.Namespace
+		if ref.Namespace != nil {
+			ns = string(*ref.Namespace)
+		}
+		fail := func(reason, msg string) {
+			wb.Invalid = true
+			if c.resolvedReason == "" {
+				c.resolvedReason, c.resolvedMessage = reason, msg
+			}
+		}
+		switch {
+		case (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service"):
+			fail(string(gwv1.RouteReasonInvalidKind), errorf("backendRef %s: only Services are supported", ref.Name))
+		case ns != r.Namespace && !granted(in.Grants, groupName, "HTTPRoute", r.Namespace, "", "Service", ns, string(ref.Name)):
+			fail(string(gwv1.RouteReasonRefNotPermitted), errorf("backendRef %s/%s: no ReferenceGrant in %s allows it", ns, ref.Name, ns))
+		case ref.Port == nil:
+			fail(string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: no port", ref.Name))
+		case !in.ServiceExists(ns, string(ref.Name)):
+			fail(string(gwv1.RouteReasonBackendNotFound), errorf("Service %s/%s not found", ns, ref.Name))
+		default:
+			wb.Backend = route.Backend{Namespace: ns, Service: string(ref.Name), Port: *ref.Port}
+		}
+		if len(ref.Filters) > 0 && !wb.Invalid {
+			fail(string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: per-backend filters are not supported", ref.Name))
+		}
+		out = append(out, wb)
+	}
+	return out
+}

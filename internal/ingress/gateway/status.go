@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"context"
+	"reflect"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// mergeConditions returns want with the transition times of old's
+// conditions that did not change status.
+func mergeConditions(old, want []metav1.Condition) []metav1.Condition {
+	out := append([]metav1.Condition(nil), old...)
+	keep := map[string]bool{}
+	for _, c := range want {
+		keep[c.Type] = true
+		meta.SetStatusCondition(&out, c)
+	}
+	kept := out[:0]
+	for _, c := range out {
+		if keep[c.Type] {
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// GatewayStatus is the status to write: want, with old's transition
+// times where nothing changed.
+func GatewayStatus(old gwv1.GatewayStatus, want *gwv1.GatewayStatus) gwv1.GatewayStatus {
+	out := *want.DeepCopy()
+	out.Conditions = mergeConditions(old.Conditions, want.Conditions)
+	for i := range out.Listeners {
+		for _, o := range old.Listeners {
+			if o.Name == out.Listeners[i].Name {
+				out.Listeners[i].Conditions = mergeConditions(o.Conditions, out.Listeners[i].Conditions)
+			}
+		}
+	}
+	return out
+}
+
+// RouteStatus is an HTTPRoute's status with weft's parents replaced by
+// want, other controllers' kept as they are.
+func RouteStatus(old gwv1.RouteStatus, want []gwv1.RouteParentStatus) gwv1.RouteStatus {
+	var out gwv1.RouteStatus
+	for _, p := range old.Parents {
+		if p.ControllerName != ControllerName {
+			out.Parents = append(out.Parents, p)
+		}
+	}
+	for _, w := range want {
+		w = *w.DeepCopy()
+		for _, o := range old.Parents {
+			if o.ControllerName == ControllerName && reflect.DeepEqual(o.ParentRef, w.ParentRef) {
+				w.Conditions = mergeConditions(o.Conditions, w.Conditions)
+			}
+		}
+		out.Parents = append(out.Parents, w)
+	}
+	if out.Parents == nil {
+		out.Parents = []gwv1.RouteParentStatus{}
+	}
+	return out
+}
+
+// writeStatus writes every status that changed; a failed write is tried
+// again at the next sync.
+func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) {
+	api := c.gw.GatewayV1()
+	for _, gc := range in.Classes {
+		want, ok := res.Classes[gc.Name]
+		if !ok {
+			continue
+		}
+		conds := mergeConditions(gc.Status.Conditions, want)
+		if !reflect.DeepEqual(conds, gc.Status.Conditions) {
+			upd := gc.DeepCopy()
+			upd.Status.Conditions = conds
+			_, err := api.GatewayClasses().UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+			c.failed(err, "GatewayClass", gc.Name)
+		}
+	}
+	for _, g := range in.Gateways {
+		want := res.Gateways[types.NamespacedName{Namespace: g.Namespace, Name: g.Name}]
+		if want == nil {
+			continue
+		}
+		st := GatewayStatus(g.Status, want)
+		if !reflect.DeepEqual(st, g.Status) {
+			upd := g.DeepCopy()
+			upd.Status = st
+			_, err := api.Gateways(g.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+			c.failed(err, "Gateway", g.Namespace+"/"+g.Name)
+		}
+	}
+	for _, r := range in.HTTPRoutes {
+		want := res.Routes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}]
+		if want == nil && !hasOurParent(r.Status.RouteStatus) {
+			continue
+		}
+		st := RouteStatus(r.Status.RouteStatus, want)
+		if !reflect.DeepEqual(st, r.Status.RouteStatus) {
+			upd := r.DeepCopy()
+			upd.Status.RouteStatus = st
+			_, err := api.HTTPRoutes(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+			c.failed(err, "HTTPRoute", r.Namespace+"/"+r.Name)
+		}
+	}
+}
+
+func hasOurParent(st gwv1.RouteStatus) bool {
+	for _, p := range st.Parents {
+		if p.ControllerName == ControllerName {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Controller) failed(err error, kind, name string) {
+	if err != nil {
+		c.log.Warn("status write failed; tried again at the next sync", "kind", kind, "name", name, "err", err)
+		c.kickLater()
+	}
+}

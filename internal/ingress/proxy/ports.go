@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"weft.dev/weft/internal/ingress/route"
+)
+
+// openPort is a Gateway listener port the proxy listens on.
+type openPort struct {
+	tls bool
+	srv *http.Server
+}
+
+// RunPorts listens on the Gateway listener ports of the current snapshot,
+// opening and closing them as snapshots are swapped, until ctx ends.
+// newServer makes the server of a port (timeouts, protocols); host is the
+// address to listen on ("" for all).
+func (p *Proxy) RunPorts(ctx context.Context, host string, newServer func() *http.Server) {
+	open := map[int]*openPort{}
+	defer func() {
+		for _, op := range open {
+			closePort(op)
+		}
+	}()
+	for {
+		p.syncPorts(host, open, newServer)
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.swapped:
+		}
+	}
+}
+
+func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() *http.Server) {
+	want := p.snap.Load().Ports
+	for port, op := range open {
+		if pt := want[port]; pt == nil || pt.TLS != op.tls {
+			closePort(op)
+			delete(open, port)
+		}
+	}
+	for port, pt := range want {
+		if open[port] != nil {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			p.log.Error("cannot listen on a Gateway listener's port", "port", port, "err", err)
+			continue
+		}
+		srv := newServer()
+		srv.Handler = p
+		if pt.TLS {
+			srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
+				GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) { return p.portCert(port, hello.ServerName) }}
+			l = tls.NewListener(l, srv.TLSConfig)
+		}
+		open[port] = &openPort{tls: pt.TLS, srv: srv}
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.log.Error("Gateway listener port stopped", "port", port, "err", err)
+			}
+		}()
+		p.log.Info("listening for a Gateway", "port", port, "tls", pt.TLS)
+	}
+}
+
+// closePort stops accepting at once and lets requests in flight finish.
+func closePort(op *openPort) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = op.srv.Shutdown(ctx)
+	}()
+}
+
+// portCert is the certificate of the listener a TLS client's server name
+// goes to on a port; without a server name, or one no listener takes,
+// the port's first listener's by hostname.
+func (p *Proxy) portCert(port int, serverName string) (*tls.Certificate, error) {
+	pt := p.snap.Load().Ports[port]
+	if pt == nil || len(pt.Certs) == 0 {
+		return nil, errors.New("no certificate on this port")
+	}
+	if i := route.MostSpecific(strings.ToLower(serverName), pt.Hostnames); i >= 0 {
+		if c := pt.Certs[pt.Hostnames[i]]; c != nil {
+			return c, nil
+		}
+	}
+	names := make([]string, 0, len(pt.Certs))
+	for h := range pt.Certs {
+		names = append(names, h)
+	}
+	sort.Strings(names)
+	return pt.Certs[names[0]], nil
+}

@@ -108,12 +108,15 @@ func statusLease(c Config) []runtime.Object {
 }
 
 // gatewayServices: weft ingress makes each Gateway's LoadBalancer Service
-// in its own namespace, and may write Services nowhere else.
+// in its own namespace, and may write Services nowhere else; one replica,
+// holding the Lease weft-gateway, writes.
 func gatewayServices(c Config) []runtime.Object {
 	role := IngressName + "-gateway-services"
 	return []runtime.Object{
 		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"create", "update", "delete"}}}},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"create", "update", "delete"}},
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"weft-gateway"}, Verbs: []string{"get", "update"}}}},
 		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: IngressName, Namespace: c.Namespace}}},

@@ -6,16 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"os"
+
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
@@ -47,13 +51,18 @@ type Controller struct {
 	trigger chan struct{}
 	secrets *controller.NamedWatch
 
-	mu      sync.Mutex
-	written map[string]string // status last written, by object
+	// leader: this replica holds the Lease and writes Services and
+	// status; the others serve what the leader wrote.
+	leader   atomic.Bool
+	retrying atomic.Bool
 }
+
+// Lease is the Lease the replicas compete for, in Config.Namespace.
+const Lease = "weft-gateway"
 
 // New wires a controller; changed is called when the ports change.
 func New(cfg Config, client kubernetes.Interface, gw gwclient.Interface, log *slog.Logger, changed func()) *Controller {
-	c := &Controller{cfg: cfg, client: client, gw: gw, log: log, changed: changed, trigger: make(chan struct{}, 1), written: map[string]string{}}
+	c := &Controller{cfg: cfg, client: client, gw: gw, log: log, changed: changed, trigger: make(chan struct{}, 1)}
 	empty := map[int]*proxy.Port{}
 	c.ports.Store(&empty)
 	c.secrets = controller.NewNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)
@@ -81,6 +90,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 	c.log.Info("Gateway API served: watching Gateways")
+	go c.lead(ctx)
 	gf := gwinformers.NewSharedInformerFactory(c.gw, 0)
 	kf := informers.NewSharedInformerFactory(c.client, 0)
 	w := &watched{
@@ -107,6 +117,28 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-c.trigger:
 		case <-tick.C:
 		}
+	}
+}
+
+// lead competes for the Lease until ctx ends.
+func (c *Controller) lead(ctx context.Context) {
+	id, _ := os.Hostname()
+	lock := &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Name: Lease, Namespace: c.cfg.Namespace},
+		Client: c.client.CoordinationV1(), LockConfig: resourcelock.ResourceLockConfig{Identity: id}}
+	for ctx.Err() == nil {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+			ReleaseOnCancel: true, Name: Lease,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					c.log.Info("leading: writes Gateways' Services and status")
+					c.leader.Store(true)
+					c.kick()
+					<-ctx.Done()
+				},
+				OnStoppedLeading: func() { c.leader.Store(false) },
+			},
+		})
 	}
 }
 
@@ -155,7 +187,9 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	res := Build(in)
 	c.ports.Store(&res.Ports)
 	c.changed()
-	c.writeStatus(ctx, in, res)
+	if c.leader.Load() {
+		c.writeStatus(ctx, in, res)
+	}
 }
 
 // secret loads a TLS Secret the Gateways name.
@@ -208,5 +242,10 @@ func ourGateways(in Input) []*gwv1.Gateway {
 	return out
 }
 
-// kickLater syncs again in a second (after a failed write).
-func (c *Controller) kickLater() { time.AfterFunc(time.Second, c.kick) }
+// kickLater syncs again in a second (after a failed write); one wait at
+// a time, however many writes failed.
+func (c *Controller) kickLater() {
+	if c.retrying.CompareAndSwap(false, true) {
+		time.AfterFunc(time.Second, func() { c.retrying.Store(false); c.kick() })
+	}
+}

@@ -86,7 +86,7 @@ func PlanService(g *gwv1.Gateway, cfg Config, old *corev1.Service, used map[int]
 }
 
 // ensureServices makes each Gateway's Service what it should be, deletes
-// those of Gateways gone, and returns each Gateway's proxy ports and
+// those of Gateways gone (when leading), and returns each Gateway's proxy ports and
 // addresses.
 func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, services corelisters.ServiceLister) (map[types.NamespacedName]map[int32]int, map[types.NamespacedName][]string) {
 	existing, _ := services.Services(c.cfg.Namespace).List(labels.SelectorFromSet(nil))
@@ -109,7 +109,10 @@ func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, se
 		old := byName[ServiceName(g.Namespace, g.Name)]
 		svc := PlanService(g, c.cfg, old, used)
 		want[svc.Name] = true
-		cur := c.applyService(ctx, old, svc)
+		cur := old
+		if c.leader.Load() {
+			cur = c.applyService(ctx, old, svc)
+		}
 		if cur == nil {
 			continue
 		}
@@ -124,7 +127,7 @@ func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, se
 		}
 	}
 	for name := range byName {
-		if !want[name] {
+		if !want[name] && c.leader.Load() {
 			if err := c.client.CoreV1().Services(c.cfg.Namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				c.log.Warn("deleting a Gateway's Service", "service", name, "err", err)
 			}

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"reflect"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -34,11 +36,13 @@ func GatewayStatus(old gwv1.GatewayStatus, want *gwv1.GatewayStatus) gwv1.Gatewa
 	out := *want.DeepCopy()
 	out.Conditions = mergeConditions(old.Conditions, want.Conditions)
 	for i := range out.Listeners {
+		var prev []metav1.Condition
 		for _, o := range old.Listeners {
 			if o.Name == out.Listeners[i].Name {
-				out.Listeners[i].Conditions = mergeConditions(o.Conditions, out.Listeners[i].Conditions)
+				prev = o.Conditions
 			}
 		}
+		out.Listeners[i].Conditions = mergeConditions(prev, out.Listeners[i].Conditions)
 	}
 	return out
 }
@@ -54,11 +58,13 @@ func RouteStatus(old gwv1.RouteStatus, want []gwv1.RouteParentStatus) gwv1.Route
 	}
 	for _, w := range want {
 		w = *w.DeepCopy()
+		var prev []metav1.Condition
 		for _, o := range old.Parents {
 			if o.ControllerName == ControllerName && reflect.DeepEqual(o.ParentRef, w.ParentRef) {
-				w.Conditions = mergeConditions(o.Conditions, w.Conditions)
+				prev = o.Conditions
 			}
 		}
+		w.Conditions = mergeConditions(prev, w.Conditions)
 		out.Parents = append(out.Parents, w)
 	}
 	if out.Parents == nil {
@@ -123,7 +129,11 @@ func hasOurParent(st gwv1.RouteStatus) bool {
 
 func (c *Controller) failed(err error, kind, name string) {
 	if err != nil {
-		c.log.Warn("status write failed; tried again at the next sync", "kind", kind, "name", name, "err", err)
+		level := slog.LevelWarn
+		if apierrors.IsConflict(err) {
+			level = slog.LevelDebug // our cache was behind: the next sync has the new version
+		}
+		c.log.Log(context.Background(), level, "status write failed; tried again at the next sync", "kind", kind, "name", name, "err", err)
 		c.kickLater()
 	}
 }

@@ -1,0 +1,39 @@
+package gateway
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// The API server refuses conditions without a transition time; one that
+// keeps its status keeps its time.
+func TestStatusConditionsHaveTransitionTimes(t *testing.T) {
+	then := metav1.NewTime(time.Unix(1000, 0))
+	old := gwv1.GatewayStatus{Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", LastTransitionTime: then}},
+		Listeners: []gwv1.ListenerStatus{{Name: "a", Conditions: []metav1.Condition{{Type: "Programmed", Status: metav1.ConditionFalse, Reason: "Pending", LastTransitionTime: then}}}}}
+	want := &gwv1.GatewayStatus{Conditions: []metav1.Condition{cond("Accepted", true, "Accepted", "", 2), cond("Programmed", true, "Programmed", "", 2)},
+		Listeners: []gwv1.ListenerStatus{{Name: "a", Conditions: []metav1.Condition{cond("Programmed", true, "Programmed", "", 2)}},
+			{Name: "new", Conditions: []metav1.Condition{cond("Accepted", true, "Accepted", "", 2)}}}}
+	st := GatewayStatus(old, want)
+	all := append(append([]metav1.Condition{}, st.Conditions...), st.Listeners[0].Conditions...)
+	all = append(all, st.Listeners[1].Conditions...)
+	for _, c := range all {
+		if c.LastTransitionTime.IsZero() {
+			t.Errorf("%s: no transition time", c.Type)
+		}
+	}
+	if !st.Conditions[0].LastTransitionTime.Equal(&then) {
+		t.Error("Accepted kept its status but its transition time changed")
+	}
+	if st.Listeners[0].Conditions[0].LastTransitionTime.Equal(&then) {
+		t.Error("listener Programmed changed status but kept its old transition time")
+	}
+	rs := RouteStatus(gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{{ControllerName: "example.com/other"}}},
+		[]gwv1.RouteParentStatus{{ControllerName: ControllerName, Conditions: []metav1.Condition{cond("Accepted", true, "Accepted", "", 1)}}})
+	if len(rs.Parents) != 2 || rs.Parents[1].Conditions[0].LastTransitionTime.IsZero() {
+		t.Errorf("route parents: %+v", rs.Parents)
+	}
+}

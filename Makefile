@@ -11,7 +11,7 @@ K8S_VERSION := v1.37.2
 export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-frr e2e-upstream e2e-doc e2e-lb-doc cnp-conformance bench clean lab-down manifests crds image
+.PHONY: gateway-conformance all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-frr e2e-upstream e2e-doc e2e-lb-doc cnp-conformance bench clean lab-down manifests crds image
 
 all: build
 
@@ -105,6 +105,11 @@ crds:
 	for r in gatewayclasses gateways httproutes referencegrants; do \
 		install -m 644 "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard/gateway.networking.k8s.io_$$r.yaml" internal/manifests/crds/ || exit 1; \
 	done
+
+# The Gateway API conformance suite (v1.6.3) against its own lab; the
+# report goes to docs/conformance/gateway/ (RUN_TEST=name for one test).
+gateway-conformance: deps build lab-image testbins
+	@DOC=1 hack/gateway-conformance.sh
 
 bench: deps build lab-image testbins
 	@hack/bench.sh

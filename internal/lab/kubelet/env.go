@@ -55,6 +55,22 @@ func (k *Kubelet) containerCommand(pod *corev1.Pod, pr *podRuntime, c corev1.Con
 			argv = []string{filepath.Join(filepath.Dir(k.cfg.AgnhostBinary), regressionImage)}
 		case "weft":
 			argv = []string{k.cfg.WeftBinary}
+		case "coredns":
+			// The control-plane build puts CoreDNS beside agnhost (agnhost's
+			// image carries it too).
+			bin := filepath.Join(filepath.Dir(k.cfg.AgnhostBinary), "coredns")
+			if k.cfg.AgnhostBinary == "" || !fileExists(bin) {
+				return nil, nil, fmt.Errorf("image %s needs CoreDNS beside agnhost, which this lab node was not given", c.Image)
+			}
+			argv = []string{bin}
+		case echoBasicImage:
+			// The Gateway API conformance suite's backend, built from its
+			// module beside weft (make gateway-conformance).
+			bin := filepath.Join(filepath.Dir(k.cfg.WeftBinary), echoBasicImage)
+			if !fileExists(bin) {
+				return nil, nil, fmt.Errorf("image %s needs %s, which is not built (make gateway-conformance builds it)", c.Image, bin)
+			}
+			argv = []string{bin}
 		default:
 			argv = []string{k.cfg.WeftBinary, "testserver"}
 		}
@@ -264,6 +280,9 @@ func expandVars(s string, env map[string]string) string {
 // conntrack spec of the upstream suite.
 const regressionImage = "regression-issue-74839"
 
+// echoBasicImage is the Gateway API conformance suite's echo server.
+const echoBasicImage = "echo-basic"
+
 // imageKind classifies an image by name for the lab's image-to-program
 // mapping: agnhost, pause, weft (runs bin/weft with the container's args),
 // or anything else.
@@ -284,6 +303,10 @@ func imageKind(image string) string {
 		return regressionImage
 	case "weft":
 		return "weft"
+	case echoBasicImage:
+		return echoBasicImage
+	case "coredns":
+		return "coredns"
 	}
 	return "other"
 }

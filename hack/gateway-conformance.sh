@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The Gateway API conformance suite (sigs.k8s.io/gateway-api/conformance
+# v1.6.3) against a lab of its own, run from the control-plane node's
+# namespace (which reaches the Gateways' LoadBalancer addresses).
+# RUN_TEST: one test name; SKIP: comma-separated tests left out; DOC=1:
+# copy the report into docs/conformance/ instead of failing on a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+out=$root/_output/gateway-conformance
+mkdir -p "$out"
+(cd test/gwconformance && go build -o "$root/bin/echo-basic" sigs.k8s.io/gateway-api/conformance/echo-basic &&
+  go test -c -o "$out/gwconformance.test" .)
+bin/weft lab down >/dev/null 2>&1 || true
+bin/weft lab up --nodes 2
+trap 'bin/weft lab down >/dev/null 2>&1 || true' EXIT
+bin/weft lab kubectl apply -f - <<'YAML'
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weft}
+spec: {controllerName: weft.dev/gateway}
+YAML
+# What weft serves of the GATEWAY-HTTP profile's extended features.
+features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GatewayPort8080,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout}
+args=(-test.v -test.timeout 60m --gateway-class weft
+  --supported-features "$features" --conformance-profiles GATEWAY-HTTP
+  --organization weft --project weft --url https://weft.dev --version "$(git rev-parse --short HEAD)" --contact weft
+  --report-output "$out/report.yaml" --cleanup-base-resources=false)
+if [[ -n "${RUN_TEST:-}" ]]; then args+=(--run-test "$RUN_TEST"); fi
+if [[ -n "${SKIP:-}" ]]; then args+=(--skip-tests "$SKIP"); fi
+rc=0
+(cd test/gwconformance && KUBECONFIG=/var/lib/weft-lab/admin.kubeconfig ip netns exec weft-control-plane "$out/gwconformance.test" "${args[@]}") > "$out/results.log" 2>&1 || rc=$?
+grep -E '^\s*--- (PASS|FAIL|SKIP)' "$out/results.log" | sed 's/ (.*//' | sort | uniq -c | sort -rn | head -5 || true
+grep -cE '^\s*--- PASS' "$out/results.log" | sed 's/^/passed: /'
+grep -E '^\s*--- FAIL' "$out/results.log" | sed 's/^/  /' || true
+if [[ "${DOC:-}" == 1 ]]; then
+  mkdir -p "$root/docs/conformance/gateway"
+  cp "$out/report.yaml" "$root/docs/conformance/gateway/report.yaml"
+  exit 0
+fi
+exit $rc

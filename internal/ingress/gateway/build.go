@@ -110,6 +110,9 @@ func sortedRoutes(rs []*gwv1.HTTPRoute) []*gwv1.HTTPRoute {
 
 // program adds the Gateway's programmed listeners to the proxy's ports.
 func (gs *gatewayState) program(ports map[int]*proxy.Port) {
+	if gs.problem != "" {
+		return // not accepted: serves nothing
+	}
 	for _, l := range gs.listeners {
 		if !l.programmed() {
 			continue

@@ -20,6 +20,7 @@ type gatewayState struct {
 	listeners  []*listenerState
 	proxyPorts map[int32]int
 	problem    string // why the Gateway is not accepted ("": it is)
+	reason     string // the Accepted condition's reason when not
 }
 
 // listenerState is one listener: its validity, the routes attached and
@@ -47,8 +48,12 @@ func newGatewayState(g *gwv1.Gateway, in Input) *gatewayState {
 	gs := &gatewayState{gw: g, proxyPorts: in.ProxyPorts[key]}
 	for _, a := range g.Spec.Addresses {
 		if a.Type != nil && *a.Type != gwv1.IPAddressType {
-			gs.problem = errorf("address type %s is not supported (only IPAddress)", *a.Type)
+			gs.problem, gs.reason = errorf("address type %s is not supported (only IPAddress)", *a.Type), string(gwv1.GatewayReasonUnsupportedAddress)
 		}
+	}
+	if inf := g.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
+		// weft has no parameters resource: any reference is one it cannot resolve.
+		gs.problem, gs.reason = errorf("parametersRef %s %s: weft takes no parameters", inf.ParametersRef.Kind, inf.ParametersRef.Name), string(gwv1.GatewayReasonInvalidParameters)
 	}
 	for _, spec := range g.Spec.Listeners {
 		l := &listenerState{spec: spec, accepted: true, resolved: true, table: route.NewTable()}
@@ -185,7 +190,7 @@ func (gs *gatewayState) status(addrs []string) *gwv1.GatewayStatus {
 	}
 	switch {
 	case gs.problem != "":
-		st.Conditions = append(st.Conditions, cond("Accepted", false, string(gwv1.GatewayReasonUnsupportedAddress), gs.problem, gen))
+		st.Conditions = append(st.Conditions, cond("Accepted", false, gs.reason, gs.problem, gen))
 	case valid == len(gs.listeners):
 		st.Conditions = append(st.Conditions, cond("Accepted", true, string(gwv1.GatewayReasonAccepted), "weft serves this Gateway", gen))
 	default:

@@ -115,6 +115,8 @@ func compileRules(r *gwv1.HTTPRoute, in Input) *compiled {
 	for ri, rule := range r.Spec.Rules {
 		filters, why := compileFilters(rule.Filters)
 		backends := c.backends(r, rule.BackendRefs, in)
+		filters.Mirrors = c.mirrors(r, rule.Filters, in)
+		filters.Retry = retry(rule.Retry)
 		if why == "" {
 			why = timeouts(rule.Timeouts, &filters)
 		}
@@ -213,6 +215,10 @@ func compileFilters(fs []gwv1.HTTPRouteFilter) (route.Filters, string) {
 				out.Rewrite.Host = string(*f.URLRewrite.Hostname)
 			}
 			out.Rewrite.Path = pathChange(f.URLRewrite.Path)
+		case gwv1.HTTPRouteFilterCORS:
+			out.CORS = gatewayCORS(f.CORS)
+		case gwv1.HTTPRouteFilterRequestMirror:
+			// compiled by mirrors, which resolves the backend
 		default:
 			return out, errorf("filter %s is not supported", f.Type)
 		}
@@ -294,32 +300,119 @@ func (c *compiled) backends(r *gwv1.HTTPRoute, refs []gwv1.HTTPBackendRef, in In
 		if ref.Weight != nil {
 			wb.Weight = *ref.Weight
 		}
-		ns := r.Namespace
-		if ref.Namespace != nil {
-			ns = string(*ref.Namespace)
-		}
 		fail := func(reason, msg string) {
 			wb.Invalid = true
-			if c.resolvedReason == "" {
-				c.resolvedReason, c.resolvedMessage = reason, msg
+			c.unresolved(reason, msg)
+		}
+		b, reason, msg := resolveRef(r, ref.BackendObjectReference, in)
+		if reason != "" {
+			fail(reason, msg)
+		} else {
+			wb.Backend = b
+		}
+		for _, f := range ref.Filters {
+			switch f.Type {
+			case gwv1.HTTPRouteFilterRequestHeaderModifier:
+				wb.RequestHeaders = headerChanges(f.RequestHeaderModifier)
+			case gwv1.HTTPRouteFilterResponseHeaderModifier:
+				wb.ResponseHeaders = headerChanges(f.ResponseHeaderModifier)
+			default:
+				fail(string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: filter %s is not supported on a backend", ref.Name, f.Type))
 			}
 		}
-		switch {
-		case (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service"):
-			fail(string(gwv1.RouteReasonInvalidKind), errorf("backendRef %s: only Services are supported", ref.Name))
-		case ns != r.Namespace && !granted(in.Grants, groupName, "HTTPRoute", r.Namespace, "", "Service", ns, string(ref.Name)):
-			fail(string(gwv1.RouteReasonRefNotPermitted), errorf("backendRef %s/%s: no ReferenceGrant in %s allows it", ns, ref.Name, ns))
-		case ref.Port == nil:
-			fail(string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: no port", ref.Name))
-		case !in.ServiceExists(ns, string(ref.Name)):
-			fail(string(gwv1.RouteReasonBackendNotFound), errorf("Service %s/%s not found", ns, ref.Name))
-		default:
-			wb.Backend = route.Backend{Namespace: ns, Service: string(ref.Name), Port: *ref.Port}
-		}
-		if len(ref.Filters) > 0 && !wb.Invalid {
-			fail(string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: per-backend filters are not supported", ref.Name))
-		}
 		out = append(out, wb)
+	}
+	return out
+}
+
+func gatewayCORS(f *gwv1.HTTPCORSFilter) *route.GatewayCORS {
+	c := &route.GatewayCORS{MaxAge: int(f.MaxAge), Credentials: f.AllowCredentials != nil && *f.AllowCredentials}
+	for _, o := range f.AllowOrigins {
+		c.Origins = append(c.Origins, string(o))
+	}
+	for _, m := range f.AllowMethods {
+		c.Methods = append(c.Methods, string(m))
+	}
+	for _, h := range f.AllowHeaders {
+		c.Headers = append(c.Headers, string(h))
+	}
+	for _, h := range f.ExposeHeaders {
+		c.Expose = append(c.Expose, string(h))
+	}
+	return c
+}
+
+func (c *compiled) unresolved(reason, msg string) {
+	if c.resolvedReason == "" {
+		c.resolvedReason, c.resolvedMessage = reason, msg
+	}
+}
+
+// resolveRef checks a Service reference of a route: its kind, a
+// ReferenceGrant for another namespace, its port, that it exists; reason
+// is "" when it resolves.
+func resolveRef(r *gwv1.HTTPRoute, ref gwv1.BackendObjectReference, in Input) (route.Backend, string, string) {
+	ns := r.Namespace
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	switch {
+	case (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service"):
+		return route.Backend{}, string(gwv1.RouteReasonInvalidKind), errorf("backendRef %s: only Services are supported", ref.Name)
+	case ns != r.Namespace && !granted(in.Grants, groupName, "HTTPRoute", r.Namespace, "", "Service", ns, string(ref.Name)):
+		return route.Backend{}, string(gwv1.RouteReasonRefNotPermitted), errorf("backendRef %s/%s: no ReferenceGrant in %s allows it", ns, ref.Name, ns)
+	case ref.Port == nil:
+		return route.Backend{}, string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: no port", ref.Name)
+	case !in.ServiceExists(ns, string(ref.Name)):
+		return route.Backend{}, string(gwv1.RouteReasonBackendNotFound), errorf("Service %s/%s not found", ns, ref.Name)
+	}
+	return route.Backend{Namespace: ns, Service: string(ref.Name), Port: *ref.Port}, "", ""
+}
+
+// mirrors compiles a rule's RequestMirror filters; one whose backend does
+// not resolve is left out and reported.
+func (c *compiled) mirrors(r *gwv1.HTTPRoute, fs []gwv1.HTTPRouteFilter, in Input) []route.Mirror {
+	var out []route.Mirror
+	for _, f := range fs {
+		if f.Type != gwv1.HTTPRouteFilterRequestMirror || f.RequestMirror == nil {
+			continue
+		}
+		b, reason, msg := resolveRef(r, f.RequestMirror.BackendRef, in)
+		if reason != "" {
+			c.unresolved(reason, "mirror "+msg)
+			continue
+		}
+		pct := 100.0
+		switch m := f.RequestMirror; {
+		case m.Percent != nil:
+			pct = float64(*m.Percent)
+		case m.Fraction != nil:
+			den := int32(100)
+			if m.Fraction.Denominator != nil {
+				den = *m.Fraction.Denominator
+			}
+			if den > 0 {
+				pct = 100 * float64(m.Fraction.Numerator) / float64(den)
+			}
+		}
+		out = append(out, route.Mirror{Backend: b, Percent: pct})
+	}
+	return out
+}
+
+func retry(r *gwv1.HTTPRouteRetry) *route.Retry {
+	if r == nil {
+		return nil
+	}
+	out := &route.Retry{Codes: map[int]bool{}, Attempts: 1}
+	if r.Attempts != nil {
+		out.Attempts = *r.Attempts
+	}
+	for _, code := range r.Codes {
+		out.Codes[int(code)] = true
+	}
+	if r.Backoff != nil {
+		out.Backoff, _ = time.ParseDuration(string(*r.Backoff))
 	}
 	return out
 }

@@ -90,6 +90,12 @@ func onResponse(resp *http.Response) error {
 	pk, _ := resp.Request.Context().Value(ctxKey{}).(*pick)
 	if pk != nil && pk.rule != nil {
 		pk.rule.Filters.ResponseHeaders.Apply(resp.Header)
+		if pk.wb != nil {
+			pk.wb.ResponseHeaders.Apply(resp.Header)
+		}
+		if c := pk.rule.Filters.CORS; c != nil {
+			c.Simple(resp.Header, resp.Request)
+		}
 	}
 	if pk == nil || pk.policy == nil {
 		return nil

@@ -85,6 +85,7 @@ type Proxy struct {
 	ejected                     map[string]time.Time
 	metrics                     *metrics
 	up                          upstreams // the fast path's backend connections
+	mirrors                     *http.Client
 	swapped                     chan struct{}
 }
 
@@ -101,6 +102,7 @@ type pick struct {
 	pattern *regexp.Regexp // a regex route's (rewrite-target's groups)
 	tls     bool           // the client came over TLS
 	rule    *route.Rule    // a Gateway API rule's (nil: an Ingress route)
+	wb      *route.WeightedBackend
 }
 
 // New returns a proxy serving an empty snapshot (every request 404); its
@@ -148,7 +150,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 			pr.Out.URL.Scheme = "https"
 		}
 		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.rule != nil {
-			applyRule(pr, pk.rule, pk.path)
+			applyRule(pr, pk.rule, pk.wb, pk.path)
 		}
 		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.policy != nil {
 			if pk.policy.Host != "" {
@@ -163,6 +165,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 			}
 		}
 	}
+	p.mirrors = &http.Client{Transport: transport(false, false), Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	p.rp = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retrying{p: p, base: transport(false, false)}, ErrorHandler: p.upstreamError,
 		ModifyResponse: onResponse}
 	// Streams (gRPC) are flushed as they come, trailers passed on.
@@ -212,11 +216,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.cfg.AccessLog.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
 			"client", r.RemoteAddr, "ingress", source, "took", took)
 	}()
+	var wb *route.WeightedBackend
 	if rule != nil {
 		source = rule.Source
-		if backend, pol, status = answerByRule(w, r, rule, path); status != 0 {
+		if wb, pol, status = answerByRule(w, r, rule, path); status != 0 {
 			return
 		}
+		backend = &wb.Backend
+		p.mirror(s, r, rule)
 	}
 	if backend == nil {
 		status = http.StatusNotFound
@@ -243,7 +250,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	pk := &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol, path: path, pattern: pattern, tls: r.TLS != nil, rule: rule}
+	pk := &pick{backend: *backend, source: source, addrs: p.order(addrs), policy: pol, path: path, pattern: pattern, tls: r.TLS != nil, rule: rule, wb: wb}
 	if pol != nil && pol.Affinity != nil {
 		pk.addrs, pk.pinned = pinned(r, pol.Affinity, pk.addrs)
 	}
@@ -362,13 +369,17 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("no endpoint picked")
 	}
 	var err error
-	for i, addr := range pk.addrs {
-		if i == 3 {
-			break
-		}
+	retried, refused := 0, 0
+	for i := 0; ; i++ {
+		addr := pk.addrs[i%len(pk.addrs)]
 		req.URL.Host = addr
 		var resp *http.Response
 		resp, err = t.p.roundTrip(t.base, req, pk.policy)
+		if err == nil && t.retryStatus(pk, req, resp, retried) {
+			resp.Body.Close()
+			retried++
+			continue
+		}
 		if err == nil {
 			if pk.policy != nil && pk.policy.Affinity != nil && addr != pk.pinned {
 				resp.Header.Add("Set-Cookie", affinityCookie(pk, addr))
@@ -385,8 +396,30 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.Body != nil && req.Body != http.NoBody {
 			return nil, err // the transport closed the body: it cannot go again
 		}
+		if refused++; refused == 3 || refused == len(pk.addrs) {
+			return nil, err
+		}
 	}
-	return nil, err
+}
+
+// retryStatus: a Gateway API rule's retry policy asks for another try of
+// a request without a body that got this status; it waits the backoff.
+func (t *retrying) retryStatus(pk *pick, req *http.Request, resp *http.Response, retried int) bool {
+	if pk.rule == nil || pk.rule.Filters.Retry == nil {
+		return false
+	}
+	rt := pk.rule.Filters.Retry
+	if !rt.Codes[resp.StatusCode] || retried >= rt.Attempts || (req.Body != nil && req.Body != http.NoBody) {
+		return false
+	}
+	if rt.Backoff > 0 {
+		select {
+		case <-time.After(rt.Backoff):
+		case <-req.Context().Done():
+			return false
+		}
+	}
+	return true
 }
 
 type statusWriter struct {

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"context"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -34,7 +37,12 @@ func (s *Snapshot) tableFor(r *http.Request) *route.Table {
 // redirect; 500 for a rule without a usable backend, as the API asks),
 // or picks the backend by weight and returns it with the policy the
 // rule's timeouts make.
-func answerByRule(w http.ResponseWriter, r *http.Request, rule *route.Rule, prefix string) (*route.Backend, *route.Policy, int) {
+func answerByRule(w http.ResponseWriter, r *http.Request, rule *route.Rule, prefix string) (*route.WeightedBackend, *route.Policy, int) {
+	if c := rule.Filters.CORS; c != nil && route.IsPreflight(r) {
+		c.Preflight(w.Header(), r)
+		w.WriteHeader(http.StatusNoContent)
+		return nil, nil, http.StatusNoContent
+	}
 	if to := rule.Filters.Redirect; to != nil {
 		w.Header().Set("Location", redirectLocation(r, to, prefix))
 		w.WriteHeader(to.Code)
@@ -52,7 +60,7 @@ func answerByRule(w http.ResponseWriter, r *http.Request, rule *route.Rule, pref
 		}
 		pol = &route.Policy{ReadTimeout: t}
 	}
-	return &b.Backend, pol, 0
+	return b, pol, 0
 }
 
 // redirectLocation builds a RequestRedirect's Location from the request:
@@ -95,8 +103,11 @@ func redirectLocation(r *http.Request, to *route.RedirectTo, prefix string) stri
 
 // applyRule makes the request a rule's filters ask for: its header
 // changes and URL rewrite.
-func applyRule(pr *httputil.ProxyRequest, rule *route.Rule, prefix string) {
+func applyRule(pr *httputil.ProxyRequest, rule *route.Rule, wb *route.WeightedBackend, prefix string) {
 	rule.Filters.RequestHeaders.Apply(pr.Out.Header)
+	if wb != nil {
+		wb.RequestHeaders.Apply(pr.Out.Header)
+	}
 	rw := rule.Filters.Rewrite
 	if rw == nil {
 		return
@@ -107,5 +118,34 @@ func applyRule(pr *httputil.ProxyRequest, rule *route.Rule, prefix string) {
 	if rw.Path != nil {
 		pr.Out.URL.Path = rw.Path.NewPath(route.CleanPath(pr.In.URL.Path), prefix)
 		pr.Out.URL.RawPath = ""
+	}
+}
+
+// mirror sends a copy of a request without a body to each of the rule's
+// mirrors (its share of requests), in the background; answers are
+// dropped. A request with a body is not mirrored: it would have to be
+// held in memory while the backend reads it.
+func (p *Proxy) mirror(s *Snapshot, r *http.Request, rule *route.Rule) {
+	if len(rule.Filters.Mirrors) == 0 || (r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0) {
+		return
+	}
+	for _, m := range rule.Filters.Mirrors {
+		addrs := s.Endpoints[m.Backend]
+		if len(addrs) == 0 || rand.Float64()*100 >= m.Percent {
+			continue
+		}
+		out := r.Clone(context.Background())
+		out.RequestURI, out.Body = "", http.NoBody
+		out.URL.Scheme, out.URL.Host = "http", addrs[rand.IntN(len(addrs))]
+		rule.Filters.RequestHeaders.Apply(out.Header)
+		go func() {
+			resp, err := p.mirrors.Do(out)
+			if err != nil {
+				p.log.Debug("mirror failed", "backend", m.Backend.Service, "err", err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+		}()
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,5 +145,61 @@ func TestGatewayPortsIsolateListeners(t *testing.T) {
 			t.Fatal("the port stayed open after its Gateway went")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGatewayRetriesMirrorsAndBackendFilters: a rule's retry policy tries
+// again on its codes up to its attempts; a mirror gets a copy; a
+// backendRef's own header filters apply after the rule's.
+func TestGatewayRetriesMirrorsAndBackendFilters(t *testing.T) {
+	p, f := newProxy(t)
+	var mu sync.Mutex
+	failures, mirrored := 0, make(chan string, 10)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failures > 0 {
+			failures--
+			w.WriteHeader(500)
+			return
+		}
+		fmt.Fprintf(w, "ok x-backend=%s", r.Header.Get("X-Backend"))
+	}))
+	t.Cleanup(flaky.Close)
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { mirrored <- r.URL.Path }))
+	t.Cleanup(mirror.Close)
+	fb, mb := route.Backend{Namespace: "ns", Service: "flaky", Port: 80}, route.Backend{Namespace: "ns", Service: "mirror", Port: 80}
+	tb := route.NewTable()
+	tb.DeepWildcards = true
+	vh := tb.Host("")
+	wb := []route.WeightedBackend{{Backend: fb, Weight: 1, RequestHeaders: &route.HeaderChanges{Set: []route.Header{{Name: "X-Backend", Value: "flaky"}}},
+		ResponseHeaders: &route.HeaderChanges{Set: []route.Header{{Name: "X-From", Value: "flaky"}}}}}
+	vh.AddRule(route.Prefix, "/retry2", &route.Rule{Source: "HTTPRoute ns/r", Backends: wb,
+		Filters: route.Filters{Retry: &route.Retry{Codes: map[int]bool{500: true}, Attempts: 2}}})
+	vh.AddRule(route.Prefix, "/mirror", &route.Rule{Source: "HTTPRoute ns/m", Backends: wb,
+		Filters: route.Filters{Mirrors: []route.Mirror{{Backend: mb, Percent: 100}}}})
+	p.Swap(&Snapshot{Table: tb, Endpoints: map[route.Backend][]string{fb: {strings.TrimPrefix(flaky.URL, "http://")}, mb: {strings.TrimPrefix(mirror.URL, "http://")}}})
+	setFailures := func(n int) { mu.Lock(); failures = n; mu.Unlock() }
+
+	setFailures(2)
+	resp, body := request(t, "GET", f.URL+"/retry2", "any.test")
+	if resp.StatusCode != 200 || body != "ok x-backend=flaky" || resp.Header.Get("X-From") != "flaky" {
+		t.Errorf("two failures, two retries allowed: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	setFailures(3)
+	if code, _ := get(t, f.URL+"/retry2", "any.test"); code != 500 {
+		t.Errorf("three failures, two retries allowed: %d, want 500", code)
+	}
+	setFailures(1)
+	if code, _ := get(t, f.URL+"/mirror/x", "any.test"); code != 500 {
+		t.Errorf("no retry policy: %d, want the backend's 500", code)
+	}
+	select {
+	case path := <-mirrored:
+		if path != "/mirror/x" {
+			t.Errorf("mirror got %s", path)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the mirror got no copy")
 	}
 }

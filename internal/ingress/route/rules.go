@@ -59,6 +59,24 @@ type WeightedBackend struct {
 	Backend Backend
 	Weight  int32
 	Invalid bool
+	// RequestHeaders and ResponseHeaders are the backendRef's own
+	// filters, applied after the rule's.
+	RequestHeaders, ResponseHeaders *HeaderChanges
+}
+
+// Retry sends a request again when its answer has one of Codes, or its
+// connection fails, up to Attempts more times, Backoff apart.
+type Retry struct {
+	Codes    map[int]bool
+	Attempts int
+	Backoff  time.Duration
+}
+
+// Mirror sends a copy of Percent of the rule's requests to Backend; its
+// answers are dropped.
+type Mirror struct {
+	Backend Backend
+	Percent float64
 }
 
 // Filters are what a rule does to a request and its response.
@@ -66,6 +84,9 @@ type Filters struct {
 	RequestHeaders, ResponseHeaders *HeaderChanges
 	Redirect                        *RedirectTo
 	Rewrite                         *URLRewrite
+	CORS                            *GatewayCORS
+	Retry                           *Retry
+	Mirrors                         []Mirror
 	// Timeout bounds the whole request, BackendTimeout each try (0: none).
 	Timeout, BackendTimeout time.Duration
 }

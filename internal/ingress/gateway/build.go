@@ -26,6 +26,7 @@ type Input struct {
 	Classes    []*gwv1.GatewayClass
 	Gateways   []*gwv1.Gateway
 	HTTPRoutes []*gwv1.HTTPRoute
+	GRPCRoutes []*gwv1.GRPCRoute
 	Grants     []*gwv1.ReferenceGrant
 	// NamespaceLabels are each namespace's labels (allowedRoutes selectors).
 	NamespaceLabels map[string]map[string]string
@@ -46,13 +47,13 @@ type Result struct {
 	Classes  map[string][]metav1.Condition
 	Gateways map[types.NamespacedName]*gwv1.GatewayStatus
 	// Routes holds the parent statuses weft owns, per HTTPRoute.
-	Routes map[types.NamespacedName][]gwv1.RouteParentStatus
+	Routes map[RouteKey][]gwv1.RouteParentStatus
 }
 
 // Build translates the input.
 func Build(in Input) *Result {
 	res := &Result{Ports: map[int]*proxy.Port{}, Classes: map[string][]metav1.Condition{},
-		Gateways: map[types.NamespacedName]*gwv1.GatewayStatus{}, Routes: map[types.NamespacedName][]gwv1.RouteParentStatus{}}
+		Gateways: map[types.NamespacedName]*gwv1.GatewayStatus{}, Routes: map[RouteKey][]gwv1.RouteParentStatus{}}
 	ours := map[string]bool{}
 	for _, c := range in.Classes {
 		if c.Spec.ControllerName != ControllerName {
@@ -71,7 +72,10 @@ func Build(in Input) *Result {
 		gws[key] = newGatewayState(g, in)
 	}
 	for _, r := range sortedRoutes(in.HTTPRoutes) {
-		attachRoute(r, gws, in, res)
+		attachRoute(httpMeta(r), func() *compiled { return compileRules(r, in) }, gws, in, res)
+	}
+	for _, r := range sortedGRPC(in.GRPCRoutes) {
+		attachRoute(grpcMeta(r), func() *compiled { return compileGRPC(r, in) }, gws, in, res)
 	}
 	for key, gs := range gws {
 		res.Gateways[key] = gs.status(in.Addresses[key])
@@ -98,6 +102,18 @@ func sortedGateways(gs []*gwv1.Gateway) []*gwv1.Gateway {
 // conflicts.
 func sortedRoutes(rs []*gwv1.HTTPRoute) []*gwv1.HTTPRoute {
 	out := append([]*gwv1.HTTPRoute(nil), rs...)
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+	return out
+}
+
+func sortedGRPC(rs []*gwv1.GRPCRoute) []*gwv1.GRPCRoute {
+	out := append([]*gwv1.GRPCRoute(nil), rs...)
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {

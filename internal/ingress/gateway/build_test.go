@@ -129,7 +129,7 @@ func TestBuildStatus(t *testing.T) {
 	}
 	for name, w := range routes {
 		ns, n, _ := strings.Cut(name, "/")
-		parents := res.Routes[types.NamespacedName{Namespace: ns, Name: n}]
+		parents := res.Routes[RouteKey{"HTTPRoute", types.NamespacedName{Namespace: ns, Name: n}}]
 		if len(parents) != 1 {
 			t.Errorf("%s: %d parents", name, len(parents))
 			continue
@@ -139,7 +139,7 @@ func TestBuildStatus(t *testing.T) {
 			t.Errorf("%s: %v, want %v", name, got, w)
 		}
 	}
-	if _, ok := res.Routes[types.NamespacedName{Namespace: "apps", Name: "elsewhere"}]; ok {
+	if _, ok := res.Routes[RouteKey{"HTTPRoute", types.NamespacedName{Namespace: "apps", Name: "elsewhere"}}]; ok {
 		t.Error("status for a route of another controller's Gateway")
 	}
 }
@@ -175,7 +175,7 @@ func TestBuildRoutesRequests(t *testing.T) {
 			t.Errorf("%s: %q, want %q", c.host, got, c.want)
 		}
 	}
-	crossns := res.Routes[types.NamespacedName{Namespace: "apps", Name: "crossns"}]
+	crossns := res.Routes[RouteKey{"HTTPRoute", types.NamespacedName{Namespace: "apps", Name: "crossns"}}]
 	if got := condition(crossns[0].Conditions, "ResolvedRefs"); got != "True/ResolvedRefs" {
 		t.Errorf("crossns with a ReferenceGrant: %s", got)
 	}

@@ -82,7 +82,7 @@ func (c *Controller) kick() {
 // Run waits until the API server serves Gateways, then syncs on every
 // change until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	for !c.served() {
+	for !c.served("gateways") {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -98,7 +98,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		routes: gf.Gateway().V1().HTTPRoutes().Informer(), grants: gf.Gateway().V1().ReferenceGrants().Informer(),
 		namespaces: kf.Core().V1().Namespaces().Informer(), services: kf.Core().V1().Services().Lister(),
 	}
-	for _, inf := range []cache.SharedIndexInformer{w.classes, w.gateways, w.routes, w.grants, w.namespaces, kf.Core().V1().Services().Informer()} {
+	informers := []cache.SharedIndexInformer{w.classes, w.gateways, w.routes, w.grants, w.namespaces, kf.Core().V1().Services().Informer()}
+	if c.served("grpcroutes") { // a cluster may have installed the Gateway API without it
+		w.grpc = gf.Gateway().V1().GRPCRoutes().Informer()
+		informers = append(informers, w.grpc)
+	}
+	for _, inf := range informers {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { c.kick() }, UpdateFunc: func(any, any) { c.kick() }, DeleteFunc: func(any) { c.kick() }})
 	}
@@ -142,14 +147,14 @@ func (c *Controller) lead(ctx context.Context) {
 	}
 }
 
-// served: the API server has the Gateway API's v1 Gateways.
-func (c *Controller) served() bool {
+// served: the API server has this resource of the Gateway API's v1.
+func (c *Controller) served(resource string) bool {
 	list, err := c.client.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String())
 	if err != nil {
 		return false
 	}
 	for _, r := range list.APIResources {
-		if r.Name == "gateways" {
+		if r.Name == resource {
 			return true
 		}
 	}
@@ -158,6 +163,7 @@ func (c *Controller) served() bool {
 
 type watched struct {
 	classes, gateways, routes, grants, namespaces cache.SharedIndexInformer
+	grpc                                          cache.SharedIndexInformer // nil: not served
 	services                                      corelisters.ServiceLister
 }
 
@@ -171,6 +177,11 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	}
 	for _, o := range w.routes.GetStore().List() {
 		in.HTTPRoutes = append(in.HTTPRoutes, o.(*gwv1.HTTPRoute))
+	}
+	if w.grpc != nil {
+		for _, o := range w.grpc.GetStore().List() {
+			in.GRPCRoutes = append(in.GRPCRoutes, o.(*gwv1.GRPCRoute))
+		}
 	}
 	for _, o := range w.grants.GetStore().List() {
 		in.Grants = append(in.Grants, o.(*gwv1.ReferenceGrant))
@@ -189,6 +200,7 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	c.changed()
 	if c.leader.Load() {
 		c.writeStatus(ctx, in, res)
+		c.writeGRPCStatus(ctx, in, res)
 	}
 }
 

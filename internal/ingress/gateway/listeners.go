@@ -77,11 +77,11 @@ func (l *listenerState) check(g *gwv1.Gateway, in Input) {
 		l.accepted, l.reason, l.message = false, string(gwv1.ListenerReasonUnsupportedProtocol), errorf("protocol %s is not supported", l.spec.Protocol)
 		return
 	}
-	l.kinds = []gwv1.RouteGroupKind{{Group: ptr(groupName), Kind: "HTTPRoute"}}
+	l.kinds = []gwv1.RouteGroupKind{{Group: ptr(groupName), Kind: "HTTPRoute"}, {Group: ptr(groupName), Kind: "GRPCRoute"}}
 	if ar := l.spec.AllowedRoutes; ar != nil && len(ar.Kinds) > 0 {
 		l.kinds = nil
 		for _, k := range ar.Kinds {
-			if (k.Group == nil || *k.Group == groupName) && k.Kind == "HTTPRoute" {
+			if (k.Group == nil || *k.Group == groupName) && (k.Kind == "HTTPRoute" || k.Kind == "GRPCRoute") {
 				l.kinds = append(l.kinds, gwv1.RouteGroupKind{Group: ptr(groupName), Kind: k.Kind})
 			} else {
 				l.resolved, l.reason, l.message = false, string(gwv1.ListenerReasonInvalidRouteKinds), errorf("route kind %s is not supported", k.Kind)
@@ -139,11 +139,11 @@ func (gs *gatewayState) findConflicts() {
 	}
 }
 
-// allows: a route of namespace ns and kind HTTPRoute may attach.
-func (l *listenerState) allows(gw *gwv1.Gateway, ns string, nsLabels map[string]map[string]string) bool {
+// allows: a route of this kind and namespace may attach.
+func (l *listenerState) allows(gw *gwv1.Gateway, kind, ns string, nsLabels map[string]map[string]string) bool {
 	kindOK := false
 	for _, k := range l.kinds {
-		kindOK = kindOK || k.Kind == "HTTPRoute"
+		kindOK = kindOK || string(k.Kind) == kind
 	}
 	if !kindOK {
 		return false

@@ -30,17 +30,38 @@ type pathRule struct {
 	rule *route.Rule
 }
 
-// attachRoute attaches an HTTPRoute to the listeners its parentRefs name
-// and allow it, adds its rules to their tables, and records its parent
+// routeMeta is what attaching needs of a route of any kind.
+type routeMeta struct {
+	kind            string // HTTPRoute, GRPCRoute
+	namespace, name string
+	generation      int64
+	created         time.Time
+	parents         []gwv1.ParentReference
+	hostnames       []gwv1.Hostname
+}
+
+// RouteKey names a route of some kind.
+type RouteKey struct {
+	Kind string
+	types.NamespacedName
+}
+
+func httpMeta(r *gwv1.HTTPRoute) routeMeta {
+	return routeMeta{kind: "HTTPRoute", namespace: r.Namespace, name: r.Name, generation: r.Generation, created: r.CreationTimestamp.Time,
+		parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames}
+}
+
+// attachRoute attaches a route to the listeners its parentRefs name and
+// allow it, adds its rules to their tables, and records its parent
 // statuses.
-func attachRoute(r *gwv1.HTTPRoute, gws map[types.NamespacedName]*gatewayState, in Input, res *Result) {
-	key := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
+func attachRoute(r routeMeta, compile func() *compiled, gws map[types.NamespacedName]*gatewayState, in Input, res *Result) {
+	key := RouteKey{Kind: r.kind, NamespacedName: types.NamespacedName{Namespace: r.namespace, Name: r.name}}
 	var c *compiled
-	for _, ref := range r.Spec.ParentRefs {
+	for _, ref := range r.parents {
 		if (ref.Group != nil && *ref.Group != groupName) || (ref.Kind != nil && *ref.Kind != "Gateway") {
 			continue
 		}
-		ns := r.Namespace
+		ns := r.namespace
 		if ref.Namespace != nil {
 			ns = string(*ref.Namespace)
 		}
@@ -49,18 +70,18 @@ func attachRoute(r *gwv1.HTTPRoute, gws map[types.NamespacedName]*gatewayState, 
 			continue // not a Gateway of weft's: another controller's to report
 		}
 		if c == nil {
-			c = compileRules(r, in)
+			c = compile()
 		}
 		accepted, reason, msg := gs.attach(r, ref, c, in)
-		conds := []metav1.Condition{cond("Accepted", accepted, reason, msg, r.Generation)}
+		conds := []metav1.Condition{cond("Accepted", accepted, reason, msg, r.generation)}
 		if c.resolvedReason == "" {
-			conds = append(conds, cond("ResolvedRefs", true, string(gwv1.RouteReasonResolvedRefs), "", r.Generation))
+			conds = append(conds, cond("ResolvedRefs", true, string(gwv1.RouteReasonResolvedRefs), "", r.generation))
 		} else {
-			conds = append(conds, cond("ResolvedRefs", false, c.resolvedReason, c.resolvedMessage, r.Generation))
+			conds = append(conds, cond("ResolvedRefs", false, c.resolvedReason, c.resolvedMessage, r.generation))
 		}
 		if accepted && len(c.dropped) > 0 {
 			conds = append(conds, cond("PartiallyInvalid", true, string(gwv1.RouteReasonUnsupportedValue),
-				"Dropped Rule(s): "+strings.Join(c.dropped, "; "), r.Generation))
+				"Dropped Rule(s): "+strings.Join(c.dropped, "; "), r.generation))
 		}
 		res.Routes[key] = append(res.Routes[key], gwv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName, Conditions: conds})
 	}
@@ -68,10 +89,10 @@ func attachRoute(r *gwv1.HTTPRoute, gws map[types.NamespacedName]*gatewayState, 
 
 // attach adds the route's rules to each listener of the Gateway the
 // parentRef selects that allows it; it returns the Accepted condition.
-func (gs *gatewayState) attach(r *gwv1.HTTPRoute, ref gwv1.ParentReference, c *compiled, in Input) (bool, string, string) {
+func (gs *gatewayState) attach(r routeMeta, ref gwv1.ParentReference, c *compiled, in Input) (bool, string, string) {
 	named, allowed, attached := 0, 0, 0
 	var hosts []string
-	for _, h := range r.Spec.Hostnames {
+	for _, h := range r.hostnames {
 		hosts = append(hosts, string(h))
 	}
 	for _, l := range gs.listeners {
@@ -79,7 +100,7 @@ func (gs *gatewayState) attach(r *gwv1.HTTPRoute, ref gwv1.ParentReference, c *c
 			continue
 		}
 		named++
-		if !l.accepted || l.conflicted || !l.allows(gs.gw, r.Namespace, in.NamespaceLabels) {
+		if !l.accepted || l.conflicted || !l.allows(gs.gw, r.kind, r.namespace, in.NamespaceLabels) {
 			continue
 		}
 		allowed++
@@ -111,11 +132,12 @@ func (gs *gatewayState) attach(r *gwv1.HTTPRoute, ref gwv1.ParentReference, c *c
 // match.
 func compileRules(r *gwv1.HTTPRoute, in Input) *compiled {
 	c := &compiled{}
+	m := httpMeta(r)
 	name := nsName(r)
 	for ri, rule := range r.Spec.Rules {
 		filters, why := compileFilters(rule.Filters)
-		backends := c.backends(r, rule.BackendRefs, in)
-		filters.Mirrors = c.mirrors(r, rule.Filters, in)
+		backends := c.backends(m, httpBackendRefs(rule.BackendRefs), in)
+		filters.Mirrors = c.mirrors(m, mirrorFilters(rule.Filters), in)
 		filters.Retry = retry(rule.Retry)
 		if why == "" {
 			why = timeouts(rule.Timeouts, &filters)
@@ -293,7 +315,44 @@ func timeouts(t *gwv1.HTTPRouteTimeouts, f *route.Filters) string {
 
 // backends resolves a rule's backendRefs; one that does not resolve keeps
 // its weight and answers 500, and the route's ResolvedRefs says why.
-func (c *compiled) backends(r *gwv1.HTTPRoute, refs []gwv1.HTTPBackendRef, in Input) []route.WeightedBackend {
+// backendRef is a backendRef of either kind of route, its filters
+// reduced to header changes.
+type backendRef struct {
+	gwv1.BackendRef
+	requestHeaders, responseHeaders *gwv1.HTTPHeaderFilter
+	unsupported                     string // a filter type that is not
+}
+
+func httpBackendRefs(refs []gwv1.HTTPBackendRef) []backendRef {
+	var out []backendRef
+	for _, r := range refs {
+		br := backendRef{BackendRef: r.BackendRef}
+		for _, f := range r.Filters {
+			switch f.Type {
+			case gwv1.HTTPRouteFilterRequestHeaderModifier:
+				br.requestHeaders = f.RequestHeaderModifier
+			case gwv1.HTTPRouteFilterResponseHeaderModifier:
+				br.responseHeaders = f.ResponseHeaderModifier
+			default:
+				br.unsupported = string(f.Type)
+			}
+		}
+		out = append(out, br)
+	}
+	return out
+}
+
+func mirrorFilters(fs []gwv1.HTTPRouteFilter) []*gwv1.HTTPRequestMirrorFilter {
+	var out []*gwv1.HTTPRequestMirrorFilter
+	for _, f := range fs {
+		if f.Type == gwv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
+			out = append(out, f.RequestMirror)
+		}
+	}
+	return out
+}
+
+func (c *compiled) backends(r routeMeta, refs []backendRef, in Input) []route.WeightedBackend {
 	var out []route.WeightedBackend
 	for _, ref := range refs {
 		wb := route.WeightedBackend{Weight: 1}
@@ -310,15 +369,9 @@ func (c *compiled) backends(r *gwv1.HTTPRoute, refs []gwv1.HTTPBackendRef, in In
 		} else {
 			wb.Backend = b
 		}
-		for _, f := range ref.Filters {
-			switch f.Type {
-			case gwv1.HTTPRouteFilterRequestHeaderModifier:
-				wb.RequestHeaders = headerChanges(f.RequestHeaderModifier)
-			case gwv1.HTTPRouteFilterResponseHeaderModifier:
-				wb.ResponseHeaders = headerChanges(f.ResponseHeaderModifier)
-			default:
-				fail(string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: filter %s is not supported on a backend", ref.Name, f.Type))
-			}
+		wb.RequestHeaders, wb.ResponseHeaders = headerChanges(ref.requestHeaders), headerChanges(ref.responseHeaders)
+		if ref.unsupported != "" {
+			fail(string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: filter %s is not supported on a backend", ref.Name, ref.unsupported))
 		}
 		out = append(out, wb)
 	}
@@ -351,15 +404,15 @@ func (c *compiled) unresolved(reason, msg string) {
 // resolveRef checks a Service reference of a route: its kind, a
 // ReferenceGrant for another namespace, its port, that it exists; reason
 // is "" when it resolves.
-func resolveRef(r *gwv1.HTTPRoute, ref gwv1.BackendObjectReference, in Input) (route.Backend, string, string) {
-	ns := r.Namespace
+func resolveRef(r routeMeta, ref gwv1.BackendObjectReference, in Input) (route.Backend, string, string) {
+	ns := r.namespace
 	if ref.Namespace != nil {
 		ns = string(*ref.Namespace)
 	}
 	switch {
 	case (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service"):
 		return route.Backend{}, string(gwv1.RouteReasonInvalidKind), errorf("backendRef %s: only Services are supported", ref.Name)
-	case ns != r.Namespace && !granted(in.Grants, groupName, "HTTPRoute", r.Namespace, "", "Service", ns, string(ref.Name)):
+	case ns != r.namespace && !granted(in.Grants, groupName, r.kind, r.namespace, "", "Service", ns, string(ref.Name)):
 		return route.Backend{}, string(gwv1.RouteReasonRefNotPermitted), errorf("backendRef %s/%s: no ReferenceGrant in %s allows it", ns, ref.Name, ns)
 	case ref.Port == nil:
 		return route.Backend{}, string(gwv1.RouteReasonUnsupportedValue), errorf("backendRef %s: no port", ref.Name)
@@ -371,19 +424,16 @@ func resolveRef(r *gwv1.HTTPRoute, ref gwv1.BackendObjectReference, in Input) (r
 
 // mirrors compiles a rule's RequestMirror filters; one whose backend does
 // not resolve is left out and reported.
-func (c *compiled) mirrors(r *gwv1.HTTPRoute, fs []gwv1.HTTPRouteFilter, in Input) []route.Mirror {
+func (c *compiled) mirrors(r routeMeta, fs []*gwv1.HTTPRequestMirrorFilter, in Input) []route.Mirror {
 	var out []route.Mirror
-	for _, f := range fs {
-		if f.Type != gwv1.HTTPRouteFilterRequestMirror || f.RequestMirror == nil {
-			continue
-		}
-		b, reason, msg := resolveRef(r, f.RequestMirror.BackendRef, in)
+	for _, m := range fs {
+		b, reason, msg := resolveRef(r, m.BackendRef, in)
 		if reason != "" {
 			c.unresolved(reason, "mirror "+msg)
 			continue
 		}
 		pct := 100.0
-		switch m := f.RequestMirror; {
+		switch {
 		case m.Percent != nil:
 			pct = float64(*m.Percent)
 		case m.Fraction != nil:

@@ -104,7 +104,7 @@ func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) {
 		}
 	}
 	for _, r := range in.HTTPRoutes {
-		want := res.Routes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}]
+		want := res.Routes[RouteKey{Kind: "HTTPRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
 		if want == nil && !hasOurParent(r.Status.RouteStatus) {
 			continue
 		}
@@ -114,6 +114,23 @@ func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) {
 			upd.Status.RouteStatus = st
 			_, err := api.HTTPRoutes(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
 			c.failed(err, "HTTPRoute", r.Namespace+"/"+r.Name)
+		}
+	}
+}
+
+// writeGRPCStatus writes the GRPCRoutes' statuses that changed.
+func (c *Controller) writeGRPCStatus(ctx context.Context, in Input, res *Result) {
+	for _, r := range in.GRPCRoutes {
+		want := res.Routes[RouteKey{Kind: "GRPCRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
+		if want == nil && !hasOurParent(r.Status.RouteStatus) {
+			continue
+		}
+		st := RouteStatus(r.Status.RouteStatus, want)
+		if !reflect.DeepEqual(st, r.Status.RouteStatus) {
+			upd := r.DeepCopy()
+			upd.Status.RouteStatus = st
+			_, err := c.gw.GatewayV1().GRPCRoutes(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+			c.failed(err, "GRPCRoute", r.Namespace+"/"+r.Name)
 		}
 	}
 }

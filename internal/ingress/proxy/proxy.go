@@ -255,7 +255,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pk.addrs, pk.pinned = pinned(r, pol.Affinity, pk.addrs)
 	}
 	ctx := context.WithValue(r.Context(), ctxKey{}, pk)
-	h2 := s.H2C[*backend] || (pol != nil && pol.H2C)
+	h2 := s.H2C[*backend] || (pol != nil && pol.H2C) || (rule != nil && rule.H2C)
 	rp := p.rp
 	switch {
 	case pol != nil && pol.BackendTLS && h2:

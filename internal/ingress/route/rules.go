@@ -15,7 +15,12 @@ import (
 // Gateway API's precedence order and the first whose conditions hold
 // serves. A request no rule of a path takes goes on to shorter paths.
 type Rule struct {
-	Method  string // "" for any
+	Method string // "" for any
+	// PathRegex, when set, must match the whole path (a GRPCRoute's
+	// method match by regular expression, or by method alone).
+	PathRegex *regexp.Regexp
+	// H2C: the backends speak HTTP/2 without TLS (a GRPCRoute's).
+	H2C     bool
 	Headers []ValueMatch
 	Query   []ValueMatch
 	// Backends share the rule's requests by weight.
@@ -162,6 +167,9 @@ func (c *PathChange) NewPath(reqPath, prefix string) string {
 // conditionsHold: the method, every header and every query condition.
 func (r *Rule) conditionsHold(req *http.Request) bool {
 	if r.Method != "" && req.Method != r.Method {
+		return false
+	}
+	if r.PathRegex != nil && !r.PathRegex.MatchString(req.URL.Path) {
 		return false
 	}
 	for _, m := range r.Headers {

@@ -6,8 +6,8 @@ func TestImageKind(t *testing.T) {
 	for image, want := range map[string]string{
 		"registry.k8s.io/e2e-test-images/agnhost:2.53": "agnhost",
 		"agnhost": "agnhost",
-		"registry.k8s.io/coredns/coredns:v1.12.2": "coredns",
-		"registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.2": "echo-basic",
+		"registry.k8s.io/coredns/coredns:v1.12.2":                    "coredns",
+		"registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.2":        "echo-basic",
 		"registry.k8s.io/e2e-test-images/regression-issue-74839:1.2": "regression-issue-74839",
 		"registry.k8s.io/pause:3.10":                                 "pause",
 		"busybox:1.36":                                               "other",

@@ -96,24 +96,35 @@ func Build(ings []*networkingv1.Ingress, l Lister) (*proxy.Snapshot, []route.TLS
 	return s, tls, probs
 }
 
-// ResolvePorts adds the endpoints of every backend the Gateway listeners'
-// rules name to the snapshot.
+// ResolvePorts adds the endpoints of every backend and mirror the Gateway
+// listeners' rules name to the snapshot.
 func ResolvePorts(s *proxy.Snapshot, l Lister) {
 	for _, pt := range s.Ports {
 		for _, t := range pt.Tables {
 			for _, r := range t.Routes() {
 				for _, rule := range r.Rules {
 					for _, b := range rule.Backends {
-						if _, done := s.Endpoints[b.Backend]; done || b.Invalid {
-							continue
+						if !b.Invalid {
+							resolveOnce(s, b.Backend, l)
 						}
-						eps, h2c, _ := endpoints(b.Backend, l) // the route's status reports what does not resolve
-						s.Endpoints[b.Backend], s.H2C[b.Backend] = eps, h2c
+					}
+					for _, m := range rule.Filters.Mirrors {
+						resolveOnce(s, m.Backend, l)
 					}
 				}
 			}
 		}
 	}
+}
+
+// resolveOnce adds a backend's endpoints; a backend that does not resolve
+// has none (the route's status says why).
+func resolveOnce(s *proxy.Snapshot, b route.Backend, l Lister) {
+	if _, done := s.Endpoints[b]; done {
+		return
+	}
+	eps, h2c, _ := endpoints(b, l)
+	s.Endpoints[b], s.H2C[b] = eps, h2c
 }
 
 // readAnnotations reads each Ingress's ingress-nginx annotations into the

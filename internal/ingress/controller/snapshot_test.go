@@ -13,6 +13,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"weft.dev/weft/internal/ingress/nginx"
+	"weft.dev/weft/internal/ingress/proxy"
+	"weft.dev/weft/internal/ingress/route"
 )
 
 type fakeLister struct {
@@ -180,5 +182,32 @@ func TestCustomHeadersFromConfigMaps(t *testing.T) {
 		if !strings.Contains(all, want) {
 			t.Errorf("no problem %q among:\n%s", want, all)
 		}
+	}
+}
+
+// The Gateway listeners' rules get the endpoints of their backends and of
+// their mirrors; an invalid backend gets none.
+func TestResolvePortsResolvesBackendsAndMirrors(t *testing.T) {
+	l := fakeLister{
+		svcs: map[string]*corev1.Service{"ns/web": svc("web", corev1.ServicePort{Name: "http", Port: 80}),
+			"ns/mirror": svc("mirror", corev1.ServicePort{Name: "http", Port: 80})},
+		slices: map[string][]*discoveryv1.EndpointSlice{"ns/web": {slice("http", 8080, ep("10.0.0.1", true))},
+			"ns/mirror": {slice("http", 8080, ep("10.0.0.9", true))}},
+	}
+	web, mirror := route.Backend{Namespace: "ns", Service: "web", Port: 80}, route.Backend{Namespace: "ns", Service: "mirror", Port: 80}
+	tb := route.NewTable()
+	tb.Host("").AddRule(route.Prefix, "/", &route.Rule{Backends: []route.WeightedBackend{{Backend: web, Weight: 1}, {Weight: 1, Invalid: true}},
+		Filters: route.Filters{Mirrors: []route.Mirror{{Backend: mirror, Percent: 100}}}})
+	s := &proxy.Snapshot{Endpoints: map[route.Backend][]string{}, H2C: map[route.Backend]bool{},
+		Ports: map[int]*proxy.Port{20000: {Hostnames: []string{""}, Tables: []*route.Table{tb}}}}
+	ResolvePorts(s, l)
+	if got := strings.Join(s.Endpoints[web], ","); got != "10.0.0.1:8080" {
+		t.Errorf("backend: %q", got)
+	}
+	if got := strings.Join(s.Endpoints[mirror], ","); got != "10.0.0.9:8080" {
+		t.Errorf("mirror: %q", got)
+	}
+	if _, ok := s.Endpoints[route.Backend{}]; ok {
+		t.Error("the invalid backend was resolved")
 	}
 }

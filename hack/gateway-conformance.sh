@@ -23,7 +23,7 @@ YAML
 # What weft serves of the GATEWAY-HTTP profile's extended features.
 features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GatewayPort8080,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout}
 args=(-test.v -test.timeout 60m --gateway-class weft
-  --supported-features "$features" --conformance-profiles GATEWAY-HTTP
+  --supported-features "$features" --conformance-profiles "${PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC}"
   --organization weft --project weft --url https://weft.dev --version "$(git rev-parse --short HEAD)" --contact weft
   --report-output "$out/report.yaml" --cleanup-base-resources=false)
 if [[ -n "${RUN_TEST:-}" ]]; then args+=(--run-test "$RUN_TEST"); fi

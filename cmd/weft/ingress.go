@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,11 +24,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 
 	"weft.dev/weft/internal/ingress/controller"
 	"weft.dev/weft/internal/ingress/gateway"
 	"weft.dev/weft/internal/ingress/nginx"
 	"weft.dev/weft/internal/ingress/proxy"
+	"weft.dev/weft/internal/ingress/togateway"
 	"weft.dev/weft/internal/kubeclient"
 	"weft.dev/weft/internal/logbuf"
 )
@@ -158,9 +161,11 @@ func newGatewayController(kubeconfig, ns, selector string, client kubernetes.Int
 
 func ingressMigrateCmd() *cobra.Command {
 	var kubeconfig, output string
+	var toGateway bool
+	var gw togateway.Options
 	cmd := &cobra.Command{
 		Use:   "migrate",
-		Short: "Report, per Ingress, what weft does with each ingress-nginx annotation: honoured, honoured differently (how), or ignored (why)",
+		Short: "Report, per Ingress, what weft does with each ingress-nginx annotation; with --to-gateway, write the Gateway API objects that do what weft's Ingresses do",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			client, err := kubeClient(kubeconfig)
 			if err != nil {
@@ -174,6 +179,17 @@ func ingressMigrateCmd() *cobra.Command {
 			for i := range list.Items {
 				ings[i] = &list.Items[i]
 			}
+			if toGateway {
+				classes, err := client.NetworkingV1().IngressClasses().List(cmd.Context(), metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				cs := make([]*networkingv1.IngressClass, len(classes.Items))
+				for i := range classes.Items {
+					cs[i] = &classes.Items[i]
+				}
+				return writeGateway(cmd.OutOrStdout(), togateway.Convert(controller.Ours(ings, cs), gw))
+			}
 			reports := nginx.Migrate(ings)
 			switch output {
 			case "json":
@@ -185,7 +201,38 @@ func ingressMigrateCmd() *cobra.Command {
 			return fmt.Errorf("--output %q: want text or json", output)
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	f.StringVarP(&output, "output", "o", "text", "text or json")
+	f.BoolVar(&toGateway, "to-gateway", false, "print the Gateway, HTTPRoutes and ReferenceGrants (YAML) equivalent to the Ingresses weft serves; what cannot be expressed is listed in comments at the end")
+	f.StringVar(&gw.Namespace, "gateway-namespace", "default", "namespace of the Gateway written")
+	f.StringVar(&gw.Name, "gateway-name", "weft", "name of the Gateway written")
+	f.StringVar(&gw.Class, "gateway-class", "weft", "GatewayClass of the Gateway written")
 	return cmd
+}
+
+// writeGateway prints the objects as one YAML stream, then what could not
+// be expressed as comments.
+func writeGateway(w io.Writer, res *togateway.Result) error {
+	objs := []any{res.Gateway}
+	for _, g := range res.Grants {
+		objs = append(objs, g)
+	}
+	for _, r := range res.Routes {
+		objs = append(objs, r)
+	}
+	for _, o := range objs {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "---\n%s", b)
+	}
+	if len(res.NotExpressed) > 0 {
+		fmt.Fprintln(w, "# Not expressed in the Gateway API (the Ingresses still do these):")
+		for _, n := range res.NotExpressed {
+			fmt.Fprintf(w, "#   %s\n", n)
+		}
+	}
+	return nil
 }

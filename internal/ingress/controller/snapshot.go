@@ -139,7 +139,7 @@ func readAnnotations(ings []*networkingv1.Ingress, l Lister) (map[string]*route.
 	var probs []route.Problem
 	for _, ing := range ings {
 		src := ing.Namespace + "/" + ing.Name
-		pol, findings := nginx.Parse(ing.Annotations, false)
+		pol, findings := nginx.Parse(ing.Annotations, nginx.SSLRedirect(ing))
 		policies[src] = pol
 		if pol != nil && pol.Regex {
 			for _, rule := range ing.Spec.Rules {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"weft.dev/weft/internal/ingress/route"
@@ -62,6 +63,13 @@ func Parse(ann map[string]string, sslRedirectDefault bool) (*route.Policy, []Fin
 		return nil, out
 	}
 	return p, out
+}
+
+// SSLRedirect is the ssl-redirect default to Parse an Ingress with: weft
+// redirects a TLS Ingress's plain HTTP only when ssl-redirect says "true"
+// (ingress-nginx's default for TLS hosts is not applied to class weft).
+func SSLRedirect(ing *networkingv1.Ingress) bool {
+	return len(ing.Spec.TLS) > 0 && ing.Annotations[Prefix+"ssl-redirect"] == "true"
 }
 
 // snippets are nginx configuration text: never honoured, whatever the

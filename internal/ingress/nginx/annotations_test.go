@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"weft.dev/weft/internal/ingress/route"
 )
 
@@ -194,4 +197,24 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("negative body limit %d", p.MaxBodyBytes)
 		}
 	})
+}
+
+// ssl-redirect "true" redirects a TLS Ingress's plain HTTP; without TLS,
+// or without the annotation, nothing is redirected.
+func TestSSLRedirectAskedWithTLS(t *testing.T) {
+	withTLS := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Prefix + "ssl-redirect": "true"}},
+		Spec: networkingv1.IngressSpec{TLS: []networkingv1.IngressTLS{{Hosts: []string{"a.example.com"}, SecretName: "a"}}}}
+	noTLS := withTLS.DeepCopy()
+	noTLS.Spec.TLS = nil
+	unasked := withTLS.DeepCopy()
+	unasked.Annotations = nil
+	for _, c := range []struct {
+		ing  *networkingv1.Ingress
+		want bool
+	}{{withTLS, true}, {noTLS, false}, {unasked, false}} {
+		pol, _ := Parse(c.ing.Annotations, SSLRedirect(c.ing))
+		if got := pol != nil && pol.HTTPSRedirect; got != c.want {
+			t.Errorf("TLS %v, annotations %v: redirect %v, want %v", len(c.ing.Spec.TLS) > 0, c.ing.Annotations, got, c.want)
+		}
+	}
 }

@@ -167,7 +167,7 @@ func (res *Result) withCanaries(ing *networkingv1.Ingress, host string, p networ
 		if !ok || len(r.BackendRefs) == 0 {
 			continue
 		}
-		cpol, _ := nginx.Parse(c.Annotations, false)
+		cpol, _ := nginx.Parse(c.Annotations, nginx.SSLRedirect(c))
 		rule := cpol.Canary
 		if rule.Cookie != "" {
 			res.note(c, "canary-by-cookie", "the Gateway API matches no cookies")

@@ -47,13 +47,13 @@ func Convert(ings []*networkingv1.Ingress, opts Options) *Result {
 	sort.Slice(sorted, func(i, j int) bool { return key(sorted[i]) < key(sorted[j]) })
 	canaries := map[string][]*networkingv1.Ingress{} // by namespace
 	for _, ing := range sorted {
-		if pol, _ := nginx.Parse(ing.Annotations, false); pol != nil && pol.Canary != nil {
+		if pol, _ := nginx.Parse(ing.Annotations, nginx.SSLRedirect(ing)); pol != nil && pol.Canary != nil {
 			canaries[ing.Namespace] = append(canaries[ing.Namespace], ing)
 		}
 	}
 	grants := map[string]bool{}
 	for _, ing := range sorted {
-		pol, findings := nginx.Parse(ing.Annotations, false)
+		pol, findings := nginx.Parse(ing.Annotations, nginx.SSLRedirect(ing))
 		if pol != nil && pol.Canary != nil {
 			continue // joins the routes it repeats
 		}
@@ -97,7 +97,7 @@ func (res *Result) addTLS(ing *networkingv1.Ingress, opts Options, grants map[st
 				continue // an earlier Ingress named a certificate for this host; it serves, as in weft ingress
 			}
 			l := gwv1.Listener{Name: gwv1.SectionName(name), Port: 443, Protocol: gwv1.HTTPSProtocolType, Hostname: ptr(gwv1.Hostname(h)),
-				TLS: &gwv1.ListenerTLSConfig{Mode: ptr(gwv1.TLSModeTerminate), CertificateRefs: []gwv1.SecretObjectReference{{Name: gwv1.ObjectName(t.SecretName)}}},
+				TLS:           &gwv1.ListenerTLSConfig{Mode: ptr(gwv1.TLSModeTerminate), CertificateRefs: []gwv1.SecretObjectReference{{Name: gwv1.ObjectName(t.SecretName)}}},
 				AllowedRoutes: &gwv1.AllowedRoutes{Namespaces: &gwv1.RouteNamespaces{From: ptr(gwv1.NamespacesFromAll)}}}
 			if ing.Namespace != opts.Namespace {
 				l.TLS.CertificateRefs[0].Namespace = ptr(gwv1.Namespace(ing.Namespace))
@@ -158,7 +158,7 @@ func pathOf(p networkingv1.HTTPIngressPath, pol *route.Policy) (match gwv1.HTTPP
 			return gwv1.HTTPPathMatch{Type: ptr(gwv1.PathMatchPathPrefix), Value: ptr(m[1])},
 				&gwv1.HTTPPathModifier{Type: gwv1.PrefixMatchHTTPPathModifier, ReplacePrefixMatch: ptr("/")}, ""
 		case strings.ContainsAny(value, "()*+?[]{}|\\^$"):
-			return match, nil, fmt.Sprintf("path %q is a regular expression (use-regex/rewrite-target): Gateway API paths are prefixes or exact", value)
+			return match, nil, "a regular expression (use-regex/rewrite-target): Gateway API paths are prefixes or exact"
 		case pol.RewriteTarget != "" && !strings.Contains(pol.RewriteTarget, "$"):
 			return gwv1.HTTPPathMatch{Type: ptr(gwv1.PathMatchPathPrefix), Value: ptr(value)},
 				&gwv1.HTTPPathModifier{Type: gwv1.FullPathHTTPPathModifier, ReplaceFullPath: ptr(pol.RewriteTarget)}, ""

@@ -20,8 +20,9 @@ kind: GatewayClass
 metadata: {name: weft}
 spec: {controllerName: weft.dev/gateway}
 YAML
-# What weft serves of the GATEWAY-HTTP profile's extended features.
-features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GatewayPort8080,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout}
+# What weft serves of the profiles' extended features (HTTPRouteRetry
+# needs the experimental channel's CRD; see docs/gateway.md).
+features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GRPCRoute,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteBackendRequestHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteDestinationPortMatching,HTTPRouteCORS,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror}
 args=(-test.v -test.timeout 60m --gateway-class weft
   --supported-features "$features" --conformance-profiles "${PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC}"
   --organization weft --project weft --url https://weft.dev --version "$(git rev-parse --short HEAD)" --contact weft

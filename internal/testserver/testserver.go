@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -80,6 +81,10 @@ func (s *Server) Handler() http.Handler {
 	})
 	// /header/NAME: the request's header NAME, e.g. what a proxy added.
 	mux.HandleFunc("/header/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.PathValue("name"), "Host") {
+			fmt.Fprint(w, r.Host) // net/http moves Host out of the headers
+			return
+		}
 		fmt.Fprint(w, r.Header.Get(r.PathValue("name")))
 	})
 	// /delay/MS: answers after MS milliseconds (at most a minute), e.g.

@@ -38,6 +38,13 @@ func TestHandler(t *testing.T) {
 			t.Errorf("%s: got %d %q, want %d %q", c.path, resp.StatusCode, b, c.code, c.want)
 		}
 	}
+	req, _ := http.NewRequest("GET", srv.URL+"/header/Host", nil)
+	req.Host = "asked.example.com"
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if b, _ := io.ReadAll(resp.Body); string(b) != "asked.example.com" {
+		t.Errorf("/header/Host: %q, want the request's Host", b)
+	}
 	resp, err := http.Post(srv.URL+"/echo", "text/plain", strings.NewReader("body"))
 	if err != nil {
 		t.Fatal(err)

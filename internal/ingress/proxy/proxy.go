@@ -308,7 +308,11 @@ func answerByPolicy(w http.ResponseWriter, r *http.Request, pol *route.Policy) i
 		}
 		return redirect(http.StatusPermanentRedirect, "https://"+host+r.URL.RequestURI())
 	case pol.AppRoot != "" && r.URL.Path == "/":
-		return redirect(http.StatusFound, pol.AppRoot)
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		return redirect(http.StatusFound, scheme+"://"+r.Host+pol.AppRoot) // absolute, as nginx writes it
 	}
 	return 0
 }

@@ -388,7 +388,7 @@ func TestRoutePolicies(t *testing.T) {
 		code         int
 		loc, bodyHas string
 	}{
-		{"GET", "/", 0, 302, "/app", ""},
+		{"GET", "/", 0, 302, "http://app.example.com/app", ""}, // absolute, as nginx writes it
 		{"GET", "/app", 0, 200, "", "host=app.example.com"},
 		{"GET", "/allowed", 0, 200, "", "host="},
 		{"GET", "/other-net", 0, 403, "", "forbidden"},

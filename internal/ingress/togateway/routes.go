@@ -110,6 +110,7 @@ func (res *Result) filters(ing *networkingv1.Ingress, pol *route.Policy, rewrite
 			res.note(ing, "permanent-redirect/temporal-redirect", why)
 			return nil, false
 		}
+		res.note(ing, "permanent-redirect/temporal-redirect", "written as a RequestRedirect, which keeps the request's query string (ingress-nginx's redirect drops it)")
 		return []gwv1.HTTPRouteFilter{f}, true
 	}
 	var out []gwv1.HTTPRouteFilter

@@ -181,6 +181,9 @@ func backendRef(ns string, b networkingv1.IngressBackend) (gwv1.HTTPBackendRef, 
 		Name: gwv1.ObjectName(b.Service.Name), Port: ptr(gwv1.PortNumber(b.Service.Port.Number))}}}, ""
 }
 
+// redirectFilter is a fixed redirect as a RequestRedirect filter, which
+// keeps the request's query (ingress-nginx's drops it): the caller notes
+// that.
 func redirectFilter(r *route.Redirect) (gwv1.HTTPRouteFilter, string) {
 	u, err := url.Parse(r.Location)
 	if err != nil || u.Host == "" {

@@ -102,7 +102,7 @@ manifests: crds
 # modules ship them (the version go.mod names), embedded in the manifests.
 crds:
 	install -m 644 "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/network-policy-api)/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" internal/manifests/crds/
-	for r in gatewayclasses gateways httproutes grpcroutes referencegrants; do \
+	for r in gatewayclasses gateways httproutes grpcroutes tlsroutes referencegrants; do \
 		install -m 644 "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard/gateway.networking.k8s.io_$$r.yaml" internal/manifests/crds/ || exit 1; \
 	done
 

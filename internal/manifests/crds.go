@@ -15,7 +15,8 @@ import (
 // shipped whatever the backend so that a cluster can switch to bgp, and
 // sigs.k8s.io/network-policy-api's ClusterNetworkPolicy (experimental
 // channel) and the Gateway API resources weft serves (GatewayClass,
-// Gateway, HTTPRoute, GRPCRoute, ReferenceGrant; standard channel), as their modules
+// Gateway, HTTPRoute, GRPCRoute, TLSRoute, ReferenceGrant; standard
+// channel), as their modules
 // ship them (make crds takes them from the versions in go.mod).
 //
 //go:embed crds/*.yaml

@@ -196,6 +196,7 @@ func TestUpstreamCRDsAreTheModules(t *testing.T) {
 		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_gateways.yaml"},
 		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_httproutes.yaml"},
 		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_grpcroutes.yaml"},
+		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_tlsroutes.yaml"},
 		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_referencegrants.yaml"},
 	} {
 		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", c.module).Output()

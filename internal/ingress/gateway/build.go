@@ -27,6 +27,7 @@ type Input struct {
 	Gateways   []*gwv1.Gateway
 	HTTPRoutes []*gwv1.HTTPRoute
 	GRPCRoutes []*gwv1.GRPCRoute
+	TLSRoutes  []*gwv1.TLSRoute
 	Grants     []*gwv1.ReferenceGrant
 	// NamespaceLabels are each namespace's labels (allowedRoutes selectors).
 	NamespaceLabels map[string]map[string]string
@@ -76,6 +77,9 @@ func Build(in Input) *Result {
 	}
 	for _, r := range sortedGRPC(in.GRPCRoutes) {
 		attachRoute(grpcMeta(r), func() *compiled { return compileGRPC(r, in) }, gws, in, res)
+	}
+	for _, r := range sortedByAge(in.TLSRoutes) {
+		attachRoute(tlsMeta(r), func() *compiled { return compileTLS(r, in) }, gws, in, res)
 	}
 	for key, gs := range gws {
 		res.Gateways[key] = gs.status(in.Addresses[key])
@@ -136,7 +140,8 @@ func (gs *gatewayState) program(ports map[int]*proxy.Port) {
 		pp := gs.proxyPorts[int32(l.spec.Port)]
 		pt := ports[pp]
 		if pt == nil {
-			pt = &proxy.Port{TLS: l.spec.Protocol == gwv1.HTTPSProtocolType, Certs: map[string]*tls.Certificate{}}
+			pt = &proxy.Port{TLS: l.spec.Protocol == gwv1.HTTPSProtocolType, Passthrough: l.spec.Protocol == gwv1.TLSProtocolType,
+				Certs: map[string]*tls.Certificate{}}
 			ports[pp] = pt
 		}
 		pt.Hostnames = append(pt.Hostnames, l.hostname)

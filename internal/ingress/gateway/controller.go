@@ -103,6 +103,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		w.grpc = gf.Gateway().V1().GRPCRoutes().Informer()
 		informers = append(informers, w.grpc)
 	}
+	if c.served("tlsroutes") {
+		w.tls = gf.Gateway().V1().TLSRoutes().Informer()
+		informers = append(informers, w.tls)
+	}
 	for _, inf := range informers {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { c.kick() }, UpdateFunc: func(any, any) { c.kick() }, DeleteFunc: func(any) { c.kick() }})
@@ -163,7 +167,7 @@ func (c *Controller) served(resource string) bool {
 
 type watched struct {
 	classes, gateways, routes, grants, namespaces cache.SharedIndexInformer
-	grpc                                          cache.SharedIndexInformer // nil: not served
+	grpc, tls                                     cache.SharedIndexInformer // nil: not served
 	services                                      corelisters.ServiceLister
 }
 
@@ -181,6 +185,11 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	if w.grpc != nil {
 		for _, o := range w.grpc.GetStore().List() {
 			in.GRPCRoutes = append(in.GRPCRoutes, o.(*gwv1.GRPCRoute))
+		}
+	}
+	if w.tls != nil {
+		for _, o := range w.tls.GetStore().List() {
+			in.TLSRoutes = append(in.TLSRoutes, o.(*gwv1.TLSRoute))
 		}
 	}
 	for _, o := range w.grants.GetStore().List() {
@@ -201,6 +210,7 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	if c.leader.Load() {
 		c.writeStatus(ctx, in, res)
 		c.writeGRPCStatus(ctx, in, res)
+		c.writeTLSStatus(ctx, in, res)
 	}
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/tls"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -71,20 +72,30 @@ func newGatewayState(g *gwv1.Gateway, in Input) *gatewayState {
 
 // check validates a listener's protocol, route kinds and certificates.
 func (l *listenerState) check(g *gwv1.Gateway, in Input) {
+	kinds := []gwv1.Kind{"HTTPRoute", "GRPCRoute"}
 	switch l.spec.Protocol {
 	case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+	case gwv1.TLSProtocolType:
+		if t := l.spec.TLS; t == nil || t.Mode == nil || *t.Mode != gwv1.TLSModePassthrough {
+			l.accepted, l.reason, l.message = false, string(gwv1.ListenerReasonUnsupportedValue), "TLS listeners pass TLS through (tls.mode Passthrough); weft does not terminate TLS for TLSRoutes"
+			return
+		}
+		kinds = []gwv1.Kind{"TLSRoute"}
 	default:
 		l.accepted, l.reason, l.message = false, string(gwv1.ListenerReasonUnsupportedProtocol), errorf("protocol %s is not supported", l.spec.Protocol)
 		return
 	}
-	l.kinds = []gwv1.RouteGroupKind{{Group: ptr(groupName), Kind: "HTTPRoute"}, {Group: ptr(groupName), Kind: "GRPCRoute"}}
+	l.kinds = nil
+	for _, k := range kinds {
+		l.kinds = append(l.kinds, gwv1.RouteGroupKind{Group: ptr(groupName), Kind: k})
+	}
 	if ar := l.spec.AllowedRoutes; ar != nil && len(ar.Kinds) > 0 {
 		l.kinds = nil
 		for _, k := range ar.Kinds {
-			if (k.Group == nil || *k.Group == groupName) && (k.Kind == "HTTPRoute" || k.Kind == "GRPCRoute") {
+			if (k.Group == nil || *k.Group == groupName) && slices.Contains(kinds, k.Kind) {
 				l.kinds = append(l.kinds, gwv1.RouteGroupKind{Group: ptr(groupName), Kind: k.Kind})
 			} else {
-				l.resolved, l.reason, l.message = false, string(gwv1.ListenerReasonInvalidRouteKinds), errorf("route kind %s is not supported", k.Kind)
+				l.resolved, l.reason, l.message = false, string(gwv1.ListenerReasonInvalidRouteKinds), errorf("route kind %s is not supported on a %s listener", k.Kind, l.spec.Protocol)
 			}
 		}
 	}

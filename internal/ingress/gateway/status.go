@@ -135,6 +135,23 @@ func (c *Controller) writeGRPCStatus(ctx context.Context, in Input, res *Result)
 	}
 }
 
+// writeTLSStatus writes the TLSRoutes' statuses that changed.
+func (c *Controller) writeTLSStatus(ctx context.Context, in Input, res *Result) {
+	for _, r := range in.TLSRoutes {
+		want := res.Routes[RouteKey{Kind: "TLSRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
+		if want == nil && !hasOurParent(r.Status.RouteStatus) {
+			continue
+		}
+		st := RouteStatus(r.Status.RouteStatus, want)
+		if !reflect.DeepEqual(st, r.Status.RouteStatus) {
+			upd := r.DeepCopy()
+			upd.Status.RouteStatus = st
+			_, err := c.gw.GatewayV1().TLSRoutes(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+			c.failed(err, "TLSRoute", r.Namespace+"/"+r.Name)
+		}
+	}
+}
+
 func hasOurParent(st gwv1.RouteStatus) bool {
 	for _, p := range st.Parents {
 		if p.ControllerName == ControllerName {

@@ -16,8 +16,9 @@ import (
 
 // openPort is a Gateway listener port the proxy listens on.
 type openPort struct {
-	tls bool
-	srv *http.Server
+	tls, passthrough bool
+	srv              *http.Server // nil for passthrough
+	l                net.Listener
 }
 
 // RunPorts listens on the Gateway listener ports of the current snapshot,
@@ -44,7 +45,7 @@ func (p *Proxy) RunPorts(ctx context.Context, host string, newServer func() *htt
 func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() *http.Server) {
 	want := p.snap.Load().Ports
 	for port, op := range open {
-		if pt := want[port]; pt == nil || pt.TLS != op.tls {
+		if pt := want[port]; pt == nil || pt.TLS != op.tls || pt.Passthrough != op.passthrough {
 			closePort(op)
 			delete(open, port)
 		}
@@ -56,6 +57,12 @@ func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() 
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			p.log.Error("cannot listen on a Gateway listener's port", "port", port, "err", err)
+			continue
+		}
+		if pt.Passthrough {
+			open[port] = &openPort{passthrough: true, l: l}
+			go p.servePassthrough(l, port)
+			p.log.Info("listening for a Gateway", "port", port, "tls", "passthrough")
 			continue
 		}
 		srv := newServer()
@@ -77,6 +84,10 @@ func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() 
 
 // closePort stops accepting at once and lets requests in flight finish.
 func closePort(op *openPort) {
+	if op.srv == nil {
+		op.l.Close() // passed-through connections run to their end
+		return
+	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

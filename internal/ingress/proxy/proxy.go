@@ -46,6 +46,9 @@ type Port struct {
 	// TLS: HTTPS; certificates by host in Certs.
 	TLS   bool
 	Certs map[string]*tls.Certificate
+	// Passthrough: TLS listeners whose TLSRoutes get the connection as it
+	// is, chosen by the ClientHello's server name.
+	Passthrough bool
 }
 
 // tableFor is the routes of the listener a host goes to (nil: none).

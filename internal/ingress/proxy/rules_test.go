@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -201,5 +203,55 @@ func TestGatewayRetriesMirrorsAndBackendFilters(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the mirror got no copy")
+	}
+}
+
+// TestTLSPassthroughBySNI: a passthrough port sends each TLS connection,
+// unread, to the backend of the route its server name picks; the client
+// sees the backend's own certificate; an unknown name gets nothing.
+func TestTLSPassthroughBySNI(t *testing.T) {
+	p, _ := newProxy(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.RunPorts(ctx, "127.0.0.1", func() *http.Server { return &http.Server{} }); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	backendTLS := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "from the backend") }))
+	t.Cleanup(backendTLS.Close)
+	b := route.Backend{Namespace: "ns", Service: "tls", Port: 443}
+	tb := route.NewTable()
+	tb.DeepWildcards = true
+	tb.Host("abc.example.com").AddRule(route.Prefix, "/", &route.Rule{Source: "TLSRoute ns/t", Backends: []route.WeightedBackend{{Backend: b, Weight: 1}}})
+	port := freePort(t)
+	p.Swap(&Snapshot{Table: route.NewTable(), Endpoints: map[route.Backend][]string{b: {strings.TrimPrefix(backendTLS.URL, "https://")}},
+		Ports: map[int]*Port{port: {Hostnames: []string{"*.example.com"}, Tables: []*route.Table{tb}, Passthrough: true}}})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dial := func(sni string) (*tls.Conn, error) {
+		var c *tls.Conn
+		var err error
+		for i := 0; i < 100; i++ {
+			c, err = tls.Dial("tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+			if err == nil || !strings.Contains(err.Error(), "refused") {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return c, err
+	}
+	c, err := dial("abc.example.com")
+	if err != nil {
+		t.Fatalf("abc.example.com: %v", err)
+	}
+	if !c.ConnectionState().PeerCertificates[0].Equal(backendTLS.Certificate()) {
+		t.Error("the client did not get the backend's own certificate")
+	}
+	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: abc.example.com\r\nConnection: close\r\n\r\n")
+	reply, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.HasSuffix(string(reply), "from the backend") {
+		t.Errorf("reply %q", reply)
+	}
+	if c, err := dial("other.example.com"); err == nil {
+		c.Close()
+		t.Error("a name no route takes got a TLS session")
 	}
 }

@@ -178,7 +178,7 @@ func reportGateway(g *gatewayPhase, props int) {
 	failed := figure.Missing("%v", g.loadErr)
 	requests := failed
 	if g.loadErr == nil {
-		failed, requests = figure.Of(float64(g.load.Failed), nil), figure.Of(float64(g.load.Requests), nil)
+		failed, requests = figure.Count(float64(g.load.Failed), nil), figure.Of(float64(g.load.Requests), nil)
 	}
 	fmt.Println("| HTTPRoutes | propagation p50 | p99 | changes | requests during them | failed | weft ingress RSS |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")

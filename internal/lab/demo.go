@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
@@ -190,6 +192,12 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	}
 	checks = append(checks, ingressChecks...)
 
+	gatewayChecks, err := l.demoGateway(ctx, w, byNode[nodes[0]][0])
+	if err != nil {
+		return err
+	}
+	checks = append(checks, gatewayChecks...)
+
 	policyChecks, err := l.demoPolicy(ctx, w, client, byNode[nodes[0]][0], byNode[nodes[len(nodes)-1]])
 	if err != nil {
 		return err
@@ -265,6 +273,86 @@ func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.In
 			Want: c.want + "…", Got: got, OK: strings.HasPrefix(got, c.want)})
 	}
 	fmt.Fprintf(w, "Ingress (weft ingress behind kube-system/weft-ingress, LoadBalancer %s; echo.example.com / Prefix, api.example.com /hostname Exact):", lb)
+	PrintChecks(w, checks)
+	return checks, nil
+}
+
+// demoGateway serves echo.example.com through a Gateway of weft's class
+// (its own LoadBalancer address): a rule for requests with X-Canary: yes
+// redirects them, the rest reach the echo Service with a response header
+// the route sets.
+func (l *Lab) demoGateway(ctx context.Context, w io.Writer, from corev1.Pod) ([]Check, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", l.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	gw, err := gwclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := gw.GatewayV1().GatewayClasses().Create(ctx, &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "weft"},
+		Spec: gwv1.GatewayClassSpec{ControllerName: "weft.dev/gateway"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	if _, err := gw.GatewayV1().Gateways(DemoNamespace).Create(ctx, &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "demo"},
+		Spec: gwv1.GatewaySpec{GatewayClassName: "weft", Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}}},
+		metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	backend := []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "echo", Port: ptr.To(gwv1.PortNumber(80))}}}}
+	route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: "echo"}, Spec: gwv1.HTTPRouteSpec{
+		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "demo"}}},
+		Hostnames:       []gwv1.Hostname{"echo.example.com"},
+		Rules: []gwv1.HTTPRouteRule{
+			{Matches: []gwv1.HTTPRouteMatch{{Headers: []gwv1.HTTPHeaderMatch{{Name: "X-Canary", Value: "yes"}}}},
+				Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gwv1.HTTPRequestRedirectFilter{
+					Hostname: ptr.To(gwv1.PreciseHostname("canary.example.com")), StatusCode: ptr.To(307)}}}},
+			{BackendRefs: backend, Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterResponseHeaderModifier,
+				ResponseHeaderModifier: &gwv1.HTTPHeaderFilter{Set: []gwv1.HTTPHeader{{Name: "X-Served-By", Value: "gateway"}}}}}},
+		}}}
+	if _, err := gw.GatewayV1().HTTPRoutes(DemoNamespace).Create(ctx, route, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	addr := ""
+	for i := 0; i < 120 && addr == ""; i++ {
+		if g, err := gw.GatewayV1().Gateways(DemoNamespace).Get(ctx, "demo", metav1.GetOptions{}); err == nil && len(g.Status.Addresses) > 0 {
+			addr = g.Status.Addresses[0].Value
+		} else {
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	if addr == "" {
+		return nil, fmt.Errorf("Gateway %s/demo got no address", DemoNamespace)
+	}
+	ask := func(hdr ...string) string {
+		argv := []string{"curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code} %header{x-served-by}%{redirect_url}", "-H", "Host: echo.example.com"}
+		for _, h := range hdr {
+			argv = append(argv, "-H", h)
+		}
+		var out, errb bytes.Buffer
+		if err := l.Exec(ctx, ExecOptions{Target: from.Namespace + "/" + from.Name, Stdout: &out, Stderr: &errb, Argv: append(argv, "http://"+addr+"/hostname")}); err != nil {
+			return "error: " + strings.TrimSpace(errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	for i := 0; i < 40 && ask() != "200 gateway"; i++ {
+		time.Sleep(250 * time.Millisecond) // the port opens, the route lands
+	}
+	var checks []Check
+	for _, c := range []struct{ what, hdr, want string }{
+		{"HTTPRoute → echo, response header set", "", "200 gateway"},
+		{"header match → redirect", "X-Canary: yes", "307 http://canary.example.com/hostname"},
+	} {
+		var got string
+		if c.hdr == "" {
+			got = ask()
+		} else {
+			got = ask(c.hdr)
+		}
+		checks = append(checks, Check{Node: "-", From: from.Name + " → " + addr, To: "echo.example.com/hostname " + c.hdr, What: c.what,
+			Want: c.want, Got: got, OK: got == c.want})
+	}
+	fmt.Fprintf(w, "Gateway API (Gateway %s/demo of class weft, its own LoadBalancer %s; HTTPRoute echo):", DemoNamespace, addr)
 	PrintChecks(w, checks)
 	return checks, nil
 }

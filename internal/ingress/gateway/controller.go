@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"os"
+	"reflect"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,6 +56,15 @@ type Controller struct {
 	// status; the others serve what the leader wrote.
 	leader   atomic.Bool
 	retrying atomic.Bool
+	// statuses: the latest statuses to write, taken by the status writer
+	// (a sync never waits for the API server's answers).
+	statuses atomic.Pointer[statusJob]
+	written  chan struct{}
+}
+
+type statusJob struct {
+	in  Input
+	res *Result
 }
 
 // Lease is the Lease the replicas compete for, in Config.Namespace.
@@ -62,7 +72,7 @@ const Lease = "weft-gateway"
 
 // New wires a controller; changed is called when the ports change.
 func New(cfg Config, client kubernetes.Interface, gw gwclient.Interface, log *slog.Logger, changed func()) *Controller {
-	c := &Controller{cfg: cfg, client: client, gw: gw, log: log, changed: changed, trigger: make(chan struct{}, 1)}
+	c := &Controller{cfg: cfg, client: client, gw: gw, log: log, changed: changed, trigger: make(chan struct{}, 1), written: make(chan struct{}, 1)}
 	empty := map[int]*proxy.Port{}
 	c.ports.Store(&empty)
 	c.secrets = controller.NewNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)
@@ -91,6 +101,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.log.Info("Gateway API served: watching Gateways")
 	go c.lead(ctx)
+	go c.writeStatuses(ctx)
 	gf := gwinformers.NewSharedInformerFactory(c.gw, 0)
 	kf := informers.NewSharedInformerFactory(c.client, 0)
 	w := &watched{
@@ -109,7 +120,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	for _, inf := range informers {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { c.kick() }, UpdateFunc: func(any, any) { c.kick() }, DeleteFunc: func(any) { c.kick() }})
+			AddFunc: func(any) { c.kick() }, UpdateFunc: c.updated, DeleteFunc: func(any) { c.kick() }})
 	}
 	gf.Start(ctx.Done())
 	kf.Start(ctx.Done())
@@ -149,6 +160,27 @@ func (c *Controller) lead(ctx context.Context) {
 			},
 		})
 	}
+}
+
+// updated syncs on a change, but not on a Gateway API object's status
+// write (its generation unchanged): weft's own writes would each cost a
+// whole sync.
+func (c *Controller) updated(old, cur any) {
+	o, ok1 := old.(metav1.Object)
+	n, ok2 := cur.(metav1.Object)
+	if ok1 && ok2 && n.GetGeneration() != 0 && o.GetGeneration() == n.GetGeneration() &&
+		reflect.DeepEqual(o.GetLabels(), n.GetLabels()) && isGatewayAPI(cur) {
+		return
+	}
+	c.kick()
+}
+
+func isGatewayAPI(o any) bool {
+	switch o.(type) {
+	case *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant:
+		return true
+	}
+	return false
 }
 
 // served: the API server has this resource of the Gateway API's v1.
@@ -208,9 +240,11 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	c.ports.Store(&res.Ports)
 	c.changed()
 	if c.leader.Load() {
-		c.writeStatus(ctx, in, res)
-		c.writeGRPCStatus(ctx, in, res)
-		c.writeTLSStatus(ctx, in, res)
+		c.statuses.Store(&statusJob{in: in, res: res})
+		select {
+		case c.written <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -262,6 +296,23 @@ func ourGateways(in Input) []*gwv1.Gateway {
 		}
 	}
 	return out
+}
+
+// writeStatuses writes the latest statuses a sync left, skipping those a
+// newer sync replaced while it wrote, until ctx ends.
+func (c *Controller) writeStatuses(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.written:
+		}
+		if job := c.statuses.Swap(nil); job != nil {
+			c.writeStatus(ctx, job.in, job.res)
+			c.writeGRPCStatus(ctx, job.in, job.res)
+			c.writeTLSStatus(ctx, job.in, job.res)
+		}
+	}
 }
 
 // kickLater syncs again in a second (after a failed write); one wait at

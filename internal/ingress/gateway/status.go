@@ -104,6 +104,9 @@ func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) {
 		}
 	}
 	for _, r := range in.HTTPRoutes {
+		if c.statuses.Load() != nil {
+			return // a newer sync's statuses are waiting: write those
+		}
 		want := res.Routes[RouteKey{Kind: "HTTPRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
 		if want == nil && !hasOurParent(r.Status.RouteStatus) {
 			continue
@@ -121,6 +124,9 @@ func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) {
 // writeGRPCStatus writes the GRPCRoutes' statuses that changed.
 func (c *Controller) writeGRPCStatus(ctx context.Context, in Input, res *Result) {
 	for _, r := range in.GRPCRoutes {
+		if c.statuses.Load() != nil {
+			return
+		}
 		want := res.Routes[RouteKey{Kind: "GRPCRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
 		if want == nil && !hasOurParent(r.Status.RouteStatus) {
 			continue
@@ -138,6 +144,9 @@ func (c *Controller) writeGRPCStatus(ctx context.Context, in Input, res *Result)
 // writeTLSStatus writes the TLSRoutes' statuses that changed.
 func (c *Controller) writeTLSStatus(ctx context.Context, in Input, res *Result) {
 	for _, r := range in.TLSRoutes {
+		if c.statuses.Load() != nil {
+			return
+		}
 		want := res.Routes[RouteKey{Kind: "TLSRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
 		if want == nil && !hasOurParent(r.Status.RouteStatus) {
 			continue

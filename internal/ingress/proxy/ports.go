@@ -56,7 +56,8 @@ func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() 
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
-			p.log.Error("cannot listen on a Gateway listener's port", "port", port, "err", err)
+			p.log.Error("cannot listen on a Gateway listener's port; trying again in a second", "port", port, "err", err)
+			time.AfterFunc(time.Second, p.portsChanged)
 			continue
 		}
 		if pt.Passthrough {
@@ -72,7 +73,7 @@ func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() 
 				GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) { return p.portCert(port, hello.ServerName) }}
 			l = tls.NewListener(l, srv.TLSConfig)
 		}
-		open[port] = &openPort{tls: pt.TLS, srv: srv}
+		open[port] = &openPort{tls: pt.TLS, srv: srv, l: l}
 		go func() {
 			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				p.log.Error("Gateway listener port stopped", "port", port, "err", err)
@@ -82,11 +83,19 @@ func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() 
 	}
 }
 
+// portsChanged makes RunPorts look at the snapshot's ports again.
+func (p *Proxy) portsChanged() {
+	select {
+	case p.swapped <- struct{}{}:
+	default:
+	}
+}
+
 // closePort stops accepting at once and lets requests in flight finish.
 func closePort(op *openPort) {
+	op.l.Close() // at once: the port may be opened again right away
 	if op.srv == nil {
-		op.l.Close() // passed-through connections run to their end
-		return
+		return // passed-through connections run to their end
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -136,6 +136,31 @@ func TestGatewayPortsIsolateListeners(t *testing.T) {
 	if code, _ = get(t, url+"/wild", "other.test"); code != 404 {
 		t.Errorf("other.test/wild: %d, want 404 (no listener takes the host)", code)
 	}
+	// The same port turned into an HTTPS listener (a Gateway's port given
+	// to another): it serves TLS at once.
+	certSrv := httptest.NewTLSServer(http.NotFoundHandler())
+	certSrv.Close()
+	p.Swap(&Snapshot{Table: route.NewTable(), Endpoints: map[route.Backend][]string{exact: {backendEcho(t, "exact")}},
+		Ports: map[int]*Port{port: {Hostnames: []string{"foo.example.com"}, Tables: []*route.Table{listener("foo.example.com", "/foo", exact)},
+			TLS: true, Certs: map[string]*tls.Certificate{"foo.example.com": &certSrv.TLS.Certificates[0]}}}})
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	var tlsErr error
+	for i := 0; i < 100; i++ {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d/foo", port), nil)
+		req.Host = "foo.example.com"
+		var resp *http.Response
+		if resp, tlsErr = insecure.Do(req); tlsErr == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				tlsErr = fmt.Errorf("status %d", resp.StatusCode)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if tlsErr != nil {
+		t.Errorf("the port reopened for TLS: %v", tlsErr)
+	}
 	p.Swap(&Snapshot{Table: route.NewTable()})
 	for i := 0; ; i++ {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))

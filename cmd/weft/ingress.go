@@ -68,7 +68,7 @@ func ingressCmd() *cobra.Command {
 			var ctrl *controller.Controller
 			var gwc *gateway.Controller
 			if gatewayNS != "" {
-				gwc, err = newGatewayController(kubeconfig, gatewayNS, gatewaySelector, client, log, func() { ctrl.Kick() })
+				gwc, err = newGatewayController(kubeconfig, gatewayNS, gatewaySelector, client, log, func() { ctrl.SwapPorts() })
 				if err != nil {
 					return err
 				}

@@ -58,6 +58,9 @@ type Controller struct {
 
 	mu       sync.Mutex
 	reported map[route.Problem]bool
+
+	snapMu      sync.Mutex
+	ingressSnap *proxy.Snapshot // the last sync's, without Gateway ports
 }
 
 // New wires a controller to its proxy and certificate store.
@@ -76,9 +79,6 @@ func New(cfg Config, client kubernetes.Interface, p *proxy.Proxy, certs *Certs, 
 	}
 	return c
 }
-
-// Kick makes the controller rebuild the snapshot soon.
-func (c *Controller) Kick() { c.kick() }
 
 func (c *Controller) kick() {
 	select {
@@ -129,14 +129,46 @@ func (c *Controller) sync(ctx context.Context) {
 	c.configs.Want(HeaderConfigMaps(ours))
 	l := listers{c.services, c.slices, c.configs}
 	snap, tlsRefs, probs := Build(ours, l)
-	if c.cfg.GatewayPorts != nil {
-		snap.Ports = c.cfg.GatewayPorts()
-		ResolvePorts(snap, l)
-	}
-	c.proxy.Swap(snap)
+	c.snapMu.Lock()
+	c.ingressSnap = snap
+	c.swapWithPorts(l)
+	c.snapMu.Unlock()
 	probs = append(probs, c.updateCerts(tlsRefs)...)
 	c.report(ours, probs)
 	c.writeStatus(ctx, ours)
+}
+
+// SwapPorts serves the Gateway ports as they are now beside the Ingresses
+// of the last sync, without rebuilding those: a Gateway API change costs
+// only its own routes.
+func (c *Controller) SwapPorts() {
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	if c.ingressSnap == nil {
+		c.kick() // no sync yet: the first one takes the ports
+		return
+	}
+	c.swapWithPorts(listers{c.services, c.slices, c.configs})
+}
+
+// swapWithPorts swaps in the Ingresses' snapshot with the Gateway ports
+// and their backends' endpoints added (snapMu held).
+func (c *Controller) swapWithPorts(l listers) {
+	in := c.ingressSnap
+	if c.cfg.GatewayPorts == nil {
+		c.proxy.Swap(in)
+		return
+	}
+	s := &proxy.Snapshot{Table: in.Table, Endpoints: make(map[route.Backend][]string, len(in.Endpoints)), H2C: make(map[route.Backend]bool, len(in.H2C))}
+	for b, eps := range in.Endpoints {
+		s.Endpoints[b] = eps
+	}
+	for b, h := range in.H2C {
+		s.H2C[b] = h
+	}
+	s.Ports = c.cfg.GatewayPorts()
+	ResolvePorts(s, l)
+	c.proxy.Swap(s)
 }
 
 // updateCerts watches exactly the Secrets the Ingresses name and loads

@@ -27,7 +27,7 @@ echo "== ClusterNetworkPolicy conformance (network-policy-api's suite): the test
 echo "   (tier integration with NetworkPolicy, priorities and Pass, same-priority ties, named ports;"
 echo "   make cnp-conformance runs all 30 and writes docs/conformance/)"
 ONLY=CNPAdminTierIntegration,CNPAdminTierPriorityField,CNPAdminTierSamePriority,CNPBaselineTierEgressNamedPort hack/cnp-conformance.sh
-echo "== Gateway API conformance (sigs.k8s.io/gateway-api v1.6.3): GATEWAY-HTTP and GATEWAY-GRPC, core and the extended features weft serves"
+echo "== Gateway API conformance (sigs.k8s.io/gateway-api v1.6.3): GATEWAY-HTTP, GATEWAY-GRPC and GATEWAY-TLS, core and the extended features weft serves"
 echo "   (the whole suite takes about a minute; make gateway-conformance writes docs/conformance/gateway/)"
 hack/gateway-conformance.sh
 echo "== upstream e2e: every [sig-network] Conformance spec (pod network, DNS, services, hostPort, proxy)"

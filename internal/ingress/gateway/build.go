@@ -139,6 +139,9 @@ func (gs *gatewayState) program(ports map[int]*proxy.Port) {
 		}
 		pp := gs.proxyPorts[int32(l.spec.Port)]
 		pt := ports[pp]
+		if pt != nil && (pt.TLS != (l.spec.Protocol == gwv1.HTTPSProtocolType) || pt.Passthrough != (l.spec.Protocol == gwv1.TLSProtocolType)) {
+			continue // the port serves another protocol (two Gateways given one port): never mix them
+		}
 		if pt == nil {
 			pt = &proxy.Port{TLS: l.spec.Protocol == gwv1.HTTPSProtocolType, Passthrough: l.spec.Protocol == gwv1.TLSProtocolType,
 				Certs: map[string]*tls.Certificate{}}

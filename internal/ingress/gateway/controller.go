@@ -60,6 +60,9 @@ type Controller struct {
 	// (a sync never waits for the API server's answers).
 	statuses atomic.Pointer[statusJob]
 	written  chan struct{}
+	// recent are the Gateway Services this replica wrote, until its
+	// informer has them (used by the sync goroutine only).
+	recent map[string]*corev1.Service
 }
 
 type statusJob struct {
@@ -72,7 +75,8 @@ const Lease = "weft-gateway"
 
 // New wires a controller; changed is called when the ports change.
 func New(cfg Config, client kubernetes.Interface, gw gwclient.Interface, log *slog.Logger, changed func()) *Controller {
-	c := &Controller{cfg: cfg, client: client, gw: gw, log: log, changed: changed, trigger: make(chan struct{}, 1), written: make(chan struct{}, 1)}
+	c := &Controller{cfg: cfg, client: client, gw: gw, log: log, changed: changed, trigger: make(chan struct{}, 1), written: make(chan struct{}, 1),
+		recent: map[string]*corev1.Service{}}
 	empty := map[int]*proxy.Port{}
 	c.ports.Store(&empty)
 	c.secrets = controller.NewNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)

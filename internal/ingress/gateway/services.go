@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -93,10 +94,13 @@ func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, se
 	byName := map[string]*corev1.Service{}
 	used := map[int]bool{}
 	for _, s := range existing {
-		if s.Labels[LabelGatewayName] == "" {
-			continue
+		if s.Labels[LabelGatewayName] != "" {
+			byName[s.Name] = s
 		}
-		byName[s.Name] = s
+	}
+	c.overlayRecent(byName)
+	olds := UniquePorts(byName)
+	for _, s := range olds {
 		for _, p := range s.Spec.Ports {
 			used[p.TargetPort.IntValue()] = true
 		}
@@ -106,7 +110,7 @@ func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, se
 	want := map[string]bool{}
 	for _, g := range sortedGateways(gws) {
 		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
-		old := byName[ServiceName(g.Namespace, g.Name)]
+		old := olds[ServiceName(g.Namespace, g.Name)]
 		svc := PlanService(g, c.cfg, old, used)
 		want[svc.Name] = true
 		cur := old
@@ -128,6 +132,7 @@ func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, se
 	}
 	for name := range byName {
 		if !want[name] && c.leader.Load() {
+			delete(c.recent, name)
 			if err := c.client.CoreV1().Services(c.cfg.Namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				c.log.Warn("deleting a Gateway's Service", "service", name, "err", err)
 			}
@@ -146,6 +151,7 @@ func (c *Controller) applyService(ctx context.Context, old, svc *corev1.Service)
 			c.log.Warn("creating a Gateway's Service", "service", svc.Name, "err", err)
 			return nil
 		}
+		c.recent[got.Name] = got
 		return got
 	}
 	if reflect.DeepEqual(old.Spec.Ports, withDefaults(svc.Spec.Ports, old.Spec.Ports)) && old.Spec.LoadBalancerIP == svc.Spec.LoadBalancerIP &&
@@ -159,6 +165,7 @@ func (c *Controller) applyService(ctx context.Context, old, svc *corev1.Service)
 		c.log.Warn("updating a Gateway's Service", "service", svc.Name, "err", err)
 		return old
 	}
+	c.recent[got.Name] = got
 	return got
 }
 
@@ -171,6 +178,53 @@ func withDefaults(ports, old []corev1.ServicePort) []corev1.ServicePort {
 				out[i].NodePort = o.NodePort
 			}
 		}
+	}
+	return out
+}
+
+// overlayRecent puts the Services this controller wrote over the
+// informer's copies until the informer has caught up: a sync right after
+// a write must not see a proxy port as free and give it to another
+// Gateway.
+func (c *Controller) overlayRecent(byName map[string]*corev1.Service) {
+	for name, mine := range c.recent {
+		seen := byName[name]
+		if seen != nil && resourceVersion(seen) >= resourceVersion(mine) {
+			delete(c.recent, name)
+			continue
+		}
+		byName[name] = mine
+	}
+}
+
+func resourceVersion(s *corev1.Service) uint64 {
+	v, _ := strconv.ParseUint(s.ResourceVersion, 10, 64)
+	return v
+}
+
+// UniquePorts returns the Services with every proxy port held by one
+// Service only: a port two Services name stays with the first by name;
+// the other's port is cleared (0), so PlanService gives it a new one.
+func UniquePorts(byName map[string]*corev1.Service) map[string]*corev1.Service {
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	owner := map[int]string{}
+	out := make(map[string]*corev1.Service, len(byName))
+	for _, n := range names {
+		s := byName[n]
+		for i, p := range s.Spec.Ports {
+			tp := p.TargetPort.IntValue()
+			if o, taken := owner[tp]; taken && o != n {
+				s = s.DeepCopy()
+				s.Spec.Ports[i].TargetPort = intstr.FromInt32(0)
+				continue
+			}
+			owner[tp] = n
+		}
+		out[n] = s
 	}
 	return out
 }

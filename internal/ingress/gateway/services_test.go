@@ -1,0 +1,53 @@
+package gateway
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+func gwService(name, rv string, ports ...int32) *corev1.Service {
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: rv, Labels: map[string]string{LabelGatewayName: name}}}
+	for i, p := range ports {
+		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Port: int32(80 + i), TargetPort: intstr.FromInt32(p)})
+	}
+	return s
+}
+
+// Two Gateways' Services naming one proxy port (a sync that saw a stale
+// cache): the second by name is given a new port; the first keeps its.
+func TestUniquePortsReassignsASharedProxyPort(t *testing.T) {
+	a, b := gwService("a", "1", 20000), gwService("b", "2", 20000, 20001)
+	olds := UniquePorts(map[string]*corev1.Service{"a": a, "b": b})
+	if olds["a"].Spec.Ports[0].TargetPort.IntValue() != 20000 || olds["b"].Spec.Ports[0].TargetPort.IntValue() != 0 || olds["b"].Spec.Ports[1].TargetPort.IntValue() != 20001 {
+		t.Fatalf("after: a %v, b %v", olds["a"].Spec.Ports, olds["b"].Spec.Ports)
+	}
+	if b.Spec.Ports[0].TargetPort.IntValue() != 20000 {
+		t.Error("the informer's copy was changed")
+	}
+	used := map[int]bool{20000: true, 20001: true}
+	g := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"}, Spec: gwv1.GatewaySpec{Listeners: []gwv1.Listener{{Port: 80}, {Port: 81}}}}
+	svc := PlanService(g, Config{}, olds["b"], used)
+	if got := svc.Spec.Ports[0].TargetPort.IntValue(); got == 20000 || got == 20001 || got < FirstProxyPort {
+		t.Errorf("b's port 80 got proxy port %d", got)
+	}
+	if got := svc.Spec.Ports[1].TargetPort.IntValue(); got != 20001 {
+		t.Errorf("b's port 81 moved to %d", got)
+	}
+}
+
+// A Service this controller just wrote counts until the informer has it.
+func TestRecentServicesOverlayTheCache(t *testing.T) {
+	c := &Controller{recent: map[string]*corev1.Service{"a": gwService("a", "5", 20000), "b": gwService("b", "3", 20001)}}
+	byName := map[string]*corev1.Service{"b": gwService("b", "4", 20002)}
+	c.overlayRecent(byName)
+	if byName["a"] == nil || byName["a"].Spec.Ports[0].TargetPort.IntValue() != 20000 {
+		t.Error("a Service not yet in the cache was not counted")
+	}
+	if byName["b"].ResourceVersion != "4" || c.recent["b"] != nil {
+		t.Error("the cache's newer copy did not win")
+	}
+}

@@ -100,11 +100,12 @@ manifests: crds
 
 # The upstream APIs' CustomResourceDefinitions weft serves, as their
 # modules ship them (the version go.mod names), embedded in the manifests.
+GATEWAY_CRDS := gatewayclasses gateways httproutes grpcroutes tlsroutes referencegrants
 crds:
 	install -m 644 "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/network-policy-api)/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" internal/manifests/crds/
-	for r in gatewayclasses gateways httproutes grpcroutes tlsroutes referencegrants; do \
-		install -m 644 "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard/gateway.networking.k8s.io_$$r.yaml" internal/manifests/crds/ || exit 1; \
-	done
+	for ch in standard experimental; do for r in $(GATEWAY_CRDS); do \
+		install -m 644 "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/$$ch/gateway.networking.k8s.io_$$r.yaml" internal/manifests/crds/gateway/$$ch/ || exit 1; \
+	done; done
 
 # The Gateway API conformance suite (v1.6.3) against its own lab; the
 # report goes to docs/conformance/gateway/ (RUN_TEST=name for one test).

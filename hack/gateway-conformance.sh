@@ -20,9 +20,9 @@ kind: GatewayClass
 metadata: {name: weft}
 spec: {controllerName: weft.dev/gateway}
 YAML
-# What weft serves of the profiles' extended features (HTTPRouteRetry
-# needs the experimental channel's CRD; see docs/gateway.md).
-features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GRPCRoute,TLSRoute,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteBackendRequestHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteDestinationPortMatching,HTTPRouteCORS,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror}
+# What weft serves of the profiles' extended features (the lab installs the
+# experimental channel's CRDs, which HTTPRouteRetry needs).
+features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GRPCRoute,TLSRoute,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteBackendRequestHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteDestinationPortMatching,HTTPRouteCORS,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,HTTPRouteRetry,GatewayHTTPSListenerDetectMisdirectedRequests}
 args=(-test.v -test.timeout 60m --gateway-class weft
   --supported-features "$features" --conformance-profiles "${PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS}"
   --organization weft --project weft --url https://weft.dev --version "$(git rev-parse --short HEAD)" --contact weft

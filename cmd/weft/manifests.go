@@ -45,6 +45,7 @@ func manifestsCmd() *cobra.Command {
 	f.Int32Var(&c.IngressReplicas, "ingress-replicas", c.IngressReplicas, "weft ingress replicas (0: no ingress controller)")
 	f.BoolVar(&c.IngressDefaultClass, "ingress-default-class", false, "make IngressClass weft the cluster's default")
 	f.BoolVar(&c.IngressNginxClass, "ingress-nginx-class", false, "serve IngressClass nginx too (delete ingress-nginx's IngressClass first): ingress-nginx's Ingresses move as they are")
+	f.StringVar(&c.GatewayChannel, "gateway-channel", c.GatewayChannel, "Gateway API CRDs' channel: standard, or experimental (adds HTTPRoute retries)")
 	return cmd
 }
 

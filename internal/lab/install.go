@@ -67,6 +67,8 @@ func (l *Lab) ManifestConfig(st *State, imageRef string) manifests.Config {
 	c.DNSUpstreams = []string{OutsideDNS}
 	c.DNSReplicas = DNSReplicas
 	c.LBPool = LBPool
+	// The lab serves the experimental channel's fields (retries) too.
+	c.GatewayChannel = "experimental"
 	c.APIServer = net.JoinHostPort(APIServerIP().String(), strconv.Itoa(APIPort))
 	// Benchmarks read heap profiles; tests that kill CNI plugins check for
 	// leaked addresses without waiting minutes; tests read metrics and

@@ -12,24 +12,39 @@ import (
 )
 
 // The CustomResourceDefinitions weft serves: its own APIs (bgp.weft.dev),
-// shipped whatever the backend so that a cluster can switch to bgp, and
+// shipped whatever the backend so that a cluster can switch to bgp,
 // sigs.k8s.io/network-policy-api's ClusterNetworkPolicy (experimental
-// channel) and the Gateway API resources weft serves (GatewayClass,
-// Gateway, HTTPRoute, GRPCRoute, TLSRoute, ReferenceGrant; standard
-// channel), as their modules
-// ship them (make crds takes them from the versions in go.mod).
+// channel), and the Gateway API resources weft serves in the channel the
+// configuration names (the experimental one adds fields such as HTTPRoute
+// retries), as their modules ship them (make crds takes them from the
+// versions in go.mod).
 //
-//go:embed crds/*.yaml
+//go:embed crds/*.yaml crds/gateway/standard/*.yaml crds/gateway/experimental/*.yaml
 var crdFiles embed.FS
 
-func crds() ([]runtime.Object, error) {
-	entries, err := crdFiles.ReadDir("crds")
+func crds(gatewayChannel string) ([]runtime.Object, error) {
+	var out []runtime.Object
+	for _, dir := range []string{"crds", "crds/gateway/" + gatewayChannel} {
+		objs, err := crdsIn(dir)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+func crdsIn(dir string) ([]runtime.Object, error) {
+	entries, err := crdFiles.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []runtime.Object
 	for _, e := range entries {
-		b, err := crdFiles.ReadFile("crds/" + e.Name())
+		if e.IsDir() {
+			continue
+		}
+		b, err := crdFiles.ReadFile(dir + "/" + e.Name())
 		if err != nil {
 			return nil, err
 		}

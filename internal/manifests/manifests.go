@@ -48,6 +48,9 @@ type Config struct {
 	// IngressNginxClass adds IngressClass nginx with weft's controller, so
 	// weft serves ingress-nginx's Ingresses as they are.
 	IngressNginxClass bool
+	// GatewayChannel: the Gateway API CRDs' release channel, "standard"
+	// or "experimental" (adds fields such as HTTPRoute retries).
+	GatewayChannel string
 }
 
 // Defaults are kubeadm's defaults and weft's.
@@ -65,6 +68,7 @@ func Defaults() Config {
 		IngressReplicas: 2,
 		CNIBinDir:       "/opt/cni/bin",
 		CNIConfDir:      "/etc/cni/net.d",
+		GatewayChannel:  "standard",
 	}
 }
 
@@ -106,6 +110,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("lb pool: %w", err)
 		}
 	}
+	if c.GatewayChannel != "standard" && c.GatewayChannel != "experimental" {
+		return fmt.Errorf("gateway channel %q: want standard or experimental", c.GatewayChannel)
+	}
 	return nil
 }
 
@@ -114,7 +121,7 @@ func Objects(c Config) ([]runtime.Object, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	out, err := crds()
+	out, err := crds(c.GatewayChannel)
 	if err != nil {
 		return nil, err
 	}

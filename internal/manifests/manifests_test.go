@@ -190,15 +190,16 @@ func checkCRD(t *testing.T, doc string) {
 // The ClusterNetworkPolicy CRD shipped is the one of the module version
 // go.mod names, unchanged.
 func TestUpstreamCRDsAreTheModules(t *testing.T) {
-	for _, c := range []struct{ module, dir, file string }{
-		{"sigs.k8s.io/network-policy-api", "config/crd/experimental", "policy.networking.k8s.io_clusternetworkpolicies.yaml"},
-		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_gatewayclasses.yaml"},
-		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_gateways.yaml"},
-		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_httproutes.yaml"},
-		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_grpcroutes.yaml"},
-		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_tlsroutes.yaml"},
-		{"sigs.k8s.io/gateway-api", "config/crd/standard", "gateway.networking.k8s.io_referencegrants.yaml"},
-	} {
+	cases := []struct{ module, dir, file, ours string }{
+		{"sigs.k8s.io/network-policy-api", "config/crd/experimental", "policy.networking.k8s.io_clusternetworkpolicies.yaml", "crds"},
+	}
+	for _, ch := range []string{"standard", "experimental"} {
+		for _, r := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants"} {
+			cases = append(cases, struct{ module, dir, file, ours string }{
+				"sigs.k8s.io/gateway-api", "config/crd/" + ch, "gateway.networking.k8s.io_" + r + ".yaml", "crds/gateway/" + ch})
+		}
+	}
+	for _, c := range cases {
 		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", c.module).Output()
 		if err != nil {
 			t.Fatalf("go list: %v", err)
@@ -207,9 +208,33 @@ func TestUpstreamCRDsAreTheModules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := crdFiles.ReadFile("crds/" + c.file)
+		got, err := crdFiles.ReadFile(c.ours + "/" + c.file)
 		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("crds/%s is not the module's (%v): run make crds", c.file, err)
+			t.Errorf("%s/%s is not the module's (%v): run make crds", c.ours, c.file, err)
 		}
+	}
+}
+
+// The configuration's channel picks the Gateway API CRDs: only the
+// experimental HTTPRoute has retries.
+func TestGatewayChannelPicksTheCRDs(t *testing.T) {
+	for ch, wantRetry := range map[string]bool{"standard": false, "experimental": true} {
+		c := Defaults()
+		c.GatewayChannel = ch
+		out, err := Render(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(out, []byte("gateway.networking.k8s.io/channel: "+ch)); !got {
+			t.Errorf("%s: no CRD of that channel", ch)
+		}
+		if got := bytes.Contains(out, []byte("retry:")); got != wantRetry {
+			t.Errorf("%s: HTTPRoute retry field present %v, want %v", ch, got, wantRetry)
+		}
+	}
+	c := Defaults()
+	c.GatewayChannel = "beta"
+	if _, err := Render(c); err == nil {
+		t.Error("channel beta accepted")
 	}
 }

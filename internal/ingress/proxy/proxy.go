@@ -200,7 +200,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var rule *route.Rule
 	source, path := "none", "/"
 	var pattern *regexp.Regexp
-	table := s.tableFor(r)
+	table, misdirected := s.tableFor(r)
 	if rt, x, ok := table.MatchRequest(r); ok {
 		backend, source, pol, path, pattern, rule = &rt.Backend, rt.Source, rt.Policy, rt.Path, rt.Pattern, x
 		if pattern != nil {
@@ -219,6 +219,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.cfg.AccessLog.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
 			"client", r.RemoteAddr, "ingress", source, "took", took)
 	}()
+	if misdirected {
+		status, source = http.StatusMisdirectedRequest, "misdirected"
+		http.Error(w, "misdirected request: the connection's TLS server name is for another listener", status)
+		return
+	}
 	var wb *route.WeightedBackend
 	if rule != nil {
 		source = rule.Source

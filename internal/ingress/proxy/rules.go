@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 
 	"weft.dev/weft/internal/ingress/route"
 )
@@ -15,22 +16,30 @@ import (
 var emptyTable = route.NewTable()
 
 // tableFor is the route table of the port the request came in on: a
-// Gateway listener's, else the Ingresses'.
-func (s *Snapshot) tableFor(r *http.Request) *route.Table {
+// Gateway listener's, else the Ingresses'. misdirected: on an HTTPS port,
+// the request's host belongs to another listener than the TLS server name
+// it came with (a client reusing a connection for a host the
+// connection's certificate and listener are not for), answered 421.
+func (s *Snapshot) tableFor(r *http.Request) (table *route.Table, misdirected bool) {
 	if len(s.Ports) == 0 {
-		return s.Table
+		return s.Table, false
 	}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		if ta, ok := a.(*net.TCPAddr); ok {
 			if pt := s.Ports[ta.Port]; pt != nil {
-				if t := pt.tableFor(r.Host); t != nil {
-					return t
+				i := route.MostSpecific(route.HostOnly(r.Host), pt.Hostnames)
+				if pt.TLS && r.TLS != nil && r.TLS.ServerName != "" &&
+					i != route.MostSpecific(strings.ToLower(r.TLS.ServerName), pt.Hostnames) {
+					return emptyTable, true
 				}
-				return emptyTable
+				if i < 0 {
+					return emptyTable, false
+				}
+				return pt.Tables[i], false
 			}
 		}
 	}
-	return s.Table
+	return s.Table, false
 }
 
 // answerByRule answers what a Gateway API rule answers itself (its

@@ -280,3 +280,40 @@ func TestTLSPassthroughBySNI(t *testing.T) {
 		t.Error("a name no route takes got a TLS session")
 	}
 }
+
+// TestHTTPSPortAnswersMisdirectedRequests: on an HTTPS port, a request
+// whose host goes to another listener than its connection's TLS server
+// name gets 421; the same listener's hosts are served.
+func TestHTTPSPortAnswersMisdirectedRequests(t *testing.T) {
+	p, _ := newProxy(t)
+	foo, wild := route.Backend{Namespace: "ns", Service: "foo", Port: 80}, route.Backend{Namespace: "ns", Service: "wild", Port: 80}
+	listener := func(host string, b route.Backend) *route.Table {
+		tb := route.NewTable()
+		tb.DeepWildcards = true
+		tb.Host(host).AddRule(route.Prefix, "/", &route.Rule{Source: "HTTPRoute ns/" + b.Service, Backends: []route.WeightedBackend{{Backend: b, Weight: 1}}})
+		return tb
+	}
+	const port = 8443
+	p.Swap(&Snapshot{Table: route.NewTable(), Endpoints: map[route.Backend][]string{foo: {backendEcho(t, "foo")}, wild: {backendEcho(t, "wild")}},
+		Ports: map[int]*Port{port: {Hostnames: []string{"*.example.com", "foo.example.com"},
+			Tables: []*route.Table{listener("*.example.com", wild), listener("foo.example.com", foo)}, TLS: true}}})
+	for _, c := range []struct {
+		sni, host string
+		want      int
+	}{
+		{"foo.example.com", "foo.example.com", 200},
+		{"bar.example.com", "baz.example.com", 200}, // one listener
+		{"bar.example.com", "foo.example.com", 421},
+		{"foo.example.com", "bar.example.com", 421},
+		{"", "foo.example.com", 200}, // no server name: the host decides
+	} {
+		r := httptest.NewRequest("GET", "https://"+c.host+"/", nil)
+		r.TLS = &tls.ConnectionState{ServerName: c.sni}
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}))
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r)
+		if w.Code != c.want {
+			t.Errorf("server name %q, host %q: %d, want %d", c.sni, c.host, w.Code, c.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ package gateway
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"sort"
 
@@ -35,6 +36,8 @@ type Input struct {
 	ServiceExists func(namespace, name string) bool
 	// Secret loads a TLS Secret's certificate (nil, error: unusable).
 	Secret func(namespace, name string) (*tls.Certificate, error)
+	// CACerts loads the certificates of a ConfigMap's ca.crt.
+	CACerts func(namespace, name string) ([]*x509.Certificate, error)
 	// ProxyPorts is the proxy port serving each Gateway's listener port,
 	// as the controller allocated them; Addresses each Gateway's
 	// LoadBalancer addresses.
@@ -151,6 +154,9 @@ func (gs *gatewayState) program(ports map[int]*proxy.Port) {
 		pt.Tables = append(pt.Tables, l.table)
 		if l.cert != nil {
 			pt.Certs[l.hostname] = l.cert
+		}
+		if l.clientCAs != nil {
+			pt.ClientCAs, pt.ClientCertOptional = l.clientCAs, l.clientCertOptional
 		}
 	}
 }

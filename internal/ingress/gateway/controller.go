@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,8 @@ type Controller struct {
 	ports   atomic.Pointer[map[int]*proxy.Port]
 	trigger chan struct{}
 	secrets *controller.NamedWatch
+	// configMaps: the CA certificates Gateways name (client validation).
+	configMaps *controller.NamedWatch
 
 	// leader: this replica holds the Lease and writes Services and
 	// status; the others serve what the leader wrote.
@@ -80,6 +83,7 @@ func New(cfg Config, client kubernetes.Interface, gw gwclient.Interface, log *sl
 	empty := map[int]*proxy.Port{}
 	c.ports.Store(&empty)
 	c.secrets = controller.NewNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)
+	c.configMaps = controller.NewNamedWatch(client.CoreV1().RESTClient(), "configmaps", func() runtime.Object { return &corev1.ConfigMap{} }, c.kick)
 	return c
 }
 
@@ -131,6 +135,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	gf.WaitForCacheSync(ctx.Done())
 	kf.WaitForCacheSync(ctx.Done())
 	defer c.secrets.Stop()
+	defer c.configMaps.Stop()
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
 	for {
@@ -237,7 +242,9 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	}
 	in.ServiceExists = func(ns, name string) bool { _, err := w.services.Services(ns).Get(name); return err == nil }
 	in.Secret = c.secret
+	in.CACerts = c.caCerts
 	c.secrets.Want(secretKeys(in))
+	c.configMaps.Want(configMapKeys(in))
 	ours := ourGateways(in)
 	in.ProxyPorts, in.Addresses = c.ensureServices(ctx, ours, w.services)
 	res := Build(in)
@@ -266,6 +273,41 @@ func (c *Controller) secret(ns, name string) (*tls.Certificate, error) {
 		return nil, err
 	}
 	return &cert, nil
+}
+
+// caCerts loads the certificates of a ConfigMap's ca.crt.
+func (c *Controller) caCerts(ns, name string) ([]*x509.Certificate, error) {
+	cm, _ := c.configMaps.Get(ns, name).(*corev1.ConfigMap)
+	if cm == nil {
+		return nil, errors.New("not found")
+	}
+	return parseCerts([]byte(cm.Data["ca.crt"]))
+}
+
+// configMapKeys are the ConfigMaps weft's Gateways name for CA certificates.
+func configMapKeys(in Input) []string {
+	var out []string
+	for _, g := range ourGateways(in) {
+		if t := g.Spec.TLS; t != nil && t.Frontend != nil {
+			vs := []*gwv1.FrontendTLSValidation{t.Frontend.Default.Validation}
+			for _, pp := range t.Frontend.PerPort {
+				vs = append(vs, pp.TLS.Validation)
+			}
+			for _, v := range vs {
+				if v == nil {
+					continue
+				}
+				for _, ref := range v.CACertificateRefs {
+					ns := g.Namespace
+					if ref.Namespace != nil {
+						ns = string(*ref.Namespace)
+					}
+					out = append(out, ns+"/"+string(ref.Name))
+				}
+			}
+		}
+	}
+	return out
 }
 
 // secretKeys are the Secrets weft's Gateways' HTTPS listeners name.

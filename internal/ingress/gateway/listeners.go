@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"slices"
 	"strings"
 
@@ -34,10 +35,17 @@ type listenerState struct {
 	// listener serves nothing.
 	accepted, resolved, conflicted bool
 	reason, message                string
+	// refReason: ResolvedRefs' reason when a CA reference failed while
+	// Accepted carries its own.
+	refReason, refMessage string
 	attached                       int32
 	table                          *route.Table
 	cert                           *tls.Certificate
 	proxyPort                      int
+	// clientCAs: clients must show a certificate they sign (optional:
+	// may show none or another, AllowInsecureFallback).
+	clientCAs          *x509.CertPool
+	clientCertOptional bool
 }
 
 func (l *listenerState) programmed() bool {
@@ -101,6 +109,9 @@ func (l *listenerState) check(g *gwv1.Gateway, in Input) {
 	}
 	if l.spec.Protocol == gwv1.HTTPSProtocolType && l.resolved {
 		l.loadCert(g, in)
+	}
+	if l.spec.Protocol == gwv1.HTTPSProtocolType && l.resolved {
+		l.loadClientCAs(g, in)
 	}
 }
 
@@ -207,6 +218,10 @@ func (gs *gatewayState) status(addrs []string) *gwv1.GatewayStatus {
 	default:
 		st.Conditions = append(st.Conditions, cond("Accepted", valid > 0, string(gwv1.GatewayReasonListenersNotValid), "some listeners are not valid", gen))
 	}
+	if insecureFallback(gs.gw) {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionInsecureFrontendValidationMode), true,
+			string(gwv1.GatewayReasonConfigurationChanged), "clients without a valid certificate are let in (AllowInsecureFallback)", gen))
+	}
 	switch {
 	case gs.problem != "":
 		st.Conditions = append(st.Conditions, cond("Programmed", false, string(gwv1.GatewayReasonInvalid), gs.problem, gen))
@@ -229,6 +244,9 @@ func (l *listenerState) conditions(gen int64, addressed bool) []metav1.Condition
 		resolved.Reason, resolved.Message = l.reason, l.message
 	case l.conflicted:
 		conflicted.Reason, conflicted.Message = l.reason, "another listener on this port conflicts"
+	}
+	if !l.resolved && l.refReason != "" {
+		resolved.Reason, resolved.Message = l.refReason, l.refMessage
 	}
 	programmed := cond("Programmed", l.programmed() && addressed, string(gwv1.ListenerReasonProgrammed), "", gen)
 	if programmed.Status == metav1.ConditionFalse {

@@ -69,8 +69,10 @@ func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() 
 		srv := newServer()
 		srv.Handler = p
 		if pt.TLS {
-			srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
+			base := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
 				GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) { return p.portCert(port, hello.ServerName) }}
+			srv.TLSConfig = base.Clone()
+			srv.TLSConfig.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return p.portTLS(port, base), nil }
 			l = tls.NewListener(l, srv.TLSConfig)
 		}
 		open[port] = &openPort{tls: pt.TLS, srv: srv, l: l}
@@ -102,6 +104,21 @@ func closePort(op *openPort) {
 		defer cancel()
 		_ = op.srv.Shutdown(ctx)
 	}()
+}
+
+// portTLS is the TLS configuration of a port's handshake: base, with the
+// client-certificate check the port's Gateway asks for now.
+func (p *Proxy) portTLS(port int, base *tls.Config) *tls.Config {
+	pt := p.snap.Load().Ports[port]
+	if pt == nil || pt.ClientCAs == nil {
+		return base
+	}
+	c := base.Clone()
+	c.ClientCAs, c.ClientAuth = pt.ClientCAs, tls.RequireAndVerifyClientCert
+	if pt.ClientCertOptional {
+		c.ClientAuth = tls.RequestClientCert // asked for, never refused
+	}
+	return c
 }
 
 // portCert is the certificate of the listener a TLS client's server name

@@ -8,6 +8,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -46,6 +47,10 @@ type Port struct {
 	// TLS: HTTPS; certificates by host in Certs.
 	TLS   bool
 	Certs map[string]*tls.Certificate
+	// ClientCAs: clients must show a certificate these sign; with
+	// ClientCertOptional any client is let in (AllowInsecureFallback).
+	ClientCAs          *x509.CertPool
+	ClientCertOptional bool
 	// Passthrough: TLS listeners whose TLSRoutes get the connection as it
 	// is, chosen by the ClientHello's server name.
 	Passthrough bool

@@ -38,10 +38,10 @@ type listenerState struct {
 	// refReason: ResolvedRefs' reason when a CA reference failed while
 	// Accepted carries its own.
 	refReason, refMessage string
-	attached                       int32
-	table                          *route.Table
-	cert                           *tls.Certificate
-	proxyPort                      int
+	attached              int32
+	table                 *route.Table
+	cert                  *tls.Certificate
+	proxyPort             int
 	// clientCAs: clients must show a certificate they sign (optional:
 	// may show none or another, AllowInsecureFallback).
 	clientCAs          *x509.CertPool

@@ -142,16 +142,17 @@ func (gs *gatewayState) program(ports map[int]*proxy.Port) {
 		}
 		pp := gs.proxyPorts[int32(l.spec.Port)]
 		pt := ports[pp]
-		if pt != nil && (pt.TLS != (l.spec.Protocol == gwv1.HTTPSProtocolType) || pt.Passthrough != (l.spec.Protocol == gwv1.TLSProtocolType)) {
+		if pt != nil && (pt.TLS != (l.spec.Protocol == gwv1.HTTPSProtocolType) || pt.Stream != (l.spec.Protocol == gwv1.TLSProtocolType)) {
 			continue // the port serves another protocol (two Gateways given one port): never mix them
 		}
 		if pt == nil {
-			pt = &proxy.Port{TLS: l.spec.Protocol == gwv1.HTTPSProtocolType, Passthrough: l.spec.Protocol == gwv1.TLSProtocolType,
+			pt = &proxy.Port{TLS: l.spec.Protocol == gwv1.HTTPSProtocolType, Stream: l.spec.Protocol == gwv1.TLSProtocolType,
 				Certs: map[string]*tls.Certificate{}}
 			ports[pp] = pt
 		}
 		pt.Hostnames = append(pt.Hostnames, l.hostname)
 		pt.Tables = append(pt.Tables, l.table)
+		pt.Terminate = append(pt.Terminate, l.terminates())
 		if l.cert != nil {
 			pt.Certs[l.hostname] = l.cert
 		}

@@ -84,10 +84,6 @@ func (l *listenerState) check(g *gwv1.Gateway, in Input) {
 	switch l.spec.Protocol {
 	case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
 	case gwv1.TLSProtocolType:
-		if t := l.spec.TLS; t == nil || t.Mode == nil || *t.Mode != gwv1.TLSModePassthrough {
-			l.accepted, l.reason, l.message = false, string(gwv1.ListenerReasonUnsupportedValue), "TLS listeners pass TLS through (tls.mode Passthrough); weft does not terminate TLS for TLSRoutes"
-			return
-		}
 		kinds = []gwv1.Kind{"TLSRoute"}
 	default:
 		l.accepted, l.reason, l.message = false, string(gwv1.ListenerReasonUnsupportedProtocol), errorf("protocol %s is not supported", l.spec.Protocol)
@@ -107,7 +103,7 @@ func (l *listenerState) check(g *gwv1.Gateway, in Input) {
 			}
 		}
 	}
-	if l.spec.Protocol == gwv1.HTTPSProtocolType && l.resolved {
+	if l.terminates() && l.resolved {
 		l.loadCert(g, in)
 	}
 	if l.spec.Protocol == gwv1.HTTPSProtocolType && l.resolved {
@@ -115,12 +111,24 @@ func (l *listenerState) check(g *gwv1.Gateway, in Input) {
 	}
 }
 
+// terminates: the listener decrypts TLS (HTTPS, or TLS whose mode is
+// Terminate, the API's default) and needs a certificate.
+func (l *listenerState) terminates() bool {
+	switch l.spec.Protocol {
+	case gwv1.HTTPSProtocolType:
+		return true
+	case gwv1.TLSProtocolType:
+		return l.spec.TLS == nil || l.spec.TLS.Mode == nil || *l.spec.TLS.Mode == gwv1.TLSModeTerminate
+	}
+	return false
+}
+
 // loadCert takes the listener's first certificate reference: a Secret in
 // the Gateway's namespace, or in another one a ReferenceGrant allows.
 func (l *listenerState) loadCert(g *gwv1.Gateway, in Input) {
 	t := l.spec.TLS
 	if t == nil || (t.Mode != nil && *t.Mode != gwv1.TLSModeTerminate) || len(t.CertificateRefs) == 0 {
-		l.resolved, l.reason, l.message = false, string(gwv1.ListenerReasonInvalidCertificateRef), "HTTPS needs tls.mode Terminate and a certificateRef"
+		l.resolved, l.reason, l.message = false, string(gwv1.ListenerReasonInvalidCertificateRef), "terminating TLS needs tls.mode Terminate and a certificateRef"
 		return
 	}
 	ref := t.CertificateRefs[0]

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"net/http"
 	"net/url"
 	"testing"
@@ -10,12 +11,15 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-func TestTLSRoutesPassThrough(t *testing.T) {
+// TestTLSRoutes: TLSRoutes on a passthrough listener and on one that
+// terminates TLS; an HTTPRoute is not allowed on either.
+func TestTLSRoutes(t *testing.T) {
 	in := testInput()
 	passthrough := listener("tls", 8443, gwv1.TLSProtocolType, "*.tls.example.com")
 	passthrough.TLS = &gwv1.ListenerTLSConfig{Mode: ptr(gwv1.TLSModePassthrough)}
 	terminate := listener("tls-terminate", 9443, gwv1.TLSProtocolType, "")
-	terminate.TLS = &gwv1.ListenerTLSConfig{Mode: ptr(gwv1.TLSModeTerminate)}
+	terminate.TLS = &gwv1.ListenerTLSConfig{Mode: ptr(gwv1.TLSModeTerminate), CertificateRefs: []gwv1.SecretObjectReference{{Name: "cert"}}}
+	in.Secret = func(ns, name string) (*tls.Certificate, error) { return &tls.Certificate{}, nil }
 	in.Gateways[0].Spec.Listeners = append(in.Gateways[0].Spec.Listeners, passthrough, terminate)
 	in.ProxyPorts[types.NamespacedName{Namespace: "infra", Name: "gw"}][8443] = 20002
 	in.ProxyPorts[types.NamespacedName{Namespace: "infra", Name: "gw"}][9443] = 20003
@@ -23,7 +27,12 @@ func TestTLSRoutesPassThrough(t *testing.T) {
 		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "gw", SectionName: ptr(gwv1.SectionName("tls"))}}},
 		Hostnames:       []gwv1.Hostname{"db.tls.example.com"},
 		Rules: []gwv1.TLSRouteRule{{BackendRefs: []gwv1.BackendRef{{BackendObjectReference: gwv1.BackendObjectReference{
-			Name: "db", Port: ptr(gwv1.PortNumber(5432))}}}}}}}}
+			Name: "db", Port: ptr(gwv1.PortNumber(5432))}}}}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: "plain", Generation: 1}, Spec: gwv1.TLSRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "gw", SectionName: ptr(gwv1.SectionName("tls-terminate"))}}},
+			Hostnames:       []gwv1.Hostname{"plain.example.com"},
+			Rules: []gwv1.TLSRouteRule{{BackendRefs: []gwv1.BackendRef{{BackendObjectReference: gwv1.BackendObjectReference{
+				Name: "plain", Port: ptr(gwv1.PortNumber(3000))}}}}}}}}
 	// An HTTPRoute naming the TLS listener is not allowed there.
 	in.HTTPRoutes = append(in.HTTPRoutes, httpRoute("infra", "on-tls", 9, "infra/gw", nil, "", "web"))
 	in.HTTPRoutes[len(in.HTTPRoutes)-1].Spec.ParentRefs[0].SectionName = ptr(gwv1.SectionName("tls"))
@@ -43,14 +52,17 @@ func TestTLSRoutesPassThrough(t *testing.T) {
 				t.Errorf("passthrough listener: %+v", ls)
 			}
 		case "tls-terminate":
-			if got := condition(ls.Conditions, "Accepted"); got != "False/UnsupportedValue" {
-				t.Errorf("terminating TLS listener: %s", got)
+			if got := condition(ls.Conditions, "Accepted"); got != "True/Accepted" || ls.AttachedRoutes != 1 {
+				t.Errorf("terminating TLS listener: %s, %d routes", got, ls.AttachedRoutes)
 			}
 		}
 	}
 	pt := res.Ports[20002]
-	if pt == nil || !pt.Passthrough || res.Ports[20003] != nil {
-		t.Fatalf("ports: %+v", res.Ports)
+	if pt == nil || !pt.Stream || pt.Terminate[0] {
+		t.Fatalf("passthrough port: %+v", pt)
+	}
+	if tp := res.Ports[20003]; tp == nil || !tp.Stream || !tp.Terminate[0] || tp.Certs[""] == nil {
+		t.Fatalf("terminating port: %+v", tp)
 	}
 	_, rule, ok := pt.Tables[0].MatchRequest(&http.Request{Host: "db.tls.example.com", URL: &url.URL{Path: "/"}})
 	if !ok || rule.Backends[0].Backend.Service != "db" {

@@ -223,7 +223,8 @@ func (p *Proxy) handoff(fc *fastConn, q *connQueue) {
 	}
 }
 
-// replayConn reads first what the fast path had read.
+// replayConn reads first what was read already (by the fast path, or
+// a TLSRoute's ClientHello).
 type replayConn struct {
 	net.Conn
 	pre []byte

@@ -9,7 +9,10 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"strings"
 	"time"
+
+	"weft.dev/weft/internal/ingress/route"
 )
 
 // errHelloRead stops the handshake once the ClientHello is read.
@@ -32,7 +35,7 @@ func (c *recordingConn) Write(b []byte) (int, error) { return len(b), nil }
 
 // serverName reads a TLS ClientHello with crypto/tls's own parser (a
 // handshake stopped at GetConfigForClient) and returns its SNI and the
-// bytes read, which go to the backend first.
+// bytes read, which go on to the backend or to the real handshake.
 func serverName(c net.Conn) (string, []byte, error) {
 	rc := &recordingConn{Conn: c}
 	var sni string
@@ -47,38 +50,37 @@ func serverName(c net.Conn) (string, []byte, error) {
 	return sni, rc.buf.Bytes(), nil
 }
 
-// servePassthrough accepts TLS connections on a Gateway port whose
-// listeners pass TLS through: each goes, by its SNI, to a backend of the
-// TLSRoute that takes the name, bytes copied both ways unread.
-func (p *Proxy) servePassthrough(l net.Listener, port int) {
+// serveTLSRoutes accepts connections on a Gateway port of TLS listeners:
+// each goes, by its SNI, to a backend of the TLSRoute that takes the
+// name, passed through unread or decrypted here first (Terminate).
+func (p *Proxy) serveTLSRoutes(l net.Listener, port int) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
-		go p.passThrough(c, port)
+		go p.serveTLSRoute(c, port)
 	}
 }
 
-func (p *Proxy) passThrough(c net.Conn, port int) {
+func (p *Proxy) serveTLSRoute(c net.Conn, port int) {
 	defer c.Close()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	sni, hello, err := serverName(c)
-	if err != nil || sni == "" {
-		p.log.Debug("TLS passthrough: no server name", "port", port, "client", c.RemoteAddr(), "err", err)
+	if err != nil {
+		p.log.Debug("TLSRoute: no ClientHello", "port", port, "client", c.RemoteAddr(), "err", err)
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
 	s := p.snap.Load()
 	pt := s.Ports[port]
 	if pt == nil {
 		return
 	}
-	table := pt.tableFor(sni)
-	if table == nil {
+	i := route.MostSpecific(strings.ToLower(sni), pt.Hostnames)
+	if i < 0 {
 		return
 	}
-	_, rule, ok := table.MatchRequest(&http.Request{Host: sni, URL: &url.URL{Path: "/"}})
+	_, rule, ok := pt.Tables[i].MatchRequest(&http.Request{Host: sni, URL: &url.URL{Path: "/"}})
 	if !ok || rule == nil {
 		return
 	}
@@ -86,23 +88,42 @@ func (p *Proxy) passThrough(c net.Conn, port int) {
 	if wb == nil || wb.Invalid {
 		return
 	}
-	addrs := p.order(s.Endpoints[wb.Backend])
-	var up net.Conn
-	for _, a := range addrs {
-		if up, err = net.DialTimeout("tcp", a, p.cfg.DialTimeout); err == nil {
-			break
+	client, first := c, hello
+	if i < len(pt.Terminate) && pt.Terminate[i] {
+		cert := pt.Certs[pt.Hostnames[i]]
+		tc := tls.Server(&replayConn{Conn: c, pre: hello},
+			&tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*cert}})
+		if err := tc.Handshake(); err != nil {
+			p.log.Debug("TLSRoute: handshake failed", "sni", sni, "client", c.RemoteAddr(), "err", err)
+			return
 		}
-		p.eject(a)
+		client, first = tc, nil
 	}
+	_ = c.SetReadDeadline(time.Time{})
+	up := p.dialAny(s.Endpoints[wb.Backend])
 	if up == nil {
-		p.log.Warn("TLS passthrough: no endpoint took the connection", "sni", sni, "route", rule.Source, "err", err)
+		p.log.Warn("TLSRoute: no endpoint took the connection", "sni", sni, "route", rule.Source)
 		return
 	}
 	defer up.Close()
-	if _, err := up.Write(hello); err != nil {
-		return
+	if len(first) > 0 {
+		if _, err := up.Write(first); err != nil {
+			return
+		}
 	}
-	splice(c, up)
+	splice(client, up)
+}
+
+// dialAny connects to the first endpoint that answers, ejecting those
+// that do not (nil: none did).
+func (p *Proxy) dialAny(addrs []string) net.Conn {
+	for _, a := range p.order(addrs) {
+		if up, err := net.DialTimeout("tcp", a, p.cfg.DialTimeout); err == nil {
+			return up
+		}
+		p.eject(a)
+	}
+	return nil
 }
 
 // splice copies both ways until either side ends, then closes the other

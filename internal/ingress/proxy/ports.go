@@ -16,8 +16,8 @@ import (
 
 // openPort is a Gateway listener port the proxy listens on.
 type openPort struct {
-	tls, passthrough bool
-	srv              *http.Server // nil for passthrough
+	tls, stream bool
+	srv         *http.Server // nil for TLSRoutes' ports
 	l                net.Listener
 }
 
@@ -45,7 +45,7 @@ func (p *Proxy) RunPorts(ctx context.Context, host string, newServer func() *htt
 func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() *http.Server) {
 	want := p.snap.Load().Ports
 	for port, op := range open {
-		if pt := want[port]; pt == nil || pt.TLS != op.tls || pt.Passthrough != op.passthrough {
+		if pt := want[port]; pt == nil || pt.TLS != op.tls || pt.Stream != op.stream {
 			closePort(op)
 			delete(open, port)
 		}
@@ -60,10 +60,10 @@ func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() 
 			time.AfterFunc(time.Second, p.portsChanged)
 			continue
 		}
-		if pt.Passthrough {
-			open[port] = &openPort{passthrough: true, l: l}
-			go p.servePassthrough(l, port)
-			p.log.Info("listening for a Gateway", "port", port, "tls", "passthrough")
+		if pt.Stream {
+			open[port] = &openPort{stream: true, l: l}
+			go p.serveTLSRoutes(l, port)
+			p.log.Info("listening for a Gateway", "port", port, "tls", "TLSRoute")
 			continue
 		}
 		srv := newServer()
@@ -97,7 +97,7 @@ func (p *Proxy) portsChanged() {
 func closePort(op *openPort) {
 	op.l.Close() // at once: the port may be opened again right away
 	if op.srv == nil {
-		return // passed-through connections run to their end
+		return // TLSRoutes' connections run to their end
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -51,17 +51,12 @@ type Port struct {
 	// ClientCertOptional any client is let in (AllowInsecureFallback).
 	ClientCAs          *x509.CertPool
 	ClientCertOptional bool
-	// Passthrough: TLS listeners whose TLSRoutes get the connection as it
-	// is, chosen by the ClientHello's server name.
-	Passthrough bool
-}
-
-// tableFor is the routes of the listener a host goes to (nil: none).
-func (pt *Port) tableFor(host string) *route.Table {
-	if i := route.MostSpecific(route.HostOnly(host), pt.Hostnames); i >= 0 {
-		return pt.Tables[i]
-	}
-	return nil
+	// Stream: TLS listeners, whose TLSRoutes take whole connections,
+	// chosen by the ClientHello's server name: passed through as they
+	// are, or, for the listeners marked in Terminate, decrypted here with
+	// the listener's certificate in Certs.
+	Stream    bool
+	Terminate []bool
 }
 
 // Config holds the proxy's limits.

@@ -231,10 +231,11 @@ func TestGatewayRetriesMirrorsAndBackendFilters(t *testing.T) {
 	}
 }
 
-// TestTLSPassthroughBySNI: a passthrough port sends each TLS connection,
-// unread, to the backend of the route its server name picks; the client
-// sees the backend's own certificate; an unknown name gets nothing.
-func TestTLSPassthroughBySNI(t *testing.T) {
+// TestTLSRoutesBySNI: a port of TLS listeners sends each connection to
+// the backend of the route its server name picks: unread (passthrough;
+// the client sees the backend's own certificate) or decrypted with the
+// listener's certificate (terminate); an unknown name gets nothing.
+func TestTLSRoutesBySNI(t *testing.T) {
 	p, _ := newProxy(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -246,9 +247,14 @@ func TestTLSPassthroughBySNI(t *testing.T) {
 	tb := route.NewTable()
 	tb.DeepWildcards = true
 	tb.Host("abc.example.com").AddRule(route.Prefix, "/", &route.Rule{Source: "TLSRoute ns/t", Backends: []route.WeightedBackend{{Backend: b, Weight: 1}}})
+	plain := route.Backend{Namespace: "ns", Service: "plain", Port: 3000}
+	tp := route.NewTable()
+	tp.Host("plain.test").AddRule(route.Prefix, "/", &route.Rule{Source: "TLSRoute ns/p", Backends: []route.WeightedBackend{{Backend: plain, Weight: 1}}})
+	ours := issue(t, "terminating listener", nil)
 	port := freePort(t)
-	p.Swap(&Snapshot{Table: route.NewTable(), Endpoints: map[route.Backend][]string{b: {strings.TrimPrefix(backendTLS.URL, "https://")}},
-		Ports: map[int]*Port{port: {Hostnames: []string{"*.example.com"}, Tables: []*route.Table{tb}, Passthrough: true}}})
+	p.Swap(&Snapshot{Table: route.NewTable(), Endpoints: map[route.Backend][]string{b: {strings.TrimPrefix(backendTLS.URL, "https://")}, plain: {backendEcho(t, "plain")}},
+		Ports: map[int]*Port{port: {Hostnames: []string{"*.example.com", "plain.test"}, Tables: []*route.Table{tb, tp}, Stream: true,
+			Terminate: []bool{false, true}, Certs: map[string]*tls.Certificate{"plain.test": &ours}}}})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	dial := func(sni string) (*tls.Conn, error) {
 		var c *tls.Conn
@@ -278,6 +284,19 @@ func TestTLSPassthroughBySNI(t *testing.T) {
 	if c, err := dial("other.example.com"); err == nil {
 		c.Close()
 		t.Error("a name no route takes got a TLS session")
+	}
+	c, err = dial("plain.test")
+	if err != nil {
+		t.Fatalf("plain.test: %v", err)
+	}
+	if !c.ConnectionState().PeerCertificates[0].Equal(ours.Leaf) {
+		t.Error("the terminating listener did not show its certificate")
+	}
+	fmt.Fprint(c, "GET /x HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n")
+	reply, _ = io.ReadAll(c)
+	c.Close()
+	if !strings.Contains(string(reply), "plain host=plain.test path=/x") {
+		t.Errorf("terminated reply %q", reply)
 	}
 }
 

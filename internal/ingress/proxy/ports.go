@@ -18,7 +18,7 @@ import (
 type openPort struct {
 	tls, stream bool
 	srv         *http.Server // nil for TLSRoutes' ports
-	l                net.Listener
+	l           net.Listener
 }
 
 // RunPorts listens on the Gateway listener ports of the current snapshot,

@@ -22,7 +22,7 @@ spec: {controllerName: weft.dev/gateway}
 YAML
 # What weft serves of the profiles' extended features (the lab installs the
 # experimental channel's CRDs, which HTTPRouteRetry needs).
-features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GRPCRoute,TLSRoute,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteBackendRequestHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteDestinationPortMatching,HTTPRouteCORS,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,HTTPRouteRetry,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,TLSRouteModeTerminate,TLSRouteModeMixed}
+features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GRPCRoute,TLSRoute,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteBackendRequestHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteDestinationPortMatching,HTTPRouteCORS,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,HTTPRouteRetry,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,TLSRouteModeTerminate,TLSRouteModeMixed,BackendTLSPolicy,BackendTLSPolicySANValidation}
 args=(-test.v -test.timeout 60m --gateway-class weft
   --supported-features "$features" --conformance-profiles "${PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS}"
   --organization weft --project weft --url https://weft.dev --version "$(git rev-parse --short HEAD)" --contact weft
@@ -34,6 +34,11 @@ rc=0
 grep -E '^\s*--- (PASS|FAIL|SKIP)' "$out/results.log" | sed 's/ (.*//' | sort | uniq -c | sort -rn | head -5 || true
 grep -cE '^\s*--- PASS' "$out/results.log" | sed 's/^/passed: /'
 grep -E '^\s*--- FAIL' "$out/results.log" | sed 's/^/  /' || true
+if [[ $rc != 0 ]]; then # what weft ingress saw, before the lab goes
+  bin/weft lab kubectl -n kube-system logs -l app.kubernetes.io/name=weft-ingress --tail=-1 --prefix > "$out/ingress.log" 2>&1 || true
+  echo "weft ingress's logs: $out/ingress.log; its warnings:"
+  grep -E '"level":"(WARN|ERROR)"|level=(WARN|ERROR)' "$out/ingress.log" | tail -20 || true
+fi
 if [[ "${DOC:-}" == 1 ]]; then
   mkdir -p "$root/docs/conformance/gateway"
   cp "$out/report.yaml" "$root/docs/conformance/gateway/report.yaml"

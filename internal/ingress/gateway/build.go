@@ -30,10 +30,14 @@ type Input struct {
 	GRPCRoutes []*gwv1.GRPCRoute
 	TLSRoutes  []*gwv1.TLSRoute
 	Grants     []*gwv1.ReferenceGrant
+	// BackendTLSPolicies say which backends are reached over TLS.
+	BackendTLSPolicies []*gwv1.BackendTLSPolicy
 	// NamespaceLabels are each namespace's labels (allowedRoutes selectors).
 	NamespaceLabels map[string]map[string]string
 	// ServiceExists says whether a Service is there.
 	ServiceExists func(namespace, name string) bool
+	// ServicePortName is the name of a Service's port ("": none).
+	ServicePortName func(namespace, name string, port int32) string
 	// Secret loads a TLS Secret's certificate (nil, error: unusable).
 	Secret func(namespace, name string) (*tls.Certificate, error)
 	// CACerts loads the certificates of a ConfigMap's ca.crt.
@@ -43,6 +47,8 @@ type Input struct {
 	// LoadBalancer addresses.
 	ProxyPorts map[types.NamespacedName]map[int32]int
 	Addresses  map[types.NamespacedName][]string
+
+	policies *backendPolicies // compiled by Build
 }
 
 // Result is the proxy's ports and every status to write.
@@ -52,12 +58,19 @@ type Result struct {
 	Gateways map[types.NamespacedName]*gwv1.GatewayStatus
 	// Routes holds the parent statuses weft owns, per HTTPRoute.
 	Routes map[RouteKey][]gwv1.RouteParentStatus
+	// Policies holds the BackendTLSPolicies' ancestor statuses weft owns.
+	Policies map[types.NamespacedName][]gwv1.PolicyAncestorStatus
+
+	// serviceGateways: the Gateways whose routes send to each Service.
+	serviceGateways map[types.NamespacedName]map[types.NamespacedName]bool
 }
 
 // Build translates the input.
 func Build(in Input) *Result {
 	res := &Result{Ports: map[int]*proxy.Port{}, Classes: map[string][]metav1.Condition{},
-		Gateways: map[types.NamespacedName]*gwv1.GatewayStatus{}, Routes: map[RouteKey][]gwv1.RouteParentStatus{}}
+		Gateways: map[types.NamespacedName]*gwv1.GatewayStatus{}, Routes: map[RouteKey][]gwv1.RouteParentStatus{},
+		serviceGateways: map[types.NamespacedName]map[types.NamespacedName]bool{}}
+	in.policies = compileBackendPolicies(in)
 	ours := map[string]bool{}
 	for _, c := range in.Classes {
 		if c.Spec.ControllerName != ControllerName {
@@ -88,6 +101,7 @@ func Build(in Input) *Result {
 		res.Gateways[key] = gs.status(in.Addresses[key])
 		gs.program(res.Ports)
 	}
+	res.Policies = in.policies.statuses(res.serviceGateways)
 	return res
 }
 

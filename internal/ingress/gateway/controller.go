@@ -126,6 +126,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		w.tls = gf.Gateway().V1().TLSRoutes().Informer()
 		informers = append(informers, w.tls)
 	}
+	if c.served("backendtlspolicies") {
+		w.policies = gf.Gateway().V1().BackendTLSPolicies().Informer()
+		informers = append(informers, w.policies)
+	}
 	for _, inf := range informers {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { c.kick() }, UpdateFunc: c.updated, DeleteFunc: func(any) { c.kick() }})
@@ -186,7 +190,7 @@ func (c *Controller) updated(old, cur any) {
 
 func isGatewayAPI(o any) bool {
 	switch o.(type) {
-	case *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant:
+	case *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *gwv1.BackendTLSPolicy:
 		return true
 	}
 	return false
@@ -208,7 +212,7 @@ func (c *Controller) served(resource string) bool {
 
 type watched struct {
 	classes, gateways, routes, grants, namespaces cache.SharedIndexInformer
-	grpc, tls                                     cache.SharedIndexInformer // nil: not served
+	grpc, tls, policies                           cache.SharedIndexInformer // nil: not served
 	services                                      corelisters.ServiceLister
 }
 
@@ -233,6 +237,11 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 			in.TLSRoutes = append(in.TLSRoutes, o.(*gwv1.TLSRoute))
 		}
 	}
+	if w.policies != nil {
+		for _, o := range w.policies.GetStore().List() {
+			in.BackendTLSPolicies = append(in.BackendTLSPolicies, o.(*gwv1.BackendTLSPolicy))
+		}
+	}
 	for _, o := range w.grants.GetStore().List() {
 		in.Grants = append(in.Grants, o.(*gwv1.ReferenceGrant))
 	}
@@ -241,6 +250,18 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 		in.NamespaceLabels[ns.Name] = ns.Labels
 	}
 	in.ServiceExists = func(ns, name string) bool { _, err := w.services.Services(ns).Get(name); return err == nil }
+	in.ServicePortName = func(ns, name string, port int32) string {
+		svc, err := w.services.Services(ns).Get(name)
+		if err != nil {
+			return ""
+		}
+		for _, p := range svc.Spec.Ports {
+			if p.Port == port {
+				return p.Name
+			}
+		}
+		return ""
+	}
 	in.Secret = c.secret
 	in.CACerts = c.caCerts
 	c.secrets.Want(secretKeys(in))
@@ -284,9 +305,15 @@ func (c *Controller) caCerts(ns, name string) ([]*x509.Certificate, error) {
 	return parseCerts([]byte(cm.Data["ca.crt"]))
 }
 
-// configMapKeys are the ConfigMaps weft's Gateways name for CA certificates.
+// configMapKeys are the ConfigMaps weft's Gateways and the
+// BackendTLSPolicies name for CA certificates.
 func configMapKeys(in Input) []string {
 	var out []string
+	for _, p := range in.BackendTLSPolicies {
+		for _, ref := range p.Spec.Validation.CACertificateRefs {
+			out = append(out, p.Namespace+"/"+string(ref.Name))
+		}
+	}
 	for _, g := range ourGateways(in) {
 		if t := g.Spec.TLS; t != nil && t.Frontend != nil {
 			vs := []*gwv1.FrontendTLSValidation{t.Frontend.Default.Validation}
@@ -357,6 +384,7 @@ func (c *Controller) writeStatuses(ctx context.Context) {
 			c.writeStatus(ctx, job.in, job.res)
 			c.writeGRPCStatus(ctx, job.in, job.res)
 			c.writeTLSStatus(ctx, job.in, job.res)
+			c.writePolicyStatus(ctx, job.in, job.res)
 		}
 	}
 }

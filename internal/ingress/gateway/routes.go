@@ -22,6 +22,8 @@ type compiled struct {
 	resolvedReason, resolvedMessage string
 	// dropped lists rules left out, each with why.
 	dropped []string
+	// services are the Services its backends are.
+	services []types.NamespacedName
 }
 
 type pathRule struct {
@@ -73,6 +75,15 @@ func attachRoute(r routeMeta, compile func() *compiled, gws map[types.Namespaced
 			c = compile()
 		}
 		accepted, reason, msg := gs.attach(r, ref, c, in)
+		if accepted {
+			gwKey := types.NamespacedName{Namespace: gs.gw.Namespace, Name: gs.gw.Name}
+			for _, svc := range c.services {
+				if res.serviceGateways[svc] == nil {
+					res.serviceGateways[svc] = map[types.NamespacedName]bool{}
+				}
+				res.serviceGateways[svc][gwKey] = true
+			}
+		}
 		conds := []metav1.Condition{cond("Accepted", accepted, reason, msg, r.generation)}
 		if c.resolvedReason == "" {
 			conds = append(conds, cond("ResolvedRefs", true, string(gwv1.RouteReasonResolvedRefs), "", r.generation))
@@ -368,6 +379,10 @@ func (c *compiled) backends(r routeMeta, refs []backendRef, in Input) []route.We
 			fail(reason, msg)
 		} else {
 			wb.Backend = b
+			c.services = append(c.services, types.NamespacedName{Namespace: b.Namespace, Name: b.Service})
+			if in.ServicePortName != nil {
+				wb.TLS = in.policies.forBackend(b.Namespace, b.Service, in.ServicePortName(b.Namespace, b.Service, int32(b.Port)))
+			}
 		}
 		wb.RequestHeaders, wb.ResponseHeaders = headerChanges(ref.requestHeaders), headerChanges(ref.responseHeaders)
 		if ref.unsupported != "" {

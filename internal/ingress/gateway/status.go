@@ -180,3 +180,44 @@ func (c *Controller) failed(err error, kind, name string) {
 		c.kickLater()
 	}
 }
+
+// PolicyStatus is a BackendTLSPolicy's status with weft's ancestors
+// replaced by want, other controllers' kept as they are.
+func PolicyStatus(old gwv1.PolicyStatus, want []gwv1.PolicyAncestorStatus) gwv1.PolicyStatus {
+	out := gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{}}
+	for _, a := range old.Ancestors {
+		if a.ControllerName != ControllerName {
+			out.Ancestors = append(out.Ancestors, a)
+		}
+	}
+	for _, w := range want {
+		w = *w.DeepCopy()
+		var prev []metav1.Condition
+		for _, o := range old.Ancestors {
+			if o.ControllerName == ControllerName && reflect.DeepEqual(o.AncestorRef, w.AncestorRef) {
+				prev = o.Conditions
+			}
+		}
+		w.Conditions = mergeConditions(prev, w.Conditions)
+		out.Ancestors = append(out.Ancestors, w)
+	}
+	return out
+}
+
+func (c *Controller) writePolicyStatus(ctx context.Context, in Input, res *Result) {
+	for _, p := range in.BackendTLSPolicies {
+		if c.statuses.Load() != nil {
+			return
+		}
+		st := PolicyStatus(p.Status, res.Policies[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}])
+		if len(st.Ancestors) == 0 && len(p.Status.Ancestors) == 0 {
+			continue
+		}
+		if !reflect.DeepEqual(st, p.Status) {
+			upd := p.DeepCopy()
+			upd.Status = st
+			_, err := c.gw.GatewayV1().BackendTLSPolicies(p.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+			c.failed(err, "BackendTLSPolicy", p.Namespace+"/"+p.Name)
+		}
+	}
+}

@@ -31,7 +31,7 @@ func issue(t *testing.T, name string, parent *tls.Certificate) tls.Certificate {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	signer, signerKey := tmpl, any(key)
 	if parent == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.KeyUsage = true, true, x509.KeyUsageCertSign
+		tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.KeyUsage, tmpl.ExtKeyUsage = true, true, x509.KeyUsageCertSign, nil
 	} else {
 		signer, signerKey = parent.Leaf, parent.PrivateKey
 	}

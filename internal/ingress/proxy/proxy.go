@@ -77,7 +77,8 @@ func DefaultConfig() Config {
 
 // Proxy is an http.Handler.
 type Proxy struct {
-	cfg  Config
+	upTLS tlsTransports
+	cfg   Config
 	log  *slog.Logger
 	snap atomic.Pointer[Snapshot]
 	// One reverse proxy per way of reaching a backend: HTTP/1.1, h2c,
@@ -149,7 +150,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
 		pr.SetXForwarded()
 		pr.Out.URL.Scheme = "http"
 		pr.Out.Host = pr.In.Host
-		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.policy != nil && pk.policy.BackendTLS {
+		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && ((pk.policy != nil && pk.policy.BackendTLS) || (pk.wb != nil && pk.wb.TLS != nil)) {
 			pr.Out.URL.Scheme = "https"
 		}
 		if pk, _ := pr.In.Context().Value(ctxKey{}).(*pick); pk != nil && pk.rule != nil {
@@ -386,7 +387,11 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		addr := pk.addrs[i%len(pk.addrs)]
 		req.URL.Host = addr
 		var resp *http.Response
-		resp, err = t.p.roundTrip(t.base, req, pk.policy)
+		base := t.base
+		if pk.wb != nil && pk.wb.TLS != nil {
+			base = t.p.transportFor(pk.wb.TLS)
+		}
+		resp, err = t.p.roundTrip(base, req, pk.policy)
 		if err == nil && t.retryStatus(pk, req, resp, retried) {
 			resp.Body.Close()
 			retried++

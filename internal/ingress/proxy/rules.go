@@ -58,7 +58,9 @@ func answerByRule(w http.ResponseWriter, r *http.Request, rule *route.Rule, pref
 		return nil, nil, to.Code
 	}
 	b := rule.PickRandom()
-	if b == nil || b.Invalid {
+	if b == nil || b.Invalid || (b.TLS != nil && b.TLS.Invalid) {
+		// A backend whose BackendTLSPolicy cannot be used is never
+		// reached unchecked.
 		http.Error(w, "no usable backend", http.StatusInternalServerError)
 		return nil, nil, http.StatusInternalServerError
 	}

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"crypto/x509"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -67,6 +68,23 @@ type WeightedBackend struct {
 	// RequestHeaders and ResponseHeaders are the backendRef's own
 	// filters, applied after the rule's.
 	RequestHeaders, ResponseHeaders *HeaderChanges
+	// TLS: the backend is reached over TLS and its certificate checked
+	// (a BackendTLSPolicy); nil: plain HTTP.
+	TLS *UpstreamTLS
+}
+
+// UpstreamTLS is how a backend's TLS is checked: its certificate must
+// chain to Roots (nil: the system's) and name ServerName, or, when SANs
+// or URIs are given, one of those.
+type UpstreamTLS struct {
+	ServerName string // sent as SNI
+	Roots      *x509.CertPool
+	SANs, URIs []string
+	// Key identifies the configuration (transports are kept per key).
+	Key string
+	// Invalid: the policy cannot be used (its CAs do not resolve);
+	// requests to the backend are answered 500, never sent unchecked.
+	Invalid bool
 }
 
 // Retry sends a request again when its answer has one of Codes, or its

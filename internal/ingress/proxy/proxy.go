@@ -77,13 +77,14 @@ func DefaultConfig() Config {
 
 // Proxy is an http.Handler.
 type Proxy struct {
-	upTLS tlsTransports
-	cfg   Config
+	cfg  Config
 	log  *slog.Logger
 	snap atomic.Pointer[Snapshot]
 	// One reverse proxy per way of reaching a backend: HTTP/1.1, h2c,
 	// HTTP/1.1 over TLS, HTTP/2 over TLS.
 	rp, h2c, overTLS, h2OverTLS *httputil.ReverseProxy
+	// upTLS: the transports of backends BackendTLSPolicies cover.
+	upTLS tlsTransports
 	next                        atomic.Uint64
 	mu                          sync.Mutex
 	ejected                     map[string]time.Time

@@ -84,14 +84,14 @@ type Proxy struct {
 	// HTTP/1.1 over TLS, HTTP/2 over TLS.
 	rp, h2c, overTLS, h2OverTLS *httputil.ReverseProxy
 	// upTLS: the transports of backends BackendTLSPolicies cover.
-	upTLS tlsTransports
-	next                        atomic.Uint64
-	mu                          sync.Mutex
-	ejected                     map[string]time.Time
-	metrics                     *metrics
-	up                          upstreams // the fast path's backend connections
-	mirrors                     *http.Client
-	swapped                     chan struct{}
+	upTLS   tlsTransports
+	next    atomic.Uint64
+	mu      sync.Mutex
+	ejected map[string]time.Time
+	metrics *metrics
+	up      upstreams // the fast path's backend connections
+	mirrors *http.Client
+	swapped chan struct{}
 }
 
 type ctxKey struct{}

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"sort"
@@ -192,4 +194,52 @@ func (bp *backendPolicy) conditions() []metav1.Condition {
 		resolved = cond(string(gwv1.BackendTLSPolicyConditionResolvedRefs), false, bp.refReason, bp.refMessage, gen)
 	}
 	return []metav1.Condition{accepted, resolved}
+}
+
+// backendCert is a Gateway's client certificate for TLS backends
+// (spec.tls.backend.clientCertificateRef).
+type backendCert struct {
+	cert *tls.Certificate
+	key  string // its fingerprint, part of the transports' keys
+}
+
+// shownTo is u with the certificate shown to the backend (u itself when
+// there is no certificate or no TLS).
+func (bc *backendCert) shownTo(u *route.UpstreamTLS) *route.UpstreamTLS {
+	if bc == nil || u == nil {
+		return u
+	}
+	withCert := *u
+	withCert.ClientCert, withCert.Key = bc.cert, u.Key+"|client:"+bc.key
+	return &withCert
+}
+
+// loadBackendCert resolves the Gateway's client certificate for TLS
+// backends; a reference that does not resolve is the Gateway's
+// ResolvedRefs condition.
+func (gs *gatewayState) loadBackendCert(in Input) {
+	t := gs.gw.Spec.TLS
+	if t == nil || t.Backend == nil || t.Backend.ClientCertificateRef == nil {
+		return
+	}
+	gs.backendRefsChecked = true
+	ref := t.Backend.ClientCertificateRef
+	ns := gs.gw.Namespace
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	switch {
+	case (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret"):
+		gs.backendRefReason, gs.backendRefMessage = string(gwv1.GatewayReasonInvalidClientCertificateRef), "clientCertificateRef is not a Secret"
+	case ns != gs.gw.Namespace && !granted(in.Grants, groupName, "Gateway", gs.gw.Namespace, "", "Secret", ns, string(ref.Name)):
+		gs.backendRefReason, gs.backendRefMessage = string(gwv1.GatewayReasonRefNotPermitted), errorf("no ReferenceGrant in %s allows this Gateway's Secret %s", ns, ref.Name)
+	default:
+		cert, err := in.Secret(ns, string(ref.Name))
+		if err != nil {
+			gs.backendRefReason, gs.backendRefMessage = string(gwv1.GatewayReasonInvalidClientCertificateRef), errorf("Secret %s/%s: %v", ns, ref.Name, err)
+			return
+		}
+		sum := sha256.Sum256(bytes.Join(cert.Certificate, nil))
+		gs.backendCert = &backendCert{cert: cert, key: hex.EncodeToString(sum[:])}
+	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net/http"
@@ -97,5 +98,43 @@ func TestBackendTLSPolicies(t *testing.T) {
 	}
 	if reason, _ := caProblem(badKind, in); reason != string(gwv1.BackendTLSPolicyReasonInvalidKind) {
 		t.Errorf("bad-kind: %s", reason)
+	}
+}
+
+// TestGatewayBackendClientCertificate: the TLS backends of a Gateway's
+// routes get its client certificate (in a transport of their own); a
+// reference that does not resolve is the Gateway's ResolvedRefs.
+func TestGatewayBackendClientCertificate(t *testing.T) {
+	in := testInput()
+	ca := testCA(t)
+	in.CACerts = func(ns, name string) ([]*x509.Certificate, error) { return []*x509.Certificate{ca}, nil }
+	in.ServicePortName = func(ns, name string, port int32) string { return "https" }
+	in.Secret = func(ns, name string) (*tls.Certificate, error) {
+		if name == "client" {
+			return &tls.Certificate{Certificate: [][]byte{{1, 2, 3}}}, nil
+		}
+		return nil, errors.New("not found")
+	}
+	in.HTTPRoutes = []*gwv1.HTTPRoute{httpRoute("apps", "to-secure", 7, "infra/gw", []string{"secure.example.com"}, "", "secure")}
+	in.BackendTLSPolicies = []*gwv1.BackendTLSPolicy{backendTLSPolicy("p", 1, "secure", "", "ca")}
+	gw := in.Gateways[0]
+	gw.Spec.TLS = &gwv1.GatewayTLSConfig{Backend: &gwv1.GatewayBackendTLS{ClientCertificateRef: &gwv1.SecretObjectReference{Name: "client"}}}
+	res := Build(in)
+	key := types.NamespacedName{Namespace: "infra", Name: "gw"}
+	if got := condition(res.Gateways[key].Conditions, "ResolvedRefs"); got != "True/ResolvedRefs" {
+		t.Errorf("Gateway ResolvedRefs: %s", got)
+	}
+	_, rule, ok := res.Ports[20000].Tables[0].MatchRequest(&http.Request{Host: "secure.example.com", URL: &url.URL{Path: "/"}})
+	if !ok {
+		t.Fatal("no route")
+	}
+	u := rule.Backends[0].TLS
+	if u == nil || u.ClientCert == nil || u.Key == compileBackendPolicies(in).forBackend("apps", "secure", "https").Key {
+		t.Errorf("backend TLS %+v: want the Gateway's client certificate, in a transport of its own", u)
+	}
+	gw.Spec.TLS.Backend.ClientCertificateRef.Name = "gone"
+	res = Build(in)
+	if got := condition(res.Gateways[key].Conditions, "ResolvedRefs"); got != "False/InvalidClientCertificateRef" {
+		t.Errorf("Gateway ResolvedRefs with a missing Secret: %s", got)
 	}
 }

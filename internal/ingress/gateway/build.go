@@ -49,6 +49,9 @@ type Input struct {
 	Addresses  map[types.NamespacedName][]string
 
 	policies *backendPolicies // compiled by Build
+	// backendCert is the client certificate the Gateway being compiled
+	// for shows TLS backends (nil: none).
+	backendCert *backendCert
 }
 
 // Result is the proxy's ports and every status to write.
@@ -89,13 +92,13 @@ func Build(in Input) *Result {
 		gws[key] = newGatewayState(g, in)
 	}
 	for _, r := range sortedRoutes(in.HTTPRoutes) {
-		attachRoute(httpMeta(r), func() *compiled { return compileRules(r, in) }, gws, in, res)
+		attachRoute(httpMeta(r), func(in Input) *compiled { return compileRules(r, in) }, gws, in, res)
 	}
 	for _, r := range sortedGRPC(in.GRPCRoutes) {
-		attachRoute(grpcMeta(r), func() *compiled { return compileGRPC(r, in) }, gws, in, res)
+		attachRoute(grpcMeta(r), func(in Input) *compiled { return compileGRPC(r, in) }, gws, in, res)
 	}
 	for _, r := range sortedByAge(in.TLSRoutes) {
-		attachRoute(tlsMeta(r), func() *compiled { return compileTLS(r, in) }, gws, in, res)
+		attachRoute(tlsMeta(r), func(in Input) *compiled { return compileTLS(r, in) }, gws, in, res)
 	}
 	for key, gs := range gws {
 		res.Gateways[key] = gs.status(in.Addresses[key])

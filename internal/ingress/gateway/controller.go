@@ -337,10 +337,18 @@ func configMapKeys(in Input) []string {
 	return out
 }
 
-// secretKeys are the Secrets weft's Gateways' HTTPS listeners name.
+// secretKeys are the Secrets weft's Gateways name: their listeners'
+// certificates and their client certificate for TLS backends.
 func secretKeys(in Input) []string {
 	var out []string
 	for _, g := range ourGateways(in) {
+		if t := g.Spec.TLS; t != nil && t.Backend != nil && t.Backend.ClientCertificateRef != nil {
+			ref, ns := t.Backend.ClientCertificateRef, g.Namespace
+			if ref.Namespace != nil {
+				ns = string(*ref.Namespace)
+			}
+			out = append(out, ns+"/"+string(ref.Name))
+		}
 		for _, l := range g.Spec.Listeners {
 			if l.TLS == nil {
 				continue

@@ -23,6 +23,11 @@ type gatewayState struct {
 	proxyPorts map[int32]int
 	problem    string // why the Gateway is not accepted ("": it is)
 	reason     string // the Accepted condition's reason when not
+	// backendCert: shown to TLS backends; backendRefReason: why its
+	// reference did not resolve (backendRefsChecked: it has one).
+	backendCert                         *backendCert
+	backendRefsChecked                  bool
+	backendRefReason, backendRefMessage string
 }
 
 // listenerState is one listener: its validity, the routes attached and
@@ -75,6 +80,7 @@ func newGatewayState(g *gwv1.Gateway, in Input) *gatewayState {
 		gs.listeners = append(gs.listeners, l)
 	}
 	gs.findConflicts()
+	gs.loadBackendCert(in)
 	return gs
 }
 
@@ -226,6 +232,10 @@ func (gs *gatewayState) status(addrs []string) *gwv1.GatewayStatus {
 	default:
 		st.Conditions = append(st.Conditions, cond("Accepted", valid > 0, string(gwv1.GatewayReasonListenersNotValid), "some listeners are not valid", gen))
 	}
+	if gs.backendRefsChecked {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionResolvedRefs), gs.backendRefReason == "",
+			firstOf(gs.backendRefReason, string(gwv1.GatewayReasonResolvedRefs)), gs.backendRefMessage, gen))
+	}
 	if insecureFallback(gs.gw) {
 		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionInsecureFrontendValidationMode), true,
 			string(gwv1.GatewayReasonConfigurationChanged), "clients without a valid certificate are let in (AllowInsecureFallback)", gen))
@@ -291,3 +301,13 @@ func granted(grants []*gwv1.ReferenceGrant, fromGroup gwv1.Group, fromKind, from
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// firstOf is the first non-empty string.
+func firstOf(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}

@@ -56,9 +56,11 @@ func httpMeta(r *gwv1.HTTPRoute) routeMeta {
 // attachRoute attaches a route to the listeners its parentRefs name and
 // allow it, adds its rules to their tables, and records its parent
 // statuses.
-func attachRoute(r routeMeta, compile func() *compiled, gws map[types.NamespacedName]*gatewayState, in Input, res *Result) {
+func attachRoute(r routeMeta, compile func(Input) *compiled, gws map[types.NamespacedName]*gatewayState, in Input, res *Result) {
 	key := RouteKey{Kind: r.kind, NamespacedName: types.NamespacedName{Namespace: r.namespace, Name: r.name}}
-	var c *compiled
+	// Compiled once per backend client certificate of the parents (the
+	// rules' backends differ only in it).
+	byCert := map[*backendCert]*compiled{}
 	for _, ref := range r.parents {
 		if (ref.Group != nil && *ref.Group != groupName) || (ref.Kind != nil && *ref.Kind != "Gateway") {
 			continue
@@ -71,8 +73,12 @@ func attachRoute(r routeMeta, compile func() *compiled, gws map[types.Namespaced
 		if gs == nil {
 			continue // not a Gateway of weft's: another controller's to report
 		}
+		c := byCert[gs.backendCert]
 		if c == nil {
-			c = compile()
+			in := in
+			in.backendCert = gs.backendCert
+			c = compile(in)
+			byCert[gs.backendCert] = c
 		}
 		accepted, reason, msg := gs.attach(r, ref, c, in)
 		if accepted {
@@ -381,7 +387,7 @@ func (c *compiled) backends(r routeMeta, refs []backendRef, in Input) []route.We
 			wb.Backend = b
 			c.services = append(c.services, types.NamespacedName{Namespace: b.Namespace, Name: b.Service})
 			if in.ServicePortName != nil {
-				wb.TLS = in.policies.forBackend(b.Namespace, b.Service, in.ServicePortName(b.Namespace, b.Service, int32(b.Port)))
+				wb.TLS = in.backendCert.shownTo(in.policies.forBackend(b.Namespace, b.Service, in.ServicePortName(b.Namespace, b.Service, int32(b.Port))))
 			}
 		}
 		wb.RequestHeaders, wb.ResponseHeaders = headerChanges(ref.requestHeaders), headerChanges(ref.responseHeaders)

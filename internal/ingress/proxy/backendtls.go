@@ -50,6 +50,9 @@ func (p *Proxy) transportFor(u *route.UpstreamTLS) *http.Transport {
 // when u lists them (then the server name is only sent as SNI).
 func upstreamTLSConfig(u *route.UpstreamTLS) *tls.Config {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.ServerName, RootCAs: u.Roots}
+	if u.ClientCert != nil {
+		c.Certificates = []tls.Certificate{*u.ClientCert}
+	}
 	if len(u.SANs) == 0 && len(u.URIs) == 0 {
 		return c
 	}

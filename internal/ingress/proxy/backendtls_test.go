@@ -93,3 +93,35 @@ func TestBackendTLSPolicyChecksTheBackend(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendClientCertificate: a backend that asks for a client
+// certificate gets the Gateway's, and refuses the proxy without one.
+func TestBackendClientCertificate(t *testing.T) {
+	ca := issue(t, "ca", nil)
+	client := issue(t, "gateway", &ca)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Leaf)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "client=%s", r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	backend.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert(t, &ca, []string{"abc.example.com"}, nil)},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	backend.StartTLS()
+	t.Cleanup(backend.Close)
+	b := route.Backend{Namespace: "ns", Service: "mtls", Port: 443}
+	p, f := newProxy(t)
+	for _, c := range []struct {
+		cert *tls.Certificate
+		want int
+	}{{&client, 200}, {nil, 502}} {
+		u := &route.UpstreamTLS{ServerName: "abc.example.com", Roots: pool, ClientCert: c.cert, Key: fmt.Sprint(c.cert != nil)}
+		tb := route.NewTable()
+		tb.Host("gw.example.com").AddRule(route.Prefix, "/", &route.Rule{Source: "HTTPRoute ns/r",
+			Backends: []route.WeightedBackend{{Backend: b, Weight: 1, TLS: u}}})
+		p.Swap(&Snapshot{Table: tb, Endpoints: map[route.Backend][]string{b: {strings.TrimPrefix(backend.URL, "https://")}}})
+		code, body := get(t, f.URL+"/", "gw.example.com")
+		if code != c.want || (code == 200 && body != "client=gateway") {
+			t.Errorf("client certificate %v: %d %q, want %d", c.cert != nil, code, body, c.want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"math/rand/v2"
 	"net/http"
@@ -80,6 +81,8 @@ type UpstreamTLS struct {
 	ServerName string // sent as SNI
 	Roots      *x509.CertPool
 	SANs, URIs []string
+	// ClientCert is shown to the backend when it asks (nil: none).
+	ClientCert *tls.Certificate
 	// Key identifies the configuration (transports are kept per key).
 	Key string
 	// Invalid: the policy cannot be used (its CAs do not resolve);

@@ -22,11 +22,14 @@ spec: {controllerName: weft.dev/gateway}
 YAML
 # What weft serves of the profiles' extended features (the lab installs the
 # experimental channel's CRDs, which HTTPRouteRetry needs).
-features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GRPCRoute,TLSRoute,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteBackendRequestHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteDestinationPortMatching,HTTPRouteCORS,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,HTTPRouteRetry,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,TLSRouteModeTerminate,TLSRouteModeMixed,BackendTLSPolicy,BackendTLSPolicySANValidation,GatewayBackendClientCertificate}
+features=${FEATURES:-Gateway,HTTPRoute,ReferenceGrant,GRPCRoute,TLSRoute,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRouteBackendRequestHeaderModification,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteDestinationPortMatching,HTTPRouteCORS,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,HTTPRouteRetry,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,TLSRouteModeTerminate,TLSRouteModeMixed,BackendTLSPolicy,BackendTLSPolicySANValidation,GatewayBackendClientCertificate,GatewayStaticAddresses}
 args=(-test.v -test.timeout 60m --gateway-class weft
   --supported-features "$features" --conformance-profiles "${PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS}"
   --organization weft --project weft --url https://weft.dev --version "$(git rev-parse --short HEAD)" --contact weft
-  --report-output "$out/report.yaml" --cleanup-base-resources=false)
+  --report-output "$out/report.yaml" --cleanup-base-resources=false
+  # GatewayStaticAddresses: an address of the lab's LoadBalancer pool
+  # nothing else takes, and one outside it (never given, never sent to).
+  --usable-address 198.19.100.250 --unusable-address 192.0.2.1)
 if [[ -n "${RUN_TEST:-}" ]]; then args+=(--run-test "$RUN_TEST"); fi
 if [[ -n "${SKIP:-}" ]]; then args+=(--skip-tests "$SKIP"); fi
 rc=0

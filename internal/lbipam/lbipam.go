@@ -120,8 +120,26 @@ func PlanCleanup(pool *net.IPNet, svcs []*corev1.Service) Cleanup {
 		case s.Spec.Type != corev1.ServiceTypeLoadBalancer && poolStatus(pool, s):
 			c.ClearStatus = append(c.ClearStatus, key)
 		}
+		if wants(s) && moved(s) && poolStatus(pool, s) {
+			c.ClearStatus = append(c.ClearStatus, key) // released; Plan gives the requested one if it can
+		}
 	}
 	return c
+}
+
+// moved: the Service asks (spec.loadBalancerIP) for another address than
+// the one it holds.
+func moved(s *corev1.Service) bool {
+	req := net.ParseIP(s.Spec.LoadBalancerIP)
+	if req == nil || len(s.Status.LoadBalancer.Ingress) == 0 {
+		return false
+	}
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if ip := net.ParseIP(in.IP); ip != nil && ip.Equal(req) {
+			return false
+		}
+	}
+	return true
 }
 
 // poolStatus: the Service's status holds an address of the pool.
@@ -135,13 +153,14 @@ func poolStatus(pool *net.IPNet, s *corev1.Service) bool {
 }
 
 // Plan decides, from all services, which ones get which address (pure).
-// Addresses already assigned stay; spec.loadBalancerIP is honoured when
-// it is in the pool and free.
+// Addresses already assigned stay, unless the Service now asks for
+// another; spec.loadBalancerIP is honoured when it is in the pool and
+// free.
 func Plan(pool *net.IPNet, svcs []*corev1.Service) (map[types.NamespacedName]net.IP, []string) {
 	used := map[string]bool{}
 	var warnings []string
 	for _, s := range svcs {
-		if !wants(s) {
+		if !wants(s) || moved(s) {
 			continue
 		}
 		for _, ing := range s.Status.LoadBalancer.Ingress {
@@ -150,7 +169,7 @@ func Plan(pool *net.IPNet, svcs []*corev1.Service) (map[types.NamespacedName]net
 	}
 	out := map[types.NamespacedName]net.IP{}
 	for _, s := range svcs {
-		if !wants(s) || len(s.Status.LoadBalancer.Ingress) > 0 {
+		if !wants(s) || (len(s.Status.LoadBalancer.Ingress) > 0 && !moved(s)) {
 			continue
 		}
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}

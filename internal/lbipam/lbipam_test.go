@@ -81,3 +81,28 @@ func TestPlanCleanup(t *testing.T) {
 		t.Errorf("address for a deleted Service: %v", plan)
 	}
 }
+
+// TestPlanMovesToTheRequestedAddress: a Service that now asks for another
+// address than it holds has its old one released and gets the new one
+// when it is free and in the pool (a Gateway's addresses changed).
+func TestPlanMovesToTheRequestedAddress(t *testing.T) {
+	_, pool, _ := net.ParseCIDR("198.19.100.0/24")
+	moving := lb("moving", "198.19.100.9", "198.19.100.1")
+	moving.Finalizers = []string{Finalizer}
+	outside := lb("outside", "192.0.2.1", "198.19.100.2")
+	outside.Finalizers = []string{Finalizer}
+	settled := lb("settled", "198.19.100.3", "198.19.100.3")
+	settled.Finalizers = []string{Finalizer}
+	svcs := []*corev1.Service{moving, outside, settled}
+	c := PlanCleanup(pool, svcs)
+	if len(c.ClearStatus) != 2 || c.ClearStatus[0].Name != "moving" || c.ClearStatus[1].Name != "outside" {
+		t.Errorf("clear status: %v", c.ClearStatus)
+	}
+	plan, warn := Plan(pool, svcs)
+	if got := plan[types.NamespacedName{Namespace: "ns", Name: "moving"}]; got.String() != "198.19.100.9" {
+		t.Errorf("moving got %v", got)
+	}
+	if len(plan) != 1 || len(warn) != 1 {
+		t.Errorf("plan %v, warnings %v: want only the move, and a warning for the address outside the pool", plan, warn)
+	}
+}

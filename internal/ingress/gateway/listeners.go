@@ -243,6 +243,8 @@ func (gs *gatewayState) status(addrs []string) *gwv1.GatewayStatus {
 	switch {
 	case gs.problem != "":
 		st.Conditions = append(st.Conditions, cond("Programmed", false, string(gwv1.GatewayReasonInvalid), gs.problem, gen))
+	case staticAddressProblem(gs.gw, addrs) != "":
+		st.Conditions = append(st.Conditions, cond("Programmed", false, string(gwv1.GatewayReasonAddressNotUsable), staticAddressProblem(gs.gw, addrs), gen))
 	case len(addrs) == 0:
 		st.Conditions = append(st.Conditions, cond("Programmed", false, string(gwv1.GatewayReasonAddressNotAssigned), "waiting for the LoadBalancer Service's address", gen))
 	default:

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -227,4 +229,35 @@ func UniquePorts(byName map[string]*corev1.Service) map[string]*corev1.Service {
 		out[n] = s
 	}
 	return out
+}
+
+// staticAddressProblem says why the addresses a Gateway asks for cannot
+// be its own ("": they can, or it asks for none): its Service gets one
+// address per IP family, from the LoadBalancer pool, so a second address
+// of a family, or an address the Service was not given, is unusable.
+func staticAddressProblem(g *gwv1.Gateway, assigned []string) string {
+	perFamily := map[bool]int{}
+	var want []string
+	for _, a := range g.Spec.Addresses {
+		if a.Type != nil && *a.Type != gwv1.IPAddressType {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Value)
+		if err != nil {
+			return fmt.Sprintf("address %q is not an IP address", a.Value)
+		}
+		if perFamily[ip.Is4()]++; perFamily[ip.Is4()] > 1 {
+			return fmt.Sprintf("address %s: weft gives a Gateway one address per IP family", a.Value)
+		}
+		want = append(want, ip.String())
+	}
+	if len(want) == 0 || len(assigned) == 0 {
+		return ""
+	}
+	for _, w := range want {
+		if !slices.Contains(assigned, w) {
+			return fmt.Sprintf("address %s was not given to the Gateway's Service (outside the LoadBalancer pool, or taken)", w)
+		}
+	}
+	return ""
 }

@@ -51,3 +51,28 @@ func TestRecentServicesOverlayTheCache(t *testing.T) {
 		t.Error("the cache's newer copy did not win")
 	}
 }
+
+func TestStaticAddressProblem(t *testing.T) {
+	addr := func(v string) gwv1.GatewaySpecAddress {
+		return gwv1.GatewaySpecAddress{Type: ptr(gwv1.IPAddressType), Value: v}
+	}
+	for _, c := range []struct {
+		name     string
+		addrs    []gwv1.GatewaySpecAddress
+		assigned []string
+		problem  bool
+	}{
+		{"none asked", nil, []string{"198.19.100.1"}, false},
+		{"given", []gwv1.GatewaySpecAddress{addr("198.19.100.9")}, []string{"198.19.100.9"}, false},
+		{"not given yet", []gwv1.GatewaySpecAddress{addr("198.19.100.9")}, nil, false},
+		{"given another", []gwv1.GatewaySpecAddress{addr("192.0.2.1")}, []string{"198.19.100.1"}, true},
+		{"two of a family", []gwv1.GatewaySpecAddress{addr("192.0.2.1"), addr("198.19.100.9")}, nil, true},
+		{"one per family", []gwv1.GatewaySpecAddress{addr("198.19.100.9"), addr("fd00::9")}, []string{"198.19.100.9", "fd00::9"}, false},
+		{"not an address", []gwv1.GatewaySpecAddress{addr("example.com")}, nil, true},
+	} {
+		g := &gwv1.Gateway{Spec: gwv1.GatewaySpec{Addresses: c.addrs}}
+		if got := staticAddressProblem(g, c.assigned); (got != "") != c.problem {
+			t.Errorf("%s: %q", c.name, got)
+		}
+	}
+}

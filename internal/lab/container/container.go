@@ -128,10 +128,11 @@ func Exec(s *Spec, argv []string) error {
 			return err
 		}
 	}
+	overlaid := map[string]bool{}
 	for i, m := range s.Mounts {
 		target := resolveInRoot(root, m.Target)
 		m := Mount{Source: m.Source, Target: target, ReadOnly: m.ReadOnly}
-		if err := ensureMountpoint(m, s.Scratch, i, root, writable); err != nil {
+		if err := ensureMountpoint(m, s.Scratch, i, root, writable, overlaid); err != nil {
 			return err
 		}
 		if err := unix.Mount(m.Source, m.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
@@ -170,8 +171,10 @@ func Exec(s *Spec, argv []string) error {
 // ensureMountpoint makes m.Target exist. When it does not, the nearest
 // existing parent is covered with an overlay whose upper layer lives in
 // the pod's scratch dir, so the target can be created there without
-// changing the host's filesystem.
-func ensureMountpoint(m Mount, scratch string, idx int, root string, writable bool) error {
+// changing the host's filesystem. A parent already under one of this
+// container's overlays (overlaid) takes the mount point directly: a
+// second overlay would hide the mounts made under the first.
+func ensureMountpoint(m Mount, scratch string, idx int, root string, writable bool, overlaid map[string]bool) error {
 	srcInfo, err := os.Stat(m.Source)
 	if err != nil {
 		return fmt.Errorf("mount source %s: %w", m.Source, err)
@@ -192,8 +195,9 @@ func ensureMountpoint(m Mount, scratch string, idx int, root string, writable bo
 	if parent == "/" {
 		return fmt.Errorf("mount target %s: new top-level directories need a new root", m.Target)
 	}
-	if root != "" && (parent == root || writable) {
-		// The new root is our own tmpfs: create the mount point directly.
+	if (root != "" && (parent == root || writable)) || underOverlay(parent, overlaid) {
+		// The new root is our own tmpfs, or the parent already has our
+		// overlay: create the mount point directly.
 		return createMountpoint(m.Target, srcInfo.IsDir())
 	}
 	if scratch == "" {
@@ -211,7 +215,22 @@ func ensureMountpoint(m Mount, scratch string, idx int, root string, writable bo
 	if err := unix.Mount("overlay", parent, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("overlay on %s for %s: %w", parent, m.Target, err)
 	}
+	overlaid[parent] = true
 	return createMountpoint(m.Target, srcInfo.IsDir())
+}
+
+// underOverlay: p or a directory above it has one of our overlays.
+func underOverlay(p string, overlaid map[string]bool) bool {
+	for {
+		if overlaid[p] {
+			return true
+		}
+		up := filepath.Dir(p)
+		if up == p {
+			return false
+		}
+		p = up
+	}
 }
 
 func createMountpoint(target string, dir bool) error {

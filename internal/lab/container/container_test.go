@@ -26,3 +26,12 @@ func TestResolveInRoot(t *testing.T) {
 		t.Errorf("no root: %s", got)
 	}
 }
+
+func TestUnderOverlay(t *testing.T) {
+	overlaid := map[string]bool{"/etc": true}
+	for p, want := range map[string]bool{"/etc": true, "/etc/ssl/certs": true, "/var/lib": false, "/": false} {
+		if got := underOverlay(p, overlaid); got != want {
+			t.Errorf("%s: %v, want %v", p, got, want)
+		}
+	}
+}

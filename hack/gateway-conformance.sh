@@ -3,7 +3,8 @@
 # v1.6.3) against a lab of its own, run from the control-plane node's
 # namespace (which reaches the Gateways' LoadBalancer addresses).
 # RUN_TEST: one test name; SKIP: comma-separated tests left out; DOC=1:
-# copy the report into docs/conformance/ instead of failing on a failure.
+# copy the report into docs/conformance/ instead of failing on a failure;
+# KEEP_LAB=1: leave the lab up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -13,7 +14,9 @@ mkdir -p "$out"
   go test -c -o "$out/gwconformance.test" .)
 bin/weft lab down >/dev/null 2>&1 || true
 bin/weft lab up --nodes 2
-trap 'bin/weft lab down >/dev/null 2>&1 || true' EXIT
+if [[ -z "${KEEP_LAB:-}" ]]; then # KEEP_LAB=1: left up to look into (weft lab down after)
+  trap 'bin/weft lab down >/dev/null 2>&1 || true' EXIT
+fi
 bin/weft lab kubectl apply -f - <<'YAML'
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass

@@ -100,7 +100,7 @@ manifests: crds
 
 # The upstream APIs' CustomResourceDefinitions weft serves, as their
 # modules ship them (the version go.mod names), embedded in the manifests.
-GATEWAY_CRDS := gatewayclasses gateways httproutes grpcroutes tlsroutes referencegrants backendtlspolicies
+GATEWAY_CRDS := gatewayclasses gateways httproutes grpcroutes tlsroutes referencegrants backendtlspolicies listenersets
 crds:
 	install -m 644 "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/network-policy-api)/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" internal/manifests/crds/
 	for ch in standard experimental; do for r in $(GATEWAY_CRDS); do \

@@ -279,8 +279,8 @@ func ingress(c Config) []runtime.Object {
 		read("", "services", "secrets", "configmaps", "namespaces"),
 		read("discovery.k8s.io", "endpointslices"),
 		eventsRule,
-		read("gateway.networking.k8s.io", "gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants", "backendtlspolicies"),
-		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status", "tlsroutes/status", "backendtlspolicies/status"}, Verbs: []string{"update"}},
+		read("gateway.networking.k8s.io", "gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants", "backendtlspolicies", "listenersets"),
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status", "tlsroutes/status", "backendtlspolicies/status", "listenersets/status"}, Verbs: []string{"update"}},
 	})
 	out = append(out, gatewayServices(c)...)
 	labels := map[string]string{"app.kubernetes.io/name": IngressName}

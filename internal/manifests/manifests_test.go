@@ -194,7 +194,7 @@ func TestUpstreamCRDsAreTheModules(t *testing.T) {
 		{"sigs.k8s.io/network-policy-api", "config/crd/experimental", "policy.networking.k8s.io_clusternetworkpolicies.yaml", "crds"},
 	}
 	for _, ch := range []string{"standard", "experimental"} {
-		for _, r := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants", "backendtlspolicies"} {
+		for _, r := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants", "backendtlspolicies", "listenersets"} {
 			cases = append(cases, struct{ module, dir, file, ours string }{
 				"sigs.k8s.io/gateway-api", "config/crd/" + ch, "gateway.networking.k8s.io_" + r + ".yaml", "crds/gateway/" + ch})
 		}

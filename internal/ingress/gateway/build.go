@@ -30,6 +30,8 @@ type Input struct {
 	GRPCRoutes []*gwv1.GRPCRoute
 	TLSRoutes  []*gwv1.TLSRoute
 	Grants     []*gwv1.ReferenceGrant
+	// ListenerSets add listeners to Gateways that allow them.
+	ListenerSets []*gwv1.ListenerSet
 	// BackendTLSPolicies say which backends are reached over TLS.
 	BackendTLSPolicies []*gwv1.BackendTLSPolicy
 	// NamespaceLabels are each namespace's labels (allowedRoutes selectors).
@@ -61,6 +63,8 @@ type Result struct {
 	Gateways map[types.NamespacedName]*gwv1.GatewayStatus
 	// Routes holds the parent statuses weft owns, per HTTPRoute.
 	Routes map[RouteKey][]gwv1.RouteParentStatus
+	// ListenerSets holds the statuses of the ListenerSets naming weft's Gateways.
+	ListenerSets map[types.NamespacedName]gwv1.ListenerSetStatus
 	// Policies holds the BackendTLSPolicies' ancestor statuses weft owns.
 	Policies map[types.NamespacedName][]gwv1.PolicyAncestorStatus
 
@@ -72,7 +76,7 @@ type Result struct {
 func Build(in Input) *Result {
 	res := &Result{Ports: map[int]*proxy.Port{}, Classes: map[string][]metav1.Condition{},
 		Gateways: map[types.NamespacedName]*gwv1.GatewayStatus{}, Routes: map[RouteKey][]gwv1.RouteParentStatus{},
-		serviceGateways: map[types.NamespacedName]map[types.NamespacedName]bool{}}
+		serviceGateways: map[types.NamespacedName]map[types.NamespacedName]bool{}, ListenerSets: map[types.NamespacedName]gwv1.ListenerSetStatus{}}
 	in.policies = compileBackendPolicies(in)
 	ours := map[string]bool{}
 	for _, c := range in.Classes {
@@ -91,18 +95,22 @@ func Build(in Input) *Result {
 		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
 		gws[key] = newGatewayState(g, in)
 	}
+	p := parents{gateways: gws, sets: attachListenerSets(gws, in)}
 	for _, r := range sortedRoutes(in.HTTPRoutes) {
-		attachRoute(httpMeta(r), func(in Input) *compiled { return compileRules(r, in) }, gws, in, res)
+		attachRoute(httpMeta(r), func(in Input) *compiled { return compileRules(r, in) }, p, in, res)
 	}
 	for _, r := range sortedGRPC(in.GRPCRoutes) {
-		attachRoute(grpcMeta(r), func(in Input) *compiled { return compileGRPC(r, in) }, gws, in, res)
+		attachRoute(grpcMeta(r), func(in Input) *compiled { return compileGRPC(r, in) }, p, in, res)
 	}
 	for _, r := range sortedByAge(in.TLSRoutes) {
-		attachRoute(tlsMeta(r), func(in Input) *compiled { return compileTLS(r, in) }, gws, in, res)
+		attachRoute(tlsMeta(r), func(in Input) *compiled { return compileTLS(r, in) }, p, in, res)
 	}
 	for key, gs := range gws {
 		res.Gateways[key] = gs.status(in.Addresses[key])
 		gs.program(res.Ports)
+	}
+	for key, s := range p.sets {
+		res.ListenerSets[key] = s.status(len(in.Addresses[types.NamespacedName{Namespace: s.gw.gw.Namespace, Name: s.gw.gw.Name}]) > 0)
 	}
 	res.Policies = in.policies.statuses(res.serviceGateways)
 	return res
@@ -153,7 +161,7 @@ func (gs *gatewayState) program(ports map[int]*proxy.Port) {
 	if gs.problem != "" {
 		return // not accepted: serves nothing
 	}
-	for _, l := range gs.listeners {
+	for _, l := range gs.allListeners() {
 		if !l.programmed() {
 			continue
 		}

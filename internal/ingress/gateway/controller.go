@@ -126,6 +126,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		w.tls = gf.Gateway().V1().TLSRoutes().Informer()
 		informers = append(informers, w.tls)
 	}
+	if c.served("listenersets") {
+		w.sets = gf.Gateway().V1().ListenerSets().Informer()
+		informers = append(informers, w.sets)
+	}
 	if c.served("backendtlspolicies") {
 		w.policies = gf.Gateway().V1().BackendTLSPolicies().Informer()
 		informers = append(informers, w.policies)
@@ -190,7 +194,7 @@ func (c *Controller) updated(old, cur any) {
 
 func isGatewayAPI(o any) bool {
 	switch o.(type) {
-	case *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *gwv1.BackendTLSPolicy:
+	case *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *gwv1.BackendTLSPolicy, *gwv1.ListenerSet:
 		return true
 	}
 	return false
@@ -212,7 +216,7 @@ func (c *Controller) served(resource string) bool {
 
 type watched struct {
 	classes, gateways, routes, grants, namespaces cache.SharedIndexInformer
-	grpc, tls, policies                           cache.SharedIndexInformer // nil: not served
+	grpc, tls, policies, sets                     cache.SharedIndexInformer // nil: not served
 	services                                      corelisters.ServiceLister
 }
 
@@ -235,6 +239,11 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	if w.tls != nil {
 		for _, o := range w.tls.GetStore().List() {
 			in.TLSRoutes = append(in.TLSRoutes, o.(*gwv1.TLSRoute))
+		}
+	}
+	if w.sets != nil {
+		for _, o := range w.sets.GetStore().List() {
+			in.ListenerSets = append(in.ListenerSets, o.(*gwv1.ListenerSet))
 		}
 	}
 	if w.policies != nil {
@@ -267,7 +276,7 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	c.secrets.Want(secretKeys(in))
 	c.configMaps.Want(configMapKeys(in))
 	ours := ourGateways(in)
-	in.ProxyPorts, in.Addresses = c.ensureServices(ctx, ours, w.services)
+	in.ProxyPorts, in.Addresses = c.ensureServices(ctx, ours, listenerSetPorts(in), w.services)
 	res := Build(in)
 	c.ports.Store(&res.Ports)
 	c.changed()
@@ -393,6 +402,7 @@ func (c *Controller) writeStatuses(ctx context.Context) {
 			c.writeGRPCStatus(ctx, job.in, job.res)
 			c.writeTLSStatus(ctx, job.in, job.res)
 			c.writePolicyStatus(ctx, job.in, job.res)
+			c.writeListenerSetStatus(ctx, job.in, job.res)
 		}
 	}
 }

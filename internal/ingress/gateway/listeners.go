@@ -28,6 +28,8 @@ type gatewayState struct {
 	backendCert                         *backendCert
 	backendRefsChecked                  bool
 	backendRefReason, backendRefMessage string
+	// sets are the ListenerSets naming the Gateway, in precedence order.
+	sets []*listenerSetState
 }
 
 // listenerState is one listener: its validity, the routes attached and
@@ -47,6 +49,13 @@ type listenerState struct {
 	table                 *route.Table
 	cert                  *tls.Certificate
 	proxyPort             int
+	// owner is the object the listener is written in (the Gateway, or a
+	// ListenerSet): its namespace is the routes' "Same" and its kind is
+	// what ReferenceGrants name.
+	ownerKind, ownerNS string
+	// setConflict: a ListenerSet's listener that conflicts with one that
+	// takes precedence (reason in reason).
+	setConflict bool
 	// clientCAs: clients must show a certificate they sign (optional:
 	// may show none or another, AllowInsecureFallback).
 	clientCAs          *x509.CertPool
@@ -70,7 +79,7 @@ func newGatewayState(g *gwv1.Gateway, in Input) *gatewayState {
 		gs.problem, gs.reason = errorf("parametersRef %s %s: weft takes no parameters", inf.ParametersRef.Kind, inf.ParametersRef.Name), string(gwv1.GatewayReasonInvalidParameters)
 	}
 	for _, spec := range g.Spec.Listeners {
-		l := &listenerState{spec: spec, accepted: true, resolved: true, table: route.NewTable()}
+		l := &listenerState{spec: spec, accepted: true, resolved: true, table: route.NewTable(), ownerKind: "Gateway", ownerNS: g.Namespace}
 		l.table.DeepWildcards = true
 		if spec.Hostname != nil {
 			l.hostname = strings.ToLower(string(*spec.Hostname))
@@ -138,14 +147,14 @@ func (l *listenerState) loadCert(g *gwv1.Gateway, in Input) {
 		return
 	}
 	ref := t.CertificateRefs[0]
-	ns := g.Namespace
+	ns := l.ownerNS
 	if ref.Namespace != nil {
 		ns = string(*ref.Namespace)
 	}
 	switch {
 	case (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret"):
 		l.resolved, l.reason, l.message = false, string(gwv1.ListenerReasonInvalidCertificateRef), "certificateRefs[0] is not a Secret"
-	case ns != g.Namespace && !granted(in.Grants, groupName, "Gateway", g.Namespace, "", "Secret", ns, string(ref.Name)):
+	case ns != l.ownerNS && !granted(in.Grants, groupName, l.ownerKind, l.ownerNS, "", "Secret", ns, string(ref.Name)):
 		l.resolved, l.reason, l.message = false, string(gwv1.ListenerReasonRefNotPermitted), errorf("no ReferenceGrant in %s allows this Gateway's Secret %s", ns, ref.Name)
 	default:
 		cert, err := in.Secret(ns, string(ref.Name))
@@ -176,7 +185,7 @@ func (gs *gatewayState) findConflicts() {
 }
 
 // allows: a route of this kind and namespace may attach.
-func (l *listenerState) allows(gw *gwv1.Gateway, kind, ns string, nsLabels map[string]map[string]string) bool {
+func (l *listenerState) allows(kind, ns string, nsLabels map[string]map[string]string) bool {
 	kindOK := false
 	for _, k := range l.kinds {
 		kindOK = kindOK || string(k.Kind) == kind
@@ -199,7 +208,7 @@ func (l *listenerState) allows(gw *gwv1.Gateway, kind, ns string, nsLabels map[s
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		return err == nil && sel != nil && s.Matches(labels.Set(nsLabels[ns]))
 	}
-	return ns == gw.Namespace
+	return ns == l.ownerNS
 }
 
 // status is the Gateway's status: conditions, addresses, listeners.
@@ -209,6 +218,7 @@ func (gs *gatewayState) status(addrs []string) *gwv1.GatewayStatus {
 	for _, a := range addrs {
 		st.Addresses = append(st.Addresses, gwv1.GatewayStatusAddress{Type: ptr(gwv1.IPAddressType), Value: a})
 	}
+	st.AttachedListenerSets = ptr(gs.attachedSets())
 	valid, programmed := 0, 0
 	for _, l := range gs.listeners {
 		ls := gwv1.ListenerStatus{Name: l.spec.Name, SupportedKinds: l.kinds, AttachedRoutes: l.attached}
@@ -274,6 +284,10 @@ func (l *listenerState) conditions(gen int64, addressed bool) []metav1.Condition
 		if l.accepted && l.resolved && !l.conflicted {
 			programmed.Reason = string(gwv1.ListenerReasonPending)
 		}
+	}
+	if l.setConflict {
+		conflicted = cond("Conflicted", true, l.reason, l.message, gen)
+		programmed.Reason = l.reason
 	}
 	return []metav1.Condition{accepted, resolved, conflicted, programmed}
 }

@@ -56,22 +56,15 @@ func httpMeta(r *gwv1.HTTPRoute) routeMeta {
 // attachRoute attaches a route to the listeners its parentRefs name and
 // allow it, adds its rules to their tables, and records its parent
 // statuses.
-func attachRoute(r routeMeta, compile func(Input) *compiled, gws map[types.NamespacedName]*gatewayState, in Input, res *Result) {
+func attachRoute(r routeMeta, compile func(Input) *compiled, p parents, in Input, res *Result) {
 	key := RouteKey{Kind: r.kind, NamespacedName: types.NamespacedName{Namespace: r.namespace, Name: r.name}}
 	// Compiled once per backend client certificate of the parents (the
 	// rules' backends differ only in it).
 	byCert := map[*backendCert]*compiled{}
 	for _, ref := range r.parents {
-		if (ref.Group != nil && *ref.Group != groupName) || (ref.Kind != nil && *ref.Kind != "Gateway") {
-			continue
-		}
-		ns := r.namespace
-		if ref.Namespace != nil {
-			ns = string(*ref.Namespace)
-		}
-		gs := gws[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
+		gs, set := p.of(r.namespace, ref)
 		if gs == nil {
-			continue // not a Gateway of weft's: another controller's to report
+			continue // not a parent of weft's: another controller's to report
 		}
 		c := byCert[gs.backendCert]
 		if c == nil {
@@ -80,7 +73,16 @@ func attachRoute(r routeMeta, compile func(Input) *compiled, gws map[types.Names
 			c = compile(in)
 			byCert[gs.backendCert] = c
 		}
-		accepted, reason, msg := gs.attach(r, ref, c, in)
+		var accepted bool
+		var reason, msg string
+		switch {
+		case set == nil:
+			accepted, reason, msg = attach(gs.listeners, r, ref, c, in)
+		case !set.allowed:
+			reason, msg = string(gwv1.RouteReasonNotAllowedByListeners), "the ListenerSet is not attached to its Gateway"
+		default:
+			accepted, reason, msg = attach(set.listeners, r, ref, c, in)
+		}
 		if accepted {
 			gwKey := types.NamespacedName{Namespace: gs.gw.Namespace, Name: gs.gw.Name}
 			for _, svc := range c.services {
@@ -104,20 +106,21 @@ func attachRoute(r routeMeta, compile func(Input) *compiled, gws map[types.Names
 	}
 }
 
-// attach adds the route's rules to each listener of the Gateway the
-// parentRef selects that allows it; it returns the Accepted condition.
-func (gs *gatewayState) attach(r routeMeta, ref gwv1.ParentReference, c *compiled, in Input) (bool, string, string) {
+// attach adds the route's rules to each listener of the parent (a
+// Gateway's own, or a ListenerSet's) the parentRef selects that allows
+// it; it returns the Accepted condition.
+func attach(listeners []*listenerState, r routeMeta, ref gwv1.ParentReference, c *compiled, in Input) (bool, string, string) {
 	named, allowed, attached := 0, 0, 0
 	var hosts []string
 	for _, h := range r.hostnames {
 		hosts = append(hosts, string(h))
 	}
-	for _, l := range gs.listeners {
+	for _, l := range listeners {
 		if (ref.SectionName != nil && *ref.SectionName != l.spec.Name) || (ref.Port != nil && *ref.Port != l.spec.Port) {
 			continue
 		}
 		named++
-		if !l.accepted || l.conflicted || !l.allows(gs.gw, r.kind, r.namespace, in.NamespaceLabels) {
+		if !l.accepted || l.conflicted || !l.allows(r.kind, r.namespace, in.NamespaceLabels) {
 			continue
 		}
 		allowed++

@@ -42,9 +42,10 @@ func ServiceName(ns, name string) string {
 }
 
 // PlanService is the Service a Gateway needs: type LoadBalancer, one port
-// per listener port, each sent to the proxy port already given to it or
-// the lowest free one; the requested IP address, if any.
-func PlanService(g *gwv1.Gateway, cfg Config, old *corev1.Service, used map[int]bool) *corev1.Service {
+// per listener port (its own and extra, its ListenerSets'), each sent to
+// the proxy port already given to it or the lowest free one; the
+// requested IP address, if any.
+func PlanService(g *gwv1.Gateway, extra []int32, cfg Config, old *corev1.Service, used map[int]bool) *corev1.Service {
 	have := map[int32]int{}
 	if old != nil {
 		for _, p := range old.Spec.Ports {
@@ -54,9 +55,12 @@ func PlanService(g *gwv1.Gateway, cfg Config, old *corev1.Service, used map[int]
 	var listenerPorts []int32
 	seen := map[int32]bool{}
 	for _, l := range g.Spec.Listeners {
-		if !seen[l.Port] {
-			seen[l.Port] = true
-			listenerPorts = append(listenerPorts, l.Port)
+		extra = append(extra, l.Port)
+	}
+	for _, port := range extra {
+		if !seen[port] {
+			seen[port] = true
+			listenerPorts = append(listenerPorts, port)
 		}
 	}
 	sort.Slice(listenerPorts, func(i, j int) bool { return listenerPorts[i] < listenerPorts[j] })
@@ -91,7 +95,7 @@ func PlanService(g *gwv1.Gateway, cfg Config, old *corev1.Service, used map[int]
 // ensureServices makes each Gateway's Service what it should be, deletes
 // those of Gateways gone (when leading), and returns each Gateway's proxy ports and
 // addresses.
-func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, services corelisters.ServiceLister) (map[types.NamespacedName]map[int32]int, map[types.NamespacedName][]string) {
+func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, setPorts map[types.NamespacedName][]int32, services corelisters.ServiceLister) (map[types.NamespacedName]map[int32]int, map[types.NamespacedName][]string) {
 	existing, _ := services.Services(c.cfg.Namespace).List(labels.SelectorFromSet(nil))
 	byName := map[string]*corev1.Service{}
 	used := map[int]bool{}
@@ -113,7 +117,7 @@ func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, se
 	for _, g := range sortedGateways(gws) {
 		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
 		old := olds[ServiceName(g.Namespace, g.Name)]
-		svc := PlanService(g, c.cfg, old, used)
+		svc := PlanService(g, setPorts[key], c.cfg, old, used)
 		want[svc.Name] = true
 		cur := old
 		if c.leader.Load() {

@@ -30,7 +30,7 @@ func TestUniquePortsReassignsASharedProxyPort(t *testing.T) {
 	}
 	used := map[int]bool{20000: true, 20001: true}
 	g := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"}, Spec: gwv1.GatewaySpec{Listeners: []gwv1.Listener{{Port: 80}, {Port: 81}}}}
-	svc := PlanService(g, Config{}, olds["b"], used)
+	svc := PlanService(g, nil, Config{}, olds["b"], used)
 	if got := svc.Spec.Ports[0].TargetPort.IntValue(); got == 20000 || got == 20001 || got < FirstProxyPort {
 		t.Errorf("b's port 80 got proxy port %d", got)
 	}

@@ -221,3 +221,30 @@ func (c *Controller) writePolicyStatus(ctx context.Context, in Input, res *Resul
 		}
 	}
 }
+
+func (c *Controller) writeListenerSetStatus(ctx context.Context, in Input, res *Result) {
+	for _, ls := range in.ListenerSets {
+		if c.statuses.Load() != nil {
+			return
+		}
+		want, ok := res.ListenerSets[types.NamespacedName{Namespace: ls.Namespace, Name: ls.Name}]
+		if !ok {
+			continue // names no Gateway of weft's
+		}
+		st := *want.DeepCopy()
+		st.Conditions = mergeConditions(ls.Status.Conditions, st.Conditions)
+		for i := range st.Listeners {
+			for _, o := range ls.Status.Listeners {
+				if o.Name == st.Listeners[i].Name {
+					st.Listeners[i].Conditions = mergeConditions(o.Conditions, st.Listeners[i].Conditions)
+				}
+			}
+		}
+		if !reflect.DeepEqual(st, ls.Status) {
+			upd := ls.DeepCopy()
+			upd.Status = st
+			_, err := c.gw.GatewayV1().ListenerSets(ls.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+			c.failed(err, "ListenerSet", ls.Namespace+"/"+ls.Name)
+		}
+	}
+}

@@ -77,7 +77,7 @@ func (p *Proxy) syncPorts(host string, open map[int]*openPort, newServer func() 
 		}
 		open[port] = &openPort{tls: pt.TLS, srv: srv, l: l}
 		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				p.log.Error("Gateway listener port stopped", "port", port, "err", err)
 			}
 		}()

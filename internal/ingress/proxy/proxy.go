@@ -407,6 +407,10 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 		var op *net.OpError
 		if !errors.As(err, &op) || op.Op != "dial" {
 			t.p.metrics.upstream.WithLabelValues(pk.source, "failed").Inc()
+			if req.Context().Err() == nil && t.retryError(pk, req, retried) {
+				retried++ // a reset, a closed connection, the backend timeout
+				continue
+			}
 			return nil, err
 		}
 		t.p.metrics.upstream.WithLabelValues(pk.source, "refused").Inc()
@@ -423,11 +427,18 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 // retryStatus: a Gateway API rule's retry policy asks for another try of
 // a request without a body that got this status; it waits the backoff.
 func (t *retrying) retryStatus(pk *pick, req *http.Request, resp *http.Response, retried int) bool {
+	return pk.rule != nil && pk.rule.Filters.Retry != nil && pk.rule.Filters.Retry.Codes[resp.StatusCode] && t.retryError(pk, req, retried)
+}
+
+// retryError: a Gateway API rule's retry policy asks for another try of a
+// request without a body whose try failed (the API: connection errors
+// and timeouts are retried whatever the codes); it waits the backoff.
+func (t *retrying) retryError(pk *pick, req *http.Request, retried int) bool {
 	if pk.rule == nil || pk.rule.Filters.Retry == nil {
 		return false
 	}
 	rt := pk.rule.Filters.Retry
-	if !rt.Codes[resp.StatusCode] || retried >= rt.Attempts || (req.Body != nil && req.Body != http.NoBody) {
+	if retried >= rt.Attempts || (req.Body != nil && req.Body != http.NoBody) {
 		return false
 	}
 	if rt.Backoff > 0 {

@@ -336,3 +336,63 @@ func TestHTTPSPortAnswersMisdirectedRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayRetriesConnectionErrorsAndTimeouts: a rule with a retry
+// policy tries again when the backend drops the connection or its
+// backend timeout passes, up to its attempts; without a policy the
+// failure is the client's answer.
+func TestGatewayRetriesConnectionErrorsAndTimeouts(t *testing.T) {
+	p, f := newProxy(t)
+	var mu sync.Mutex
+	drops, slow := 0, 0
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		drop, wait := drops > 0, slow > 0
+		if drop {
+			drops--
+		} else if wait {
+			slow--
+		}
+		mu.Unlock()
+		switch {
+		case drop:
+			c, _, _ := w.(http.Hijacker).Hijack()
+			c.Close()
+			return
+		case wait:
+			time.Sleep(2 * time.Second)
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	t.Cleanup(backend.Close)
+	// No connection is ever reused: net/http's own retry of a request
+	// whose reused connection broke must not stand in for the policy's.
+	backend.Config.SetKeepAlivesEnabled(false)
+	b := route.Backend{Namespace: "ns", Service: "b", Port: 80}
+	tb := route.NewTable()
+	vh := tb.Host("")
+	wb := []route.WeightedBackend{{Backend: b, Weight: 1}}
+	vh.AddRule(route.Prefix, "/retry", &route.Rule{Source: "HTTPRoute ns/r", Backends: wb,
+		Filters: route.Filters{Retry: &route.Retry{Codes: map[int]bool{}, Attempts: 2}, BackendTimeout: 200 * time.Millisecond}})
+	vh.AddRule(route.Prefix, "/plain", &route.Rule{Source: "HTTPRoute ns/p", Backends: wb,
+		Filters: route.Filters{BackendTimeout: 200 * time.Millisecond}})
+	p.Swap(&Snapshot{Table: tb, Endpoints: map[route.Backend][]string{b: {strings.TrimPrefix(backend.URL, "http://")}}})
+	set := func(d, s int) { mu.Lock(); drops, slow = d, s; mu.Unlock() }
+	for _, c := range []struct {
+		name        string
+		path        string
+		drops, slow int
+		want        int
+	}{
+		{"two drops, two retries", "/retry", 2, 0, 200},
+		{"three drops, two retries", "/retry", 3, 0, 502},
+		{"a slow answer, retried", "/retry", 0, 1, 200},
+		{"a drop, no policy", "/plain", 1, 0, 502},
+		{"a slow answer, no policy", "/plain", 0, 1, 504},
+	} {
+		set(c.drops, c.slow)
+		if code, body := get(t, f.URL+c.path, "any.test"); code != c.want {
+			t.Errorf("%s: %d %q, want %d", c.name, code, body, c.want)
+		}
+	}
+}

@@ -391,6 +391,7 @@ func ourGateways(in Input) []*gwv1.Gateway {
 // writeStatuses writes the latest statuses a sync left, skipping those a
 // newer sync replaced while it wrote, until ctx ends.
 func (c *Controller) writeStatuses(ctx context.Context) {
+	start := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -398,13 +399,25 @@ func (c *Controller) writeStatuses(ctx context.Context) {
 		case <-c.written:
 		}
 		if job := c.statuses.Swap(nil); job != nil {
-			c.writeStatus(ctx, job.in, job.res)
-			c.writeGRPCStatus(ctx, job.in, job.res)
-			c.writeTLSStatus(ctx, job.in, job.res)
-			c.writePolicyStatus(ctx, job.in, job.res)
-			c.writeListenerSetStatus(ctx, job.in, job.res)
+			start = c.writeAll(ctx, job, start)
 		}
 	}
+}
+
+// writeAll runs the status writers from start on, in turn, and returns
+// where the next pass starts: the writer a newer sync interrupted, so
+// that under constant change every kind still gets written, not only
+// the first.
+func (c *Controller) writeAll(ctx context.Context, job *statusJob, start int) int {
+	writers := []func(context.Context, Input, *Result) bool{
+		c.writeStatus, c.writeGRPCStatus, c.writeTLSStatus, c.writePolicyStatus, c.writeListenerSetStatus}
+	for i := range writers {
+		w := (start + i) % len(writers)
+		if !writers[w](ctx, job.in, job.res) {
+			return w
+		}
+	}
+	return start
 }
 
 // kickLater syncs again in a second (after a failed write); one wait at

@@ -75,7 +75,7 @@ func RouteStatus(old gwv1.RouteStatus, want []gwv1.RouteParentStatus) gwv1.Route
 
 // writeStatus writes every status that changed; a failed write is tried
 // again at the next sync.
-func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) {
+func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) bool {
 	api := c.gw.GatewayV1()
 	for _, gc := range in.Classes {
 		want, ok := res.Classes[gc.Name]
@@ -105,7 +105,7 @@ func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) {
 	}
 	for _, r := range in.HTTPRoutes {
 		if c.statuses.Load() != nil {
-			return // a newer sync's statuses are waiting: write those
+			return false // a newer sync's statuses are waiting: write those
 		}
 		want := res.Routes[RouteKey{Kind: "HTTPRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
 		if want == nil && !hasOurParent(r.Status.RouteStatus) {
@@ -119,13 +119,14 @@ func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) {
 			c.failed(err, "HTTPRoute", r.Namespace+"/"+r.Name)
 		}
 	}
+	return true
 }
 
 // writeGRPCStatus writes the GRPCRoutes' statuses that changed.
-func (c *Controller) writeGRPCStatus(ctx context.Context, in Input, res *Result) {
+func (c *Controller) writeGRPCStatus(ctx context.Context, in Input, res *Result) bool {
 	for _, r := range in.GRPCRoutes {
 		if c.statuses.Load() != nil {
-			return
+			return false
 		}
 		want := res.Routes[RouteKey{Kind: "GRPCRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
 		if want == nil && !hasOurParent(r.Status.RouteStatus) {
@@ -139,13 +140,14 @@ func (c *Controller) writeGRPCStatus(ctx context.Context, in Input, res *Result)
 			c.failed(err, "GRPCRoute", r.Namespace+"/"+r.Name)
 		}
 	}
+	return true
 }
 
 // writeTLSStatus writes the TLSRoutes' statuses that changed.
-func (c *Controller) writeTLSStatus(ctx context.Context, in Input, res *Result) {
+func (c *Controller) writeTLSStatus(ctx context.Context, in Input, res *Result) bool {
 	for _, r := range in.TLSRoutes {
 		if c.statuses.Load() != nil {
-			return
+			return false
 		}
 		want := res.Routes[RouteKey{Kind: "TLSRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
 		if want == nil && !hasOurParent(r.Status.RouteStatus) {
@@ -159,6 +161,7 @@ func (c *Controller) writeTLSStatus(ctx context.Context, in Input, res *Result) 
 			c.failed(err, "TLSRoute", r.Namespace+"/"+r.Name)
 		}
 	}
+	return true
 }
 
 func hasOurParent(st gwv1.RouteStatus) bool {
@@ -173,7 +176,11 @@ func hasOurParent(st gwv1.RouteStatus) bool {
 func (c *Controller) failed(err error, kind, name string) {
 	if err != nil {
 		level := slog.LevelWarn
-		if apierrors.IsConflict(err) {
+		switch {
+		case apierrors.IsNotFound(err):
+			c.log.Debug("status write: the object is gone", "kind", kind, "name", name)
+			return // deleted since the sync: its deletion is a change of its own
+		case apierrors.IsConflict(err):
 			level = slog.LevelDebug // our cache was behind: the next sync has the new version
 		}
 		c.log.Log(context.Background(), level, "status write failed; tried again at the next sync", "kind", kind, "name", name, "err", err)
@@ -204,10 +211,10 @@ func PolicyStatus(old gwv1.PolicyStatus, want []gwv1.PolicyAncestorStatus) gwv1.
 	return out
 }
 
-func (c *Controller) writePolicyStatus(ctx context.Context, in Input, res *Result) {
+func (c *Controller) writePolicyStatus(ctx context.Context, in Input, res *Result) bool {
 	for _, p := range in.BackendTLSPolicies {
 		if c.statuses.Load() != nil {
-			return
+			return false
 		}
 		st := PolicyStatus(p.Status, res.Policies[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}])
 		if len(st.Ancestors) == 0 && len(p.Status.Ancestors) == 0 {
@@ -220,12 +227,13 @@ func (c *Controller) writePolicyStatus(ctx context.Context, in Input, res *Resul
 			c.failed(err, "BackendTLSPolicy", p.Namespace+"/"+p.Name)
 		}
 	}
+	return true
 }
 
-func (c *Controller) writeListenerSetStatus(ctx context.Context, in Input, res *Result) {
+func (c *Controller) writeListenerSetStatus(ctx context.Context, in Input, res *Result) bool {
 	for _, ls := range in.ListenerSets {
 		if c.statuses.Load() != nil {
-			return
+			return false
 		}
 		want, ok := res.ListenerSets[types.NamespacedName{Namespace: ls.Namespace, Name: ls.Name}]
 		if !ok {
@@ -247,4 +255,5 @@ func (c *Controller) writeListenerSetStatus(ctx context.Context, in Input, res *
 			c.failed(err, "ListenerSet", ls.Namespace+"/"+ls.Name)
 		}
 	}
+	return true
 }

@@ -242,11 +242,13 @@ func (c *Controller) writeListenerSetStatus(ctx context.Context, in Input, res *
 		st := *want.DeepCopy()
 		st.Conditions = mergeConditions(ls.Status.Conditions, st.Conditions)
 		for i := range st.Listeners {
+			var prev []metav1.Condition
 			for _, o := range ls.Status.Listeners {
 				if o.Name == st.Listeners[i].Name {
-					st.Listeners[i].Conditions = mergeConditions(o.Conditions, st.Listeners[i].Conditions)
+					prev = o.Conditions
 				}
 			}
+			st.Listeners[i].Conditions = mergeConditions(prev, st.Listeners[i].Conditions)
 		}
 		if !reflect.DeepEqual(st, ls.Status) {
 			upd := ls.DeepCopy()

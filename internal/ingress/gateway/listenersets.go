@@ -21,13 +21,14 @@ type listenerSetState struct {
 	listeners []*listenerState
 }
 
+// accepted: the Gateway takes the set and one of its listeners is valid.
 func (s *listenerSetState) accepted() bool {
 	if !s.allowed || s.gw.problem != "" {
 		return false
 	}
 	for _, l := range s.listeners {
-		if l.accepted && !l.conflicted {
-			return true
+		if l.accepted && l.resolved && !l.conflicted {
+			return true // a listener that can serve
 		}
 	}
 	return false

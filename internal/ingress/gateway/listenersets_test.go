@@ -16,7 +16,7 @@ func listenerSet(ns, name string, age int, gw string, listeners ...gwv1.Listener
 		CreationTimestamp: metav1.NewTime(time.Unix(int64(1000+age), 0))}}
 	ls.Spec.ParentRef = gwv1.ParentGatewayReference{Name: gwv1.ObjectName(gw), Namespace: ptr(gwv1.Namespace("infra"))}
 	for _, l := range listeners {
-		ls.Spec.Listeners = append(ls.Spec.Listeners, gwv1.ListenerEntry{Name: l.Name, Hostname: l.Hostname, Port: l.Port, Protocol: l.Protocol})
+		ls.Spec.Listeners = append(ls.Spec.Listeners, gwv1.ListenerEntry{Name: l.Name, Hostname: l.Hostname, Port: l.Port, Protocol: l.Protocol, TLS: l.TLS})
 	}
 	return ls
 }
@@ -30,12 +30,15 @@ func TestListenerSets(t *testing.T) {
 	gw := in.Gateways[0]
 	gw.Spec.AllowedListeners = &gwv1.AllowedListeners{Namespaces: &gwv1.ListenerNamespaces{From: ptr(gwv1.NamespacesFromSame)}}
 	in.ProxyPorts[types.NamespacedName{Namespace: "infra", Name: "gw"}][8080] = 20005
+	secure := listener("s", 8443, gwv1.HTTPSProtocolType, "s.example.org")
+	secure.TLS = &gwv1.ListenerTLSConfig{CertificateRefs: []gwv1.SecretObjectReference{{Name: "missing"}}}
 	in.ListenerSets = []*gwv1.ListenerSet{
 		listenerSet("infra", "team-a", 1, "gw",
 			listener("a", 8080, gwv1.HTTPProtocolType, "a.example.org"),
 			listener("same-as-gateway", 80, gwv1.HTTPProtocolType, "foo.example.com")),
 		listenerSet("infra", "team-b", 2, "gw", listener("b", 8080, gwv1.HTTPProtocolType, "a.example.org")),
 		listenerSet("apps", "elsewhere", 0, "gw", listener("c", 8080, gwv1.HTTPProtocolType, "c.example.org")),
+		listenerSet("infra", "no-cert", 3, "gw", secure),
 	}
 	toSet := httpRoute("infra", "to-set", 9, "infra/team-a", nil, "", "web")
 	toSet.Spec.ParentRefs[0].Kind = ptr(gwv1.Kind("ListenerSet"))
@@ -52,6 +55,7 @@ func TestListenerSets(t *testing.T) {
 		"team-a":    {"True/Accepted", "True/Programmed"},
 		"team-b":    {"False/ListenersNotValid", "False/ListenersNotValid"},
 		"elsewhere": {"False/NotAllowed", "False/NotAllowed"},
+		"no-cert":   {"False/ListenersNotValid", "False/ListenersNotValid"},
 	} {
 		ns := "infra"
 		if name == "elsewhere" {

@@ -280,7 +280,7 @@ func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.In
 // demoGateway serves echo.example.com through a Gateway of weft's class
 // (its own LoadBalancer address): a rule for requests with X-Canary: yes
 // redirects them, the rest reach the echo Service with a response header
-// the route sets.
+// the route sets; a team's ListenerSet adds port 8080 for its own host.
 func (l *Lab) demoGateway(ctx context.Context, w io.Writer, from corev1.Pod) ([]Check, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", l.Kubeconfig())
 	if err != nil {
@@ -295,7 +295,8 @@ func (l *Lab) demoGateway(ctx context.Context, w io.Writer, from corev1.Pod) ([]
 		return nil, err
 	}
 	if _, err := gw.GatewayV1().Gateways(DemoNamespace).Create(ctx, &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "demo"},
-		Spec: gwv1.GatewaySpec{GatewayClassName: "weft", Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}}},
+		Spec: gwv1.GatewaySpec{GatewayClassName: "weft", Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}},
+			AllowedListeners: &gwv1.AllowedListeners{Namespaces: &gwv1.ListenerNamespaces{From: ptr.To(gwv1.NamespacesFromSame)}}}},
 		metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
@@ -313,6 +314,9 @@ func (l *Lab) demoGateway(ctx context.Context, w io.Writer, from corev1.Pod) ([]
 	if _, err := gw.GatewayV1().HTTPRoutes(DemoNamespace).Create(ctx, route, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
+	if err := demoListenerSet(ctx, gw, backend); err != nil {
+		return nil, err
+	}
 	addr := ""
 	for i := 0; i < 120 && addr == ""; i++ {
 		if g, err := gw.GatewayV1().Gateways(DemoNamespace).Get(ctx, "demo", metav1.GetOptions{}); err == nil && len(g.Status.Addresses) > 0 {
@@ -324,37 +328,59 @@ func (l *Lab) demoGateway(ctx context.Context, w io.Writer, from corev1.Pod) ([]
 	if addr == "" {
 		return nil, fmt.Errorf("Gateway %s/demo got no address", DemoNamespace)
 	}
-	ask := func(hdr ...string) string {
-		argv := []string{"curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code} %header{x-served-by}%{redirect_url}", "-H", "Host: echo.example.com"}
+	askAt := func(hostPort string, hdr ...string) string {
+		host, port, _ := strings.Cut(hostPort, ":")
+		argv := []string{"curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code} %header{x-served-by}%{redirect_url}", "-H", "Host: " + host}
 		for _, h := range hdr {
 			argv = append(argv, "-H", h)
 		}
+		url := "http://" + addr + "/hostname"
+		if port != "" {
+			url = "http://" + addr + ":" + port + "/hostname"
+		}
 		var out, errb bytes.Buffer
-		if err := l.Exec(ctx, ExecOptions{Target: from.Namespace + "/" + from.Name, Stdout: &out, Stderr: &errb, Argv: append(argv, "http://"+addr+"/hostname")}); err != nil {
+		if err := l.Exec(ctx, ExecOptions{Target: from.Namespace + "/" + from.Name, Stdout: &out, Stderr: &errb, Argv: append(argv, url)}); err != nil {
 			return "error: " + strings.TrimSpace(errb.String())
 		}
 		return strings.TrimSpace(out.String())
 	}
-	for i := 0; i < 40 && ask() != "200 gateway"; i++ {
-		time.Sleep(250 * time.Millisecond) // the port opens, the route lands
+	for i := 0; i < 40 && (askAt("echo.example.com") != "200 gateway" || askAt("team.example.com:8080") != "200"); i++ {
+		time.Sleep(250 * time.Millisecond) // the ports open, the routes land
 	}
 	var checks []Check
-	for _, c := range []struct{ what, hdr, want string }{
-		{"HTTPRoute → echo, response header set", "", "200 gateway"},
-		{"header match → redirect", "X-Canary: yes", "307 http://canary.example.com/hostname"},
+	for _, c := range []struct{ what, host, hdr, want string }{
+		{"HTTPRoute → echo, response header set", "echo.example.com", "", "200 gateway"},
+		{"header match → redirect", "echo.example.com", "X-Canary: yes", "307 http://canary.example.com/hostname"},
+		{"ListenerSet team, port 8080 → echo", "team.example.com:8080", "", "200"},
 	} {
 		var got string
 		if c.hdr == "" {
-			got = ask()
+			got = askAt(c.host)
 		} else {
-			got = ask(c.hdr)
+			got = askAt(c.host, c.hdr)
 		}
-		checks = append(checks, Check{Node: "-", From: from.Name + " → " + addr, To: "echo.example.com/hostname " + c.hdr, What: c.what,
+		checks = append(checks, Check{Node: "-", From: from.Name + " → " + addr, To: c.host + "/hostname " + c.hdr, What: c.what,
 			Want: c.want, Got: got, OK: got == c.want})
 	}
-	fmt.Fprintf(w, "Gateway API (Gateway %s/demo of class weft, its own LoadBalancer %s; HTTPRoute echo):", DemoNamespace, addr)
+	fmt.Fprintf(w, "Gateway API (Gateway %s/demo of class weft, its own LoadBalancer %s; HTTPRoutes echo and team):", DemoNamespace, addr)
 	PrintChecks(w, checks)
 	return checks, nil
+}
+
+// demoListenerSet gives a team its own listener on the demo Gateway (port
+// 8080, team.example.com) and a route attached to it alone.
+func demoListenerSet(ctx context.Context, gw gwclient.Interface, backend []gwv1.HTTPBackendRef) error {
+	ls := &gwv1.ListenerSet{ObjectMeta: metav1.ObjectMeta{Name: "team"}, Spec: gwv1.ListenerSetSpec{
+		ParentRef: gwv1.ParentGatewayReference{Name: "demo"},
+		Listeners: []gwv1.ListenerEntry{{Name: "team", Port: 8080, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("team.example.com"))}}}}
+	if _, err := gw.GatewayV1().ListenerSets(DemoNamespace).Create(ctx, ls, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: "team"}, Spec: gwv1.HTTPRouteSpec{
+		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Kind: ptr.To(gwv1.Kind("ListenerSet")), Name: "team"}}},
+		Rules:           []gwv1.HTTPRouteRule{{BackendRefs: backend}}}}
+	_, err := gw.GatewayV1().HTTPRoutes(DemoNamespace).Create(ctx, route, metav1.CreateOptions{})
+	return err
 }
 
 // demoPolicy locks the demo namespace down (default deny ingress), then

@@ -44,6 +44,9 @@ if [[ $rc != 0 ]]; then # what weft ingress saw, before the lab goes
   bin/weft lab kubectl -n kube-system logs -l app.kubernetes.io/name=weft-ingress --tail=-1 --prefix > "$out/ingress.log" 2>&1 || true
   echo "weft ingress's logs: $out/ingress.log; its warnings:"
   grep -E '"level":"(WARN|ERROR)"|level=(WARN|ERROR)' "$out/ingress.log" | tail -20 || true
+  bin/weft lab kubectl -n kube-system logs -l app.kubernetes.io/name=weft-agent --tail=-1 --prefix > "$out/agents.log" 2>&1 || true
+  echo "the agents' warnings ($out/agents.log):"
+  grep -E 'level=(WARN|ERROR)' "$out/agents.log" | tail -20 || true
 fi
 if [[ "${DOC:-}" == 1 ]]; then
   mkdir -p "$root/docs/conformance/gateway"

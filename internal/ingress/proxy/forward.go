@@ -108,12 +108,27 @@ func (p *Proxy) dialUp(addr string) (*upConn, error) {
 var errStale = errors.New("pooled backend connection closed")
 
 // forward sends the request to one of addrs (round-robin, ejected last,
-// on to the next when one refuses, at most three) and relays the
-// response. It returns the status sent and whether the client's
+// on to the next when one refuses, at most three; a replayable request
+// whose endpoint failed before answering goes once to the next, as
+// nginx's default proxy_next_upstream does) and relays the response. It returns the status sent and whether the client's
 // connection can take another request.
 func (p *Proxy) forward(fc *fastConn, req *h1.Request, addrs []string, source string) (int, bool) {
 	var err error
 	tries := 0
+	movedOn := false // once: a failed replayable request went to the next endpoint
+	next := func(status int, err error) bool {
+		if err == nil || status != 0 || movedOn || len(addrs) < 2 || !replayable(req) {
+			return false
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return false
+		}
+		movedOn = true
+		p.metrics.upstream.WithLabelValues(source, "failed").Inc()
+		p.log.Debug("upstream failed; the request goes to the next endpoint", "path", string(req.Path), "err", err)
+		return true
+	}
+endpoints:
 	for _, addr := range p.order(addrs) {
 		if tries == 3 {
 			break
@@ -125,6 +140,9 @@ func (p *Proxy) forward(fc *fastConn, req *h1.Request, addrs []string, source st
 			var keep bool
 			status, keep, err = p.exchange(fc, req, uc)
 			if !errors.Is(err, errStale) {
+				if next(status, err) {
+					continue endpoints
+				}
 				return p.finish(fc, source, status, keep, err)
 			}
 			uc = p.up.get(addr)
@@ -134,7 +152,12 @@ func (p *Proxy) forward(fc *fastConn, req *h1.Request, addrs []string, source st
 			p.eject(addr)
 			continue
 		}
-		status, keep, err := p.exchange(fc, req, uc)
+		var status int
+		var keep bool
+		status, keep, err = p.exchange(fc, req, uc)
+		if next(status, err) {
+			continue
+		}
 		return p.finish(fc, source, status, keep, err)
 	}
 	p.log.Warn("upstream failed", "host", string(req.Host), "path", string(req.Path), "err", err)

@@ -384,6 +384,7 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var err error
 	retried, refused := 0, 0
+	nextUpstream := false
 	for i := 0; ; i++ {
 		addr := pk.addrs[i%len(pk.addrs)]
 		req.URL.Host = addr
@@ -411,6 +412,10 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 				retried++ // a reset, a closed connection, the backend timeout
 				continue
 			}
+			if req.Context().Err() == nil && !nextUpstream && nextUpstreamOnError(pk, req, err) {
+				nextUpstream = true
+				continue
+			}
 			return nil, err
 		}
 		t.p.metrics.upstream.WithLabelValues(pk.source, "refused").Inc()
@@ -422,6 +427,27 @@ func (t *retrying) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
+}
+
+// nextUpstreamOnError: a request without a body and an idempotent
+// method whose endpoint failed before answering (a reset, a connection
+// closed as its pod stopped) goes once to the next endpoint, as nginx's
+// default proxy_next_upstream ("error") does; a timeout is the answer,
+// and a Gateway API rule's own retry policy decides for its requests.
+func nextUpstreamOnError(pk *pick, req *http.Request, err error) bool {
+	if pk.rule != nil && pk.rule.Filters.Retry != nil {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		return false
+	}
+	var ne net.Error
+	if len(pk.addrs) < 2 || (req.Body != nil && req.Body != http.NoBody) || errors.Is(err, errReadTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
+		return false
+	}
+	return true
 }
 
 // retryStatus: a Gateway API rule's retry policy asks for another try of

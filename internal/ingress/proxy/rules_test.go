@@ -396,3 +396,59 @@ func TestGatewayRetriesConnectionErrorsAndTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotentRequestsGoToTheNextEndpointOnError: as nginx's default
+// proxy_next_upstream, a GET whose endpoint drops the connection before
+// answering (its pod stopping) is sent once to the next endpoint; a POST
+// is not, nor a GET with nowhere else to go.
+func TestIdempotentRequestsGoToTheNextEndpointOnError(t *testing.T) {
+	p, f := newProxy(t)
+	var mu sync.Mutex
+	dropped := 0
+	dropping := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		dropped++
+		mu.Unlock()
+		c, _, _ := w.(http.Hijacker).Hijack()
+		c.Close()
+	}))
+	t.Cleanup(dropping.Close)
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	t.Cleanup(good.Close)
+	for _, s := range []*httptest.Server{dropping, good} {
+		s.Config.SetKeepAlivesEnabled(false) // net/http's own retry on a reused connection must not stand in
+	}
+	two, one := route.Backend{Namespace: "ns", Service: "two", Port: 80}, route.Backend{Namespace: "ns", Service: "one", Port: 80}
+	tb := route.NewTable()
+	tb.Host("two.test").Add(&route.Route{Path: "/", Kind: route.Prefix, Backend: two, Source: "ns/two"})
+	tb.Host("one.test").Add(&route.Route{Path: "/", Kind: route.Prefix, Backend: one, Source: "ns/one"})
+	// A Gateway API rule without a retry policy: served off the fast path.
+	tb.Host("rule.test").AddRule(route.Prefix, "/", &route.Rule{Source: "HTTPRoute ns/r", Backends: []route.WeightedBackend{{Backend: two, Weight: 1}}})
+	p.Swap(&Snapshot{Table: tb, Endpoints: map[route.Backend][]string{
+		two: {strings.TrimPrefix(dropping.URL, "http://"), strings.TrimPrefix(good.URL, "http://")},
+		one: {strings.TrimPrefix(dropping.URL, "http://")}}})
+	for _, host := range []string{"two.test", "rule.test"} {
+		for i := 0; i < 6; i++ { // round-robin: both endpoints come first in turn
+			if code, body := get(t, f.URL+"/", host); code != 200 || body != "ok" {
+				t.Fatalf("GET %d to %s: %d %q, want the next endpoint's answer", i, host, code, body)
+			}
+		}
+	}
+	mu.Lock()
+	if dropped == 0 {
+		t.Error("the dropping endpoint was never tried")
+	}
+	mu.Unlock()
+	failed := 0
+	for i := 0; i < 6; i++ {
+		if resp, _ := request(t, "POST", f.URL+"/", "two.test"); resp.StatusCode == 502 {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Error("a POST went to another endpoint after its own dropped it")
+	}
+	if code, _ := get(t, f.URL+"/", "one.test"); code != 502 {
+		t.Errorf("GET with one endpoint: %d, want 502", code)
+	}
+}

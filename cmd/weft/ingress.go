@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -38,6 +39,7 @@ import (
 func ingressCmd() *cobra.Command {
 	var kubeconfig, httpAddr, httpsAddr, healthAddr, gatewayNS, gatewaySelector string
 	var accessBuf int
+	var profiling bool
 	var cfg controller.Config
 	pcfg := proxy.DefaultConfig()
 	cmd := &cobra.Command{
@@ -65,10 +67,15 @@ func ingressCmd() *cobra.Command {
 			health := http.NewServeMux()
 			health.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
 			health.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+			if profiling {
+				health.HandleFunc("/debug/pprof/", pprof.Index)
+				health.HandleFunc("/debug/pprof/profile", pprof.Profile)
+				health.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			}
 			var ctrl *controller.Controller
 			var gwc *gateway.Controller
 			if gatewayNS != "" {
-				gwc, err = newGatewayController(kubeconfig, gatewayNS, gatewaySelector, client, log, func() { ctrl.SwapPorts() })
+				gwc, err = newGatewayController(kubeconfig, gatewayNS, gatewaySelector, reg, client, log, func() { ctrl.SwapPorts() })
 				if err != nil {
 					return err
 				}
@@ -142,12 +149,13 @@ func ingressCmd() *cobra.Command {
 	f.StringVar(&gatewayNS, "gateway-namespace", "", "serve the Gateway API: each Gateway's LoadBalancer Service is made in this namespace, the proxy's own (empty: no Gateway API)")
 	f.StringVar(&gatewaySelector, "gateway-selector", "app.kubernetes.io/name=weft-ingress", "labels of the proxy's pods, which the Gateways' Services select")
 	f.IntVar(&accessBuf, "access-log-buffer", 64<<10, "bytes of access records kept before a write, flushed at least every second (0: each written at once)")
+	f.BoolVar(&profiling, "profiling", false, "serve Go's /debug/pprof/ on --health")
 	f.Int64Var(&pcfg.MaxBodyBytes, "max-body-bytes", pcfg.MaxBodyBytes, "largest request body (0: no limit)")
 	cmd.AddCommand(ingressMigrateCmd())
 	return cmd
 }
 
-func newGatewayController(kubeconfig, ns, selector string, client kubernetes.Interface, log *slog.Logger, changed func()) (*gateway.Controller, error) {
+func newGatewayController(kubeconfig, ns, selector string, reg prometheus.Registerer, client kubernetes.Interface, log *slog.Logger, changed func()) (*gateway.Controller, error) {
 	sel, err := labels.ConvertSelectorToLabelsMap(selector)
 	if err != nil {
 		return nil, fmt.Errorf("--gateway-selector: %w", err)
@@ -156,7 +164,7 @@ func newGatewayController(kubeconfig, ns, selector string, client kubernetes.Int
 	if err != nil {
 		return nil, err
 	}
-	return gateway.New(gateway.Config{Namespace: ns, Selector: sel}, client, gw, log.With("component", "gateway-controller"), changed), nil
+	return gateway.New(gateway.Config{Namespace: ns, Selector: sel, Metrics: reg}, client, gw, log.With("component", "gateway-controller"), changed), nil
 }
 
 func ingressMigrateCmd() *cobra.Command {

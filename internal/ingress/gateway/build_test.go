@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +179,62 @@ func TestBuildRoutesRequests(t *testing.T) {
 	crossns := res.Routes[RouteKey{"HTTPRoute", types.NamespacedName{Namespace: "apps", Name: "crossns"}}]
 	if got := condition(crossns[0].Conditions, "ResolvedRefs"); got != "True/ResolvedRefs" {
 		t.Errorf("crossns with a ReferenceGrant: %s", got)
+	}
+}
+
+func TestCompareNamespacedNames(t *testing.T) {
+	pairs := [][4]string{{"a", "x", "a-b", "x"}, {"a", "x", "a", "y"}, {"ab", "c", "a", "bc"}, {"a", "b", "a", "b"}, {"ns", "n", "ns", "n-1"}, {"a", "", "a", "b"}}
+	for _, p := range pairs {
+		want := strings.Compare(p[0]+"/"+p[1], p[2]+"/"+p[3])
+		got := compareNamespacedNames(p[0], p[1], p[2], p[3])
+		if (got < 0) != (want < 0) || (got == 0) != (want == 0) {
+			t.Errorf("%v: %d, want the sign of %d", p, got, want)
+		}
+		if back := compareNamespacedNames(p[2], p[3], p[0], p[1]); (back < 0) != (want > 0) {
+			t.Errorf("%v reversed: %d", p, back)
+		}
+	}
+}
+
+// TestMemoCompilesOnlyWhatChanged: with a memo, a Build after another
+// compiles only new or edited routes while the world stands, and every
+// route again once it moves.
+func TestMemoCompilesOnlyWhatChanged(t *testing.T) {
+	in := testInput()
+	lookups := 0
+	gone := map[string]bool{"gone": true}
+	in.ServiceExists = func(ns, name string) bool { lookups++; return !gone[name] }
+	in.Memo, in.World = &Memo{}, 1
+	first := Build(in)
+	if lookups == 0 {
+		t.Fatal("the first Build looked up no Service")
+	}
+	lookups = 0
+	again := Build(in)
+	if lookups != 0 {
+		t.Errorf("an unchanged world and routes: %d Service lookups, want 0", lookups)
+	}
+	if !reflect.DeepEqual(first.Routes, again.Routes) || !reflect.DeepEqual(first.Gateways, again.Gateways) {
+		t.Error("statuses differ between the Builds")
+	}
+	edited := in.HTTPRoutes[2].DeepCopy() // apps/crossns
+	in.HTTPRoutes[2] = edited
+	lookups = 0
+	Build(in)
+	if lookups != 0 { // crossns is refused before any lookup: no grant
+		t.Errorf("an edited route refused by its grant: %d lookups", lookups)
+	}
+	in.HTTPRoutes[0] = in.HTTPRoutes[0].DeepCopy() // apps/wild, to web
+	lookups = 0
+	Build(in)
+	if lookups != 1 {
+		t.Errorf("one edited route: %d Service lookups, want 1", lookups)
+	}
+	gone["web"] = true
+	in.World++
+	res := Build(in)
+	st := res.Routes[RouteKey{"HTTPRoute", types.NamespacedName{Namespace: "infra", Name: "foo"}}]
+	if got := condition(st[0].Conditions, "ResolvedRefs"); got != "False/BackendNotFound" {
+		t.Errorf("after the Service went and the world moved: %s", got)
 	}
 }

@@ -26,6 +26,8 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"weft.dev/weft/internal/ingress/controller"
 	"weft.dev/weft/internal/ingress/proxy"
 )
@@ -37,6 +39,8 @@ type Config struct {
 	Namespace string
 	// Selector picks the proxy's pods.
 	Selector map[string]string
+	// Metrics registers the controller's metrics (nil: none).
+	Metrics prometheus.Registerer
 }
 
 // Controller serves the Gateway API: it waits for the API's CRDs, then
@@ -66,6 +70,16 @@ type Controller struct {
 	// recent are the Gateway Services this replica wrote, until its
 	// informer has them (used by the sync goroutine only).
 	recent map[string]*corev1.Service
+	// syncSeconds times each stage of a sync: what a route change waits
+	// for before the proxy serves it.
+	syncSeconds *prometheus.HistogramVec
+	// kickedAt: when the first change since the last sync began arrived
+	// (unix ns; 0: none), for the "wait" stage.
+	kickedAt atomic.Int64
+	// world counts changes to anything but routes (Input.World); memo
+	// keeps compiled routes while it stands still.
+	world atomic.Uint64
+	memo  Memo
 }
 
 type statusJob struct {
@@ -80,10 +94,16 @@ const Lease = "weft-gateway"
 func New(cfg Config, client kubernetes.Interface, gw gwclient.Interface, log *slog.Logger, changed func()) *Controller {
 	c := &Controller{cfg: cfg, client: client, gw: gw, log: log, changed: changed, trigger: make(chan struct{}, 1), written: make(chan struct{}, 1),
 		recent: map[string]*corev1.Service{}}
+	c.syncSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weft_gateway_sync_duration_seconds",
+		Help:    "Time of each stage of a Gateway API sync (wait: a change waiting for the sync before it to end; read: informers to input; services: Gateway Services; build: the proxy's ports; swap: the proxy's new snapshot; statuses: route and policy statuses, after the swap).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"stage"})
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(c.syncSeconds)
+	}
 	empty := map[int]*proxy.Port{}
 	c.ports.Store(&empty)
-	c.secrets = controller.NewNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.kick)
-	c.configMaps = controller.NewNamedWatch(client.CoreV1().RESTClient(), "configmaps", func() runtime.Object { return &corev1.ConfigMap{} }, c.kick)
+	c.secrets = controller.NewNamedWatch(client.CoreV1().RESTClient(), "secrets", func() runtime.Object { return &corev1.Secret{} }, c.worldChanged)
+	c.configMaps = controller.NewNamedWatch(client.CoreV1().RESTClient(), "configmaps", func() runtime.Object { return &corev1.ConfigMap{} }, c.worldChanged)
 	return c
 }
 
@@ -91,10 +111,18 @@ func New(cfg Config, client kubernetes.Interface, gw gwclient.Interface, log *sl
 func (c *Controller) Ports() map[int]*proxy.Port { return *c.ports.Load() }
 
 func (c *Controller) kick() {
+	c.kickedAt.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case c.trigger <- struct{}{}:
 	default:
 	}
+}
+
+// worldChanged: something routes are compiled from changed (the store
+// already has it), so the next sync compiles every route again.
+func (c *Controller) worldChanged() {
+	c.world.Add(1)
+	c.kick()
 }
 
 // Run waits until the API server serves Gateways, then syncs on every
@@ -136,7 +164,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	for _, inf := range informers {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { c.kick() }, UpdateFunc: c.updated, DeleteFunc: func(any) { c.kick() }})
+			AddFunc: func(o any) { c.changedObject(o) }, UpdateFunc: c.updated, DeleteFunc: func(o any) { c.changedObject(o) }})
 	}
 	gf.Start(ctx.Done())
 	kf.Start(ctx.Done())
@@ -189,7 +217,21 @@ func (c *Controller) updated(old, cur any) {
 		reflect.DeepEqual(o.GetLabels(), n.GetLabels()) && isGatewayAPI(cur) {
 		return
 	}
-	c.kick()
+	c.changedObject(cur)
+}
+
+// changedObject syncs; a change to anything but a route also changes
+// the world routes are compiled from.
+func (c *Controller) changedObject(o any) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	switch o.(type) {
+	case *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute:
+		c.kick()
+	default:
+		c.worldChanged()
+	}
 }
 
 func isGatewayAPI(o any) bool {
@@ -221,6 +263,11 @@ type watched struct {
 }
 
 func (c *Controller) sync(ctx context.Context, w *watched) {
+	world := c.world.Load() // before the stores are read: a change after it bumps it again
+	if k := c.kickedAt.Swap(0); k != 0 {
+		c.syncSeconds.WithLabelValues("wait").Observe(time.Since(time.Unix(0, k)).Seconds())
+	}
+	t := c.stageTimer()
 	in := Input{NamespaceLabels: map[string]map[string]string{}}
 	for _, o := range w.classes.GetStore().List() {
 		in.Classes = append(in.Classes, o.(*gwv1.GatewayClass))
@@ -276,16 +323,34 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	c.secrets.Want(secretKeys(in))
 	c.configMaps.Want(configMapKeys(in))
 	ours := ourGateways(in)
+	t("read")
 	in.ProxyPorts, in.Addresses = c.ensureServices(ctx, ours, listenerSetPorts(in), w.services)
-	res := Build(in)
+	t("services")
+	in.World, in.Memo = world, &c.memo
+	res := BuildPorts(in)
+	t("build")
 	c.ports.Store(&res.Ports)
 	c.changed()
+	t("swap")
 	if c.leader.Load() {
+		res.FinishStatuses()
+		t("statuses")
 		c.statuses.Store(&statusJob{in: in, res: res})
 		select {
 		case c.written <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// stageTimer returns a func that observes the time since its last call
+// (or since stageTimer) as the named stage.
+func (c *Controller) stageTimer() func(stage string) {
+	last := time.Now()
+	return func(stage string) {
+		now := time.Now()
+		c.syncSeconds.WithLabelValues(stage).Observe(now.Sub(last).Seconds())
+		last = now
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 
 func grpcMeta(r *gwv1.GRPCRoute) routeMeta {
 	return routeMeta{kind: "GRPCRoute", namespace: r.Namespace, name: r.Name, generation: r.Generation, created: r.CreationTimestamp.Time,
-		parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames}
+		parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, obj: r}
 }
 
 // compileGRPC turns a GRPCRoute's rules into route-model rules: a gRPC

@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,7 @@ type routeMeta struct {
 	created         time.Time
 	parents         []gwv1.ParentReference
 	hostnames       []gwv1.Hostname
+	obj             any // the route object itself
 }
 
 // RouteKey names a route of some kind.
@@ -50,28 +52,30 @@ type RouteKey struct {
 
 func httpMeta(r *gwv1.HTTPRoute) routeMeta {
 	return routeMeta{kind: "HTTPRoute", namespace: r.Namespace, name: r.Name, generation: r.Generation, created: r.CreationTimestamp.Time,
-		parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames}
+		parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, obj: r}
 }
 
 // attachRoute attaches a route to the listeners its parentRefs name and
 // allow it, adds its rules to their tables, and records its parent
 // statuses.
 func attachRoute(r routeMeta, compile func(Input) *compiled, p parents, in Input, res *Result) {
-	key := RouteKey{Kind: r.kind, NamespacedName: types.NamespacedName{Namespace: r.namespace, Name: r.name}}
 	// Compiled once per backend client certificate of the parents (the
 	// rules' backends differ only in it).
-	byCert := map[*backendCert]*compiled{}
+	var certs []*backendCert // a route has few parents: a slice, not a map
+	var byCert []*compiled
 	for _, ref := range r.parents {
 		gs, set := p.of(r.namespace, ref)
 		if gs == nil {
 			continue // not a parent of weft's: another controller's to report
 		}
-		c := byCert[gs.backendCert]
-		if c == nil {
+		var c *compiled
+		if i := slices.Index(certs, gs.backendCert); i >= 0 {
+			c = byCert[i]
+		} else {
 			in := in
 			in.backendCert = gs.backendCert
-			c = compile(in)
-			byCert[gs.backendCert] = c
+			c = in.Memo.compile(r.obj, gs.backendCert, func() *compiled { return compile(in) })
+			certs, byCert = append(certs, gs.backendCert), append(byCert, c)
 		}
 		var accepted bool
 		var reason, msg string
@@ -83,16 +87,40 @@ func attachRoute(r routeMeta, compile func(Input) *compiled, p parents, in Input
 		default:
 			accepted, reason, msg = attach(set.listeners, r, ref, c, in)
 		}
+		res.pending = append(res.pending, routeOutcome{route: &r, ref: ref, accepted: accepted, reason: reason, msg: msg, c: c,
+			gw: types.NamespacedName{Namespace: gs.gw.Namespace, Name: gs.gw.Name}})
+	}
+}
+
+// routeOutcome is a route's attachment to one parent, kept for its
+// status: statuses are made after the proxy has its tables.
+type routeOutcome struct {
+	route       *routeMeta
+	ref         gwv1.ParentReference
+	accepted    bool
+	reason, msg string
+	c           *compiled
+	gw          types.NamespacedName
+}
+
+// finishRoutes makes the route parent statuses of the outcomes, and
+// notes which Gateways' routes send to each Service.
+func (res *Result) finishRoutes() {
+	if len(res.Routes) == 0 {
+		res.Routes = make(map[RouteKey][]gwv1.RouteParentStatus, len(res.pending))
+	}
+	for _, o := range res.pending {
+		r, c, accepted := o.route, o.c, o.accepted
 		if accepted {
-			gwKey := types.NamespacedName{Namespace: gs.gw.Namespace, Name: gs.gw.Name}
 			for _, svc := range c.services {
 				if res.serviceGateways[svc] == nil {
 					res.serviceGateways[svc] = map[types.NamespacedName]bool{}
 				}
-				res.serviceGateways[svc][gwKey] = true
+				res.serviceGateways[svc][o.gw] = true
 			}
 		}
-		conds := []metav1.Condition{cond("Accepted", accepted, reason, msg, r.generation)}
+		conds := make([]metav1.Condition, 1, 3)
+		conds[0] = cond("Accepted", accepted, o.reason, o.msg, r.generation)
 		if c.resolvedReason == "" {
 			conds = append(conds, cond("ResolvedRefs", true, string(gwv1.RouteReasonResolvedRefs), "", r.generation))
 		} else {
@@ -102,8 +130,10 @@ func attachRoute(r routeMeta, compile func(Input) *compiled, p parents, in Input
 			conds = append(conds, cond("PartiallyInvalid", true, string(gwv1.RouteReasonUnsupportedValue),
 				"Dropped Rule(s): "+strings.Join(c.dropped, "; "), r.generation))
 		}
-		res.Routes[key] = append(res.Routes[key], gwv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName, Conditions: conds})
+		key := RouteKey{Kind: r.kind, NamespacedName: types.NamespacedName{Namespace: r.namespace, Name: r.name}}
+		res.Routes[key] = append(res.Routes[key], gwv1.RouteParentStatus{ParentRef: o.ref, ControllerName: ControllerName, Conditions: conds})
 	}
+	res.pending = nil
 }
 
 // attach adds the route's rules to each listener of the parent (a

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"sort"
-
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"weft.dev/weft/internal/ingress/route"
@@ -10,7 +8,7 @@ import (
 
 func tlsMeta(r *gwv1.TLSRoute) routeMeta {
 	return routeMeta{kind: "TLSRoute", namespace: r.Namespace, name: r.Name, generation: r.Generation, created: r.CreationTimestamp.Time,
-		parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames}
+		parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, obj: r}
 }
 
 // compileTLS: a TLSRoute's connections are chosen by server name alone,
@@ -30,17 +28,4 @@ func compileTLS(r *gwv1.TLSRoute, in Input) *compiled {
 		c.paths = append(c.paths, pathRule{kind: route.Prefix, path: "/", rule: x})
 	}
 	return c
-}
-
-// sortedByAge: oldest first, then by namespace/name.
-func sortedByAge(rs []*gwv1.TLSRoute) []*gwv1.TLSRoute {
-	out := append([]*gwv1.TLSRoute(nil), rs...)
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
-		}
-		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
-	})
-	return out
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -211,7 +213,7 @@ func reportGateway(g *gatewayPhase, props int) {
 	fmt.Println()
 	fmt.Printf("After the Ingress phases, in the same lab: one Gateway (an HTTP listener, its own LoadBalancer address) and %d HTTPRoutes of one hostname each, "+
 		"to the same backend. Propagation: %d HTTPRoutes created one by one, a prober in the client pod asking the Gateway's address for the new host every 1 ms, "+
-		"from the create call to the first 200. Changes: `weft testserver load` (4 workers) on one route for 25 s while 100 HTTPRoute changes land 150 ms apart "+
+		"from the create call to the first 200, once weft has written all their statuses (the bulk create's status writes take about a minute). Changes: `weft testserver load` (4 workers) on one route for 25 s while 100 HTTPRoute changes land 150 ms apart "+
 		"(created, deleted, a path edited). RSS: weft ingress, controller and proxy in one process, with the Ingress phase's 5,000 routes still there.\n\n", g.routes, props)
 	p50, p99 := quantiles(g.propagation, g.propagationErr)
 	failed := figure.Missing("%v", g.loadErr)
@@ -223,6 +225,15 @@ func reportGateway(g *gatewayPhase, props int) {
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")
 	fmt.Printf("| %d | %s ms | %s ms | %d | %s | %s | %s MiB |\n\n", g.routes, p50.Format("%.1f"), p99.Format("%.1f"), g.changes,
 		requests.Format("%.0f"), failed.Format("%.0f"), g.rss.Format("%.0f"))
+	if g.propagationErr == nil {
+		sorted := append([]float64(nil), g.propagation...)
+		sort.Float64s(sorted)
+		var ms []string
+		for _, v := range sorted {
+			ms = append(ms, fmt.Sprintf("%.0f", v))
+		}
+		fmt.Printf("Propagation rounds, sorted (ms): %s.\n\n", strings.Join(ms, ", "))
+	}
 	if g.stages != "" {
 		fmt.Printf("Where a sync's time went during propagation (mean per stage, syncs): %s.\n\n", g.stages)
 	}

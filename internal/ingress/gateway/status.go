@@ -108,7 +108,7 @@ func (c *Controller) writeStatus(ctx context.Context, in Input, res *Result) boo
 			return false // a newer sync's statuses are waiting: write those
 		}
 		want := res.Routes[RouteKey{Kind: "HTTPRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
-		if want == nil && !hasOurParent(r.Status.RouteStatus) {
+		if (want == nil && !hasOurParent(r.Status.RouteStatus)) || routeStatusCurrent(r.Status.RouteStatus, want) {
 			continue
 		}
 		st := RouteStatus(r.Status.RouteStatus, want)
@@ -129,7 +129,7 @@ func (c *Controller) writeGRPCStatus(ctx context.Context, in Input, res *Result)
 			return false
 		}
 		want := res.Routes[RouteKey{Kind: "GRPCRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
-		if want == nil && !hasOurParent(r.Status.RouteStatus) {
+		if (want == nil && !hasOurParent(r.Status.RouteStatus)) || routeStatusCurrent(r.Status.RouteStatus, want) {
 			continue
 		}
 		st := RouteStatus(r.Status.RouteStatus, want)
@@ -150,7 +150,7 @@ func (c *Controller) writeTLSStatus(ctx context.Context, in Input, res *Result) 
 			return false
 		}
 		want := res.Routes[RouteKey{Kind: "TLSRoute", NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: r.Name}}]
-		if want == nil && !hasOurParent(r.Status.RouteStatus) {
+		if (want == nil && !hasOurParent(r.Status.RouteStatus)) || routeStatusCurrent(r.Status.RouteStatus, want) {
 			continue
 		}
 		st := RouteStatus(r.Status.RouteStatus, want)
@@ -159,6 +159,43 @@ func (c *Controller) writeTLSStatus(ctx context.Context, in Input, res *Result) 
 			upd.Status.RouteStatus = st
 			_, err := c.gw.GatewayV1().TLSRoutes(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
 			c.failed(err, "TLSRoute", r.Namespace+"/"+r.Name)
+		}
+	}
+	return true
+}
+
+// routeStatusCurrent says, without allocating, what
+// reflect.DeepEqual(RouteStatus(old, want), old) says: the status writer
+// compares thousands of unchanged routes after every sync, and copying
+// each status to compare it made garbage that slowed the syncs.
+func routeStatusCurrent(old gwv1.RouteStatus, want []gwv1.RouteParentStatus) bool {
+	i := 0
+	for i < len(old.Parents) && old.Parents[i].ControllerName != ControllerName {
+		i++ // other controllers' parents come first
+	}
+	ours := old.Parents[i:]
+	if len(ours) != len(want) || (len(old.Parents) == 0 && old.Parents == nil) {
+		return false // RouteStatus never leaves Parents nil
+	}
+	for j, w := range want {
+		o := ours[j]
+		if o.ControllerName != ControllerName || w.ControllerName != ControllerName || !reflect.DeepEqual(o.ParentRef, w.ParentRef) ||
+			!conditionsCurrent(o.Conditions, w.Conditions) {
+			return false
+		}
+	}
+	return true
+}
+
+// conditionsCurrent: mergeConditions(old, want) would return old.
+func conditionsCurrent(old, want []metav1.Condition) bool {
+	if len(old) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		o := meta.FindStatusCondition(old, w.Type)
+		if o == nil || o.Status != w.Status || o.Reason != w.Reason || o.Message != w.Message || o.ObservedGeneration != w.ObservedGeneration {
+			return false
 		}
 	}
 	return true

@@ -28,7 +28,8 @@ type gatewayPhase struct {
 	routes         int
 	propagation    []float64 // ms
 	propagationErr error
-	stages         string // mean time of each sync stage during propagation
+	stages         string    // mean time of each sync stage during propagation
+	creates        []float64 // ms each round's create call took (API server and etcd)
 	changes        int
 	load           testserver.LoadResult
 	loadErr        error
@@ -73,7 +74,7 @@ func (e *env) gateway(ctx context.Context, n, props int) *gatewayPhase {
 		return ph
 	}
 	before, berr := syncStages()
-	ph.propagation, ph.propagationErr = e.gatewayPropagation(ctx, gw, addr, props)
+	ph.propagation, ph.creates, ph.propagationErr = e.gatewayPropagation(ctx, gw, addr, props)
 	if after, aerr := syncStages(); berr == nil && aerr == nil {
 		ph.stages = stageMeans(before, after)
 	} else {
@@ -132,8 +133,8 @@ func (e *env) waitServedHost(ctx context.Context, addr, h string) error {
 
 // gatewayPropagation creates one more HTTPRoute at a time and times, from
 // the create call, the first 200 for its host.
-func (e *env) gatewayPropagation(ctx context.Context, gw gwclient.Interface, addr string, rounds int) ([]float64, error) {
-	var ms []float64
+func (e *env) gatewayPropagation(ctx context.Context, gw gwclient.Interface, addr string, rounds int) ([]float64, []float64, error) {
+	var ms, creates []float64
 	for r := 0; r < rounds; r++ {
 		h := fmt.Sprintf("gnew-%d.example.com", r)
 		done := make(chan struct{})
@@ -148,17 +149,18 @@ func (e *env) gatewayPropagation(ctx context.Context, gw gwclient.Interface, add
 		start := time.Now()
 		_, cerr := gw.GatewayV1().HTTPRoutes(ns).Create(ctx, httpRoute(fmt.Sprintf("gnew-%d", r), h, "/"), metav1.CreateOptions{})
 		check(cerr)
+		creates = append(creates, float64(time.Since(start).Microseconds())/1000)
 		<-done
 		var res testserver.UntilOKResult
 		if err == nil {
 			err = json.Unmarshal([]byte(out), &res)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("propagation round %d: %v", r+1, err)
+			return nil, nil, fmt.Errorf("propagation round %d: %v", r+1, err)
 		}
 		ms = append(ms, float64(res.At-start.UnixNano())/1e6)
 	}
-	return ms, nil
+	return ms, creates, nil
 }
 
 // gatewayChanges keeps 4 workers of load on one route while 100 changes
@@ -226,13 +228,16 @@ func reportGateway(g *gatewayPhase, props int) {
 	fmt.Printf("| %d | %s ms | %s ms | %d | %s | %s | %s MiB |\n\n", g.routes, p50.Format("%.1f"), p99.Format("%.1f"), g.changes,
 		requests.Format("%.0f"), failed.Format("%.0f"), g.rss.Format("%.0f"))
 	if g.propagationErr == nil {
-		sorted := append([]float64(nil), g.propagation...)
-		sort.Float64s(sorted)
-		var ms []string
-		for _, v := range sorted {
-			ms = append(ms, fmt.Sprintf("%.0f", v))
+		order := make([]int, len(g.propagation))
+		for i := range order {
+			order[i] = i
 		}
-		fmt.Printf("Propagation rounds, sorted (ms): %s.\n\n", strings.Join(ms, ", "))
+		sort.Slice(order, func(a, b int) bool { return g.propagation[order[a]] < g.propagation[order[b]] })
+		var ms []string
+		for _, i := range order {
+			ms = append(ms, fmt.Sprintf("%.0f (%.0f)", g.propagation[i], g.creates[i]))
+		}
+		fmt.Printf("Propagation rounds, sorted, in ms (of which the create call, API server and etcd): %s.\n\n", strings.Join(ms, ", "))
 	}
 	if g.stages != "" {
 		fmt.Printf("Where a sync's time went during propagation (mean per stage, syncs): %s.\n\n", g.stages)

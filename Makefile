@@ -58,7 +58,7 @@ test-e2e: build lab-image lab-image-next testbins
 	go test -count=1 -tags e2e -timeout 30m -v ./test/e2e/...
 
 # The CNI churn test at full size: 1,000 pods created and deleted while
-# weft-cni and the agents are killed (make test runs 300).
+# weft-cni and the agents are killed (make test runs 200).
 churn: build lab-image testbins
 	WEFT_CHURN_PODS=1000 go test -count=1 -tags e2e -timeout 40m -v -run TestCNIChurnWithKills ./test/e2e/
 

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +55,10 @@ func leakedIPs(t *testing.T, node string) []string {
 // default) while CNI plugins are killed with SIGKILL at random and the
 // agents now and then: no two running pods ever share an address, and once
 // all are gone and the agents have reclaimed, the store holds only the
-// addresses of pods still on the node.
+// addresses of pods still on the node. Kills fall in the first killWindow
+// of each batch's creation and half that of its deletion: on a slow machine
+// a plugin killed every 60 ms on average may never finish an ADD, and the
+// test is of recovery, not of starvation.
 func TestCNIChurnWithKills(t *testing.T) {
 	total := 1000
 	if v, err := strconv.Atoi(os.Getenv("WEFT_CHURN_PODS")); err == nil && v > 0 {
@@ -62,36 +67,11 @@ func TestCNIChurnWithKills(t *testing.T) {
 	ns := newNamespace(t)
 	ctx := context.Background()
 	nodes := []string{"weft-node-1", "weft-node-2"}
-	stop := make(chan struct{})
-	killed := make(chan int, 1)
-	go func() {
-		r := rand.New(rand.NewSource(7))
-		n, lastAgent := 0, time.Now()
-		for {
-			select {
-			case <-stop:
-				killed <- n
-				return
-			case <-time.After(time.Duration(20+r.Intn(80)) * time.Millisecond):
-			}
-			if exec.Command("pkill", "-9", "-x", "weft-cni").Run() == nil {
-				n++
-			}
-			if time.Since(lastAgent) > 15*time.Second {
-				lastAgent = time.Now()
-				node := nodes[r.Intn(len(nodes))]
-				if theLab.KillNodeProcess(node, lab.ProcAgent, syscall.SIGKILL) == nil {
-					time.Sleep(500 * time.Millisecond)
-					if err := theLab.StartNodeProcess(node, lab.ProcAgent); err != nil {
-						t.Errorf("restart agent on %s: %v", node, err)
-					}
-				}
-			}
-		}
-	}()
+	killer := startChurnKiller(t, nodes)
 	const batch = 50
 	start := time.Now()
 	for done := 0; done < total; done += batch {
+		killer.killFor(killWindow)
 		for i := 0; i < batch; i++ {
 			p := pinnedPod(ns, fmt.Sprintf("c%04d", done+i), nodes[i%len(nodes)])
 			p.Spec.Containers[0].ReadinessProbe = nil
@@ -121,6 +101,7 @@ func TestCNIChurnWithKills(t *testing.T) {
 			}
 			return nil
 		})
+		killer.killFor(killWindow / 2)
 		if err := client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -132,8 +113,7 @@ func TestCNIChurnWithKills(t *testing.T) {
 			return nil
 		})
 	}
-	close(stop)
-	kills := <-killed // the killer restarts an agent before it stops
+	kills := killer.stop()
 	t.Logf("%d pods created and deleted in %s; %d kill -9 of weft-cni processes", total, time.Since(start).Round(time.Second), kills)
 	leakedBefore := 0
 	for _, n := range nodes {
@@ -148,4 +128,68 @@ func TestCNIChurnWithKills(t *testing.T) {
 		return nil
 	})
 	t.Logf("%d addresses held after the churn, all reclaimed", leakedBefore)
+}
+
+// killWindow is how long into each batch plugins and agents are killed.
+const killWindow = 45 * time.Second
+
+// churnKiller kills every weft-cni process every 20–100 ms and, every 15 s,
+// one of the nodes' agents (restarted half a second later), while the
+// window killFor opened lasts.
+type churnKiller struct {
+	until   atomic.Int64 // unix nanoseconds the window ends
+	done    chan struct{}
+	killed  chan int
+	stopped sync.Once
+	kills   int
+}
+
+// startChurnKiller starts the killer with its window closed; a test that
+// fails early still stops it (t.Cleanup), so no later test runs among kills.
+func startChurnKiller(t *testing.T, nodes []string) *churnKiller {
+	k := &churnKiller{done: make(chan struct{}), killed: make(chan int, 1)}
+	go k.run(t, nodes)
+	t.Cleanup(func() { k.stop() })
+	return k
+}
+
+func (k *churnKiller) killFor(d time.Duration) { k.until.Store(time.Now().Add(d).UnixNano()) }
+
+// stop ends the killer after any agent it killed is restarted and returns
+// how many plugin kills it made.
+func (k *churnKiller) stop() int {
+	k.stopped.Do(func() {
+		close(k.done)
+		k.kills = <-k.killed
+	})
+	return k.kills
+}
+
+func (k *churnKiller) run(t *testing.T, nodes []string) {
+	r := rand.New(rand.NewSource(7))
+	n, lastAgent := 0, time.Now()
+	for {
+		select {
+		case <-k.done:
+			k.killed <- n
+			return
+		case <-time.After(time.Duration(20+r.Intn(80)) * time.Millisecond):
+		}
+		if time.Now().UnixNano() > k.until.Load() {
+			continue
+		}
+		if exec.Command("pkill", "-9", "-x", "weft-cni").Run() == nil {
+			n++
+		}
+		if time.Since(lastAgent) > 15*time.Second {
+			lastAgent = time.Now()
+			node := nodes[r.Intn(len(nodes))]
+			if theLab.KillNodeProcess(node, lab.ProcAgent, syscall.SIGKILL) == nil {
+				time.Sleep(500 * time.Millisecond)
+				if err := theLab.StartNodeProcess(node, lab.ProcAgent); err != nil {
+					t.Errorf("restart agent on %s: %v", node, err)
+				}
+			}
+		}
+	}
 }

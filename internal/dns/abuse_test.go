@@ -150,6 +150,36 @@ func TestForwardTCPReusesConnections(t *testing.T) {
 	}
 }
 
+// A burst of concurrent misses over TCP opens at most MaxConns
+// connections and keeps them: a second burst opens none (a pool that
+// closed what did not fit idle would open one per query past it).
+func TestForwardTCPBurstsKeepTheirConnections(t *testing.T) {
+	up := startUpstream(t, slowUpstream(20*time.Millisecond))
+	h := &Handler{Forward: &Forwarder{Upstreams: []string{up.addr}, TCPOnly: true, MaxConns: 4}}
+	burst := func(round int) {
+		var wg sync.WaitGroup
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if m := query(t, h, fmt.Sprintf("b%d-%d.example.org.", round, i), dns.TypeA); m.Rcode != dns.RcodeSuccess {
+					t.Errorf("burst %d, miss %d: %s", round, i, dns.RcodeToString[m.Rcode])
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	burst(1)
+	if n := up.conns.Load(); n > 4 || n == 0 {
+		t.Fatalf("40 concurrent misses opened %d TCP connections, want 1 to 4", n)
+	}
+	first := up.conns.Load()
+	burst(2)
+	if n := up.conns.Load(); n != first {
+		t.Fatalf("a second burst opened %d more connections, want none", n-first)
+	}
+}
+
 // The cache stays within its byte budget whatever the answers' sizes.
 func TestCacheBoundedInBytes(t *testing.T) {
 	c := NewCache(64<<10, 0)

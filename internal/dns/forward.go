@@ -35,7 +35,7 @@ type Forwarder struct {
 	Timeout     time.Duration
 	TCPOnly     bool
 	MaxInflight int // 0: DefaultMaxInflight
-	IdleConns   int // TCP connections kept open per upstream (0: DefaultIdleConns)
+	MaxConns    int // TCP connections open per upstream at most, kept for reuse (0: DefaultMaxConns)
 
 	flight   singleflight.Group
 	initOnce sync.Once
@@ -124,11 +124,11 @@ func (f *Forwarder) pool(upstream string) *connPool {
 	if p, ok := f.pools.Load(upstream); ok {
 		return p.(*connPool)
 	}
-	n := f.IdleConns
+	n := f.MaxConns
 	if n <= 0 {
-		n = DefaultIdleConns
+		n = DefaultMaxConns
 	}
-	p, _ := f.pools.LoadOrStore(upstream, &connPool{addr: upstream, idle: make(chan *pooledConn, n)})
+	p, _ := f.pools.LoadOrStore(upstream, newConnPool(upstream, n))
 	return p.(*connPool)
 }
 

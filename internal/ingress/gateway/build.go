@@ -176,6 +176,9 @@ func sortedGateways(gs []*gwv1.Gateway) []*gwv1.Gateway {
 type Memo struct {
 	world      uint64
 	prev, next map[memoKey]*compiled
+	// Hits and Misses: routes the last Build took from the memo and
+	// compiled.
+	Hits, Misses int
 }
 
 type memoKey struct {
@@ -194,6 +197,7 @@ func (m *Memo) begin(world uint64) {
 		m.next = make(map[memoKey]*compiled, len(m.prev))
 	}
 	m.world = world
+	m.Hits, m.Misses = 0, 0
 }
 
 // end keeps what this Build used: deleted and edited routes leave. The
@@ -216,7 +220,10 @@ func (m *Memo) compile(route any, cert *backendCert, compile func() *compiled) *
 		k.cert = cert.key
 	}
 	c, ok := m.prev[k]
-	if !ok {
+	if ok {
+		m.Hits++
+	} else {
+		m.Misses++
 		c = compile()
 	}
 	m.next[k] = c

@@ -214,6 +214,9 @@ func TestMemoCompilesOnlyWhatChanged(t *testing.T) {
 	if lookups != 0 {
 		t.Errorf("an unchanged world and routes: %d Service lookups, want 0", lookups)
 	}
+	if in.Memo.Misses != 0 || in.Memo.Hits == 0 {
+		t.Errorf("an unchanged world and routes: %d compiled, %d reused; want none compiled", in.Memo.Misses, in.Memo.Hits)
+	}
 	if !reflect.DeepEqual(first.Routes, again.Routes) || !reflect.DeepEqual(first.Gateways, again.Gateways) {
 		t.Error("statuses differ between the Builds")
 	}
@@ -229,6 +232,9 @@ func TestMemoCompilesOnlyWhatChanged(t *testing.T) {
 	Build(in)
 	if lookups != 1 {
 		t.Errorf("one edited route: %d Service lookups, want 1", lookups)
+	}
+	if in.Memo.Misses != 1 {
+		t.Errorf("one edited route: %d routes compiled, want 1", in.Memo.Misses)
 	}
 	gone["web"] = true
 	in.World++

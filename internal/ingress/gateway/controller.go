@@ -30,6 +30,7 @@ import (
 
 	"weft.dev/weft/internal/ingress/controller"
 	"weft.dev/weft/internal/ingress/proxy"
+	"weft.dev/weft/internal/kubeclient"
 )
 
 // Config says where the Gateways' LoadBalancer Services go and which
@@ -73,6 +74,9 @@ type Controller struct {
 	// syncSeconds times each stage of a sync: what a route change waits
 	// for before the proxy serves it.
 	syncSeconds *prometheus.HistogramVec
+	// compiles counts routes compiled and reused from the memo: a sync
+	// that compiles every route again says the world keeps changing.
+	compiles *prometheus.CounterVec
 	// kickedAt: when the first change since the last sync began arrived
 	// (unix ns; 0: none), for the "wait" stage.
 	kickedAt atomic.Int64
@@ -97,8 +101,10 @@ func New(cfg Config, client kubernetes.Interface, gw gwclient.Interface, log *sl
 	c.syncSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weft_gateway_sync_duration_seconds",
 		Help:    "Time of each stage of a Gateway API sync (wait: a change waiting for the sync before it to end; read: informers to input; services: Gateway Services; build: the proxy's ports; swap: the proxy's new snapshot; statuses: route and policy statuses, after the swap).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"stage"})
+	c.compiles = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_gateway_route_compiles_total",
+		Help: "Routes a Gateway API sync compiled (memo=\"miss\": new, edited, or everything after a change to Services, grants, Gateways, namespaces, policies or certificates) or took as compiled before (memo=\"hit\")."}, []string{"memo"})
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(c.syncSeconds)
+		cfg.Metrics.MustRegister(c.syncSeconds, c.compiles)
 	}
 	empty := map[int]*proxy.Port{}
 	c.ports.Store(&empty)
@@ -138,8 +144,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("Gateway API served: watching Gateways")
 	go c.lead(ctx)
 	go c.writeStatuses(ctx)
-	gf := gwinformers.NewSharedInformerFactory(c.gw, 0)
-	kf := informers.NewSharedInformerFactory(c.client, 0)
+	// Cached objects without managedFields: at thousands of routes they
+	// would be most of the cache, and no sync reads them.
+	gf := gwinformers.NewSharedInformerFactoryWithOptions(c.gw, 0, gwinformers.WithTransform(kubeclient.Slim))
+	kf := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTransform(kubeclient.Slim))
 	w := &watched{
 		classes: gf.Gateway().V1().GatewayClasses().Informer(), gateways: gf.Gateway().V1().Gateways().Informer(),
 		routes: gf.Gateway().V1().HTTPRoutes().Informer(), grants: gf.Gateway().V1().ReferenceGrants().Informer(),
@@ -329,6 +337,8 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	in.World, in.Memo = world, &c.memo
 	res := BuildPorts(in)
 	t("build")
+	c.compiles.WithLabelValues("hit").Add(float64(c.memo.Hits))
+	c.compiles.WithLabelValues("miss").Add(float64(c.memo.Misses))
 	c.ports.Store(&res.Ports)
 	c.changed()
 	t("swap")

@@ -108,18 +108,63 @@ func statusLease(c Config) []runtime.Object {
 }
 
 // gatewayServices: weft ingress makes each Gateway's LoadBalancer Service
-// in its own namespace, and may write Services nowhere else; one replica,
-// holding the Lease weft-gateway, writes.
+// and its EndpointSlices (naming the proxy's pods) in the Gateway's
+// namespace (its ClusterRole's writes; gatewayServicesGuard limits them);
+// one replica, holding the Lease weft-gateway, writes. It reads the
+// proxy's pods in its own namespace only.
 func gatewayServices(c Config) []runtime.Object {
 	role := IngressName + "-gateway-services"
 	return []runtime.Object{
 		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"create", "update", "delete"}},
+			Rules: []rbacv1.PolicyRule{read("", "pods"),
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"weft-gateway"}, Verbs: []string{"get", "update"}}}},
 		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: c.Namespace},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: IngressName, Namespace: c.Namespace}}},
+	}
+}
+
+// gatewayServicesGuard limits both sides of the Gateways' Services and
+// EndpointSlices, which live in tenants' namespaces: weft ingress may
+// write only objects labelled gateway.weft.dev/name (its cluster-wide
+// write cannot reach anyone else's Service), and nobody else but cluster
+// admins may create such an object, label or unlabel one, or change its
+// spec, endpoints or ports (a tenant cannot point its Gateway's Service
+// at another Gateway's proxy port, or claim that port). Metadata such as
+// finalizers and deletion stay open to all.
+func gatewayServicesGuard(c Config) []runtime.Object {
+	name := "weft-gateway-services"
+	sa := "system:serviceaccount:" + c.Namespace + ":" + IngressName
+	label := "'gateway.weft.dev/name'"
+	unchanged := "(request.resource.resource == 'services' ? object.spec == oldObject.spec : " +
+		"((has(object.endpoints) == has(oldObject.endpoints)) && (!has(object.endpoints) || object.endpoints == oldObject.endpoints) && " +
+		"(has(object.ports) == has(oldObject.ports)) && (!has(object.ports) || object.ports == oldObject.ports)))"
+	return []runtime.Object{
+		&admissionv1.ValidatingAdmissionPolicy{TypeMeta: typeMeta("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: admissionv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionv1.Fail),
+				MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionv1.RuleWithOperations{Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update, admissionv1.Delete},
+						Rule: admissionv1.Rule{APIGroups: []string{"", "discovery.k8s.io"}, APIVersions: []string{"v1"}, Resources: []string{"services", "endpointslices"}}}}}},
+				Variables: []admissionv1.Variable{
+					{Name: "ingress", Expression: "request.userInfo.username == '" + sa + "'"},
+					{Name: "newOurs", Expression: "object != null && has(object.metadata.labels) && " + label + " in object.metadata.labels"},
+					{Name: "oldOurs", Expression: "oldObject != null && has(oldObject.metadata.labels) && " + label + " in oldObject.metadata.labels"},
+				},
+				Validations: []admissionv1.Validation{
+					{Expression: "!variables.ingress || ((object == null || variables.newOurs) && (oldObject == null || variables.oldOurs))",
+						Message: "weft-ingress may write only the Services and EndpointSlices it makes for Gateways (labelled gateway.weft.dev/name)"},
+					{Expression: "variables.ingress || 'system:masters' in request.userInfo.groups || request.operation == 'DELETE' || (!variables.newOurs && !variables.oldOurs) || " +
+						"(variables.newOurs && variables.oldOurs && object.metadata.labels == oldObject.metadata.labels && " + unchanged + ")",
+						Message: "the Services and EndpointSlices of Gateways (labelled gateway.weft.dev/name) are weft-ingress's: their labels, spec, endpoints and ports are not to be changed"},
+				},
+			}},
+		&admissionv1.ValidatingAdmissionPolicyBinding{TypeMeta: typeMeta("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name,
+				ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny}}},
 	}
 }
 
@@ -278,11 +323,14 @@ func ingress(c Config) []runtime.Object {
 		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingresses/status"}, Verbs: []string{"update", "patch"}},
 		read("", "services", "secrets", "configmaps", "namespaces"),
 		read("discovery.k8s.io", "endpointslices"),
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"create", "update", "delete"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"create", "update", "delete"}},
 		eventsRule,
 		read("gateway.networking.k8s.io", "gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants", "backendtlspolicies", "listenersets"),
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status", "tlsroutes/status", "backendtlspolicies/status", "listenersets/status"}, Verbs: []string{"update"}},
 	})
 	out = append(out, gatewayServices(c)...)
+	out = append(out, gatewayServicesGuard(c)...)
 	labels := map[string]string{"app.kubernetes.io/name": IngressName}
 	class := &networkingv1.IngressClass{TypeMeta: typeMeta("networking.k8s.io/v1", "IngressClass"),
 		ObjectMeta: metav1.ObjectMeta{Name: IngressClassName, Labels: labels}, Spec: networkingv1.IngressClassSpec{Controller: "weft.dev/ingress"}}

@@ -60,7 +60,8 @@ func TestEveryDocumentDecodes(t *testing.T) {
 }
 
 // Only the ingress controller may read Secrets (and write nothing but
-// Ingress status and Events); only the agent may touch Nodes.
+// statuses, Events and the Gateways' Services and EndpointSlices); only
+// the agent may touch Nodes.
 func TestLeastPrivilege(t *testing.T) {
 	c := Defaults()
 	c.LBPool = "198.19.100.0/24"
@@ -85,6 +86,10 @@ func TestLeastPrivilege(t *testing.T) {
 			writes := slices.ContainsFunc(rule.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" })
 			if writes && slices.Contains(rule.Resources, "nodes") && r.Name != "weft:agent" {
 				t.Errorf("%s may write nodes", r.Name)
+			}
+			makes := slices.ContainsFunc(rule.Verbs, func(v string) bool { return v == "create" || v == "update" || v == "delete" })
+			if makes && (slices.Contains(rule.Resources, "services") || slices.Contains(rule.Resources, "endpointslices")) && r.Name != "weft:ingress" {
+				t.Errorf("%s may write %v", r.Name, rule.Resources)
 			}
 		}
 	}

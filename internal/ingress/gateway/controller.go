@@ -14,11 +14,14 @@ import (
 	"reflect"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -33,10 +36,10 @@ import (
 	"weft.dev/weft/internal/kubeclient"
 )
 
-// Config says where the Gateways' LoadBalancer Services go and which
-// pods they send to.
+// Config says where the proxy's pods are, to which the Gateways'
+// LoadBalancer Services send.
 type Config struct {
-	// Namespace of the proxy's pods, where each Gateway's Service is made.
+	// Namespace of the proxy's pods (and its Lease).
 	Namespace string
 	// Selector picks the proxy's pods.
 	Selector map[string]string
@@ -153,31 +156,47 @@ func (c *Controller) Run(ctx context.Context) error {
 		routes: gf.Gateway().V1().HTTPRoutes().Informer(), grants: gf.Gateway().V1().ReferenceGrants().Informer(),
 		namespaces: kf.Core().V1().Namespaces().Informer(), services: kf.Core().V1().Services().Lister(),
 	}
-	informers := []cache.SharedIndexInformer{w.classes, w.gateways, w.routes, w.grants, w.namespaces, kf.Core().V1().Services().Informer()}
+	infs := []cache.SharedIndexInformer{w.classes, w.gateways, w.routes, w.grants, w.namespaces, kf.Core().V1().Services().Informer()}
+	// The proxy's own pods, which the Gateways' EndpointSlices name, and
+	// those slices.
+	pf := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithNamespace(c.cfg.Namespace), informers.WithTransform(kubeclient.Slim),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = labels.SelectorFromSet(c.cfg.Selector).String() }))
+	sf := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTransform(kubeclient.Slim),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelManagedBy + "=" + ManagedBy }))
+	w.pods, w.slices = pf.Core().V1().Pods().Lister(), sf.Discovery().V1().EndpointSlices().Lister()
+	podInformer := pf.Core().V1().Pods().Informer()
+	_, _ = podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.kick() }, UpdateFunc: func(any, any) { c.kick() }, DeleteFunc: func(any) { c.kick() }})
+	_ = sf.Discovery().V1().EndpointSlices().Informer()
 	if c.served("grpcroutes") { // a cluster may have installed the Gateway API without it
 		w.grpc = gf.Gateway().V1().GRPCRoutes().Informer()
-		informers = append(informers, w.grpc)
+		infs = append(infs, w.grpc)
 	}
 	if c.served("tlsroutes") {
 		w.tls = gf.Gateway().V1().TLSRoutes().Informer()
-		informers = append(informers, w.tls)
+		infs = append(infs, w.tls)
 	}
 	if c.served("listenersets") {
 		w.sets = gf.Gateway().V1().ListenerSets().Informer()
-		informers = append(informers, w.sets)
+		infs = append(infs, w.sets)
 	}
 	if c.served("backendtlspolicies") {
 		w.policies = gf.Gateway().V1().BackendTLSPolicies().Informer()
-		informers = append(informers, w.policies)
+		infs = append(infs, w.policies)
 	}
-	for _, inf := range informers {
+	for _, inf := range infs {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(o any) { c.changedObject(o) }, UpdateFunc: c.updated, DeleteFunc: func(o any) { c.changedObject(o) }})
 	}
-	gf.Start(ctx.Done())
-	kf.Start(ctx.Done())
+	for _, f := range []interface {
+		Start(<-chan struct{})
+	}{gf, kf, pf, sf} {
+		f.Start(ctx.Done())
+	}
 	gf.WaitForCacheSync(ctx.Done())
 	kf.WaitForCacheSync(ctx.Done())
+	pf.WaitForCacheSync(ctx.Done())
+	sf.WaitForCacheSync(ctx.Done())
 	defer c.secrets.Stop()
 	defer c.configMaps.Stop()
 	tick := time.NewTicker(30 * time.Second)
@@ -268,6 +287,8 @@ type watched struct {
 	classes, gateways, routes, grants, namespaces cache.SharedIndexInformer
 	grpc, tls, policies, sets                     cache.SharedIndexInformer // nil: not served
 	services                                      corelisters.ServiceLister
+	pods                                          corelisters.PodLister // the proxy's
+	slices                                        discoverylisters.EndpointSliceLister
 }
 
 func (c *Controller) sync(ctx context.Context, w *watched) {
@@ -332,7 +353,7 @@ func (c *Controller) sync(ctx context.Context, w *watched) {
 	c.configMaps.Want(configMapKeys(in))
 	ours := ourGateways(in)
 	t("read")
-	in.ProxyPorts, in.Addresses = c.ensureServices(ctx, ours, listenerSetPorts(in), w.services)
+	in.ProxyPorts, in.Addresses = c.ensureServices(ctx, ours, listenerSetPorts(in), w)
 	t("services")
 	in.World, in.Memo = world, &c.memo
 	res := BuildPorts(in)

@@ -5,26 +5,35 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// Labels on a Gateway's Service name the Gateway.
+// Labels on a Gateway's Service and EndpointSlices name the Gateway.
 const (
 	LabelGatewayNamespace = "gateway.weft.dev/namespace"
 	LabelGatewayName      = "gateway.weft.dev/name"
+	// LabelAPIGatewayName is the Gateway API's label for what an
+	// implementation makes for a Gateway.
+	LabelAPIGatewayName = "gateway.networking.k8s.io/gateway-name"
+	// AnnotationPropagated lists the spec.infrastructure annotations weft
+	// put on a Service: it removes those the Gateway no longer asks for
+	// and leaves everyone else's alone.
+	AnnotationPropagated = "gateway.weft.dev/infrastructure-annotations"
 	// FirstProxyPort is the lowest port the proxy serves a listener on.
 	FirstProxyPort = 20000
 	lastProxyPort  = 29999
@@ -41,15 +50,21 @@ func ServiceName(ns, name string) string {
 	return base + "-" + hex.EncodeToString(sum[:5])
 }
 
-// PlanService is the Service a Gateway needs: type LoadBalancer, one port
-// per listener port (its own and extra, its ListenerSets'), each sent to
-// the proxy port already given to it or the lowest free one; the
-// requested IP address, if any.
+// PlanService is the Service a Gateway needs, in the Gateway's namespace
+// and owned by it: type LoadBalancer without a selector (weft writes its
+// EndpointSlices, which name the proxy's pods), one port per listener
+// port (its own and extra, its ListenerSets'), each sent to the proxy
+// port already given to it or the lowest free one; the requested IP
+// address, if any; spec.infrastructure's labels and annotations.
+// old is the Gateway's Service as it is, or the one weft made before in
+// its own namespace (whose proxy ports it keeps where still free).
 func PlanService(g *gwv1.Gateway, extra []int32, cfg Config, old *corev1.Service, used map[int]bool) *corev1.Service {
 	have := map[int32]int{}
 	if old != nil {
 		for _, p := range old.Spec.Ports {
-			have[p.Port] = p.TargetPort.IntValue()
+			if pp := p.TargetPort.IntValue(); old.Namespace == g.Namespace || !used[pp] {
+				have[p.Port] = pp
+			}
 		}
 	}
 	var listenerPorts []int32
@@ -64,9 +79,9 @@ func PlanService(g *gwv1.Gateway, extra []int32, cfg Config, old *corev1.Service
 		}
 	}
 	sort.Slice(listenerPorts, func(i, j int) bool { return listenerPorts[i] < listenerPorts[j] })
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: ServiceName(g.Namespace, g.Name), Namespace: cfg.Namespace,
-		Labels: map[string]string{LabelGatewayNamespace: g.Namespace, LabelGatewayName: g.Name}},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: cfg.Selector}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: ServiceName(g.Namespace, g.Name), Namespace: g.Namespace,
+		Labels: gatewayLabels(g), Annotations: infrastructureAnnotations(g), OwnerReferences: []metav1.OwnerReference{gatewayOwner(g)}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer}}
 	next := FirstProxyPort
 	for _, lp := range listenerPorts {
 		pp, ok := have[lp]
@@ -92,17 +107,69 @@ func PlanService(g *gwv1.Gateway, extra []int32, cfg Config, old *corev1.Service
 	return svc
 }
 
-// ensureServices makes each Gateway's Service what it should be, deletes
-// those of Gateways gone (when leading), and returns each Gateway's proxy ports and
-// addresses.
-func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, setPorts map[types.NamespacedName][]int32, services corelisters.ServiceLister) (map[types.NamespacedName]map[int32]int, map[types.NamespacedName][]string) {
-	existing, _ := services.Services(c.cfg.Namespace).List(labels.SelectorFromSet(nil))
+// gatewayLabels: spec.infrastructure's labels, then weft's (which win).
+func gatewayLabels(g *gwv1.Gateway) map[string]string {
+	out := map[string]string{}
+	if inf := g.Spec.Infrastructure; inf != nil {
+		for k, v := range inf.Labels {
+			out[string(k)] = string(v)
+		}
+	}
+	out[LabelGatewayNamespace], out[LabelGatewayName], out[LabelAPIGatewayName] = g.Namespace, g.Name, g.Name
+	return out
+}
+
+// infrastructureAnnotations: spec.infrastructure's annotations and the
+// list of their keys.
+func infrastructureAnnotations(g *gwv1.Gateway) map[string]string {
+	out := map[string]string{}
+	var keys []string
+	if inf := g.Spec.Infrastructure; inf != nil {
+		for k, v := range inf.Annotations {
+			out[string(k)] = string(v)
+			keys = append(keys, string(k))
+		}
+	}
+	sort.Strings(keys)
+	out[AnnotationPropagated] = strings.Join(keys, ",")
+	return out
+}
+
+// mergeAnnotations: a Service's annotations with the ones weft propagated
+// before replaced by want (others', such as a user's, stay).
+func mergeAnnotations(cur, want map[string]string) map[string]string {
+	before := strings.Split(cur[AnnotationPropagated], ",")
+	out := map[string]string{}
+	for k, v := range cur {
+		if !slices.Contains(before, k) {
+			out[k] = v
+		}
+	}
+	maps.Copy(out, want)
+	return out
+}
+
+func gatewayOwner(g *gwv1.Gateway) metav1.OwnerReference {
+	return metav1.OwnerReference{APIVersion: gwv1.GroupVersion.String(), Kind: "Gateway", Name: g.Name, UID: g.UID, Controller: ptr(true)}
+}
+
+func serviceKey(ns, name string) string { return ns + "/" + name }
+
+// ensureServices makes each Gateway's Service and EndpointSlices what they
+// should be, deletes those of Gateways gone and the Services weft made
+// in its own namespace before (when leading), and returns each Gateway's
+// proxy ports and addresses.
+func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, setPorts map[types.NamespacedName][]int32, w *watched) (map[types.NamespacedName]map[int32]int, map[types.NamespacedName][]string) {
+	existing, _ := w.services.List(gatewayServiceSelector)
 	byName := map[string]*corev1.Service{}
+	legacy := map[string]*corev1.Service{}
 	used := map[int]bool{}
 	for _, s := range existing {
-		if s.Labels[LabelGatewayName] != "" {
-			byName[s.Name] = s
+		if s.Namespace == c.cfg.Namespace && len(s.Spec.Selector) > 0 {
+			legacy[serviceKey(s.Labels[LabelGatewayNamespace], s.Name)] = s
+			continue
 		}
+		byName[serviceKey(s.Namespace, s.Name)] = s
 	}
 	c.overlayRecent(byName)
 	olds := UniquePorts(byName)
@@ -113,18 +180,28 @@ func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, se
 	}
 	ports := map[types.NamespacedName]map[int32]int{}
 	addrs := map[types.NamespacedName][]string{}
-	want := map[string]bool{}
+	want, moved := map[string]bool{}, map[string]bool{}
 	for _, g := range sortedGateways(gws) {
 		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
-		old := olds[ServiceName(g.Namespace, g.Name)]
-		svc := PlanService(g, setPorts[key], c.cfg, old, used)
-		want[svc.Name] = true
+		k := serviceKey(g.Namespace, ServiceName(g.Namespace, g.Name))
+		old, plan := olds[k], olds[k]
+		if plan == nil {
+			plan = legacy[k]
+		}
+		svc := PlanService(g, setPorts[key], c.cfg, plan, used)
+		want[k] = true
 		cur := old
 		if c.leader.Load() {
 			cur = c.applyService(ctx, old, svc)
+		} else if cur == nil {
+			cur = legacy[k] // until the leader has moved it
 		}
 		if cur == nil {
 			continue
+		}
+		if c.leader.Load() {
+			c.ensureSlices(ctx, cur, w)
+			moved[k] = true
 		}
 		ports[key] = map[int32]int{}
 		for _, p := range cur.Spec.Ports {
@@ -136,42 +213,62 @@ func (c *Controller) ensureServices(ctx context.Context, gws []*gwv1.Gateway, se
 			}
 		}
 	}
-	for name := range byName {
-		if !want[name] && c.leader.Load() {
-			delete(c.recent, name)
-			if err := c.client.CoreV1().Services(c.cfg.Namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				c.log.Warn("deleting a Gateway's Service", "service", name, "err", err)
+	if c.leader.Load() {
+		for k, s := range byName {
+			if !want[k] {
+				delete(c.recent, k)
+				c.deleteService(ctx, s)
+			}
+		}
+		for k, s := range legacy {
+			if moved[k] || !want[k] {
+				c.deleteService(ctx, s)
 			}
 		}
 	}
 	return ports, addrs
 }
 
+// gatewayServiceSelector picks the Services weft made for Gateways.
+var gatewayServiceSelector = func() labels.Selector {
+	req, _ := labels.NewRequirement(LabelGatewayName, selection.Exists, nil)
+	return labels.NewSelector().Add(*req)
+}()
+
+func (c *Controller) deleteService(ctx context.Context, s *corev1.Service) {
+	if err := c.client.CoreV1().Services(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		c.log.Warn("deleting a Gateway's Service", "service", serviceKey(s.Namespace, s.Name), "err", err)
+	}
+}
+
 // applyService creates or updates a Service; it returns the Service as it
 // now is (nil when the write failed).
 func (c *Controller) applyService(ctx context.Context, old, svc *corev1.Service) *corev1.Service {
-	api := c.client.CoreV1().Services(c.cfg.Namespace)
+	api := c.client.CoreV1().Services(svc.Namespace)
+	key := serviceKey(svc.Namespace, svc.Name)
 	if old == nil {
 		got, err := api.Create(ctx, svc, metav1.CreateOptions{})
 		if err != nil {
-			c.log.Warn("creating a Gateway's Service", "service", svc.Name, "err", err)
+			c.log.Warn("creating a Gateway's Service", "service", key, "err", err)
 			return nil
 		}
-		c.recent[got.Name] = got
+		c.recent[key] = got
 		return got
 	}
+	annotations := mergeAnnotations(old.Annotations, svc.Annotations)
 	if reflect.DeepEqual(old.Spec.Ports, withDefaults(svc.Spec.Ports, old.Spec.Ports)) && old.Spec.LoadBalancerIP == svc.Spec.LoadBalancerIP &&
-		reflect.DeepEqual(old.Spec.Selector, svc.Spec.Selector) {
+		len(old.Spec.Selector) == 0 && maps.Equal(old.Labels, svc.Labels) && maps.Equal(old.Annotations, annotations) {
 		return old
 	}
 	upd := old.DeepCopy()
-	upd.Spec.Ports, upd.Spec.LoadBalancerIP, upd.Spec.Selector, upd.Labels = withDefaults(svc.Spec.Ports, old.Spec.Ports), svc.Spec.LoadBalancerIP, svc.Spec.Selector, svc.Labels
+	upd.Spec.Ports, upd.Spec.LoadBalancerIP, upd.Spec.Selector = withDefaults(svc.Spec.Ports, old.Spec.Ports), svc.Spec.LoadBalancerIP, nil
+	upd.Labels, upd.Annotations, upd.OwnerReferences = svc.Labels, annotations, svc.OwnerReferences
 	got, err := api.Update(ctx, upd, metav1.UpdateOptions{})
 	if err != nil {
-		c.log.Warn("updating a Gateway's Service", "service", svc.Name, "err", err)
+		c.log.Warn("updating a Gateway's Service", "service", key, "err", err)
 		return old
 	}
-	c.recent[got.Name] = got
+	c.recent[key] = got
 	return got
 }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"maps"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,7 +11,7 @@ import (
 )
 
 func gwService(name, rv string, ports ...int32) *corev1.Service {
-	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: rv, Labels: map[string]string{LabelGatewayName: name}}}
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, ResourceVersion: rv, Labels: map[string]string{LabelGatewayName: name}}}
 	for i, p := range ports {
 		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Port: int32(80 + i), TargetPort: intstr.FromInt32(p)})
 	}
@@ -74,5 +75,55 @@ func TestStaticAddressProblem(t *testing.T) {
 		if got := staticAddressProblem(g, c.assigned); (got != "") != c.problem {
 			t.Errorf("%s: %q", c.name, got)
 		}
+	}
+}
+
+// A Gateway's Service is in its namespace, owned by it, without a
+// selector, with spec.infrastructure's labels and annotations (weft's
+// labels win over them).
+func TestPlanServiceInTheGatewaysNamespace(t *testing.T) {
+	g := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "web", UID: "u1"}, Spec: gwv1.GatewaySpec{
+		Listeners: []gwv1.Listener{{Port: 80}},
+		Infrastructure: &gwv1.GatewayInfrastructure{
+			Labels:      map[gwv1.LabelKey]gwv1.LabelValue{"team": "a", LabelGatewayName: "other"},
+			Annotations: map[gwv1.AnnotationKey]gwv1.AnnotationValue{"b.example/x": "1", "a.example/y": "2"}}}}
+	svc := PlanService(g, nil, Config{Namespace: "kube-system", Selector: map[string]string{"app": "proxy"}}, nil, map[int]bool{})
+	if svc.Namespace != "team" || len(svc.Spec.Selector) != 0 {
+		t.Errorf("namespace %q, selector %v", svc.Namespace, svc.Spec.Selector)
+	}
+	wantLabels := map[string]string{"team": "a", LabelGatewayName: "web", LabelGatewayNamespace: "team", LabelAPIGatewayName: "web"}
+	if !maps.Equal(svc.Labels, wantLabels) {
+		t.Errorf("labels %v", svc.Labels)
+	}
+	wantAnn := map[string]string{"b.example/x": "1", "a.example/y": "2", AnnotationPropagated: "a.example/y,b.example/x"}
+	if !maps.Equal(svc.Annotations, wantAnn) {
+		t.Errorf("annotations %v", svc.Annotations)
+	}
+	if o := svc.OwnerReferences; len(o) != 1 || o[0].Kind != "Gateway" || o[0].Name != "web" || o[0].UID != "u1" {
+		t.Errorf("owner %v", o)
+	}
+}
+
+// The annotations weft propagated before are replaced; a user's stay.
+func TestMergeAnnotationsReplacesOnlyThePropagated(t *testing.T) {
+	cur := map[string]string{"old": "1", "user": "2", AnnotationPropagated: "old"}
+	got := mergeAnnotations(cur, map[string]string{"new": "3", AnnotationPropagated: "new"})
+	if want := map[string]string{"user": "2", "new": "3", AnnotationPropagated: "new"}; !maps.Equal(got, want) {
+		t.Errorf("got %v", got)
+	}
+}
+
+// The Service weft made before in its own namespace lends its proxy
+// ports to the new one, but not a port another Gateway holds by now.
+func TestPlanServiceKeepsTheOldNamespacesPorts(t *testing.T) {
+	legacy := gwService("web", "1", 20000, 20001)
+	legacy.Namespace = "kube-system"
+	g := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "web"}, Spec: gwv1.GatewaySpec{Listeners: []gwv1.Listener{{Port: 80}, {Port: 81}}}}
+	svc := PlanService(g, nil, Config{}, legacy, map[int]bool{20001: true})
+	if got := svc.Spec.Ports[0].TargetPort.IntValue(); got != 20000 {
+		t.Errorf("port 80 went to proxy port %d, not its old 20000", got)
+	}
+	if got := svc.Spec.Ports[1].TargetPort.IntValue(); got == 20001 || got < FirstProxyPort {
+		t.Errorf("port 81 went to proxy port %d (20001 is another's)", got)
 	}
 }

@@ -136,29 +136,14 @@ func (e *env) waitServedHost(ctx context.Context, addr, h string) error {
 func (e *env) gatewayPropagation(ctx context.Context, gw gwclient.Interface, addr string, rounds int) ([]float64, []float64, error) {
 	var ms, creates []float64
 	for r := 0; r < rounds; r++ {
-		h := fmt.Sprintf("gnew-%d.example.com", r)
-		done := make(chan struct{})
-		var out string
-		var err error
-		go func() {
-			defer close(done)
-			out, err = e.inClient(ctx, 20*time.Second, filepath.Join(binDir, "weft"), "testserver", "until-ok", "http://"+addr+"/hostname",
-				"--host", h, "--for", "10s", "--every", "1ms")
-		}()
-		time.Sleep(300 * time.Millisecond) // the prober is asking
-		start := time.Now()
-		_, cerr := gw.GatewayV1().HTTPRoutes(ns).Create(ctx, httpRoute(fmt.Sprintf("gnew-%d", r), h, "/"), metav1.CreateOptions{})
-		check(cerr)
-		creates = append(creates, float64(time.Since(start).Microseconds())/1000)
-		<-done
-		var res testserver.UntilOKResult
-		if err == nil {
-			err = json.Unmarshal([]byte(out), &res)
-		}
+		took, create, err := e.arrival(ctx, addr, fmt.Sprintf("gnew-%d", r), func(name, h string) error {
+			_, err := gw.GatewayV1().HTTPRoutes(ns).Create(ctx, httpRoute(name, h, "/"), metav1.CreateOptions{})
+			return err
+		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("propagation round %d: %v", r+1, err)
 		}
-		ms = append(ms, float64(res.At-start.UnixNano())/1e6)
+		ms, creates = append(ms, took), append(creates, create)
 	}
 	return ms, creates, nil
 }
@@ -215,7 +200,7 @@ func reportGateway(g *gatewayPhase, props int) {
 	fmt.Println()
 	fmt.Printf("After the Ingress phases, in the same lab: one Gateway (an HTTP listener, its own LoadBalancer address) and %d HTTPRoutes of one hostname each, "+
 		"to the same backend. Propagation: %d HTTPRoutes created one by one, a prober in the client pod asking the Gateway's address for the new host every 1 ms, "+
-		"from the create call to the first 200, once weft has written all their statuses (the bulk create's status writes take about a minute). Changes: `weft testserver load` (4 workers) on one route for 25 s while 100 HTTPRoute changes land 150 ms apart "+
+		"from the create call to the first 200 (a round whose prober began asking only after the call is timed again with a new route), once weft has written all their statuses (the bulk create's status writes take about a minute). Changes: `weft testserver load` (4 workers) on one route for 25 s while 100 HTTPRoute changes land 150 ms apart "+
 		"(created, deleted, a path edited). RSS: weft ingress, controller and proxy in one process, with the Ingress phase's 5,000 routes still there.\n\n", g.routes, props)
 	p50, p99 := quantiles(g.propagation, g.propagationErr)
 	failed := figure.Missing("%v", g.loadErr)

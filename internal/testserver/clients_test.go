@@ -35,7 +35,7 @@ func TestWebSocketEchoAndLoad(t *testing.T) {
 func TestUntilOK(t *testing.T) {
 	srv := httptest.NewServer(New(Config{Name: "pod-a"}, slog.New(slog.DiscardHandler)).Handler())
 	defer srv.Close()
-	if r, err := UntilOK(srv.URL+"/hostname", "", time.Second, time.Millisecond); err != nil || r.At == 0 || r.Tries != 1 {
+	if r, err := UntilOK(srv.URL+"/hostname", "", time.Second, time.Millisecond); err != nil || r.At == 0 || r.Tries != 1 || r.First != r.At {
 		t.Errorf("until-ok on /hostname: %+v %v", r, err)
 	}
 	if r, err := UntilOK(srv.URL+"/nope", "", 50*time.Millisecond, time.Millisecond); err == nil || r.At != 0 {

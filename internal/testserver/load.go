@@ -77,9 +77,12 @@ func getOnce(client *http.Client, url, host string) error {
 }
 
 // UntilOKResult is when url first answered 200, as Unix nanoseconds (the
-// lab's pods share the host's clock), and after how many tries.
+// lab's pods share the host's clock), and after how many tries; First is
+// when the first try began (a caller timing a change made after starting
+// the prober checks that the prober was already asking).
 type UntilOKResult struct {
 	At    int64 `json:"at"`
+	First int64 `json:"first"`
 	Tries int   `json:"tries"`
 }
 
@@ -91,6 +94,9 @@ func UntilOK(url, host string, dur, every time.Duration) (UntilOKResult, error) 
 	for end := time.Now().Add(dur); time.Now().Before(end); time.Sleep(every) {
 		res.Tries++
 		start := time.Now()
+		if res.First == 0 {
+			res.First = start.UnixNano()
+		}
 		if getOnce(client, url, host) == nil {
 			res.At = start.UnixNano()
 			return res, nil

@@ -71,9 +71,16 @@ func TestGatewayServiceInItsNamespaceIsGuarded(t *testing.T) {
 		return proxyPodsAreEndpoints(ctx, ns, svcName)
 	})
 
-	// A tenant with the edit role in the namespace.
-	if _, err := client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "tenant-edit"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "edit"},
+	// A tenant who may write Services and EndpointSlices in the namespace
+	// (RBAC allows all that follows; the admission policy refuses it).
+	tenantRole := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "tenant"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "create", "update", "patch", "delete"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "create", "update", "patch", "delete"}}}}
+	if _, err := client.RbacV1().Roles(ns).Create(ctx, tenantRole, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "tenant"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "tenant"},
 		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "tenant"}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,13 +113,23 @@ func TestGatewayServiceInItsNamespaceIsGuarded(t *testing.T) {
 	if _, err := client.CoreV1().Services(ns).Create(ctx, plain, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = ingress.CoreV1().Services(ns).Patch(ctx, "plain", types.MergePatchType, []byte(`{"spec":{"ports":[{"port":81}]}}`), metav1.PatchOptions{})
-	if err == nil || !strings.Contains(err.Error(), "weft-ingress may write only") {
-		t.Errorf("weft ingress changing a tenant's Service: want refused by the admission policy, got %v", err)
+	byIngress := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), "weft-ingress may write only") {
+			t.Errorf("weft ingress %s: want refused by the admission policy, got %v", what, err)
+		}
 	}
-	if err := ingress.CoreV1().Services(ns).Delete(ctx, "plain", metav1.DeleteOptions{}); err == nil || apierrors.IsNotFound(err) {
-		t.Errorf("weft ingress deleting a tenant's Service: want refused, got %v", err)
+	cur, err := client.CoreV1().Services(ns).Get(ctx, "plain", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	cur.Spec.Ports[0].Port = 81
+	_, err = ingress.CoreV1().Services(ns).Update(ctx, cur, metav1.UpdateOptions{})
+	byIngress("changing a tenant's Service", err)
+	cur.Labels = map[string]string{gateway.LabelGatewayName: "edge"}
+	_, err = ingress.CoreV1().Services(ns).Update(ctx, cur, metav1.UpdateOptions{})
+	byIngress("labelling a tenant's Service as a Gateway's", err)
+	byIngress("deleting a tenant's Service", ingress.CoreV1().Services(ns).Delete(ctx, "plain", metav1.DeleteOptions{}))
 	// The Gateway's deletion takes its Service with it.
 	if err := gw.GatewayV1().Gateways(ns).Delete(ctx, g.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

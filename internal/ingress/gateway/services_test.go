@@ -1,12 +1,20 @@
 package gateway
 
 import (
+	"context"
+	"log/slog"
 	"maps"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -125,5 +133,61 @@ func TestPlanServiceKeepsTheOldNamespacesPorts(t *testing.T) {
 	}
 	if got := svc.Spec.Ports[1].TargetPort.IntValue(); got == 20001 || got < FirstProxyPort {
 		t.Errorf("port 81 went to proxy port %d (20001 is another's)", got)
+	}
+}
+
+// moveRig is a controller with a fake API server holding a Service weft
+// made in its own namespace before (with a selector, proxy port 20007)
+// for Gateway team/web, and listers that see it.
+func moveRig(t *testing.T, leader bool) (*Controller, *fake.Clientset, *watched, *gwv1.Gateway) {
+	t.Helper()
+	g := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "web", UID: "g1"}, Spec: gwv1.GatewaySpec{Listeners: []gwv1.Listener{{Port: 80}}}}
+	old := gwService(ServiceName("team", "web"), "7", 20007)
+	old.Namespace, old.Labels[LabelGatewayNamespace] = "kube-system", "team"
+	old.Spec.Selector = map[string]string{"app.kubernetes.io/name": "weft-ingress"}
+	old.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.19.100.7"}}
+	client := fake.NewClientset(old)
+	index := func() cache.Indexer {
+		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	}
+	services := index()
+	if err := services.Add(old); err != nil {
+		t.Fatal(err)
+	}
+	w := &watched{services: corelisters.NewServiceLister(services), pods: corelisters.NewPodLister(index()),
+		slices: discoverylisters.NewEndpointSliceLister(index())}
+	c := New(Config{Namespace: "kube-system"}, client, nil, slog.New(slog.DiscardHandler), func() {})
+	c.leader.Store(leader)
+	return c, client, w, g
+}
+
+// The leader moves a Gateway's Service from weft's namespace to the
+// Gateway's, keeping its proxy port, and deletes the old one only then.
+func TestLeaderMovesTheOldServiceKeepingItsPort(t *testing.T) {
+	c, client, w, g := moveRig(t, true)
+	ports, _ := c.ensureServices(context.Background(), []*gwv1.Gateway{g}, nil, w)
+	if got := ports[types.NamespacedName{Namespace: "team", Name: "web"}][80]; got != 20007 {
+		t.Errorf("port 80 served on proxy port %d, want the old 20007", got)
+	}
+	moved, err := client.CoreV1().Services("team").Get(context.Background(), ServiceName("team", "web"), metav1.GetOptions{})
+	if err != nil || moved.Spec.Ports[0].TargetPort.IntValue() != 20007 || len(moved.Spec.Selector) != 0 {
+		t.Fatalf("the Service in the Gateway's namespace: %v, %v", moved, err)
+	}
+	if _, err := client.CoreV1().Services("kube-system").Get(context.Background(), ServiceName("team", "web"), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the old Service is still there: %v", err)
+	}
+}
+
+// A replica that does not lead serves the old Service's ports until the
+// leader has moved it.
+func TestFollowerServesTheOldServiceUntilMoved(t *testing.T) {
+	c, client, w, g := moveRig(t, false)
+	ports, addrs := c.ensureServices(context.Background(), []*gwv1.Gateway{g}, nil, w)
+	key := types.NamespacedName{Namespace: "team", Name: "web"}
+	if ports[key][80] != 20007 || len(addrs[key]) != 1 {
+		t.Errorf("ports %v, addresses %v: want the old Service's", ports[key], addrs[key])
+	}
+	if list, _ := client.CoreV1().Services("").List(context.Background(), metav1.ListOptions{}); len(list.Items) != 1 || list.Items[0].Namespace != "kube-system" {
+		t.Errorf("a follower wrote Services: %v", list.Items)
 	}
 }

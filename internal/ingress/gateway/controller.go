@@ -161,7 +161,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	// those slices.
 	pf := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithNamespace(c.cfg.Namespace), informers.WithTransform(kubeclient.Slim),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = labels.SelectorFromSet(c.cfg.Selector).String() }))
-	sf := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTransform(kubeclient.Slim),
+	sf := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTransform(keepSlice),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelManagedBy + "=" + ManagedBy }))
 	w.pods, w.slices = pf.Core().V1().Pods().Lister(), sf.Discovery().V1().EndpointSlices().Lister()
 	podInformer := pf.Core().V1().Pods().Informer()

@@ -80,6 +80,17 @@ func podEndpoint(p *corev1.Pod, family corev1.IPFamily) (discoveryv1.Endpoint, b
 	return e, true
 }
 
+// keepSlice is the slice informer's transform: only managedFields go.
+// The plan is compared with the whole slice (kubeclient.Slim's dropping
+// of targetRef made every sync rewrite every Gateway's slice, and every
+// agent's service proxy sync on it).
+func keepSlice(obj any) (any, error) {
+	if sl, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		sl.ManagedFields = nil
+	}
+	return obj, nil
+}
+
 // sameSlice: the slice as it is already says what the plan says.
 func sameSlice(cur, want *discoveryv1.EndpointSlice) bool {
 	return maps.Equal(cur.Labels, want.Labels) && reflect.DeepEqual(cur.Endpoints, want.Endpoints) &&

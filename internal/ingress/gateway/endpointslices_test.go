@@ -1,12 +1,18 @@
 package gateway
 
 import (
+	"context"
+	"log/slog"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 func proxyPod(name string, ready, deleting bool, phase corev1.PodPhase, ips ...string) *corev1.Pod {
@@ -73,5 +79,40 @@ func TestPlanSlices(t *testing.T) {
 	}
 	if !sameSlice(v4, PlanSlices(svc, pods)[0]) {
 		t.Error("a plan differs from itself")
+	}
+}
+
+// A slice written once, as the informer then holds it, is not written
+// again while nothing changes.
+func TestSlicesAreWrittenOnlyWhenTheyChange(t *testing.T) {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "weft-gw-web-0011223344", UID: "s1",
+		Labels: map[string]string{LabelGatewayName: "web"}},
+		Spec: corev1.ServiceSpec{IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},
+			Ports: []corev1.ServicePort{{Name: "l80", Port: 80, TargetPort: intstr.FromInt32(20000)}}}}
+	index := func() cache.Indexer {
+		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	}
+	pods, slices := index(), index()
+	if err := pods.Add(proxyPod("a", true, false, corev1.PodRunning, "10.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset()
+	c := New(Config{Namespace: "kube-system"}, client, nil, slog.New(slog.DiscardHandler), func() {})
+	w := &watched{pods: corelisters.NewPodLister(pods), slices: discoverylisters.NewEndpointSliceLister(slices)}
+	c.ensureSlices(context.Background(), svc, w)
+	written, err := client.DiscoveryV1().EndpointSlices("team").Get(context.Background(), svc.Name+"-ipv4", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, _ := keepSlice(written.DeepCopy())
+	if err := slices.Add(held); err != nil {
+		t.Fatal(err)
+	}
+	client.ClearActions()
+	c.ensureSlices(context.Background(), svc, w)
+	for _, a := range client.Actions() {
+		if a.GetVerb() != "get" && a.GetVerb() != "list" {
+			t.Errorf("a second pass with nothing changed wrote: %s %s", a.GetVerb(), a.GetResource().Resource)
+		}
 	}
 }

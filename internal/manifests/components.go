@@ -137,6 +137,9 @@ func gatewayServicesGuard(c Config) []runtime.Object {
 	name := "weft-gateway-services"
 	sa := "system:serviceaccount:" + c.Namespace + ":" + IngressName
 	label := "'gateway.weft.dev/name'"
+	isIngress := "request.userInfo.username == '" + sa + "'"
+	newOurs := "(object != null && has(object.metadata.labels) && " + label + " in object.metadata.labels)"
+	oldOurs := "(oldObject != null && has(oldObject.metadata.labels) && " + label + " in oldObject.metadata.labels)"
 	unchanged := "(request.resource.resource == 'services' ? object.spec == oldObject.spec : " +
 		"((has(object.endpoints) == has(oldObject.endpoints)) && (!has(object.endpoints) || object.endpoints == oldObject.endpoints) && " +
 		"(has(object.ports) == has(oldObject.ports)) && (!has(object.ports) || object.ports == oldObject.ports)))"
@@ -148,10 +151,14 @@ func gatewayServicesGuard(c Config) []runtime.Object {
 				MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
 					RuleWithOperations: admissionv1.RuleWithOperations{Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update, admissionv1.Delete},
 						Rule: admissionv1.Rule{APIGroups: []string{"", "discovery.k8s.io"}, APIVersions: []string{"v1"}, Resources: []string{"services", "endpointslices"}}}}}},
+				// Only weft ingress's writes and writes of Gateways' objects are
+				// judged: the rest of the cluster's Service and EndpointSlice
+				// traffic never meets the policy.
+				MatchConditions: []admissionv1.MatchCondition{{Name: "weft-ingress-or-gateway-object", Expression: isIngress + " || " + newOurs + " || " + oldOurs}},
 				Variables: []admissionv1.Variable{
-					{Name: "ingress", Expression: "request.userInfo.username == '" + sa + "'"},
-					{Name: "newOurs", Expression: "object != null && has(object.metadata.labels) && " + label + " in object.metadata.labels"},
-					{Name: "oldOurs", Expression: "oldObject != null && has(oldObject.metadata.labels) && " + label + " in oldObject.metadata.labels"},
+					{Name: "ingress", Expression: isIngress},
+					{Name: "newOurs", Expression: newOurs},
+					{Name: "oldOurs", Expression: oldOurs},
 				},
 				Validations: []admissionv1.Validation{
 					{Expression: "!variables.ingress || ((object == null || variables.newOurs) && (oldObject == null || variables.oldOurs))",

@@ -3,6 +3,7 @@ package netpol
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -108,6 +109,32 @@ func checkAll(t *testing.T, in Input, cases []expect) {
 
 func TestNoPolicyAllowsAll(t *testing.T) {
 	checkAll(t, testInput(), []expect{{tcpTo(ipC, ipA, 80), true}, {tcpTo(ipA, outside, 80), true}})
+}
+
+// A direction no local pod is isolated in has no base chain: its packets
+// pay nothing in this table. The chain is there as soon as one is.
+func TestIdleDirectionsHaveNoHook(t *testing.T) {
+	in := testInput()
+	hooks := func() (names []string) {
+		for _, n := range Compile(in).ChainNames() {
+			if n == ChainEgress || n == ChainIngress {
+				names = append(names, n)
+			}
+		}
+		return names
+	}
+	if got := hooks(); len(got) != 0 {
+		t.Fatalf("no policy: base chains %v, want none", got)
+	}
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}
+	if got := hooks(); !slices.Equal(got, []string{ChainIngress}) {
+		t.Fatalf("ingress policy on a local pod: base chains %v, want [ingress]", got)
+	}
+	// A policy selecting only pods of other nodes isolates nothing here.
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "c", egressOnly, nil, nil)}
+	if got := hooks(); len(got) != 0 {
+		t.Fatalf("policy on another node's pod: base chains %v, want none", got)
+	}
 }
 
 func TestDefaultDenyIngress(t *testing.T) {

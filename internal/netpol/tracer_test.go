@@ -35,6 +35,9 @@ type tracer struct {
 func (tr tracer) trace(p packet) verdict {
 	tr.t.Helper()
 	for _, base := range []string{ChainEgress, ChainIngress} {
+		if tr.rs.Chains[base] == nil {
+			continue // no pod of the node in this direction's maps
+		}
 		res, by := tr.run(base, p, 0)
 		if res == "drop" {
 			return verdict{denyBy: by}

@@ -29,14 +29,7 @@ func Write(tx *knftables.Transaction, rs *Ruleset) {
 		}
 	}
 	for _, name := range rs.ChainNames() {
-		c := rs.Chains[name]
-		ch := &knftables.Chain{Name: name, Comment: nftcomment.Bounded(c.Comment)}
-		if c.Hook != "" {
-			ch.Type = knftables.PtrTo(knftables.FilterType)
-			ch.Hook = knftables.PtrTo(knftables.BaseChainHook(c.Hook))
-			ch.Priority = knftables.PtrTo(knftables.BaseChainPriority(fmt.Sprintf("filter + %d", c.Priority)))
-		}
-		tx.Add(ch)
+		tx.Add(rs.Chains[name].knftables())
 	}
 	// Maps name chains, so they come after the chains exist.
 	for _, name := range slices.Sorted(maps.Keys(rs.Maps)) {
@@ -51,6 +44,17 @@ func Write(tx *knftables.Transaction, rs *Ruleset) {
 			tx.Add(&knftables.Rule{Chain: name, Rule: r.Text()})
 		}
 	}
+}
+
+// knftables is the chain's declaration; a base chain's with its hook.
+func (c *Chain) knftables() *knftables.Chain {
+	ch := &knftables.Chain{Name: c.Name, Comment: nftcomment.Bounded(c.Comment)}
+	if c.Hook != "" {
+		ch.Type = knftables.PtrTo(knftables.FilterType)
+		ch.Hook = knftables.PtrTo(knftables.BaseChainHook(c.Hook))
+		ch.Priority = knftables.PtrTo(knftables.BaseChainPriority(fmt.Sprintf("filter + %d", c.Priority)))
+	}
+	return ch
 }
 
 // Text is the rule in nft's syntax.
@@ -122,7 +126,7 @@ func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
 	names := rs.ChainNames()
 	for _, name := range names {
 		if old.Chains[name] == nil {
-			tx.Add(&knftables.Chain{Name: name, Comment: nftcomment.Bounded(rs.Chains[name].Comment)})
+			tx.Add(rs.Chains[name].knftables())
 		}
 	}
 	for _, name := range names {
@@ -183,8 +187,10 @@ func WriteDiff(tx *knftables.Transaction, old, rs *Ruleset) bool {
 func sameShape(a, b *Ruleset) bool {
 	for _, name := range slices.Sorted(maps.Keys(b.Chains)) {
 		if c := b.Chains[name]; c.Hook != "" {
+			// A base chain may come or go (dropIdleHooks); one that
+			// changed its hook cannot be changed in place.
 			o := a.Chains[name]
-			if o == nil || o.Hook != c.Hook || o.Priority != c.Priority {
+			if o != nil && (o.Hook != c.Hook || o.Priority != c.Priority) {
 				return false
 			}
 		}

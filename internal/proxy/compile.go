@@ -281,20 +281,23 @@ func compileBase(cfg Config) *Ruleset {
 		tx.Add(&knftables.Rule{Chain: "services", Rule: knftables.Concat(nodePorts, "jump nodeports")})
 	}
 	tx.Add(&knftables.Rule{Chain: "nodeports", Rule: "meta l4proto . th dport vmap @service-nodeports"})
-	if !cfg.TCPBeLiberal {
-		tx.Add(&knftables.Rule{Chain: "filter-forward", Rule: "ct state invalid drop",
-			Comment: knftables.PtrTo("not NATed: would reach a client from an endpoint's address")})
-	}
-	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
-		tx.Add(&knftables.Rule{Chain: c, Rule: "ct state new jump no-endpoints"})
-	}
-	// What is still addressed to a service IP here was not DNATed: a
-	// ClusterIP on a port it does not serve is refused, an unallocated IP
-	// in the service range dropped.
+	// One rule per filter hook, so a packet of an established flow pays a
+	// single conntrack-state lookup here. What is still addressed to a
+	// service IP after the NAT hooks was not DNATed: a ClusterIP on a port
+	// it does not serve is refused, an unallocated IP in the service range
+	// dropped.
+	chain(&knftables.Chain{Name: "new-connections"})
 	chain(&knftables.Chain{Name: "service-range"})
-	for _, c := range []string{"filter-forward", "filter-output"} {
-		tx.Add(&knftables.Rule{Chain: c, Rule: "ct state new jump service-range"})
+	tx.Add(&knftables.Rule{Chain: "new-connections", Rule: "jump no-endpoints"})
+	tx.Add(&knftables.Rule{Chain: "new-connections", Rule: "jump service-range"})
+	if cfg.TCPBeLiberal {
+		tx.Add(&knftables.Rule{Chain: "filter-forward", Rule: "ct state new jump new-connections"})
+	} else {
+		tx.Add(&knftables.Rule{Chain: "filter-forward", Rule: "ct state vmap { invalid : drop, new : jump new-connections }",
+			Comment: knftables.PtrTo("invalid: not NATed, would reach a client from an endpoint's address")})
 	}
+	tx.Add(&knftables.Rule{Chain: "filter-input", Rule: "ct state new jump no-endpoints"})
+	tx.Add(&knftables.Rule{Chain: "filter-output", Rule: "ct state new jump new-connections"})
 	tx.Add(&knftables.Rule{Chain: "service-range", Rule: f.ip + " daddr @cluster-ips reject"})
 	for _, c := range cfg.ServiceCIDRs {
 		if _, ok := ofFamily(cfg.Family, c.IP); ok {

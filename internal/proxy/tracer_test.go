@@ -203,6 +203,18 @@ func (tr *tracer) runRule(st *pktState, rule string) {
 	for i < len(tok) {
 		switch {
 		// Matches.
+		case has("ct", "state", "vmap"):
+			next(3)
+			state := "new"
+			if st.invalid {
+				state = "invalid"
+			}
+			for _, e := range strings.Split(braced(), ",") {
+				if k, v, _ := strings.Cut(e, ":"); strings.TrimSpace(k) == state {
+					tr.verdict(st, strings.TrimSpace(v))
+				}
+			}
+			return
 		case has("ct", "state", "new"):
 			next(3)
 			if st.invalid {

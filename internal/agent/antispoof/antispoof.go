@@ -60,14 +60,18 @@ func Build(tx *knftables.Transaction, cfg Config, nodes []net.IP) {
 	tx.Add(&knftables.Rule{Chain: "from-pod", Rule: "ip6 saddr { ::, fe80::/10 } return"})
 	tx.Add(&knftables.Rule{Chain: "from-pod", Rule: "meta nfproto { ipv4, ipv6 } fib saddr . iif oif missing counter drop",
 		Comment: knftables.PtrTo("source not routed back to this pod")})
+	// VXLAN's checks sit behind one port match, so other packets pay one
+	// rule for them.
 	port := strconv.Itoa(cfg.VXLANPort)
-	tx.Add(&knftables.Rule{Chain: "prerouting", Rule: knftables.Concat("udp dport", port, "ip saddr != @nodes4 fib daddr type local counter drop"),
+	tx.Add(&knftables.Chain{Name: "vxlan-in"})
+	tx.Add(&knftables.Rule{Chain: "prerouting", Rule: knftables.Concat("udp dport", port, "jump vxlan-in")})
+	tx.Add(&knftables.Rule{Chain: "vxlan-in", Rule: "ip saddr != @nodes4 fib daddr type local counter drop",
 		Comment: knftables.PtrTo("VXLAN from a host that is no node")})
-	tx.Add(&knftables.Rule{Chain: "prerouting", Rule: knftables.Concat("udp dport", port, "ip6 saddr != @nodes6 fib daddr type local counter drop"),
+	tx.Add(&knftables.Rule{Chain: "vxlan-in", Rule: "ip6 saddr != @nodes6 fib daddr type local counter drop",
 		Comment: knftables.PtrTo("VXLAN from a host that is no node")})
-	tx.Add(&knftables.Rule{Chain: "prerouting", Rule: knftables.Concat("udp dport", port, "ip saddr @nodes4 notrack"),
+	tx.Add(&knftables.Rule{Chain: "vxlan-in", Rule: "ip saddr @nodes4 notrack",
 		Comment: knftables.PtrTo("VXLAN between nodes: no conntrack")})
-	tx.Add(&knftables.Rule{Chain: "prerouting", Rule: knftables.Concat("udp dport", port, "ip6 saddr @nodes6 notrack"),
+	tx.Add(&knftables.Rule{Chain: "vxlan-in", Rule: "ip6 saddr @nodes6 notrack",
 		Comment: knftables.PtrTo("VXLAN between nodes: no conntrack")})
 	tx.Add(&knftables.Chain{Name: "output", Type: knftables.PtrTo(knftables.FilterType),
 		Hook: knftables.PtrTo(knftables.OutputHook), Priority: knftables.PtrTo(knftables.RawPriority)})

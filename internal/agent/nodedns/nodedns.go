@@ -58,19 +58,20 @@ func Build(tx *knftables.Transaction, addr net.IP, podIfs, tunnel string) {
 		if c.dir == "saddr" {
 			port = "sport"
 		}
-		for _, proto := range []string{"udp", "tcp"} {
-			tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat("ip", c.dir, addr.String(), proto, port, "53", "notrack")})
-		}
+		// One rule per hook: other packets fail its first comparison.
+		tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat("ip", c.dir, addr.String(), "meta l4proto { tcp, udp } th", port, "53", "notrack")})
 	}
 	tx.Add(&knftables.Chain{Name: "input", Type: knftables.PtrTo(knftables.FilterType),
 		Hook: knftables.PtrTo(knftables.InputHook), Priority: knftables.PtrTo(knftables.FilterPriority)})
 	tx.Flush(&knftables.Chain{Name: "input"})
-	to := knftables.Concat("ip daddr", addr.String())
-	tx.Add(&knftables.Rule{Chain: "input", Rule: knftables.Concat(to, `iifname "lo" accept`)})
+	tx.Add(&knftables.Chain{Name: "guard"})
+	tx.Flush(&knftables.Chain{Name: "guard"})
+	tx.Add(&knftables.Rule{Chain: "input", Rule: knftables.Concat("ip daddr", addr.String(), "jump guard")})
+	tx.Add(&knftables.Rule{Chain: "guard", Rule: `iifname "lo" accept`})
 	if tunnel != "" {
-		tx.Add(&knftables.Rule{Chain: "input", Rule: knftables.Concat(to, "iifname", strconv.Quote(tunnel), "drop")})
+		tx.Add(&knftables.Rule{Chain: "guard", Rule: knftables.Concat("iifname", strconv.Quote(tunnel), "drop")})
 	}
-	tx.Add(&knftables.Rule{Chain: "input", Rule: knftables.Concat(to, "iifname !=", strconv.Quote(podIfs+"*"), "drop")})
+	tx.Add(&knftables.Rule{Chain: "guard", Rule: knftables.Concat("iifname !=", strconv.Quote(podIfs+"*"), "drop")})
 }
 
 // Cache is a running node-local cache.

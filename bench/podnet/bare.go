@@ -129,3 +129,31 @@ func (b bare) up() error {
 	}
 	return nil
 }
+
+// conntrackTable is what every conntrack-based datapath carries (kube-proxy,
+// Flannel's masquerade, Calico's iptables mode): connection tracking, a
+// filter on the forward hook, and NAT hooks that see each connection's
+// first packet. Loaded into the bare nodes it gives the floor such a
+// datapath cannot go below; weft's own rules are what it costs above it.
+const conntrackTable = `table inet weft-bx-ct {
+	chain forward { type filter hook forward priority filter; policy accept; ct state invalid drop; }
+	chain prerouting { type nat hook prerouting priority dstnat; policy accept; }
+	chain postrouting { type nat hook postrouting priority srcnat; policy accept; }
+}
+`
+
+// conntrack loads (on) or removes the conntrack table in the bare nodes.
+func (bare) conntrack(on bool) error {
+	for i := 1; i <= 3; i++ {
+		node := fmt.Sprintf("weft-bx-n%d", i)
+		cmd := exec.Command("ip", "netns", "exec", node, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(conntrackTable)
+		if !on {
+			cmd = exec.Command("ip", "netns", "exec", node, "nft", "delete", "table", "inet", "weft-bx-ct")
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("bare conntrack table in %s: %v %s", node, err, out)
+		}
+	}
+	return nil
+}

@@ -36,6 +36,9 @@ type row struct {
 	// Per stream count (1, 4): node→node and pod→pod in the lab, the same
 	// on the bare set-up, pod/node in each, and weft's ratio over bare's.
 	node, pod, bareNode, barePod, ratio, bareRatio, rel [2]figure.Rounds
+	// The bare pod→pod run again with conntrack and NAT hooks loaded:
+	// floor = that / bare pod→pod; relCT = weft's ratio over it.
+	barePodCT, floor, relCT [2]figure.Rounds
 	nodeRR, podRR, rrRatio                              figure.Rounds // p50 µs
 	readyToReachable                                    figure.Figure // seconds
 }
@@ -88,14 +91,16 @@ func report(rows []row, backends string) {
 	fmt.Printf("Lab: 3 workers in 2 racks: weft-node-1 and weft-node-2 share rack a, weft-node-3 is in rack b behind the router namespace (auto uses VXLAN there). ")
 	fmt.Printf("Bare: the same underlay shape built beside the lab without weft (rack bridges in a router namespace, routed-veth pods, a plain kernel VXLAN device with static entries, MTU 1450; for host-gw plain routes via the peer node, for bgp plain routes via the peer node in a rack and via the router across (the router with a static route per pod CIDR), MTU 1500; no nftables, conntrack or agent), the same pair of racks, so a router hop is in both or neither. ")
 	fmt.Printf("Each round runs iperf3 (%d s) weft node→node, weft pod→pod, bare node→node, bare pod→pod, for 1 and then 4 streams, client on CPU 0 and server on CPU 1 (`-A %s`: two real nodes never share a CPU). ", seconds, pinnedCPUs)
-	fmt.Printf("Ratios are per round; shown: median and interquartile range over %d rounds. weft/bare = (weft pod/node) ÷ (bare pod/node): what weft costs beyond the kernel device. TCP RR: 64-byte request/response, 2000 round trips per round, p50.\n\n", rounds)
-	fmt.Println("| backend | pair | streams | weft node→node | weft pod→pod | weft pod/node | bare pod/node | weft/bare (IQR) |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Printf("Ratios are per round; shown: median and interquartile range over %d rounds. weft/bare = (weft pod/node) ÷ (bare pod/node): what weft costs beyond the kernel device. Conntrack floor: the bare pod→pod run again, in the same round, with conntrack, a forward filter and NAT hooks loaded in the bare nodes (what kube-proxy, Flannel or Calico's iptables mode all carry), over bare pod→pod: what any conntrack-based datapath costs; weft/(bare+ct) = weft's pod/node over that set-up's: what weft's own rules cost. TCP RR: 64-byte request/response, 2000 round trips per round, p50.\n\n", rounds)
+	fmt.Println("| backend | pair | streams | weft node→node | weft pod→pod | weft pod/node | bare pod/node | weft/bare (IQR) | conntrack floor (IQR) | weft/(bare+ct) (IQR) |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
 		for i, n := range streamCounts {
 			bareRatio, rel := r.bareRatio[i].Median().Format("%.2f"), r.rel[i].Median().Format("%.2f")+" ("+r.rel[i].Spread("%.2f")+")"
-			fmt.Printf("| %s | %s | %d | %s Gbit/s | %s Gbit/s | %s (%s) | %s | %s |\n", r.backend, r.pair, n,
-				r.node[i].Median().Format("%.2f"), r.pod[i].Median().Format("%.2f"), r.ratio[i].Median().Format("%.2f"), r.ratio[i].Spread("%.2f"), bareRatio, rel)
+			floor := r.floor[i].Median().Format("%.2f") + " (" + r.floor[i].Spread("%.2f") + ")"
+			relCT := r.relCT[i].Median().Format("%.2f") + " (" + r.relCT[i].Spread("%.2f") + ")"
+			fmt.Printf("| %s | %s | %d | %s Gbit/s | %s Gbit/s | %s (%s) | %s | %s | %s | %s |\n", r.backend, r.pair, n,
+				r.node[i].Median().Format("%.2f"), r.pod[i].Median().Format("%.2f"), r.ratio[i].Median().Format("%.2f"), r.ratio[i].Spread("%.2f"), bareRatio, rel, floor, relCT)
 		}
 	}
 	fmt.Println()
@@ -109,11 +114,12 @@ func report(rows []row, backends string) {
 	for _, r := range rows {
 		for i, n := range streamCounts {
 			if r.backend == "host-gw" || r.backend == "bgp" {
-				fmt.Printf("- %s, %s, %d stream(s): pod/node ≥ 0.95: %s (bare routes: %s; weft/bare %s).\n", r.backend, r.pair, n,
-					r.ratio[i].Median().Judge("%.3f", func(x float64) bool { return x >= 0.95 }), r.bareRatio[i].Median().Format("%.3f"), r.rel[i].Median().Format("%.3f"))
+				fmt.Printf("- %s, %s, %d stream(s): pod/node ≥ 0.95: %s (bare routes: %s; weft/bare %s; conntrack floor %s).\n", r.backend, r.pair, n,
+					r.ratio[i].Median().Judge("%.3f", func(x float64) bool { return x >= 0.95 }), r.bareRatio[i].Median().Format("%.3f"), r.rel[i].Median().Format("%.3f"), r.floor[i].Median().Format("%.3f"))
 				continue
 			}
-			fmt.Printf("- %s, %s, %d stream(s): weft/bare ≥ 0.95: %s.\n", r.backend, r.pair, n, r.rel[i].Median().Judge("%.3f", func(x float64) bool { return x >= 0.95 }))
+			fmt.Printf("- %s, %s, %d stream(s): weft/bare ≥ 0.95: %s (conntrack floor %s; weft/(bare+ct) %s).\n", r.backend, r.pair, n,
+				r.rel[i].Median().Judge("%.3f", func(x float64) bool { return x >= 0.95 }), r.floor[i].Median().Format("%.3f"), r.relCT[i].Median().Format("%.3f"))
 		}
 	}
 	fmt.Println()
@@ -138,7 +144,7 @@ func measure(l *lab.Lab, backend string) ([]row, error) {
 	targets := map[string][]string{"host-gw": {"weft-node-2"}, "vxlan": {"weft-node-2", "weft-node-3"}, "auto": {"weft-node-3"}, "bgp": {"weft-node-3"}}[backend]
 	var rows []row
 	for i, b := range targets {
-		r, err := measurePair(ctx, l, client, backend, "weft-node-1", b, fmt.Sprintf("bench%d", i))
+		r, err := measurePair(ctx, l, client, bx, backend, "weft-node-1", b, fmt.Sprintf("bench%d", i))
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +153,7 @@ func measure(l *lab.Lab, backend string) ([]row, error) {
 	return rows, nil
 }
 
-func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, backend, a, b, ns string) (row, error) {
+func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, bx bare, backend, a, b, ns string) (row, error) {
 	r := row{backend: backend, pair: a + " → " + b}
 	var err error
 	st, _ := l.LoadState()
@@ -221,6 +227,10 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, backe
 			r.ratio[i].Add(weft)
 			r.bareRatio[i].Add(bareR)
 			r.rel[i].Add(figure.Div(weft, bareR))
+			ct := bareWithConntrack(bx, runs[3].host, runs[3].port, streams)
+			r.barePodCT[i].Add(ct)
+			r.floor[i].Add(figure.Div(ct, got[3]))
+			r.relCT[i].Add(figure.Div(weft, figure.Div(ct, got[2])))
 		}
 		n, p := rr("lab:"+a, ips[b]+":18081"), rr("lab:"+ns+"/client", podIP["server"]+":8081")
 		r.nodeRR.Add(n)
@@ -230,6 +240,19 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, backe
 	}
 	r.readyToReachable = figure.Of(newNodeReachable(ctx, l, client, ns, b))
 	return r, nil
+}
+
+// bareWithConntrack runs the bare pod→pod iperf3 with the conntrack table
+// loaded in the bare nodes.
+func bareWithConntrack(bx bare, host, port string, streams int) figure.Figure {
+	if err := bx.conntrack(true); err != nil {
+		return figure.Missing("%v", err)
+	}
+	got := iperf("weft-bx-p1", host, port, streams)
+	if err := bx.conntrack(false); err != nil {
+		return figure.Missing("%v", err)
+	}
+	return got
 }
 
 // iperf runs one iperf3 client in a lab target ("lab:node" or

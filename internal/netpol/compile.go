@@ -37,6 +37,10 @@ type Input struct {
 	Nodes           []*corev1.Node
 	// Memo, if set, carries each policy's parsed form to the next compile.
 	Memo *Memo
+	// Generation, if not 0, lets a flow allowed since the table was
+	// written with it skip judgement (see remember). It must change with
+	// every write that changes anything else; 0: every packet is judged.
+	Generation uint32
 }
 
 // direction is ingress or egress.
@@ -171,6 +175,8 @@ func (c *compiler) base() {
 		ch.Rules = append(ch.Rules, Rule{Kind: KindReply}, Rule{Kind: KindRelated})
 		if c.in.KeepEstablished {
 			ch.Rules = append(ch.Rules, Rule{Kind: KindEstablished})
+		} else if c.in.Generation != 0 {
+			ch.Rules = append(ch.Rules, Rule{Kind: KindCached, Gen: c.in.Generation})
 		}
 		// The tiers' maps and dispatch rules exist only while a policy of
 		// the tier does: a packet pays no lookup for a tier not in use.
@@ -213,6 +219,22 @@ func (c *compiler) dropIdleHooks() {
 			delete(c.rs.Chains, d.name)
 		}
 	}
+	c.remember()
+}
+
+// remember adds, while a direction chain exists, the chain that stamps a
+// flow both let through with the table's generation: its later packets
+// pass the direction chains on one mark comparison (KindCached) until the
+// table changes, when each flow's next packet is judged again. So a new
+// deny still cuts open connections, as without the stamp. With
+// KeepEstablished established flows pass anyway and nothing is stamped.
+func (c *compiler) remember() {
+	if c.in.KeepEstablished || c.in.Generation == 0 || (c.rs.Chains[ChainEgress] == nil && c.rs.Chains[ChainIngress] == nil) {
+		return
+	}
+	c.rs.chain(&Chain{Name: ChainRemember, Hook: "forward", Priority: 2,
+		Comment: "stamps flows both directions allowed with the table's generation",
+		Rules:   []Rule{{Kind: KindRemember, Gen: c.in.Generation}}})
 }
 
 // hasTier reports whether a ClusterNetworkPolicy of tier t exists.

@@ -403,3 +403,47 @@ func TestReusedAddressIsTheNewPods(t *testing.T) {
 	}
 	checkAll(t, in, []expect{{tcpTo(ipC, ipB, 80), false}})
 }
+
+// A flow stamped with the table's generation passes without being judged;
+// one stamped by an earlier table is judged again (so a deny written since
+// cuts it). Without a generation, or with KeepEstablished, nothing is
+// stamped.
+func TestGenerationSkipsJudgingOnlyWithinOneTable(t *testing.T) {
+	in := testInput()
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}
+	in.Generation = 0x2a
+	flow := func(gen uint32) packet { p := tcpTo(ipC, ipA, 80); p.established, p.gen = true, gen; return p }
+	checkAll(t, in, []expect{
+		{flow(0x2a), true},  // allowed while this table was in place
+		{flow(0x29), false}, // stamped by the table before: judged, denied
+		{tcpTo(ipC, ipA, 80), false},
+	})
+	rs := Compile(in)
+	if rs.Chains[ChainRemember] == nil || rs.Chains[ChainRemember].Rules[0].Text() !=
+		"ct direction original ct mark and 0xffefffff != 0x0000002a ct mark set ct mark and 0x00100000 or 0x0000002a" {
+		t.Fatalf("remember chain: %+v", rs.Chains[ChainRemember])
+	}
+	for _, keep := range []bool{false, true} {
+		in.Generation, in.KeepEstablished = 0, keep
+		if keep {
+			in.Generation = 0x2a
+		}
+		for _, name := range Compile(in).ChainNames() {
+			for _, r := range Compile(in).Chains[name].Rules {
+				if r.Kind == KindCached || r.Kind == KindRemember {
+					t.Fatalf("generation %#x, KeepEstablished %v: %s in %s", in.Generation, keep, r.Text(), name)
+				}
+			}
+		}
+	}
+}
+
+func TestNextGenerationSkipsZeroAndTheDomainBit(t *testing.T) {
+	for _, c := range []struct{ in, want uint32 }{
+		{1, 2}, {0x000fffff, 0x00200000}, {0xffffffff, 1}, {0xffefffff, 1},
+	} {
+		if got := NextGeneration(c.in); got != c.want {
+			t.Errorf("NextGeneration(%#x) = %#x, want %#x", c.in, got, c.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -74,6 +75,10 @@ type Controller struct {
 	memo     Memo     // policies parsed, from one sync to the next
 	last     *Ruleset // what the table holds; nil: write it whole
 	lastFull time.Time
+	// tableGen is the generation of the table written last (Input.Generation);
+	// it starts random so a restarted agent does not reuse the stamps on
+	// flows its predecessor allowed.
+	tableGen uint32
 	kick     chan struct{}
 	mu       sync.Mutex
 	gen      uint64                // bumped by every change
@@ -314,6 +319,18 @@ func (c *Controller) addWaits() bool {
 	return len(c.waiting) > 0
 }
 
+// transaction is what turns the table into rs: a difference, or the
+// whole table when it is due or no difference can do it.
+func (c *Controller) transaction(rs *Ruleset) (*knftables.Transaction, string) {
+	tx := c.nft.NewTransaction()
+	if time.Since(c.lastFull) <= c.FullEvery && WriteDiff(tx, c.last, rs) {
+		return tx, "diff"
+	}
+	tx = c.nft.NewTransaction()
+	Write(tx, rs)
+	return tx, "full"
+}
+
 // Sync compiles and writes the table once.
 func (c *Controller) Sync(ctx context.Context) error {
 	start := time.Now()
@@ -325,13 +342,18 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.tableGen == 0 {
+		c.tableGen = NextGeneration(rand.Uint32() &^ DomainConnMark)
+	}
+	in.Generation = c.tableGen
 	rs := Compile(in)
-	tx := c.nft.NewTransaction()
-	kind := "diff"
-	if time.Since(c.lastFull) > c.FullEvery || !WriteDiff(tx, c.last, rs) {
-		tx = c.nft.NewTransaction()
-		Write(tx, rs)
-		kind = "full"
+	tx, kind := c.transaction(rs)
+	if tx.NumOperations() > 0 {
+		// Something changes: so does the generation, and every open flow
+		// is judged again at its next packet.
+		c.tableGen = NextGeneration(c.tableGen)
+		rs.SetGeneration(c.tableGen)
+		tx, kind = c.transaction(rs)
 	}
 	var old *Ruleset
 	if kind == "diff" {

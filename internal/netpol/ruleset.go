@@ -3,6 +3,7 @@ package netpol
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"sort"
 )
 
@@ -85,11 +86,22 @@ const (
 	// KindKeepDomain: ct state established with DomainConnMark accept: a
 	// connection a domain-name rule accepted outlives its address's TTL.
 	KindKeepDomain
+	// KindCached: ct mark's generation is this table's (Gen): the flow was
+	// allowed since the table last changed, so its packet is not judged
+	// again.
+	KindCached
+	// KindRemember: a packet both directions let through stamps its flow
+	// with the generation (Gen), keeping the domain bit.
+	KindRemember
 )
 
 // DomainConnMark is the conntrack mark bit a domain-name rule sets on the
 // connections it accepts.
 const DomainConnMark = 0x00100000
+
+// GenMask is the part of the conntrack mark that holds the generation of
+// the table that last allowed the flow: every bit but the domain bit.
+const GenMask = ^uint32(DomainConnMark)
 
 // Rule is one rule. For KindMatch every non-empty field must match.
 type Rule struct {
@@ -107,6 +119,8 @@ type Rule struct {
 	Verdict  string // accept, jump C, goto C, return
 	// MarkDomain sets DomainConnMark on the connection before Verdict.
 	MarkDomain bool
+	// Gen is the table's generation (KindCached, KindRemember).
+	Gen uint32
 }
 
 // Names of the fixed parts of the table.
@@ -116,6 +130,8 @@ const (
 	ChainIngress = "ingress"
 	ChainDenyIn  = "deny-ingress"
 	ChainDenyEg  = "deny-egress"
+	// ChainRemember stamps allowed flows after both direction chains.
+	ChainRemember = "remember"
 	// NFLogGroup receives a copy of denied packets.
 	NFLogGroup = 2701
 	// DenyLogRate bounds the packets per second and direction copied to the
@@ -133,6 +149,35 @@ func (rs *Ruleset) chain(c *Chain) *Chain {
 	}
 	rs.Chains[c.Name] = c
 	return c
+}
+
+// SetGeneration stamps gen into the rules that read or write the flow's
+// generation. gen must be non-zero (a new flow's mark is 0) and leave the
+// domain bit clear; NextGeneration gives such values.
+func (rs *Ruleset) SetGeneration(gen uint32) {
+	if gen == 0 || gen&DomainConnMark != 0 {
+		panic(fmt.Sprintf("netpol: generation %#x would pass new flows or clash with the domain bit", gen))
+	}
+	for _, c := range rs.Chains {
+		for i := range c.Rules {
+			if k := c.Rules[i].Kind; k == KindCached || k == KindRemember {
+				c.Rules[i].Gen = gen
+			}
+		}
+	}
+}
+
+// NextGeneration is the generation after gen: never 0, never with the
+// domain bit set.
+func NextGeneration(gen uint32) uint32 {
+	gen++
+	if gen&DomainConnMark != 0 {
+		gen += DomainConnMark // carries past the domain bit
+	}
+	if gen == 0 {
+		gen = 1
+	}
+	return gen
 }
 
 // ChainNames lists the chains, base chains first, the rest sorted.

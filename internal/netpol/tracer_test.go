@@ -15,6 +15,8 @@ type packet struct {
 	reply       bool // conntrack: reply direction of a known connection
 	related     bool
 	established bool
+	// gen: the generation stamped on the flow's conntrack mark (0: none).
+	gen uint32
 }
 
 // verdict is where a packet's walk ended.
@@ -78,7 +80,12 @@ func (tr tracer) run(name string, p packet, depth int) (string, string) {
 				return "accept", ""
 			}
 			continue
-		case KindLog, KindKeepDomain:
+		case KindCached:
+			if p.gen == r.Gen && !p.reply {
+				return "accept", ""
+			}
+			continue
+		case KindLog, KindKeepDomain, KindRemember:
 			continue
 		case KindDeny:
 			return "drop", name

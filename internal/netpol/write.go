@@ -74,6 +74,10 @@ func (r Rule) Text() string {
 		return "counter drop"
 	case KindKeepDomain:
 		return fmt.Sprintf("ct state established ct mark and %#08x == %#08x accept", DomainConnMark, DomainConnMark)
+	case KindCached:
+		return fmt.Sprintf("ct mark and %#08x == %#08x accept", GenMask, r.Gen)
+	case KindRemember:
+		return fmt.Sprintf("ct direction original ct mark and %#08x != %#08x ct mark set ct mark and %#08x or %#08x", GenMask, r.Gen, DomainConnMark, r.Gen)
 	}
 	var parts []string
 	if r.Src != "" {

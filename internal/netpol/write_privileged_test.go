@@ -342,3 +342,41 @@ func TestPrivilegedClusterTiersJudgeRealPackets(t *testing.T) {
 		t.Error("8080 not reached after the baseline tier went")
 	}
 }
+
+// A flow allowed under a table's generation is stamped and passes without
+// being judged while that table stands, and is judged again once a table
+// with another generation is written: a deny then cuts it.
+func TestPrivilegedStampedFlowsAreJudgedAgainAfterAChange(t *testing.T) {
+	l := newLab(t)
+	l.serve(t, 8080)
+	in := testInput()
+	in.Generation = 0x11
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "allow-c", "a", ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
+		From: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("c")}}}}, nil)}
+	l.apply(t, in)
+	conn, err := l.dial(t, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if !echoes(conn) {
+		t.Fatal("allowed connection does not echo")
+	}
+	// Same generation, policies that deny (the controller never writes
+	// this: it changes the generation with any change): the stamped flow
+	// passes on its mark, a new one is judged and refused.
+	in.Policies = []*networkingv1.NetworkPolicy{policy("default", "deny", "a", ingressOnly, nil, nil)}
+	l.apply(t, in)
+	if !echoes(conn) {
+		t.Fatal("a flow stamped with the table's generation was judged again")
+	}
+	if c, err := l.dial(t, 8080); err == nil {
+		c.Close()
+		t.Fatal("a new connection passed the deny")
+	}
+	in.Generation = NextGeneration(in.Generation)
+	l.apply(t, in)
+	if echoes(conn) {
+		t.Fatal("the deny under a new generation did not cut the stamped flow")
+	}
+}

@@ -39,8 +39,8 @@ type row struct {
 	// The bare pod→pod run again with conntrack and NAT hooks loaded:
 	// floor = that / bare pod→pod; relCT = weft's ratio over it.
 	barePodCT, floor, relCT [2]figure.Rounds
-	nodeRR, podRR, rrRatio                              figure.Rounds // p50 µs
-	readyToReachable                                    figure.Figure // seconds
+	nodeRR, podRR, rrRatio  figure.Rounds // p50 µs
+	readyToReachable        figure.Figure // seconds
 }
 
 var streamCounts = [2]int{1, 4}

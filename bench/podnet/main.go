@@ -321,6 +321,7 @@ func newNodeReachable(ctx context.Context, l *lab.Lab, client kubernetesClient, 
 		return 0, err
 	}
 	var ready time.Time
+	last := "node never Ready" // what the last attempt saw, for the error
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		if ready.IsZero() {
@@ -334,16 +335,21 @@ func newNodeReachable(ctx context.Context, l *lab.Lab, client kubernetesClient, 
 		}
 		if !ready.IsZero() {
 			got, err := client.CoreV1().Pods(ns).Get(ctx, "fresh", metav1.GetOptions{})
+			last = fmt.Sprintf("pod: %v", err)
+			if err == nil {
+				last = fmt.Sprintf("pod phase %s, IP %q", got.Status.Phase, got.Status.PodIP)
+			}
 			if err == nil && got.Status.PodIP != "" {
 				out, err := labExec(ns+"/client", "curl", "-s", "-m", "1", "http://"+got.Status.PodIP+":8080/hostname")
 				if err == nil && strings.TrimSpace(out) == "fresh" {
 					return time.Since(ready).Seconds(), nil
 				}
+				last += fmt.Sprintf("; curl from the client: %v %q", err, strings.TrimSpace(out))
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("pod on re-added node %s not reachable in 90s", node)
+	return 0, fmt.Errorf("pod on re-added node %s not reachable in 90s (last: %s)", node, last)
 }
 
 func labExec(target string, argv ...string) (string, error) {

@@ -84,7 +84,7 @@ func main() {
 	stopServers := startServers(ips)
 	defer stopServers()
 
-	var baseline [2]figure.Rounds // no policy at all, measured in phase one
+	var baseline [2]figure.Rounds // no policy at all: in phase one and after the last
 	one := measure(ctx, l, client, ips, "1 policy", *rounds, *adds, &baseline)
 	fmt.Fprintf(os.Stderr, "creating %d policies\n", *npol)
 	check(createPolicies(ctx, client, *npol))
@@ -106,6 +106,15 @@ func main() {
 			break
 		}
 		tiers.cnpEnforce = append(tiers.cnpEnforce, lat...)
+	}
+	// No policy at all once more, every policy deleted: phases two and
+	// three ran minutes after phase one, so the baseline brackets them.
+	fmt.Fprintln(os.Stderr, "no policy at all, again")
+	check(client.NetworkingV1().NetworkPolicies(benchNS).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}))
+	check(cnps.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}))
+	time.Sleep(5 * time.Second) // every agent has written its table without them
+	for r := 0; r < *rounds; r++ {
+		throughput(ips, &baseline[0], &baseline[1])
 	}
 	report(*npods, *npol, *ncnp, *rounds, *adds, baseline, []*phase{one, many, tiers})
 }
@@ -494,7 +503,7 @@ func report(npods, npol, ncnp, rounds, adds int, baseline [2]figure.Rounds, phas
 	fmt.Printf("Enforced: each client probes the server every 5 ms (`weft testserver watch`); the time from the create call of an egress policy that cuts every client off to each client's first blocked attempt, %d rounds × 3 nodes (as ClusterLoader2's NetworkPolicyEnforcementLatency). ", rounds)
 	fmt.Printf("Label change: the label a server policy allows removed from the client on weft-node-3; the time to its first blocked attempt, %d rounds. ", rounds)
 	fmt.Printf("CNI ADD: weft-cni ADD+DEL on weft-node-1 through libcni, %d with the closed-start wait and %d without, interleaved. ", adds, adds)
-	fmt.Printf("Datapath: iperf3 (%d s, one stream, pinned) and TCP RR p50 client on weft-node-3 → server, with the server selected by a policy allowing the client, as a ratio to the same pair with no policy at all (%d rounds each; in phase one the rounds alternate with and without).\n\n", seconds, baseline[0].Len())
+	fmt.Printf("Datapath: iperf3 (%d s, one stream, pinned) and TCP RR p50 client on weft-node-3 → server, with the server selected by a policy allowing the client, as a ratio to the same pair with no policy at all (%d rounds each; no policy at all: %d rounds, alternating with phase one's and again after the last phase with every policy deleted, so the baseline brackets the phases and the machine's drift over the minutes between them).\n\n", seconds, rounds, baseline[0].Len())
 	fmt.Printf("No policy at all: %s Gbit/s (IQR %s), TCP RR p50 %s µs (IQR %s).\n\n", baseline[0].Median().Format("%.2f"), baseline[0].Spread("%.2f"),
 		baseline[1].Median().Format("%.0f"), baseline[1].Spread("%.0f"))
 	fmt.Println("| phase | create → enforced p50 | p99 | label change → enforced p50 | p99 | CNI ADD+DEL with wait (IQR) | without (IQR) | extra | Gbit/s with policy (IQR) | policy/none | TCP RR p50 with policy (IQR) | none/policy | agent RSS | table write (mean) |")

@@ -50,12 +50,18 @@ start=$(date +%s)
 # then compiles client-go, k8s.io/api and the rest once for both.
 export CGO_ENABLED=0
 flags=(-trimpath -tags grpcnotrace)
+# The version `kubectl version` and the API server's /version report.
+minor=${version#v1.}; minor=${minor%%.*}
+ldflags="-s -w"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+done
 pkgs=()
 for b in "${missing[@]}"; do [[ -n ${pkg[$b]:-} ]] && pkgs+=("${pkg[$b]}"); done
 if ((${#pkgs[@]} > 0)); then
   n=0
   # No symbol tables or DWARF: nothing debugs these, and linking is faster.
-  go build -v "${flags[@]}" -ldflags "-s -w" -o "$out.tmp/" "${pkgs[@]}" 2>&1 | while read -r line; do
+  go build -v "${flags[@]}" -ldflags "$ldflags" -o "$out.tmp/" "${pkgs[@]}" 2>&1 | while read -r line; do
     n=$((n + 1))
     if ((n % 100 == 0)); then echo "  ... $n packages compiled ($(( $(date +%s) - start ))s)"; fi
     case $line in *error*|*cannot*|*undefined*) echo "$line";; esac
@@ -70,7 +76,7 @@ if want agnhost-localhost.crt || want agnhost-localhost.key; then
 fi
 if want e2e-network.test; then
   echo "  building the upstream network e2e suite"
-  go test -c "${flags[@]}" -o "$out.tmp/e2e-network.test" ./e2enetwork
+  go test -c "${flags[@]}" -ldflags "$ldflags" -o "$out.tmp/e2e-network.test" ./e2enetwork
 fi
 # CoreDNS (own module): the DNS benchmark's baseline, and the agnhost image's
 # /coredns that upstream DNS specs run as a test server.

@@ -58,9 +58,10 @@ labup() {
 # control-plane caches (the Go module cache stays: these machines fetch
 # modules from a local proxy).
 demo_cold() {
-  local dir s e t
+  local dir s e t commit
   dir=$(mktemp -d /tmp/weft-demo-cold.XXXX)
   git clone -q . "$dir/weft" || return 1
+  commit=$(git -C "$dir/weft" describe --always)
   bin/weft lab down >/dev/null 2>&1
   s=$(date +%s.%N)
   if ! (cd "$dir/weft" && GOCACHE=$dir/gocache CACHE_DIR=$dir/cache make demo) >_output/demo-cold.log 2>&1; then
@@ -74,7 +75,7 @@ demo_cold() {
   rm -rf "$dir"
   echo "### \`make demo\` on a fresh machine"
   echo
-  echo "hack/bench.sh (demo_cold), run on $(date -u +%Y-%m-%d) at commit $(git describe --always --dirty): a clean clone, empty Go build cache and control-plane cache (Go modules already downloaded), $(nproc) CPUs; from \`make demo\` to its table printed and the lab up. Log: _output/demo-cold.log."
+  echo "hack/bench.sh (demo_cold), run on $(date -u +%Y-%m-%d) at commit $commit (a clean clone of it): empty Go build cache and control-plane cache (Go modules already downloaded), $(nproc) CPUs; from \`make demo\` to its table printed and the lab up. Log: _output/demo-cold.log."
   echo
   printf '%.0f s (%.1f min). Target ≤ 8 min: %s.\n\n' "$t" "$(echo "$t / 60" | bc -l)" "$( (( $(echo "$t <= 480" | bc) )) && echo met || echo MISSED)"
 }

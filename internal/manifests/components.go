@@ -224,8 +224,12 @@ func agentDaemonSet(c Config) *appsv1.DaemonSet {
 		args = append(args, "--no-masquerade="+cidr)
 	}
 	args = append(args, c.AgentArgs...)
-	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "127.0.0.1", Path: "/healthz", Port: intstr.FromInt32(9402)}},
-		PeriodSeconds: 10, FailureThreshold: 3}
+	health := corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "127.0.0.1", Path: "/healthz", Port: intstr.FromInt32(9402)}}
+	// Readiness every 2 s: the agent is usually healthy a moment after its
+	// first probe, and a 10 s period left the DaemonSet unready that long
+	// after every node was.
+	readiness := &corev1.Probe{ProbeHandler: health, PeriodSeconds: 2, FailureThreshold: 3}
+	liveness := &corev1.Probe{ProbeHandler: health, PeriodSeconds: 10, FailureThreshold: 3}
 	mounts := []corev1.VolumeMount{{Name: "cni-conf", MountPath: "/host/cni/net.d"}, {Name: "run", MountPath: "/run/weft"},
 		{Name: "data", MountPath: "/var/lib/weft"}}
 	return &appsv1.DaemonSet{TypeMeta: typeMeta("apps/v1", "DaemonSet"), ObjectMeta: metav1.ObjectMeta{Name: AgentName, Namespace: c.Namespace, Labels: labels},
@@ -248,7 +252,7 @@ func agentDaemonSet(c Config) *appsv1.DaemonSet {
 					// Routes, links, nftables and the node's network sysctls:
 					// writing /proc/sys/net needs a privileged container.
 					SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
-					ReadinessProbe:  probe, LivenessProbe: probe, VolumeMounts: mounts}},
+					ReadinessProbe:  readiness, LivenessProbe: liveness, VolumeMounts: mounts}},
 				Volumes: []corev1.Volume{hostPath("cni-bin", c.CNIBinDir, corev1.HostPathDirectoryOrCreate),
 					hostPath("cni-conf", c.CNIConfDir, corev1.HostPathDirectoryOrCreate),
 					hostPath("run", "/run/weft", corev1.HostPathDirectoryOrCreate), hostPath("data", "/var/lib/weft", corev1.HostPathDirectoryOrCreate)},

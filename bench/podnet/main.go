@@ -41,9 +41,18 @@ type row struct {
 	barePodCT, floor, relCT [2]figure.Rounds
 	nodeRR, podRR, rrRatio  figure.Rounds // p50 µs
 	readyToReachable        figure.Figure // seconds
+	// With NetworkPolicies selecting the server (policies.go); nil: not run.
+	pol *policyPhase
 }
 
 var streamCounts = [2]int{1, 4}
+
+// iperfRun is one of a round's runs: weft node→node, weft pod→pod, bare
+// node→node, bare pod→pod.
+type iperfRun struct {
+	from, host, port string
+	got              *[2]figure.Rounds
+}
 
 // pinnedCPUs is iperf3's -A "client,server": the sender on CPU 0, the
 // receiver on CPU 1. In the lab both "nodes" share this machine's CPUs; left
@@ -58,6 +67,8 @@ var (
 	router  string
 	seconds int
 	rounds  int
+	// The phase with NetworkPolicies selecting the server.
+	policies, policyRounds int
 )
 
 func main() {
@@ -68,6 +79,8 @@ func main() {
 	flag.IntVar(&rounds, "rounds", 10, "rounds; each alternates weft node, weft pod, bare node and bare pod runs")
 	backends := flag.String("backends", "host-gw,vxlan,auto,bgp", "backends to measure")
 	flag.StringVar(&router, "router", "bird", "the racks' router with backend bgp: bird or frr")
+	flag.IntVar(&policies, "policies", 1000, "NetworkPolicies selecting the server pod in the phase after the rounds (0: no such phase)")
+	flag.IntVar(&policyRounds, "policy-rounds", 6, "rounds with the policies in place")
 	flag.Parse()
 	binDir, _ = filepath.Abs(binDir)
 	l := lab.New(lab.DefaultStateDir, lab.DefaultCacheDir, binDir, os.Stderr)
@@ -87,7 +100,7 @@ func main() {
 
 func report(rows []row, backends string) {
 	fmt.Printf("### Pod network across nodes, per backend, against the bare kernel\n\n")
-	fmt.Printf("`go run ./bench/podnet -bin bin -backends %s -rounds %d -seconds %d` (part of `make bench`), %s. ", backends, rounds, seconds, figure.Stamp())
+	fmt.Printf("`go run ./bench/podnet -bin bin -backends %s -rounds %d -seconds %d -policies %d -policy-rounds %d` (part of `make bench`), %s. ", backends, rounds, seconds, policies, policyRounds, figure.Stamp())
 	fmt.Printf("Lab: 3 workers in 2 racks: weft-node-1 and weft-node-2 share rack a, weft-node-3 is in rack b behind the router namespace (auto uses VXLAN there). ")
 	fmt.Printf("Bare: the same underlay shape built beside the lab without weft (rack bridges in a router namespace, routed-veth pods, a plain kernel VXLAN device with static entries, MTU 1450; for host-gw plain routes via the peer node, for bgp plain routes via the peer node in a rack and via the router across (the router with a static route per pod CIDR), MTU 1500; no nftables, conntrack or agent), the same pair of racks, so a router hop is in both or neither. ")
 	fmt.Printf("Each round runs iperf3 (%d s) weft node→node, weft pod→pod, bare node→node, bare pod→pod, for 1 and then 4 streams, client on CPU 0 and server on CPU 1 (`-A %s`: two real nodes never share a CPU). ", seconds, pinnedCPUs)
@@ -104,6 +117,7 @@ func report(rows []row, backends string) {
 		}
 	}
 	fmt.Println()
+	reportPolicies(rows)
 	fmt.Println("| backend | pair | TCP RR node p50 | TCP RR pod p50 | pod/node (IQR) | new node Ready → pod reachable |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
@@ -166,7 +180,7 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, bx ba
 	}
 	time.Sleep(time.Second) // default ServiceAccount
 	pod := func(name, node string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"bench": "1"}},
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"bench": "1", "role": name}},
 			Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: ptr.To[int64](1),
 				Containers: []corev1.Container{{Name: "c", Image: "weft/testserver"}}}}
 	}
@@ -207,10 +221,7 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, bx ba
 	}
 	time.Sleep(time.Second)
 
-	runs := []struct {
-		from, host, port string
-		got              *[2]figure.Rounds
-	}{
+	runs := []iperfRun{
 		{"lab:" + a, ips[b], "5301", &r.node},
 		{"lab:" + ns + "/client", podIP["server"], "5302", &r.pod},
 		{"weft-bx-n1", bareNodeIP(bareB), "5303", &r.bareNode},
@@ -237,6 +248,11 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, bx ba
 		r.podRR.Add(p)
 		r.rrRatio.Add(figure.Div(p, n))
 		fmt.Fprintf(os.Stderr, "%s %s round %d: weft/bare 1 stream %s\n", backend, r.pair, round+1, r.rel[0].Median().Format("%.2f"))
+	}
+	if policies > 0 {
+		if r.pol, err = measurePolicies(ctx, client, ns, podIP["server"], a, runs); err != nil {
+			return r, err
+		}
 	}
 	r.readyToReachable = figure.Of(newNodeReachable(ctx, l, client, ns, b))
 	return r, nil

@@ -12,6 +12,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -58,6 +59,10 @@ type phase struct {
 	gbps, rr            figure.Rounds // the pod pair with a policy: Gbit/s, µs
 	rss                 figure.Figure
 	syncMillis          figure.Figure
+	// While the throughput rounds ran (the policy's create and delete
+	// between them not counted): every agent's CPU, in % of one CPU, and
+	// table writes on the server's node.
+	agentCPU, syncs figure.Figure
 	// cnpEnforce: an admin ClusterNetworkPolicy's create → enforced
 	// (phase three only).
 	cnpEnforce []float64
@@ -208,6 +213,9 @@ func measure(ctx context.Context, l *lab.Lab, client kubernetes.Interface, ips m
 	// walk the policy on every one.
 	allow := policy("bench-allow-client", map[string]string{"role": "server"})
 	allow.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}}}}
+	var busy, wall time.Duration
+	var writes float64
+	var usage error
 	for r := 0; r < rounds; r++ {
 		if baseline != nil {
 			throughput(ips, &baseline[0], &baseline[1])
@@ -215,10 +223,17 @@ func measure(ctx context.Context, l *lab.Lab, client kubernetes.Interface, ips m
 		_, err := client.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, allow, metav1.CreateOptions{})
 		check(err)
 		time.Sleep(time.Second)
+		cpu0, n0, start := agentsCPU(l), syncCount(), time.Now()
 		throughput(ips, &p.gbps, &p.rr)
+		cpu1, n1 := agentsCPU(l), syncCount()
+		if err := errors.Join(cpu0.err, cpu1.err, n0.err, n1.err); err != nil {
+			usage = err
+		}
+		busy, wall, writes = busy+cpu1.v-cpu0.v, wall+time.Since(start), writes+n1.f-n0.f
 		check(client.NetworkingV1().NetworkPolicies(benchNS).Delete(ctx, allow.Name, metav1.DeleteOptions{}))
 		time.Sleep(time.Second)
 	}
+	p.agentCPU, p.syncs = figure.Of(100*busy.Seconds()/wall.Seconds(), usage), figure.Of(writes, usage)
 	p.rss = agentRSS(l)
 	p.syncMillis = syncDuration()
 	return p
@@ -461,29 +476,15 @@ func agentRSS(l *lab.Lab) figure.Figure {
 // syncDuration is the mean table write of the agent on the server's node,
 // from its metrics.
 func syncDuration() figure.Figure {
-	out, err := exec.Command(filepath.Join(binDir, "weft"), "lab", "exec", server, "--", "sh", "-c",
-		"curl -s http://127.0.0.1:9402/metrics").Output()
+	sum, err := agentMetric("weft_policy_sync_duration_seconds_sum")
 	if err != nil {
-		return figure.Missing("metrics: %v", err)
+		return figure.Missing("%v", err)
 	}
-	var sum, count float64
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			continue
-		}
-		v, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "weft_policy_sync_duration_seconds_sum":
-			sum = v
-		case "weft_policy_sync_duration_seconds_count":
-			count = v
-		}
+	n := syncCount()
+	if n.err != nil || n.f == 0 {
+		return figure.Missing("no policy syncs in the metrics (%v)", n.err)
 	}
-	if count == 0 {
-		return figure.Missing("no policy syncs in the metrics")
-	}
-	return figure.Of(sum/count*1000, nil)
+	return figure.Of(sum/n.f*1000, nil)
 }
 
 func pct(v []float64, p float64) figure.Figure {
@@ -503,20 +504,20 @@ func report(npods, npol, ncnp, rounds, adds int, baseline [2]figure.Rounds, phas
 	fmt.Printf("Enforced: each client probes the server every 5 ms (`weft testserver watch`); the time from the create call of an egress policy that cuts every client off to each client's first blocked attempt, %d rounds × 3 nodes (as ClusterLoader2's NetworkPolicyEnforcementLatency). ", rounds)
 	fmt.Printf("Label change: the label a server policy allows removed from the client on weft-node-3; the time to its first blocked attempt, %d rounds. ", rounds)
 	fmt.Printf("CNI ADD: weft-cni ADD+DEL on weft-node-1 through libcni, %d with the closed-start wait and %d without, interleaved. ", adds, adds)
-	fmt.Printf("Datapath: iperf3 (%d s, one stream, pinned) and TCP RR p50 client on weft-node-3 → server, with the server selected by a policy allowing the client, as a ratio to the same pair with no policy at all (%d rounds each; no policy at all: %d rounds, alternating with phase one's and again after the last phase with every policy deleted, so the baseline brackets the phases and the machine's drift over the minutes between them).\n\n", seconds, rounds, baseline[0].Len())
+	fmt.Printf("Datapath: iperf3 (%d s, one stream, pinned) and TCP RR p50 client on weft-node-3 → server, with the server selected by a policy allowing the client, as a ratio to the same pair with no policy at all (%d rounds each; no policy at all: %d rounds, alternating with phase one's and again after the last phase with every policy deleted, so the baseline brackets the phases and the machine's drift over the minutes between them). Agents' CPU: the user and system time of the four nodes' agents while the rounds with the policy ran, in %% of one CPU; table writes: the server node's policy table writes in that time.\n\n", seconds, rounds, baseline[0].Len())
 	fmt.Printf("No policy at all: %s Gbit/s (IQR %s), TCP RR p50 %s µs (IQR %s).\n\n", baseline[0].Median().Format("%.2f"), baseline[0].Spread("%.2f"),
 		baseline[1].Median().Format("%.0f"), baseline[1].Spread("%.0f"))
-	fmt.Println("| phase | create → enforced p50 | p99 | label change → enforced p50 | p99 | CNI ADD+DEL with wait (IQR) | without (IQR) | extra | Gbit/s with policy (IQR) | policy/none | TCP RR p50 with policy (IQR) | none/policy | agent RSS | table write (mean) |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Println("| phase | create → enforced p50 | p99 | label change → enforced p50 | p99 | CNI ADD+DEL with wait (IQR) | without (IQR) | extra | Gbit/s with policy (IQR) | policy/none | TCP RR p50 with policy (IQR) | none/policy | agent RSS | table write (mean) | agents' CPU in the rounds | table writes in the rounds |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, p := range phases {
-		fmt.Printf("| %s | %s | %s | %s | %s | %s ms (%s) | %s ms (%s) | %s ms | %s (%s) | %s | %s µs (%s) | %s | %s | %s |\n", p.name,
+		fmt.Printf("| %s | %s | %s | %s | %s | %s ms (%s) | %s ms (%s) | %s ms | %s (%s) | %s | %s µs (%s) | %s | %s | %s | %s | %s |\n", p.name,
 			pct(p.enforce, 0.5).Format("%.3f s"), pct(p.enforce, 0.99).Format("%.3f s"),
 			pct(p.label, 0.5).Format("%.3f s"), pct(p.label, 0.99).Format("%.3f s"),
 			p.addWith.Median().Format("%.1f"), p.addWith.Spread("%.1f"), p.addWithout.Median().Format("%.1f"), p.addWithout.Spread("%.1f"),
 			extra(p).Format("%.1f"),
 			p.gbps.Median().Format("%.2f"), p.gbps.Spread("%.2f"), figure.Div(p.gbps.Median(), baseline[0].Median()).Format("%.3f"),
 			p.rr.Median().Format("%.0f"), p.rr.Spread("%.0f"), figure.Div(baseline[1].Median(), p.rr.Median()).Format("%.3f"),
-			p.rss.Format("%.0f MiB"), p.syncMillis.Format("%.1f ms"))
+			p.rss.Format("%.0f MiB"), p.syncMillis.Format("%.1f ms"), p.agentCPU.Format("%.1f %%"), p.syncs.Format("%.0f"))
 	}
 	many, tiers := phases[1], phases[2]
 	fmt.Println()

@@ -103,6 +103,11 @@ func bgpSessions(t *testing.T, node string) []string {
 func bgpRouteReflectors(t *testing.T, pods []corev1.Pod) {
 	ws := workers(t)
 	rr, clientNode := ws[1], ws[len(ws)-1]
+	defer func() {
+		if t.Failed() {
+			logBGPState(t, rr.name, clientNode.name)
+		}
+	}()
 	label, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{"e2e.weft.dev/route-reflector": "true"}}})
 	if _, err := client.CoreV1().Nodes().Patch(context.Background(), rr.name, types.MergePatchType, label, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
@@ -459,4 +464,27 @@ func bgpDeadNode(t *testing.T, ws []labNode) {
 		})
 	}
 	setBFD(t, true)
+}
+
+// logBGPState logs what a failed BGP check needs explained: each node's
+// kernel routes and its agent's last lines about BGP and BFD.
+func logBGPState(t *testing.T, nodes ...string) {
+	for _, n := range nodes {
+		out, _ := exec.Command("ip", "-n", n, "route").CombinedOutput()
+		t.Logf("%s routes:\n%s", n, out)
+		path, err := theLab.AgentLog(context.Background(), client, n)
+		if err != nil {
+			t.Logf("%s agent log: %v", n, err)
+			continue
+		}
+		b, _ := os.ReadFile(path)
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "bgp") || strings.Contains(l, "BGP") || strings.Contains(l, "BFD") {
+				lines = append(lines, l)
+			}
+		}
+		lines = lines[max(0, len(lines)-40):]
+		t.Logf("%s agent, last BGP/BFD lines:\n%s", n, strings.Join(lines, "\n"))
+	}
 }

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"weft.dev/weft/internal/ingress/accesslog"
 	"weft.dev/weft/internal/ingress/controller"
 	"weft.dev/weft/internal/ingress/gateway"
 	"weft.dev/weft/internal/ingress/nginx"
@@ -58,9 +59,7 @@ func ingressCmd() *cobra.Command {
 			// Access records are written in batches (one write per request
 			// costs the container runtime a read and a write each).
 			access := logbuf.New(os.Stderr, accessBuf)
-			if accessBuf > 0 {
-				pcfg.AccessLog = slog.New(slog.NewTextHandler(access, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "ingress-proxy")
-			}
+			pcfg.AccessLog = accesslog.New(access, "ingress-proxy")
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			p := proxy.New(pcfg, log.With("component", "ingress-proxy"), reg)

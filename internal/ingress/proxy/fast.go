@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"weft.dev/weft/internal/ingress/accesslog"
 	"weft.dev/weft/internal/ingress/h1"
 	"weft.dev/weft/internal/ingress/route"
 )
@@ -145,9 +146,10 @@ func (p *Proxy) serveConn(ctx context.Context, fc *fastConn, q *connQueue) {
 			return
 		}
 		status, keep := p.forward(fc, &req, s.Endpoints[backend], source)
-		p.metrics.observe(source, status, time.Since(start).Seconds())
-		p.cfg.AccessLog.Info("request", "method", string(req.Method), "host", string(req.Host), "path", string(req.Path), "status", status,
-			"client", fc.remote, "ingress", source, "took", time.Since(start))
+		took := time.Since(start)
+		p.metrics.observe(source, status, took.Seconds())
+		p.cfg.AccessLog.Write(&accesslog.Record{Method: req.Method, Host: req.Host, Path: req.Path, Status: status,
+			Client: fc.remote, Ingress: source, Took: took})
 		if !keep || req.Close || ctx.Err() != nil {
 			fc.c.Close()
 			return

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -13,6 +14,14 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	upstream *prometheus.CounterVec
+	// byRoute caches each source's series (a *routeSeries): finding them
+	// in the vectors hashes the label values on every request.
+	byRoute sync.Map
+}
+
+type routeSeries struct {
+	duration prometheus.Observer
+	codes    sync.Map // status code → prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,6 +41,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 func (m *metrics) observe(ingress string, code int, seconds float64) {
-	m.requests.WithLabelValues(ingress, strconv.Itoa(code)).Inc()
-	m.duration.WithLabelValues(ingress).Observe(seconds)
+	v, ok := m.byRoute.Load(ingress)
+	if !ok {
+		v, _ = m.byRoute.LoadOrStore(ingress, &routeSeries{duration: m.duration.WithLabelValues(ingress)})
+	}
+	rs := v.(*routeSeries)
+	c, ok := rs.codes.Load(code)
+	if !ok {
+		c, _ = rs.codes.LoadOrStore(code, m.requests.WithLabelValues(ingress, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
+	rs.duration.Observe(seconds)
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/ingress/accesslog"
 	"weft.dev/weft/internal/ingress/route"
 )
 
@@ -66,8 +67,8 @@ type Config struct {
 	// EjectFor keeps an endpoint that refused a connection out of
 	// rotation this long (unless every endpoint is out).
 	EjectFor time.Duration
-	// AccessLog takes a record per request (nil: the proxy's logger).
-	AccessLog *slog.Logger
+	// AccessLog takes a record per request (nil: none are kept).
+	AccessLog *accesslog.Log
 }
 
 // DefaultConfig is ingress-nginx's defaults where it has them.
@@ -113,9 +114,6 @@ type pick struct {
 // New returns a proxy serving an empty snapshot (every request 404); its
 // metrics go to reg (nil: none).
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Proxy {
-	if cfg.AccessLog == nil {
-		cfg.AccessLog = log
-	}
 	p := &Proxy{cfg: cfg, log: log, ejected: map[string]time.Time{}, metrics: newMetrics(reg), up: upstreams{idle: map[string][]*upConn{}},
 		swapped: make(chan struct{}, 1)}
 	p.snap.Store(&Snapshot{Table: route.NewTable()})
@@ -218,8 +216,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		took := time.Since(start)
 		p.metrics.observe(source, status, took.Seconds())
-		p.cfg.AccessLog.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
-			"client", r.RemoteAddr, "ingress", source, "took", took)
+		p.cfg.AccessLog.Write(&accesslog.Record{Method: []byte(r.Method), Host: []byte(r.Host), Path: []byte(r.URL.Path), Status: status,
+			Client: r.RemoteAddr, Ingress: source, Took: took})
 	}()
 	if misdirected {
 		status, source = http.StatusMisdirectedRequest, "misdirected"

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -16,8 +17,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"weft.dev/weft/internal/ingress/accesslog"
 	"weft.dev/weft/internal/ingress/route"
 )
 
@@ -408,3 +411,57 @@ func TestRoutePolicies(t *testing.T) {
 		}
 	}
 }
+
+// Each answer is counted under its route and code, and timed, on both
+// the fast path and net/http's; access records go to the access log.
+func TestMetricsAndAccessRecordsPerRoute(t *testing.T) {
+	var records lockedBuffer
+	cfg := DefaultConfig()
+	cfg.AccessLog = accesslog.New(&records, "ingress-proxy")
+	p := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	srv := serve(t, p)
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web, "/api": api}),
+		Endpoints: map[route.Backend][]string{web: {backend(t, "web-1")}}})
+	for range 3 {
+		get(t, srv.URL+"/", "app.example.com")
+	}
+	get(t, srv.URL+"/api", "app.example.com")
+	get(t, srv.URL+"/", "unknown.example.com")
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web, "/api": api})})
+	get(t, srv.URL+"/", "app.example.com")
+	// A request is counted and recorded after its response is sent.
+	want := map[[2]string]float64{{"ns/web", "200"}: 3, {"ns/api", "503"}: 1, {"none", "404"}: 1, {"ns/web", "503"}: 1, {"ns/web", "404"}: 0}
+	var got map[[2]string]float64
+	var lines int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got = map[[2]string]float64{}
+		for k := range want {
+			got[k] = promtestutil.ToFloat64(p.metrics.requests.WithLabelValues(k[0], k[1]))
+		}
+		lines = strings.Count(records.String(), "msg=request component=ingress-proxy method=GET host=app.example.com path=/ status=200 ")
+		if fmt.Sprint(got) == fmt.Sprint(want) && lines == 3 {
+			break
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("requests by route and code %v, want %v", got, want)
+	}
+	if lines != 3 {
+		t.Errorf("access records for / with 200: %d, want 3 in:\n%s", lines, records.String())
+	}
+	if n := promtestutil.CollectAndCount(p.metrics.duration); n != 3 {
+		t.Errorf("duration series %d, want 3 (web, api, none)", n)
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+func (b *lockedBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }

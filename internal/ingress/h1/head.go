@@ -123,8 +123,9 @@ func ParseRequest(b []byte, r *Request) bool {
 // connection takes the tokens "close" and "keep-alive" only: any other
 // names a header to drop or asks for an upgrade, which net/http handles.
 func (r *Request) connection(value []byte) bool {
-	for _, tok := range bytes.Split(value, []byte(",")) {
-		tok = bytes.TrimSpace(tok)
+	for rest := value; rest != nil; {
+		var tok []byte
+		tok, rest = nextToken(rest)
 		switch {
 		case equalFold(tok, "close"):
 			r.Close = true
@@ -134,6 +135,16 @@ func (r *Request) connection(value []byte) bool {
 		}
 	}
 	return true
+}
+
+// nextToken splits a comma-separated list's first element, trimmed, from
+// the rest (nil after the last).
+func nextToken(list []byte) (tok, rest []byte) {
+	tok, rest, found := bytes.Cut(list, []byte(","))
+	if !found {
+		rest = nil
+	}
+	return bytes.TrimSpace(tok), rest
 }
 
 // Response is a response head from a backend.
@@ -205,8 +216,9 @@ func ParseResponse(b []byte, r *Response) error {
 			}
 			r.Chunked = true
 		case equalFold(name, "connection"):
-			for _, tok := range bytes.Split(value, []byte(",")) {
-				tok = bytes.TrimSpace(tok)
+			for rest := value; rest != nil; {
+				var tok []byte
+				tok, rest = nextToken(rest)
 				r.Close = r.Close || equalFold(tok, "close")
 				keepAlive = keepAlive || equalFold(tok, "keep-alive")
 			}

@@ -90,6 +90,9 @@ type fastConn struct {
 	remote   string // "ip:port", as net/http's RemoteAddr
 	clientIP string
 	idle     atomic.Bool
+	// Reused by each request's exchange.
+	resp  h1.Response
+	order []string
 }
 
 func newFastConn(c net.Conn) *fastConn {

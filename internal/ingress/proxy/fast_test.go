@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -235,5 +238,49 @@ func TestHandoffKeepsTheRequest(t *testing.T) {
 	}
 	if h := <-heads; !strings.HasPrefix(h, "POST /c HTTP/1.1\r\n") || !strings.HasSuffix(h, "body=abc") {
 		t.Errorf("second request: %q", h)
+	}
+}
+
+// Bodies longer than every buffer pass whole both ways; a body cut short
+// is an error, never a shorter success.
+func TestCopyNAcrossBuffers(t *testing.T) {
+	src := append(bytes.Repeat([]byte("0123456789abcdef"), 4096), "odd tail"...)
+	var out bytes.Buffer
+	w := bufio.NewWriterSize(&out, 16)
+	r := bufio.NewReaderSize(bytes.NewReader(append(bytes.Clone(src), "next message"...)), 16)
+	if err := copyN(w, r, int64(len(src))); err != nil || w.Flush() != nil || !bytes.Equal(out.Bytes(), src) {
+		t.Fatalf("copyN: err %v, %d bytes of %d, equal %v", err, out.Len(), len(src), bytes.Equal(out.Bytes(), src))
+	}
+	if rest, _ := io.ReadAll(r); string(rest) != "next message" {
+		t.Fatalf("after the body: %q, want the next message untouched", rest)
+	}
+	out.Reset()
+	if err := copyN(w, bufio.NewReaderSize(bytes.NewReader(src[:100]), 16), 101); err == nil {
+		t.Fatal("copyN of 101 bytes from 100: no error")
+	}
+}
+
+func TestFastPathLongBodies(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.Write(b)
+	}))
+	defer be.Close()
+	p, srv := newProxy(t)
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web}), Endpoints: map[route.Backend][]string{web: {strings.TrimPrefix(be.URL, "http://")}}})
+	body := bytes.Repeat([]byte("weft "), 200<<10/5)
+	for range 2 { // the second on the pooled connection
+		req, _ := http.NewRequest("POST", srv.URL+"/echo", bytes.NewReader(body))
+		req.Host = "app.example.com"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, body) {
+			t.Fatalf("echo of %d bytes: %d, %d bytes back, err %v", len(body), resp.StatusCode, len(got), err)
+		}
 	}
 }

@@ -128,8 +128,9 @@ func (p *Proxy) forward(fc *fastConn, req *h1.Request, addrs []string, source st
 		p.log.Debug("upstream failed; the request goes to the next endpoint", "path", string(req.Path), "err", err)
 		return true
 	}
+	fc.order = p.orderInto(fc.order[:0], addrs)
 endpoints:
-	for _, addr := range p.order(addrs) {
+	for _, addr := range fc.order {
 		if tries == 3 {
 			break
 		}
@@ -198,14 +199,14 @@ func (p *Proxy) exchange(fc *fastConn, req *h1.Request, uc *upConn) (status int,
 	if err = uc.bw.Flush(); err == nil && req.ContentLength > 0 {
 		_, _ = fc.br.Discard(req.Len)
 		bodySent = true
-		if _, err = io.CopyN(uc.bw, fc.br, req.ContentLength); err == nil {
+		if err = copyN(uc.bw, fc.br, req.ContentLength); err == nil {
 			err = uc.bw.Flush()
 		}
 	}
-	var resp h1.Response
+	resp := &fc.resp
 	var headLen int
 	if err == nil {
-		headLen, err = readResponseHead(uc.br, &resp)
+		headLen, err = readResponseHead(uc.br, resp)
 	}
 	if err != nil {
 		uc.c.Close()
@@ -217,7 +218,7 @@ func (p *Proxy) exchange(fc *fastConn, req *h1.Request, uc *upConn) (status int,
 	if !bodySent {
 		_, _ = fc.br.Discard(req.Len)
 	}
-	keep, err = relayResponse(fc, req, &resp, uc, headLen)
+	keep, err = relayResponse(fc, req, resp, uc, headLen)
 	if err != nil || resp.Close || (resp.UntilClose() && !h1.NoBody(req.Method, resp.Status)) {
 		uc.c.Close()
 	} else {
@@ -336,7 +337,7 @@ func relayResponse(fc *fastConn, req *h1.Request, resp *h1.Response, uc *upConn,
 	switch {
 	case noBody:
 	case resp.ContentLength >= 0:
-		if _, err = io.CopyN(w, uc.br, resp.ContentLength); err != nil {
+		if err = copyN(w, uc.br, resp.ContentLength); err != nil {
 			return false, err
 		}
 	default:
@@ -348,6 +349,28 @@ func relayResponse(fc *fastConn, req *h1.Request, resp *h1.Response, uc *upConn,
 		return false, err
 	}
 	return keep, nil
+}
+
+// copyN copies n bytes from r's buffer, filling it as needed (io.CopyN
+// would allocate a LimitReader per body).
+func copyN(w *bufio.Writer, r *bufio.Reader, n int64) error {
+	for n > 0 {
+		if r.Buffered() == 0 {
+			if _, err := r.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) {
+					return io.ErrUnexpectedEOF
+				}
+				return err
+			}
+		}
+		b, _ := r.Peek(int(min(n, int64(r.Buffered()))))
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		_, _ = r.Discard(len(b))
+		n -= int64(len(b))
+	}
+	return nil
 }
 
 // relayStream copies a body of unknown length (chunked, or until the

@@ -327,9 +327,13 @@ func answerByPolicy(w http.ResponseWriter, r *http.Request, pol *route.Policy) i
 
 // order rotates the endpoints round-robin and moves ejected ones last.
 func (p *Proxy) order(addrs []string) []string {
+	return p.orderInto(make([]string, 0, len(addrs)), addrs)
+}
+
+// orderInto is order appending to out.
+func (p *Proxy) orderInto(out, addrs []string) []string {
 	n := len(addrs)
 	first := int(p.next.Add(1) % uint64(n))
-	out := make([]string, 0, n)
 	var late []string
 	now := time.Now()
 	p.mu.Lock()

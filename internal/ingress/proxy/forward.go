@@ -100,7 +100,8 @@ func (p *Proxy) dialUp(addr string) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{addr: addr, c: c, br: bufio.NewReaderSize(c, upstreamBufSize), bw: bufio.NewWriterSize(c, 4<<10)}, nil
+	sc := newSysConn(c)
+	return &upConn{addr: addr, c: c, br: bufio.NewReaderSize(sc, upstreamBufSize), bw: bufio.NewWriterSize(sc, 4<<10)}, nil
 }
 
 // errStale: a pooled connection the backend had closed; the request

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -282,5 +283,63 @@ func TestFastPathLongBodies(t *testing.T) {
 		if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, body) {
 			t.Fatalf("echo of %d bytes: %d, %d bytes back, err %v", len(body), resp.StatusCode, len(got), err)
 		}
+	}
+}
+
+// The fast path's timeouts: a head that stalls is cut after the header
+// timeout, an idle connection after the idle timeout, and a connection
+// that keeps sending requests is never cut.
+func TestFastPathTimeouts(t *testing.T) {
+	idle, header := fastIdleTimeout, fastHeaderTimeout
+	fastIdleTimeout, fastHeaderTimeout = 400*time.Millisecond, 200*time.Millisecond
+	t.Cleanup(func() { fastIdleTimeout, fastHeaderTimeout = idle, header })
+	addr, _ := rawBackend(t, 0, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	p, srv := newProxy(t)
+	p.Swap(&Snapshot{Table: table(map[string]route.Backend{"/": web}), Endpoints: map[route.Backend][]string{web: {addr}}})
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	ask := func(c net.Conn, br *bufio.Reader) error {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return err
+	}
+	closedWithin := func(c net.Conn, br *bufio.Reader, d time.Duration) bool {
+		_ = c.SetReadDeadline(time.Now().Add(d))
+		_, err := br.ReadByte()
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+
+	busy, busyR := dial()
+	for i := range 12 { // 1.2 s, three idle timeouts
+		if err := ask(busy, busyR); err != nil {
+			t.Fatalf("request %d on a busy connection: %v", i, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stalled, stalledR := dial()
+	io.WriteString(stalled, "GET / HTTP/1.1\r\nHost: app.exa")
+	if !closedWithin(stalled, stalledR, 2*time.Second) {
+		t.Error("a stalled head was not cut")
+	}
+	quiet, quietR := dial()
+	if err := ask(quiet, quietR); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(quiet, quietR, 2*time.Second) {
+		t.Error("an idle connection was not closed")
 	}
 }

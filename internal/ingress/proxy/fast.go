@@ -101,8 +101,7 @@ type fastConn struct {
 }
 
 func newFastConn(c net.Conn) *fastConn {
-	sc := newSysConn(c)
-	fc := &fastConn{c: c, br: bufio.NewReaderSize(sc, clientBufSize), bw: bufio.NewWriterSize(sc, 4<<10), remote: c.RemoteAddr().String()}
+	fc := &fastConn{c: c, br: bufio.NewReaderSize(c, clientBufSize), bw: bufio.NewWriterSize(c, 4<<10), remote: c.RemoteAddr().String()}
 	fc.clientIP, _, _ = net.SplitHostPort(fc.remote)
 	return fc
 }

@@ -100,8 +100,7 @@ func (p *Proxy) dialUp(addr string) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := newSysConn(c)
-	return &upConn{addr: addr, c: c, br: bufio.NewReaderSize(sc, upstreamBufSize), bw: bufio.NewWriterSize(sc, 4<<10)}, nil
+	return &upConn{addr: addr, c: c, br: bufio.NewReaderSize(c, upstreamBufSize), bw: bufio.NewWriterSize(c, 4<<10)}, nil
 }
 
 // errStale: a pooled connection the backend had closed; the request

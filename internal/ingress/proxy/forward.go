@@ -261,10 +261,16 @@ func writeRequestHead(w *bufio.Writer, req *h1.Request, clientIP string) {
 	w.WriteString("\r\nX-Forwarded-Proto: http\r\n")
 	if req.HasLength {
 		w.WriteString("Content-Length: ")
-		w.WriteString(strconv.FormatInt(req.ContentLength, 10))
+		writeInt(w, req.ContentLength)
 		w.WriteString("\r\n")
 	}
 	w.WriteString("\r\n")
+}
+
+// writeInt writes n in decimal without the string strconv.Itoa allocates.
+func writeInt(w *bufio.Writer, n int64) {
+	var b [20]byte
+	w.Write(strconv.AppendInt(b[:0], n, 10))
 }
 
 // readResponseHead reads the backend's head (skipping interim 1xx
@@ -307,7 +313,7 @@ func relayResponse(fc *fastConn, req *h1.Request, resp *h1.Response, uc *upConn,
 	keep = !req.Close
 	w := fc.bw
 	w.WriteString("HTTP/1.1 ")
-	w.WriteString(strconv.Itoa(resp.Status))
+	writeInt(w, int64(resp.Status))
 	w.WriteByte(' ')
 	if len(resp.Reason) > 0 {
 		w.Write(resp.Reason)
@@ -324,7 +330,7 @@ func relayResponse(fc *fastConn, req *h1.Request, resp *h1.Response, uc *upConn,
 	switch {
 	case resp.ContentLength >= 0 && resp.Status != http.StatusNoContent:
 		w.WriteString("Content-Length: ")
-		w.WriteString(strconv.FormatInt(resp.ContentLength, 10))
+		writeInt(w, resp.ContentLength)
 		w.WriteString("\r\n")
 	case !noBody:
 		w.WriteString("Transfer-Encoding: chunked\r\n")

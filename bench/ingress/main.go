@@ -344,7 +344,7 @@ func report(one, many *phase, rounds, seconds, props int) {
 	fmt.Printf("`go run ./bench/ingress -bin bin` (part of `make bench`), %s. ", figure.Stamp())
 	fmt.Printf("One lab: weft ingress (one replica, installed by the manifests) and nginx %s (Debian package, run in an empty pod's network namespace) on %s; ", nginxVersion(), proxyNode)
 	fmt.Printf("the backend (weft testserver) and the load generator on %s. nginx is configured as an ingress controller would be: a server block per host, "+
-		"the backend pod as upstream with keep-alive (weft ingress also sends to endpoints directly, with keep-alive), access log on, one worker per CPU. ", otherNode)
+		"the backend pod as upstream with keep-alive (weft ingress also sends to endpoints directly, with keep-alive), the forwarding headers weft ingress sends (X-Forwarded-For, -Host, -Proto), access log on, one worker per CPU. ", otherNode)
 	fmt.Printf("Routes: hosts in Ingresses of five; the host asked for is the last one made. "+
 		"Load: wrk, 2 threads, 32 keep-alive connections, GET /hostname, %d rounds of %d s alternating the proxies after a warm-up; medians with the interquartile range. ", rounds, seconds)
 	fmt.Printf("Propagation: %d Ingresses created one by one at %d routes, a prober in the client pod asking for the new host every 1 ms; from the create call to the first 200 (a round whose prober began asking only after the call is timed again with a new route). RSS from /proc (nginx: master and workers).\n\n", props, many.routes)

@@ -16,8 +16,10 @@ import (
 
 // nginxConf is nginx configured as an ingress controller would for n
 // hosts: a server block per host, all to one upstream (the backend pod,
-// as weft ingress reaches endpoints directly) with keep-alive, an access
-// log (weft ingress logs each request too), one worker per CPU.
+// as weft ingress reaches endpoints directly) with keep-alive, the
+// forwarding headers weft ingress sends (X-Forwarded-For, -Host, -Proto;
+// ingress-nginx sends these and more), an access log (weft ingress logs
+// each request too), one worker per CPU.
 func nginxConf(dir, backend string, n int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "worker_processes auto;\npid %s/nginx.pid;\nerror_log %s/error.log;\n", dir, dir)
@@ -30,7 +32,8 @@ func nginxConf(dir, backend string, n int) string {
 	b.WriteString("  server { listen 80 default_server; return 404; }\n")
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&b, "  server { listen 80; server_name %s; location / { proxy_pass http://web; proxy_http_version 1.1;"+
-			" proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; } }\n", host(i))
+			" proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr;"+
+			" proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Proto $scheme; } }\n", host(i))
 	}
 	b.WriteString("}\n")
 	return b.String()

@@ -31,10 +31,10 @@ var (
 )
 
 const (
-	upstreamIdle      = 90 * time.Second  // as the transport's IdleConnTimeout
-	upstreamIdleMax   = 64                // idle connections kept per endpoint
-	clientBufSize     = 8 << 10           // a longer head goes to net/http
-	upstreamBufSize   = 16 << 10          // the longest backend head forwarded
+	upstreamIdle    = 90 * time.Second // as the transport's IdleConnTimeout
+	upstreamIdleMax = 64               // idle connections kept per endpoint
+	clientBufSize   = 8 << 10          // a longer head goes to net/http
+	upstreamBufSize = 16 << 10         // the longest backend head forwarded
 )
 
 // Serve accepts on l until ctx ends, serving what the fast path can and

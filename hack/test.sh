@@ -8,7 +8,7 @@ echo "== go vet"
 go vet ./...
 echo "== unit and kernel tests"
 go test -count=1 -timeout 20m ./...
-echo "== fuzzing the DNS message handler, the CNI network config, ingress-nginx annotations and the ingress fast path's HTTP/1.1 heads against net/http (bounded)"
+echo "== fuzzing the DNS message handler, the CNI network config, ingress-nginx annotations, the ingress fast path's HTTP/1.1 heads against net/http and its access records against slog (bounded)"
 # Budgets in executions, not seconds: a time budget races Go 1.26's fuzz
 # coordinator at its deadline (golang/go#75804: a bare "context deadline
 # exceeded" with no failing input). About 30 s and 20 s here.
@@ -17,6 +17,7 @@ go test -count=1 -run '^$' -fuzz FuzzParseNetConf -fuzztime 400000x ./internal/c
 go test -count=1 -run '^$' -fuzz FuzzParse -fuzztime 50000x ./internal/ingress/nginx/
 go test -count=1 -run '^$' -fuzz FuzzParseRequest -fuzztime 200000x ./internal/ingress/h1/
 go test -count=1 -run '^$' -fuzz FuzzParseResponse -fuzztime 200000x ./internal/ingress/h1/
+go test -count=1 -run '^$' -fuzz FuzzRecordsReadAsSlogText -fuzztime 100000x ./internal/ingress/accesslog/
 echo "== lab end-to-end tests"
 # The CNI churn test with 200 pods here (its kill loop makes it the longest
 # test, and its time grows with CNI ADD latency); make churn runs 1,000.

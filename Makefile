@@ -11,7 +11,7 @@ K8S_VERSION := v1.37.2
 export CACHE_DIR ?= /var/cache/weft-lab
 export CP_DIR := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 
-.PHONY: gateway-conformance all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-frr e2e-upstream e2e-doc e2e-lb-doc cnp-conformance bench clean lab-down manifests crds image
+.PHONY: bpf gateway-conformance all build lab-image lab-image-next deps controlplane testbins demo test test-unit test-privileged test-e2e churn e2e-frr e2e-upstream e2e-doc e2e-lb-doc cnp-conformance bench clean lab-down manifests crds image
 
 all: build
 
@@ -50,6 +50,11 @@ test: deps build lab-image lab-image-next testbins
 
 test-unit:
 	go test ./...
+
+# bpf rebuilds the fast path's tc programs (needs clang and libbpf-dev);
+# the object is committed, so building weft needs neither.
+bpf:
+	cd internal/fastpath && go generate ./...
 
 test-privileged: build
 	WEFT_REQUIRE_PRIVILEGED=1 go test -count=1 -run 'Privileged' ./...

@@ -3,6 +3,7 @@ module weft.dev/weft
 go 1.26.6
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/coder/websocket v1.8.15
 	github.com/containernetworking/cni v1.3.1
 	github.com/containernetworking/plugins v1.9.1

@@ -48,6 +48,7 @@ import (
 	"weft.dev/weft/internal/agent/reclaim"
 	"weft.dev/weft/internal/cni"
 	weftdns "weft.dev/weft/internal/dns"
+	"weft.dev/weft/internal/fastpath"
 	"weft.dev/weft/internal/kubeclient"
 	"weft.dev/weft/internal/netpol"
 	"weft.dev/weft/internal/proxy"
@@ -108,6 +109,9 @@ type Config struct {
 	// PolicyKeepEstablished lets connections opened before a new deny
 	// live on (by default every packet is judged by the current policy).
 	PolicyKeepEstablished bool
+	// FastPath forwards pod-to-pod traffic that no conntrack entry or
+	// policy needs past the node's netfilter hooks (package fastpath).
+	FastPath bool
 }
 
 // VXLANDevice is the name of the agent's VXLAN interface.
@@ -143,6 +147,7 @@ type Agent struct {
 	warnedConntrackMax bool
 
 	bgp         *bgp.Controller
+	fast        *fastpath.Controller
 	dp          *routing.Netlink
 	local       routing.Local
 	underlayIdx int
@@ -223,6 +228,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.startHostPort(ctx, recorder); err != nil {
 		return err
 	}
+	a.newFastPath()
 	domains, err := a.startNetworkPolicy(ctx, recorder, nodes.Lister())
 	if err != nil {
 		return err
@@ -243,6 +249,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.runAntiSpoof(ctx, nodes); err != nil {
 		return err
 	}
+	a.runFastPath(ctx, underlayIdx)
 	a.startReclaim(ctx)
 	return a.nodeLoop(ctx, nodes.Lister(), local)
 }
@@ -314,6 +321,15 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 	c := netpol.New(a.client, a.cfg.NodeName, nft, a.log.With("component", "netpol"), a.registry)
 	c.KeepEstablished = a.cfg.PolicyKeepEstablished
 	c.Recorder = recorder
+	if a.fast != nil {
+		c.OnWritten = func(js map[netip.Addr]netpol.Judgement) {
+			out := make(map[netip.Addr]fastpath.Judged, len(js))
+			for ip, j := range js {
+				out[ip] = fastpath.Judged{Ingress: j.Ingress, Egress: j.Egress}
+			}
+			a.fast.SetJudged(out)
+		}
+	}
 	if a.cfg.PolicyAPI != nil {
 		c.WatchClusterPolicies(a.cfg.PolicyAPI)
 		c.Status = &netpol.StatusWriter{Kube: a.client, Policies: a.cfg.PolicyAPI, Recorder: recorder,
@@ -339,6 +355,40 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 		}
 	}()
 	return c.Domains, nil
+}
+
+// newFastPath loads the fast path's programs when configured; a kernel
+// that refuses them leaves pod traffic on the kernel's path.
+func (a *Agent) newFastPath() {
+	if !a.cfg.FastPath {
+		return
+	}
+	var cidrs []netip.Prefix
+	for _, n := range a.cfg.ClusterCIDRs {
+		if p, err := netip.ParsePrefix(n.String()); err == nil {
+			cidrs = append(cidrs, p)
+		}
+	}
+	d, err := fastpath.Load(cidrs, a.cfg.PolicyKeepEstablished)
+	if err != nil {
+		a.log.Warn("fast path off: pod traffic takes the kernel's path", "err", err)
+		return
+	}
+	a.fast = fastpath.New(fastpath.Config{Datapath: d, PodPrefix: cni.HostVethPrefix, Uplinks: []string{VXLANDevice},
+		Policy: a.cfg.NetworkPolicy, Log: a.log.With("component", "fastpath"), Registry: a.registry})
+}
+
+// runFastPath attaches the fast path once the underlay link is known.
+func (a *Agent) runFastPath(ctx context.Context, underlayIdx int) {
+	if a.fast == nil {
+		return
+	}
+	a.fast.SetUnderlay(underlayIdx)
+	go func() {
+		if err := a.fast.Run(ctx); err != nil {
+			a.log.Error("fast path stopped", "err", err)
+		}
+	}()
 }
 
 // podAddressesInCIDRs refuses pod addresses outside the node's current

@@ -71,6 +71,9 @@ type Controller struct {
 	Domains *DomainLearner
 	// Status, when set, runs once ClusterNetworkPolicy is served.
 	Status *StatusWriter
+	// OnWritten, when set, hears after each sync which local pod
+	// addresses the table knows and which directions policies judge.
+	OnWritten func(map[netip.Addr]Judgement)
 
 	memo     Memo     // policies parsed, from one sync to the next
 	last     *Ruleset // what the table holds; nil: write it whole
@@ -375,6 +378,9 @@ func (c *Controller) Sync(ctx context.Context) error {
 	c.lastSync.SetToCurrentTime()
 	c.report(in.Policies, rs.Problems)
 	c.reportCluster(in.ClusterPolicies, rs.Problems)
+	if c.OnWritten != nil {
+		c.OnWritten(judgements(in, rs))
+	}
 	c.mu.Lock()
 	c.view = view{pods: podsByAddress(in), judged: judgedFrom(rs)}
 	known := map[string]bool{}
@@ -523,6 +529,37 @@ func podsByAddress(in Input) map[netip.Addr]string {
 			if !p.hostNetwork {
 				out[ip] = p.namespace + "/" + p.name
 			}
+		}
+	}
+	return out
+}
+
+// Judgement says whether some policy (of either API) selects a local pod
+// address for ingress and for egress.
+type Judgement struct{ Ingress, Egress bool }
+
+// judgements covers every local pod address the table knows; an address
+// in no dispatch map is judged by none.
+func judgements(in Input, rs *Ruleset) map[netip.Addr]Judgement {
+	out := map[netip.Addr]Judgement{}
+	for _, p := range (&compiler{in: in}).podsOf(in) {
+		if p.local && !p.hostNetwork {
+			for _, ip := range p.ips {
+				out[ip] = Judgement{}
+			}
+		}
+	}
+	for _, m := range rs.Maps {
+		ingress := strings.Contains(m.Name, ChainIngress)
+		for ip := range m.Elems {
+			a := netip.MustParseAddr(ip)
+			j := out[a]
+			if ingress {
+				j.Ingress = true
+			} else {
+				j.Egress = true
+			}
+			out[a] = j
 		}
 	}
 	return out

@@ -1,0 +1,241 @@
+package fastpath
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Config is what the controller needs of the node.
+type Config struct {
+	Datapath *Datapath
+	// PodPrefix names the host sides of pod veths (weft-cni's).
+	PodPrefix string
+	// Uplinks name the devices other nodes' pod traffic arrives on
+	// besides the underlay link (the VXLAN device).
+	Uplinks []string
+	// Underlay is the ifindex of the link holding the node's address.
+	Underlay int
+	// Policy says that a policy controller will report judgements: until
+	// its first report every endpoint counts as judged both ways.
+	Policy   bool
+	Resync   time.Duration
+	Log      *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Judged is whether policies select a local pod address per direction.
+type Judged struct{ Ingress, Egress bool }
+
+// Controller attaches the programs to the node's pod veths and uplinks
+// and keeps the endpoints map to the node's pod routes and policies.
+type Controller struct {
+	cfg    Config
+	kick   chan struct{}
+	mu     sync.Mutex
+	judged map[netip.Addr]Judged // nil: no report yet
+}
+
+// New wires a controller; Run does the work.
+func New(cfg Config) *Controller {
+	if cfg.Resync == 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	c := &Controller{cfg: cfg, kick: make(chan struct{}, 1)}
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(statsCollector{cfg.Datapath})
+	}
+	return c
+}
+
+// SetUnderlay names the link holding the node's address (before Run).
+func (c *Controller) SetUnderlay(ifindex int) { c.cfg.Underlay = ifindex }
+
+// SetJudged takes the policy controller's latest report.
+func (c *Controller) SetJudged(j map[netip.Addr]Judged) {
+	c.mu.Lock()
+	c.judged = j
+	c.mu.Unlock()
+	c.trigger()
+}
+
+func (c *Controller) trigger() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run follows link and route changes until ctx ends, then detaches.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.cfg.Datapath.Close()
+	done := make(chan struct{})
+	defer close(done)
+	links := make(chan netlink.LinkUpdate, 64)
+	routes := make(chan netlink.RouteUpdate, 256)
+	if err := netlink.LinkSubscribe(links, done); err != nil {
+		return err
+	}
+	if err := netlink.RouteSubscribe(routes, done); err != nil {
+		return err
+	}
+	tick := time.NewTicker(c.cfg.Resync)
+	defer tick.Stop()
+	for {
+		if err := c.Sync(); err != nil {
+			c.cfg.Log.Warn("fast path sync failed; pod traffic keeps the kernel's path where the programs do not know it", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-links:
+		case <-routes:
+		case <-c.kick:
+		case <-tick.C:
+		}
+		// Events come in bursts (a pod's veth, address and route).
+		time.Sleep(20 * time.Millisecond)
+		drain(links)
+		drain(routes)
+	}
+}
+
+func drain[T any](ch chan T) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
+	}
+}
+
+// Sync attaches to every pod veth and uplink, detaches from devices gone
+// and writes the endpoints.
+func (c *Controller) Sync() error {
+	ls, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	var devs []Device
+	for _, l := range ls {
+		a := l.Attrs()
+		devs = append(devs, Device{Index: a.Index, Name: a.Name, Veth: l.Type() == "veth"})
+	}
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return err
+	}
+	var routes []Route
+	for _, r := range rs {
+		if r.Dst != nil {
+			if p, ok := netip.AddrFromSlice(r.Dst.IP); ok {
+				ones, _ := r.Dst.Mask.Size()
+				routes = append(routes, Route{Dst: netip.PrefixFrom(p.Unmap(), ones), LinkIndex: r.LinkIndex})
+			}
+		}
+	}
+	c.mu.Lock()
+	judged := c.judged
+	c.mu.Unlock()
+	if !c.cfg.Policy {
+		judged = nil
+	}
+	p := c.plan(devs, routes, judged)
+	d := c.cfg.Datapath
+	for _, i := range p.Pods {
+		if err := d.AttachPod(i); err != nil {
+			return err
+		}
+	}
+	for _, i := range p.Uplinks {
+		if err := d.AttachUplink(i); err != nil {
+			return err
+		}
+	}
+	for _, i := range d.attached() {
+		if !p.keep[i] {
+			d.Detach(i)
+		}
+	}
+	return d.SetEndpoints(p.Endpoints)
+}
+
+// Device and Route are what planning reads of the node's links and routes.
+type Device struct {
+	Index int
+	Name  string
+	Veth  bool
+}
+
+type Route struct {
+	Dst       netip.Prefix
+	LinkIndex int
+}
+
+// Plan is the programs' devices and the endpoints map for a node.
+type Plan struct {
+	Pods, Uplinks []int
+	Endpoints     map[netip.Addr]Endpoint
+	keep          map[int]bool
+}
+
+// plan: from_pod on every pod veth, to_pod on the uplinks; an endpoint
+// per /32 route via a pod veth, judged both ways while policy has not
+// reported it (a pod a policy selects is never open before its first
+// packet's verdict is in the kernel).
+func (c *Controller) plan(devs []Device, routes []Route, judged map[netip.Addr]Judged) Plan {
+	p := Plan{Endpoints: map[netip.Addr]Endpoint{}, keep: map[int]bool{}}
+	pod := map[int]bool{}
+	for _, d := range devs {
+		switch {
+		case d.Veth && strings.HasPrefix(d.Name, c.cfg.PodPrefix):
+			pod[d.Index] = true
+			p.Pods = append(p.Pods, d.Index)
+		case d.Index == c.cfg.Underlay || slices.Contains(c.cfg.Uplinks, d.Name):
+			p.Uplinks = append(p.Uplinks, d.Index)
+		default:
+			continue
+		}
+		p.keep[d.Index] = true
+	}
+	for _, r := range routes {
+		if !pod[r.LinkIndex] || !r.Dst.Addr().Is4() || r.Dst.Bits() != 32 {
+			continue
+		}
+		ep := Endpoint{IfIndex: uint32(r.LinkIndex), Judged: c.cfg.Policy}
+		if j, ok := judged[r.Dst.Addr()]; ok && c.cfg.Policy {
+			ep.Judged = j.Ingress || j.Egress
+		}
+		p.Endpoints[r.Dst.Addr()] = ep
+	}
+	return p
+}
+
+// statsCollector exports the programs' counters.
+type statsCollector struct{ d *Datapath }
+
+var statsDesc = prometheus.NewDesc("weft_fastpath_packets_total",
+	"Pod packets the fast path saw, by result: forwarded past the node's netfilter hooks, or passed to the kernel's path and why.",
+	[]string{"result"}, nil)
+
+func (s statsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- statsDesc }
+
+func (s statsCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := s.d.Stats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(statsDesc, err)
+		return
+	}
+	for i, n := range st {
+		ch <- prometheus.MustNewConstMetric(statsDesc, prometheus.CounterValue, float64(n), StatNames[i])
+	}
+}

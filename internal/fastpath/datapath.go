@@ -1,0 +1,227 @@
+// Package fastpath is the pod-to-pod fast path: tc programs (bpf/fastpath.c)
+// that forward IPv4 TCP and UDP between pod addresses past the node's
+// netfilter hooks when nothing there needs the packet: no conntrack entry
+// (so no NAT and no flow begun on the kernel's path), no policy selecting
+// the local pod for a new flow. Datapath loads and attaches the programs
+// and writes their maps; Controller keeps them in step with the node.
+package fastpath
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+//go:generate clang -O2 -g -Wall -target bpf -I/usr/include/x86_64-linux-gnu -c bpf/fastpath.c -o bpf/fastpath.o
+
+//go:embed bpf/fastpath.o
+var object []byte
+
+// MaxCIDRs is how many cluster pod CIDRs the programs compare with.
+const MaxCIDRs = 4
+
+// Endpoint is a local pod address: the host side of its veth, and whether
+// a policy selects the pod (either direction: see bpf/fastpath.c).
+type Endpoint struct {
+	IfIndex uint32
+	Judged  bool
+}
+
+// Stat indexes the programs' counters.
+type Stat int
+
+const (
+	FwdEgress Stat = iota
+	FwdIngress
+	PassTracked
+	PassJudged
+	PassRoute
+	PassOther
+	nstats
+)
+
+// StatNames name the counters (metrics labels).
+var StatNames = [nstats]string{"forwarded_egress", "forwarded_ingress", "passed_tracked", "passed_judged", "passed_route", "passed_other"}
+
+// The maps' value layouts, as in bpf/fastpath.c.
+type endpointValue struct {
+	IfIndex uint32
+	Judged  uint8
+	_       [3]uint8
+}
+
+type configValue struct {
+	Addr  [MaxCIDRs][4]byte
+	Mask  [MaxCIDRs][4]byte
+	Spare uint32
+}
+
+// Datapath is the loaded programs and maps of one network namespace.
+type Datapath struct {
+	coll *ebpf.Collection
+	mu   sync.Mutex
+	// links by ifindex: each device has one program on its ingress.
+	links map[int]link.Link
+}
+
+// Load loads the programs for the cluster's IPv4 pod CIDRs. spare keeps
+// flows begun on the fast path on it after a policy comes to select their
+// pod (as conntrack's established state spares them on the kernel's path).
+func Load(cidrs []netip.Prefix, spare bool) (*Datapath, error) {
+	var cfg configValue
+	n := 0
+	for _, p := range cidrs {
+		if !p.Addr().Is4() {
+			continue
+		}
+		if n == MaxCIDRs {
+			return nil, fmt.Errorf("fast path: more than %d IPv4 pod CIDRs", MaxCIDRs)
+		}
+		p = p.Masked()
+		cfg.Addr[n] = p.Addr().As4()
+		cfg.Mask[n] = maskOf(p.Bits())
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("fast path: no IPv4 pod CIDR")
+	}
+	if spare {
+		cfg.Spare = 1
+	}
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(object))
+	if err != nil {
+		return nil, fmt.Errorf("fast path: %w", err)
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, fmt.Errorf("fast path: loading the programs: %w", err)
+	}
+	if err := coll.Maps["settings"].Put(uint32(0), cfg); err != nil {
+		coll.Close()
+		return nil, fmt.Errorf("fast path: settings: %w", err)
+	}
+	return &Datapath{coll: coll, links: map[int]link.Link{}}, nil
+}
+
+func maskOf(bits int) [4]byte {
+	var m [4]byte
+	for i := 0; i < bits; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
+}
+
+// AttachPod puts from_pod on the ingress of a pod veth's host side.
+func (d *Datapath) AttachPod(ifindex int) error { return d.attach(ifindex, "from_pod") }
+
+// AttachUplink puts to_pod on the ingress of a device pod traffic from
+// other nodes arrives on (the underlay link, the VXLAN device).
+func (d *Datapath) AttachUplink(ifindex int) error { return d.attach(ifindex, "to_pod") }
+
+func (d *Datapath) attach(ifindex int, prog string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.links[ifindex]; ok {
+		return nil
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.coll.Programs[prog], Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return fmt.Errorf("fast path: attaching %s to ifindex %d: %w", prog, ifindex, err)
+	}
+	d.links[ifindex] = l
+	return nil
+}
+
+// attached lists the devices with a program.
+func (d *Datapath) attached() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []int
+	for i := range d.links {
+		out = append(out, i)
+	}
+	return out
+}
+
+// Detach removes the program of a device (gone devices lose theirs).
+func (d *Datapath) Detach(ifindex int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if l, ok := d.links[ifindex]; ok {
+		l.Close()
+		delete(d.links, ifindex)
+	}
+}
+
+// SetEndpoints makes the endpoints map hold exactly eps (IPv4 only).
+func (d *Datapath) SetEndpoints(eps map[netip.Addr]Endpoint) error {
+	m := d.coll.Maps["endpoints"]
+	want := map[[4]byte]endpointValue{}
+	for a, ep := range eps {
+		if !a.Is4() {
+			continue
+		}
+		v := endpointValue{IfIndex: ep.IfIndex}
+		if ep.Judged {
+			v.Judged = 1
+		}
+		want[a.As4()] = v
+	}
+	var stale [][4]byte
+	var k [4]byte
+	var v endpointValue
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if w, ok := want[k]; !ok {
+			stale = append(stale, k)
+		} else if w == v {
+			delete(want, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("fast path: reading endpoints: %w", err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("fast path: endpoint %v: %w", netip.AddrFrom4(k), err)
+		}
+	}
+	for k, v := range want {
+		if err := m.Put(k, v); err != nil {
+			return fmt.Errorf("fast path: endpoint %v: %w", netip.AddrFrom4(k), err)
+		}
+	}
+	return nil
+}
+
+// Stats sums the programs' counters over CPUs.
+func (d *Datapath) Stats() ([nstats]uint64, error) {
+	var out [nstats]uint64
+	for i := range out {
+		var per []uint64
+		if err := d.coll.Maps["stats"].Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("fast path: stats: %w", err)
+		}
+		for _, n := range per {
+			out[i] += n
+		}
+	}
+	return out, nil
+}
+
+// Close detaches every program and frees the maps.
+func (d *Datapath) Close() {
+	d.mu.Lock()
+	for i, l := range d.links {
+		l.Close()
+		delete(d.links, i)
+	}
+	d.mu.Unlock()
+	d.coll.Close()
+}

@@ -1,0 +1,232 @@
+package fastpath
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"weft.dev/weft/internal/testutil"
+)
+
+// fpNode is a node of the test: its namespace, fast path and pod.
+type fpNode struct {
+	ns   ns.NetNS
+	pod  ns.NetNS
+	ctl  *Controller
+	podA string // the pod's address
+}
+
+func sh(t *testing.T, cmds ...string) {
+	t.Helper()
+	for _, c := range cmds {
+		if out, err := exec.Command("sh", "-c", c).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v %s", c, err, out)
+		}
+	}
+}
+
+// conntrackTable is what the kernel's path of a weft node carries: a
+// forward filter dropping what conntrack calls invalid (as weft's service
+// proxy does), with a counter of the pod TCP packets that reach it, and a
+// Service-like DNAT.
+const conntrackTable = `table inet weft-fpt {
+	chain forward { type filter hook forward priority filter; ct state invalid drop; ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta l4proto tcp counter; }
+	chain prerouting { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.2.5:8080; }
+	chain postrouting { type nat hook postrouting priority srcnat; }
+}
+`
+
+// newFastPathNodes builds two routed nodes (host-gw: pod CIDRs via the
+// other node), a pod each, and the fast path on both.
+func newFastPathNodes(t *testing.T) [2]*fpNode {
+	var nodes [2]*fpNode
+	n1, n2 := testutil.NewNetNS(t), testutil.NewNetNS(t)
+	a, b := filepath.Base(n1.Path()), filepath.Base(n2.Path())
+	sh(t, fmt.Sprintf("ip -n %s link add eth9 type veth peer name eth9 netns %s", a, b))
+	for i, n := range []ns.NetNS{n1, n2} {
+		name, other := filepath.Base(n.Path()), 2-i
+		pod := testutil.NewNetNS(t)
+		p := filepath.Base(pod.Path())
+		nodes[i] = &fpNode{ns: n, pod: pod, podA: fmt.Sprintf("10.244.%d.5", i+1)}
+		sh(t,
+			fmt.Sprintf("ip netns exec %s sysctl -qw net.ipv4.ip_forward=1", name),
+			fmt.Sprintf("ip -n %s link set lo up", name),
+			fmt.Sprintf("ip -n %s addr add 198.18.9.%d/24 dev eth9", name, i+1),
+			fmt.Sprintf("ip -n %s link set eth9 up", name),
+			fmt.Sprintf("ip -n %s route add 10.244.%d.0/24 via 198.18.9.%d", name, other, other),
+			fmt.Sprintf("ip -n %s link add weftpod type veth peer name eth0 netns %s", name, p),
+			fmt.Sprintf("ip -n %s addr add 10.244.%d.1/32 dev weftpod", name, i+1),
+			fmt.Sprintf("ip -n %s link set weftpod up", name),
+			fmt.Sprintf("ip -n %s route add %s/32 dev weftpod", name, nodes[i].podA),
+			fmt.Sprintf("ip -n %s link set lo up", p),
+			fmt.Sprintf("ip -n %s addr add %s/32 dev eth0", p, nodes[i].podA),
+			fmt.Sprintf("ip -n %s link set eth0 up", p),
+			fmt.Sprintf("ip -n %s route add 10.244.%d.1 dev eth0", p, i+1),
+			fmt.Sprintf("ip -n %s route add default via 10.244.%d.1 dev eth0", p, i+1),
+		)
+		cmd := exec.Command("ip", "netns", "exec", name, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(conntrackTable)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft: %v %s", err, out)
+		}
+		if err := n.Do(func(ns.NetNS) error {
+			d, err := Load([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, false)
+			if err != nil {
+				return err
+			}
+			eth9, err := net.InterfaceByName("eth9")
+			if err != nil {
+				return err
+			}
+			nodes[i].ctl = New(Config{Datapath: d, PodPrefix: "weftpod", Underlay: eth9.Index, Policy: true,
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nodes[i].ctl.cfg.Datapath.Close)
+	}
+	return nodes
+}
+
+// judge reports the node's pod to its controller as judged or not, and
+// syncs the maps.
+func (n *fpNode) judge(t *testing.T, judged bool) {
+	t.Helper()
+	n.ctl.SetJudged(map[netip.Addr]Judged{netip.MustParseAddr(n.podA): {Ingress: judged}})
+	if err := n.ns.Do(func(ns.NetNS) error { return n.ctl.Sync() }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exchange connects from pod `from` to addr, sends a line and reads it back.
+func exchange(t *testing.T, from *fpNode, to *fpNode, addr string) error {
+	t.Helper()
+	var l net.Listener
+	if err := to.pod.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp", to.podA+":8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			_, _ = io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	return from.pod.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		msg := strings.Repeat("x", 100000) + "\n"
+		go func() { _, _ = io.WriteString(c, msg) }()
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil {
+			return fmt.Errorf("reading the echo: %w", err)
+		}
+		return nil
+	})
+}
+
+func (n *fpNode) stats(t *testing.T) [nstats]uint64 {
+	t.Helper()
+	s, err := n.ctl.cfg.Datapath.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// forwarded is the kernel forward hook's count of pod packets on a node.
+func (n *fpNode) forwarded(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", filepath.Base(n.ns.Path()), "nft", "list", "chain", "inet", "weft-fpt", "forward").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	_, after, _ := strings.Cut(string(out), "counter packets ")
+	packets, _, _ := strings.Cut(after, " ")
+	return packets
+}
+
+// Pod-to-pod TCP between open pods skips both nodes' forward hooks; a
+// Service's DNAT (conntrack knows the flow) keeps the kernel's path, so
+// replies are un-NATed; a pod a policy selects takes the kernel's path in
+// both directions, so its own outgoing connections still work under
+// "ct state invalid drop"; a spoofed source is left to the kernel.
+func TestPrivilegedFastPath(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newFastPathNodes(t)
+	for _, node := range n {
+		node.judge(t, false)
+	}
+	// Neighbours resolved: a flow whose first packet finds none takes the
+	// kernel's path (conntrack then knows it) for its life.
+	sh(t, fmt.Sprintf("ip netns exec %s ping -c1 -W1 %s", filepath.Base(n[0].pod.Path()), n[1].podA))
+
+	if err := exchange(t, n[0], n[1], n[1].podA+":8080"); err != nil {
+		t.Fatalf("pod to pod: %v", err)
+	}
+	if s := n[0].stats(t); s[FwdEgress] == 0 {
+		t.Errorf("node 1 forwarded nothing from its pod: %v", s)
+	}
+	if s := n[1].stats(t); s[FwdIngress] == 0 || s[FwdEgress] == 0 {
+		t.Errorf("node 2 forwarded nothing to or from its pod: %v", s)
+	}
+	for i, node := range n {
+		if got := node.forwarded(t); got != "0" {
+			t.Errorf("node %d: %s pod packets took the forward hook, want 0", i+1, got)
+		}
+	}
+
+	if err := exchange(t, n[0], n[1], "10.96.0.10:80"); err != nil {
+		t.Fatalf("through the DNAT: %v", err)
+	}
+	if s := n[0].stats(t); s[PassTracked] == 0 {
+		t.Errorf("node 1 did not leave the DNATed flow's replies to conntrack: %v", s)
+	}
+
+	n[1].judge(t, true)
+	before := n[1].stats(t)
+	if err := exchange(t, n[0], n[1], n[1].podA+":8080"); err != nil {
+		t.Fatalf("to a judged pod: %v", err)
+	}
+	if err := exchange(t, n[1], n[0], n[0].podA+":8080"); err != nil {
+		t.Fatalf("from a judged pod (ingress policy only): %v", err)
+	}
+	if s := n[1].stats(t); s[PassJudged] == before[PassJudged] || s[FwdIngress] != before[FwdIngress] || s[FwdEgress] != before[FwdEgress] {
+		t.Errorf("node 2 forwarded a judged pod's new flows: before %v, after %v", before, s)
+	}
+	if got := n[1].forwarded(t); got == "0" {
+		t.Errorf("node 2: a judged pod's packets did not take the forward hook")
+	}
+
+	before = n[0].stats(t)
+	sh(t, fmt.Sprintf("ip -n %s addr add 10.244.1.99/32 dev eth0", filepath.Base(n[0].pod.Path())))
+	_ = n[0].pod.Do(func(ns.NetNS) error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("10.244.1.99")}, Timeout: 300 * time.Millisecond}
+		if c, err := d.Dial("tcp", n[1].podA+":9"); err == nil {
+			c.Close()
+		}
+		return nil
+	})
+	if s := n[0].stats(t); s[FwdEgress] != before[FwdEgress] || s[PassOther] == before[PassOther] {
+		t.Errorf("node 1 forwarded a packet with a source not its pod's: before %v, after %v", before, s)
+	}
+}

@@ -107,7 +107,7 @@ func agentCmd() *cobra.Command {
 	f.IntVar(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
 	f.BoolVar(&cfg.Proxy, "proxy", true, "run the nftables service proxy (replaces kube-proxy)")
 	f.BoolVar(&cfg.NetworkPolicy, "network-policy", true, "enforce NetworkPolicies on this node's pods; a pod's interface comes up only once its policies are in place")
-	f.BoolVar(&cfg.FastPath, "fast-path", false, "forward pod-to-pod IPv4 traffic that no conntrack entry or policy needs past the node's netfilter hooks (tc programs; docs/routing.md)")
+	f.BoolVar(&cfg.FastPath, "fast-path", true, "forward pod-to-pod IPv4 traffic that no conntrack entry or policy needs past the node's netfilter hooks (tc programs; docs/routing.md); a kernel that refuses the programs leaves the kernel's path")
 	f.BoolVar(&cfg.PolicyKeepEstablished, "policy-keep-established", false, "let connections opened before a new deny live on (default: every packet is judged by the current policies, so a new deny cuts open connections)")
 	cfg.Conntrack = proxy.DefaultConntrack
 	f.DurationVar(&cfg.Conntrack.TCPEstablished, "conntrack-tcp-timeout-established", cfg.Conntrack.TCPEstablished, "idle timeout of established TCP conntrack entries (0: leave the kernel's)")

@@ -36,10 +36,12 @@ func sh(t *testing.T, cmds ...string) {
 
 // conntrackTable is what the kernel's path of a weft node carries: a
 // forward filter dropping what conntrack calls invalid (as weft's service
-// proxy does), with a counter of the pod TCP packets that reach it, and a
-// Service-like DNAT.
+// proxy does), with a counter of the pod TCP packets that reach it, a
+// policy's shape (replies pass, the rest is judged: here, addresses in
+// @denied take nothing new), and a Service-like DNAT.
 const conntrackTable = `table inet weft-fpt {
-	chain forward { type filter hook forward priority filter; ct state invalid drop; ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta l4proto tcp counter; }
+	set denied { type ipv4_addr; }
+	chain forward { type filter hook forward priority filter; ct state invalid drop; ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta l4proto tcp counter; ct direction reply accept; ip daddr @denied drop; }
 	chain prerouting { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.2.5:8080; }
 	chain postrouting { type nat hook postrouting priority srcnat; }
 }
@@ -47,7 +49,7 @@ const conntrackTable = `table inet weft-fpt {
 
 // newFastPathNodes builds two routed nodes (host-gw: pod CIDRs via the
 // other node), a pod each, and the fast path on both.
-func newFastPathNodes(t *testing.T) [2]*fpNode {
+func newFastPathNodes(t *testing.T, spare bool) [2]*fpNode {
 	var nodes [2]*fpNode
 	n1, n2 := testutil.NewNetNS(t), testutil.NewNetNS(t)
 	a, b := filepath.Base(n1.Path()), filepath.Base(n2.Path())
@@ -79,7 +81,7 @@ func newFastPathNodes(t *testing.T) [2]*fpNode {
 			t.Fatalf("nft: %v %s", err, out)
 		}
 		if err := n.Do(func(ns.NetNS) error {
-			d, err := Load([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, false)
+			d, err := Load([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, spare)
 			if err != nil {
 				return err
 			}
@@ -172,7 +174,7 @@ func (n *fpNode) forwarded(t *testing.T) string {
 // "ct state invalid drop"; a spoofed source is left to the kernel.
 func TestPrivilegedFastPath(t *testing.T) {
 	testutil.RequireRoot(t)
-	n := newFastPathNodes(t)
+	n := newFastPathNodes(t, false)
 	for _, node := range n {
 		node.judge(t, false)
 	}
@@ -228,5 +230,86 @@ func TestPrivilegedFastPath(t *testing.T) {
 	})
 	if s := n[0].stats(t); s[FwdEgress] != before[FwdEgress] || s[PassOther] == before[PassOther] {
 		t.Errorf("node 1 forwarded a packet with a source not its pod's: before %v, after %v", before, s)
+	}
+}
+
+// A flow begun on the fast path whose pod a policy then selects: by
+// default the initiator's next packet is judged on the kernel's path (a
+// deny cuts the flow) even when the responder speaks first; with spare
+// (--policy-keep-established) the flow lives on.
+func TestPrivilegedFastPathNewDenyAndOpenFlows(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, spare := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spare=%v", spare), func(t *testing.T) {
+			n := newFastPathNodes(t, spare)
+			for _, node := range n {
+				node.judge(t, false)
+			}
+			sh(t, fmt.Sprintf("ip netns exec %s ping -c1 -W1 %s", filepath.Base(n[0].pod.Path()), n[1].podA))
+			var l net.Listener
+			if err := n[1].pod.Do(func(ns.NetNS) error {
+				var err error
+				l, err = net.Listen("tcp", n[1].podA+":8080")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			push := make(chan struct{})
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				line := make([]byte, 6)
+				if _, err := io.ReadFull(c, line); err != nil {
+					return
+				}
+				_, _ = c.Write(line)
+				<-push
+				_, _ = io.WriteString(c, "push!\n")
+				_, _ = io.Copy(c, c)
+			}()
+			var c net.Conn
+			if err := n[0].pod.Do(func(ns.NetNS) error {
+				var err error
+				c, err = net.DialTimeout("tcp", n[1].podA+":8080", time.Second)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			echo := func(msg string) error {
+				_ = c.SetDeadline(time.Now().Add(700 * time.Millisecond))
+				if _, err := io.WriteString(c, msg); err != nil {
+					return err
+				}
+				got := make([]byte, len(msg))
+				_, err := io.ReadFull(c, got)
+				return err
+			}
+			if err := echo("hello\n"); err != nil {
+				t.Fatal(err)
+			}
+			if s := n[1].stats(t); s[FwdIngress] == 0 {
+				t.Fatalf("the flow did not begin on the fast path: %v", s)
+			}
+			n[1].judge(t, true)
+			sh(t, fmt.Sprintf("ip netns exec %s nft add element inet weft-fpt denied { %s }", filepath.Base(n[1].ns.Path()), n[1].podA))
+			close(push)
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			got := make([]byte, 6)
+			if _, err := io.ReadFull(c, got); err != nil {
+				t.Fatalf("the responder's packet (a reply) did not arrive: %v", err)
+			}
+			err := echo("again\n")
+			if spare && err != nil {
+				t.Errorf("with spare the open flow was cut: %v", err)
+			}
+			if !spare && err == nil {
+				t.Errorf("the deny did not cut the open flow: the initiator's packet passed as a reply")
+			}
+		})
 	}
 }

@@ -31,7 +31,7 @@ struct endpoint {
 struct config {
 	__be32 addr[MAX_CIDRS]; // the cluster's IPv4 pod CIDRs
 	__be32 mask[MAX_CIDRS];
-	__u32 spare;            // 1: flows begun on the fast path stay on it once judged
+	__u32 spare;            // 1: flows begun on the fast path stay on it once judged (see admit)
 };
 
 // A flow, its two ends in a fixed order, so both directions find it.
@@ -60,11 +60,19 @@ struct {
 	__type(value, struct endpoint);
 } endpoints SEC(".maps");
 
+// Who sent a flow's first packet here: the side conntrack would call the
+// original direction.
+struct initiator {
+	__be32 addr;
+	__be16 port;
+	__u8 pad[2];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct flow);
-	__type(value, __u8);
+	__type(value, struct initiator);
 } flows SEC(".maps");
 
 struct {
@@ -180,23 +188,33 @@ static __always_inline void flow_of(struct pkt *p, struct flow *f)
 	f->proto = p->ip->protocol;
 }
 
-// admit says whether a flow of a local endpoint may take the fast path:
-// always when no policy judges the endpoint in this direction (the flow is
-// remembered); when one does, only a flow that began on the fast path
-// before, and never a new connection, so policies judge every new flow
-// while established ones are spared, as on the kernel's path.
+// admit says whether a flow of a local endpoint may take the fast path.
+// Always when no policy judges the endpoint (the flow is remembered, with
+// its initiator). When one does: never a new connection (a SYN) or a flow
+// not begun here; with spare, every packet of a flow begun here; without,
+// only the responder's, while the initiator's go to the kernel's path.
+// There conntrack picks the flow up from the initiator's packet, so it is
+// judged as a connection of the initiator's (a new deny cuts it) and the
+// responder's packets are its replies, as if the flow had always been on
+// the kernel's path. Letting the responder's packet reach conntrack first
+// would make the initiator's packets replies, never judged.
 static __always_inline int admit(struct config *cfg, struct pkt *p, int judged)
 {
 	struct flow f = {};
 	flow_of(p, &f);
+	struct initiator *in = bpf_map_lookup_elem(&flows, &f);
 	if (!judged) {
-		if (p->syn || !bpf_map_lookup_elem(&flows, &f)) {
-			__u8 one = 1;
-			bpf_map_update_elem(&flows, &f, &one, BPF_ANY);
+		if (p->syn || !in) {
+			struct initiator v = {.addr = p->ip->saddr, .port = p->sport};
+			bpf_map_update_elem(&flows, &f, &v, BPF_ANY);
 		}
 		return 1;
 	}
-	return cfg->spare && !p->syn && bpf_map_lookup_elem(&flows, &f);
+	if (p->syn || !in)
+		return 0;
+	if (cfg->spare)
+		return 1;
+	return in->addr != p->ip->saddr || in->port != p->sport;
 }
 
 // lookup finds the next hop as the kernel's forwarding would.

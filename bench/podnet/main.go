@@ -41,6 +41,8 @@ type row struct {
 	barePodCT, floor, relCT [2]figure.Rounds
 	nodeRR, podRR, rrRatio  figure.Rounds // p50 µs
 	readyToReachable        figure.Figure // seconds
+	// fast: what the fast path did during the rounds (fastpath.go).
+	fast string
 	// With NetworkPolicies selecting the server (policies.go); nil: not run.
 	pol *policyPhase
 }
@@ -115,6 +117,10 @@ func report(rows []row, backends string) {
 			fmt.Printf("| %s | %s | %d | %s Gbit/s | %s Gbit/s | %s (%s) | %s | %s | %s | %s |\n", r.backend, r.pair, n,
 				r.node[i].Median().Format("%.2f"), r.pod[i].Median().Format("%.2f"), r.ratio[i].Median().Format("%.2f"), r.ratio[i].Spread("%.2f"), bareRatio, rel, floor, relCT)
 		}
+	}
+	fmt.Println()
+	for _, r := range rows {
+		fmt.Printf("- %s, %s: %s\n", r.backend, r.pair, r.fast)
 	}
 	fmt.Println()
 	reportPolicies(rows)
@@ -227,6 +233,7 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, bx ba
 		{"weft-bx-n1", bareNodeIP(bareB), "5303", &r.bareNode},
 		{"weft-bx-p1", barePodIP(bareB), "5304", &r.barePod},
 	}
+	fastBefore := [2]fastCounts{readFastCounts(a, ips[a]), readFastCounts(b, ips[b])}
 	for round := 0; round < rounds; round++ {
 		for i, streams := range streamCounts {
 			var got [4]figure.Figure
@@ -249,6 +256,7 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, bx ba
 		r.rrRatio.Add(figure.Div(p, n))
 		fmt.Fprintf(os.Stderr, "%s %s round %d: weft/bare 1 stream %s\n", backend, r.pair, round+1, r.rel[0].Median().Format("%.2f"))
 	}
+	r.fast = fastSummary(a, b, fastBefore, [2]fastCounts{readFastCounts(a, ips[a]), readFastCounts(b, ips[b])})
 	if policies > 0 {
 		if r.pol, err = measurePolicies(ctx, client, ns, podIP["server"], a, runs); err != nil {
 			return r, err

@@ -217,7 +217,11 @@ static __always_inline int admit(struct config *cfg, struct pkt *p, int judged)
 	return in->addr != p->ip->saddr || in->port != p->sport;
 }
 
-// lookup finds the next hop as the kernel's forwarding would.
+// lookup finds the next hop as the kernel's forwarding would: 1 with
+// its MAC addresses, 2 when the neighbour is not resolved yet (forward
+// then asks the kernel to resolve it: a flow's packets must not fall back
+// to the kernel's path halfway, where conntrack would call a reply
+// without its request invalid), 0 when forwarding would not send it.
 static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib)
 {
 	struct iphdr *ip = p->ip;
@@ -231,20 +235,34 @@ static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct b
 	fib->ipv4_src = ip->saddr;
 	fib->ipv4_dst = ip->daddr;
 	fib->ifindex = skb->ingress_ifindex;
-	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_SUCCESS;
+	switch (bpf_fib_lookup(skb, fib, sizeof(*fib), 0)) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		return 1;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return 2;
+	}
+	return 0;
 }
 
-// rewrite makes the packet the next hop's: TTL and MAC addresses.
-static __always_inline int rewrite(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib)
+// forward decrements the TTL and sends the packet to the next hop: with
+// the looked-up MAC addresses to out, into the pod's namespace when peer,
+// or through the kernel's neighbour resolution (found == 2).
+static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib, int found, int peer)
 {
 	struct iphdr *ip = p->ip;
 	__u16 old = *(__u16 *)&ip->ttl;
 	ip->ttl--;
 	__u16 new = *(__u16 *)&ip->ttl;
 	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2))
-		return 0;
-	return !bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) &&
-	       !bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0);
+		return TC_ACT_SHOT;
+	if (found == 2) {
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = fib->ipv4_dst};
+		return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
+	}
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0))
+		return TC_ACT_SHOT;
+	return peer ? bpf_redirect_peer(fib->ifindex, 0) : bpf_redirect(fib->ifindex, 0);
 }
 
 // from_pod runs on a pod veth's host side, for what the pod sends.
@@ -268,12 +286,11 @@ int from_pod(struct __sk_buff *skb)
 	if (!admit(cfg, &p, ep->judged))
 		return count(PASS_JUDGED);
 	struct bpf_fib_lookup fib = {};
-	if (!lookup(skb, &p, &fib))
+	int found = lookup(skb, &p, &fib);
+	if (!found)
 		return count(PASS_ROUTE);
-	if (!rewrite(skb, &p, &fib))
-		return TC_ACT_SHOT;
 	count(FWD_EGRESS);
-	return bpf_redirect(fib.ifindex, 0);
+	return forward(skb, &p, &fib, found, 0);
 }
 
 // to_pod runs on the node's uplink and tunnel devices, for what arrives.
@@ -297,12 +314,11 @@ int to_pod(struct __sk_buff *skb)
 	if (!admit(cfg, &p, ep->judged))
 		return count(PASS_JUDGED);
 	struct bpf_fib_lookup fib = {};
-	if (!lookup(skb, &p, &fib) || fib.ifindex != ifindex)
+	int found = lookup(skb, &p, &fib);
+	if (!found || fib.ifindex != ifindex)
 		return count(PASS_ROUTE);
-	if (!rewrite(skb, &p, &fib))
-		return TC_ACT_SHOT;
 	count(FWD_INGRESS);
-	return bpf_redirect_peer(ifindex, 0);
+	return forward(skb, &p, &fib, found, 1);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -374,7 +374,7 @@ func (a *Agent) newFastPath() {
 		a.log.Warn("fast path off: pod traffic takes the kernel's path", "err", err)
 		return
 	}
-	a.fast = fastpath.New(fastpath.Config{Datapath: d, PodPrefix: cni.HostVethPrefix, Uplinks: []string{VXLANDevice},
+	a.fast = fastpath.New(fastpath.Config{Datapath: d, PodPrefix: cni.HostVethPrefix, Uplinks: []string{VXLANDevice}, Tunnel: VXLANDevice,
 		Policy: a.cfg.NetworkPolicy, Log: a.log.With("component", "fastpath"), Registry: a.registry})
 }
 

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"weft.dev/weft/internal/netlinkdump"
 )
 
 // Config is what the controller needs of the node.
@@ -22,6 +24,9 @@ type Config struct {
 	// Uplinks name the devices other nodes' pod traffic arrives on
 	// besides the underlay link (the VXLAN device).
 	Uplinks []string
+	// Tunnel names the VXLAN device (one of Uplinks) whose frames the
+	// programs build and unwrap themselves; "" leaves VXLAN to the kernel.
+	Tunnel string
 	// Underlay is the ifindex of the link holding the node's address.
 	Underlay int
 	// Policy says that a policy controller will report judgements: until
@@ -151,6 +156,9 @@ func (c *Controller) Sync() error {
 	}
 	p := c.plan(devs, routes, judged)
 	d := c.cfg.Datapath
+	if err := d.SetTunnel(c.tunnel(ls)); err != nil {
+		return err
+	}
 	for _, i := range p.Pods {
 		if err := d.AttachPod(i); err != nil {
 			return err
@@ -167,6 +175,36 @@ func (c *Controller) Sync() error {
 		}
 	}
 	return d.SetEndpoints(p.Endpoints)
+}
+
+// tunnel reads the VXLAN device and its forwarding entries; the zero
+// Tunnel when there is none or it is not IPv4.
+func (c *Controller) tunnel(ls []netlink.Link) Tunnel {
+	for _, l := range ls {
+		v, ok := l.(*netlink.Vxlan)
+		if !ok || c.cfg.Tunnel == "" || v.Name != c.cfg.Tunnel || v.SrcAddr.To4() == nil {
+			continue
+		}
+		local, _ := netip.AddrFromSlice(v.SrcAddr.To4())
+		t := Tunnel{IfIndex: v.Index, Underlay: v.VtepDevIndex, Local: local, VNI: uint32(v.VxlanId), Port: uint16(v.Port),
+			Peers: map[[6]byte]netip.Addr{}}
+		if t.Underlay == 0 {
+			t.Underlay = c.cfg.Underlay
+		}
+		fdb, err := netlinkdump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(v.Index, unix.AF_BRIDGE) })
+		if err != nil {
+			c.cfg.Log.Warn("fast path: reading the VXLAN forwarding entries; VXLAN stays with the kernel's device", "err", err)
+			return Tunnel{}
+		}
+		for _, n := range fdb {
+			a, ok := netip.AddrFromSlice(n.IP.To4())
+			if ok && len(n.HardwareAddr) == 6 && !slices.Equal(n.HardwareAddr, make([]byte, 6)) {
+				t.Peers[[6]byte(n.HardwareAddr)] = a
+			}
+		}
+		return t
+	}
+	return Tunnel{}
 }
 
 // Device and Route are what planning reads of the node's links and routes.

@@ -9,8 +9,10 @@ package fastpath
 import (
 	"bytes"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sync"
 
@@ -43,11 +45,14 @@ const (
 	PassJudged
 	PassRoute
 	PassOther
+	FwdEncap
+	FwdDecap
 	nstats
 )
 
 // StatNames name the counters (metrics labels).
-var StatNames = [nstats]string{"forwarded_egress", "forwarded_ingress", "passed_tracked", "passed_judged", "passed_route", "passed_other"}
+var StatNames = [nstats]string{"forwarded_egress", "forwarded_ingress", "passed_tracked", "passed_judged", "passed_route", "passed_other",
+	"forwarded_egress_encapsulated", "forwarded_ingress_decapsulated"}
 
 // The maps' value layouts, as in bpf/fastpath.c.
 type endpointValue struct {
@@ -60,6 +65,29 @@ type configValue struct {
 	Addr  [MaxCIDRs][4]byte
 	Mask  [MaxCIDRs][4]byte
 	Spare uint32
+}
+
+// Tunnel is the node's VXLAN device, whose frames the programs build and
+// unwrap themselves for the pod packets they forward. The zero Tunnel
+// leaves VXLAN to the kernel's device.
+type Tunnel struct {
+	IfIndex  int        // the VXLAN device
+	Underlay int        // the link its frames leave and arrive on
+	Local    netip.Addr // IPv4: the node's address, the frames' source
+	VNI      uint32
+	Port     uint16
+	// Peers are the device's forwarding entries: a peer device's MAC to
+	// its node's address.
+	Peers map[[6]byte]netip.Addr
+}
+
+type tunnelValue struct {
+	IfIndex  uint32
+	Underlay uint32
+	Local    [4]byte
+	VNI      [4]byte // VNI << 8, big endian
+	Port     [2]byte
+	_        [2]byte
 }
 
 // Datapath is the loaded programs and maps of one network namespace.
@@ -161,7 +189,6 @@ func (d *Datapath) Detach(ifindex int) {
 
 // SetEndpoints makes the endpoints map hold exactly eps (IPv4 only).
 func (d *Datapath) SetEndpoints(eps map[netip.Addr]Endpoint) error {
-	m := d.coll.Maps["endpoints"]
 	want := map[[4]byte]endpointValue{}
 	for a, ep := range eps {
 		if !a.Is4() {
@@ -173,9 +200,52 @@ func (d *Datapath) SetEndpoints(eps map[netip.Addr]Endpoint) error {
 		}
 		want[a.As4()] = v
 	}
-	var stale [][4]byte
-	var k [4]byte
-	var v endpointValue
+	if err := syncMap(d.coll.Maps["endpoints"], want); err != nil {
+		return fmt.Errorf("fast path: endpoints: %w", err)
+	}
+	return nil
+}
+
+// SetTunnel writes the VXLAN device and its peers (IPv4 only).
+func (d *Datapath) SetTunnel(t Tunnel) error {
+	var v tunnelValue
+	peers := map[uint64][4]byte{}
+	if t.Local.Is4() {
+		v = tunnelValue{IfIndex: uint32(t.IfIndex), Underlay: uint32(t.Underlay), Local: t.Local.As4()}
+		binary.BigEndian.PutUint32(v.VNI[:], t.VNI<<8)
+		binary.BigEndian.PutUint16(v.Port[:], t.Port)
+		for mac, a := range t.Peers {
+			if a.Is4() {
+				var k [8]byte
+				copy(k[:], mac[:])
+				peers[binary.NativeEndian.Uint64(k[:])] = a.As4()
+			}
+		}
+	}
+	addrs := map[[4]byte]uint8{}
+	for _, a := range peers {
+		addrs[a] = 1
+	}
+	// Peers first, the device last: a half-written map only sends a
+	// packet the kernel's way.
+	if err := syncMap(d.coll.Maps["vteps"], peers); err != nil {
+		return fmt.Errorf("fast path: tunnel peers: %w", err)
+	}
+	if err := syncMap(d.coll.Maps["vtep_addrs"], addrs); err != nil {
+		return fmt.Errorf("fast path: tunnel peers: %w", err)
+	}
+	if err := d.coll.Maps["tunnels"].Put(uint32(0), v); err != nil {
+		return fmt.Errorf("fast path: tunnel: %w", err)
+	}
+	return nil
+}
+
+// syncMap makes a hash map hold exactly want.
+func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
+	want = maps.Clone(want)
+	var stale []K
+	var k K
+	var v V
 	it := m.Iterate()
 	for it.Next(&k, &v) {
 		if w, ok := want[k]; !ok {
@@ -185,16 +255,16 @@ func (d *Datapath) SetEndpoints(eps map[netip.Addr]Endpoint) error {
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("fast path: reading endpoints: %w", err)
+		return err
 	}
 	for _, k := range stale {
 		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("fast path: endpoint %v: %w", netip.AddrFrom4(k), err)
+			return err
 		}
 	}
 	for k, v := range want {
 		if err := m.Put(k, v); err != nil {
-			return fmt.Errorf("fast path: endpoint %v: %w", netip.AddrFrom4(k), err)
+			return err
 		}
 	}
 	return nil

@@ -50,6 +50,8 @@ enum {
 	PASS_JUDGED,  // a policy selects the local pod
 	PASS_ROUTE,   // no route, neighbour or device the fast path can use
 	PASS_OTHER,   // not ours: no pod address, other protocols, fragments, spoofed source
+	FWD_ENCAP,    // of FWD_EGRESS: wrapped in VXLAN here and sent on the underlay
+	FWD_DECAP,    // of FWD_INGRESS: arrived in VXLAN on the underlay, unwrapped here
 	NSTATS,
 };
 
@@ -81,6 +83,41 @@ struct {
 	__type(key, __u32);
 	__type(value, struct config);
 } settings SEC(".maps");
+
+// The node's VXLAN device, whose frames the programs build and unwrap
+// themselves (local 0: none, or not IPv4).
+struct tunnel {
+	__u32 ifindex;  // the VXLAN device
+	__u32 underlay; // the link its frames leave and arrive on
+	__be32 local;   // the node's address, the frames' source
+	__be32 vni;     // in the VXLAN header's layout: VNI << 8
+	__be16 port;    // UDP destination port
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tunnel);
+} tunnels SEC(".maps");
+
+// The VXLAN device's forwarding entries: a peer device's MAC (6 bytes,
+// zero padded) to its node's address.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __be32);
+} vteps SEC(".maps");
+
+// The same nodes by address: the only sources whose VXLAN is unwrapped.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, __u8);
+} vtep_addrs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -131,10 +168,12 @@ struct pkt {
 	__u8 syn; // a TCP SYN without ACK: a new connection
 };
 
-static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+// parse reads the Ethernet frame at off (0, or VXLAN_HLEN: the frame a
+// VXLAN packet carries).
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p, __u32 off)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
+	struct ethhdr *eth = data + off;
 	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return 0;
 	struct iphdr *ip = (void *)(eth + 1);
@@ -244,16 +283,23 @@ static __always_inline int lookup(struct __sk_buff *skb, struct pkt *p, struct b
 	return 0;
 }
 
-// forward decrements the TTL and sends the packet to the next hop: with
-// the looked-up MAC addresses to out, into the pod's namespace when peer,
-// or through the kernel's neighbour resolution (found == 2).
-static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib, int found, int peer)
+// dec_ttl decrements the TTL of the IPv4 header after the first Ethernet
+// header. p's pointers are invalid afterwards.
+static __always_inline int dec_ttl(struct __sk_buff *skb, struct pkt *p)
 {
 	struct iphdr *ip = p->ip;
 	__u16 old = *(__u16 *)&ip->ttl;
 	ip->ttl--;
 	__u16 new = *(__u16 *)&ip->ttl;
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2))
+	return bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2);
+}
+
+// forward decrements the TTL and sends the packet to the next hop: with
+// the looked-up MAC addresses to out, into the pod's namespace when peer,
+// or through the kernel's neighbour resolution (found == 2).
+static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib, int found, int peer)
+{
+	if (dec_ttl(skb, p))
 		return TC_ACT_SHOT;
 	if (found == 2) {
 		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = fib->ipv4_dst};
@@ -265,6 +311,81 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, struct 
 	return peer ? bpf_redirect_peer(fib->ifindex, 0) : bpf_redirect(fib->ifindex, 0);
 }
 
+// The headers a VXLAN packet adds before the pod's IPv4 header: outer
+// IPv4, UDP, VXLAN and the inner Ethernet header (the outer Ethernet
+// header is the pod's frame's own, rewritten).
+struct vxlan_hdrs {
+	struct iphdr ip;
+	struct udphdr udp;
+	__be32 flags, vni;
+	struct ethhdr inner;
+} __attribute__((packed));
+
+#define VXLAN_HLEN sizeof(struct vxlan_hdrs)
+#define VXLAN_FLAG_VNI bpf_htonl(0x08000000)
+
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+	__u32 c = sum;
+	c = (c & 0xffff) + (c >> 16);
+	c = (c & 0xffff) + (c >> 16);
+	return ~c;
+}
+
+// tunnel_peer is the node to send a packet to in VXLAN when the FIB
+// routed it to the VXLAN device and the programs know the peer device
+// (fib->dmac); 0 when the kernel's device is to send it.
+static __always_inline __be32 tunnel_peer(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int found, struct tunnel **tun)
+{
+	__u32 zero = 0;
+	*tun = bpf_map_lookup_elem(&tunnels, &zero);
+	if (!*tun || !(*tun)->local || fib->ifindex != (*tun)->ifindex || found != 1)
+		return 0;
+	__u64 mac = 0;
+	__builtin_memcpy(&mac, fib->dmac, ETH_ALEN);
+	__be32 *peer = bpf_map_lookup_elem(&vteps, &mac);
+	if (!peer || skb->len + VXLAN_HLEN - ETH_HLEN > 0xffff)
+		return 0;
+	return *peer;
+}
+
+// encap sends a pod's packet to the peer node in VXLAN as the kernel's
+// device would (source port from the inner flow's hash, TTL 64, no DF, no
+// UDP checksum, the pod's segments kept: GSO segments it with the outer
+// headers), but without the node's output hooks, routing and the
+// device's transmit path.
+static __always_inline int encap(struct __sk_buff *skb, struct pkt *p, struct bpf_fib_lookup *fib, struct tunnel *tun, __be32 peer)
+{
+	__u32 len = skb->len; // the pod's frame
+	struct iphdr ip = {};
+	ip.version = 4;
+	ip.ihl = 5;
+	ip.tot_len = bpf_htons(len + VXLAN_HLEN - ETH_HLEN);
+	ip.id = bpf_get_prandom_u32();
+	ip.ttl = 64;
+	ip.protocol = IPPROTO_UDP;
+	ip.saddr = tun->local;
+	ip.daddr = peer;
+	ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&ip, sizeof(ip), 0));
+	struct vxlan_hdrs h = {.ip = ip};
+	__u32 hash = bpf_get_hash_recalc(skb);
+	h.udp.source = bpf_htons(32768 + (((__u64)hash * 28232) >> 32));
+	h.udp.dest = tun->port;
+	h.udp.len = bpf_htons(len + VXLAN_HLEN - ETH_HLEN - sizeof(struct iphdr));
+	h.flags = VXLAN_FLAG_VNI;
+	h.vni = tun->vni;
+	__builtin_memcpy(h.inner.h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(h.inner.h_source, fib->smac, ETH_ALEN);
+	h.inner.h_proto = bpf_htons(ETH_P_IP);
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+	if (dec_ttl(skb, p) || bpf_skb_adjust_room(skb, VXLAN_HLEN, BPF_ADJ_ROOM_MAC, flags) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, &h, sizeof(h), 0))
+		return TC_ACT_SHOT;
+	count(FWD_ENCAP);
+	return bpf_redirect_neigh(tun->underlay, 0, 0, 0);
+}
+
 // from_pod runs on a pod veth's host side, for what the pod sends.
 SEC("tc")
 int from_pod(struct __sk_buff *skb)
@@ -272,7 +393,7 @@ int from_pod(struct __sk_buff *skb)
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
 	struct pkt p;
-	if (!cfg || !parse(skb, &p))
+	if (!cfg || !parse(skb, &p, 0))
 		return count(PASS_OTHER);
 	__be32 s = p.ip->saddr, d = p.ip->daddr;
 	if (!in_cluster(cfg, s) || !in_cluster(cfg, d))
@@ -290,7 +411,69 @@ int from_pod(struct __sk_buff *skb)
 	if (!found)
 		return count(PASS_ROUTE);
 	count(FWD_EGRESS);
+	struct tunnel *tun;
+	__be32 peer = tunnel_peer(skb, &fib, found, &tun);
+	if (peer && tun)
+		return encap(skb, &p, &fib, tun, peer);
 	return forward(skb, &p, &fib, found, 0);
+}
+
+// arriving decides for a packet to a local pod: 0 with the next hop in
+// fib (and found) to forward it, else the counter to pass it with.
+static __always_inline int arriving(struct __sk_buff *skb, struct config *cfg, struct pkt *p, struct bpf_fib_lookup *fib, int *found)
+{
+	__be32 s = p->ip->saddr, d = p->ip->daddr;
+	if (!in_cluster(cfg, s) || !in_cluster(cfg, d))
+		return PASS_OTHER;
+	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &d);
+	if (!ep || bpf_map_lookup_elem(&endpoints, &s))
+		return PASS_OTHER;
+	__u32 ifindex = ep->ifindex;
+	if (tracked(skb, p))
+		return PASS_TRACKED;
+	if (!admit(cfg, p, ep->judged))
+		return PASS_JUDGED;
+	*found = lookup(skb, p, fib);
+	if (!*found || fib->ifindex != ifindex)
+		return PASS_ROUTE;
+	return 0;
+}
+
+// decap unwraps VXLAN that a node sent to this node for a local pod and
+// puts the inner packet into the pod, when the pod's packet may take the
+// fast path; the kernel's VXLAN device receives everything else (-1),
+// and there to_pod judges it again. As the node's antispoof table does,
+// only VXLAN from nodes counts.
+static __always_inline long decap(struct __sk_buff *skb, struct config *cfg)
+{
+	__u32 zero = 0;
+	struct tunnel *tun = bpf_map_lookup_elem(&tunnels, &zero);
+	if (!tun || !tun->local || skb->ifindex != tun->underlay)
+		return -1;
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct vxlan_hdrs *h = (void *)(eth + 1);
+	if ((void *)(h + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	if (h->ip.version != 4 || h->ip.ihl != 5 || h->ip.protocol != IPPROTO_UDP || (h->ip.frag_off & bpf_htons(0x3fff)) ||
+	    h->ip.daddr != tun->local || h->udp.dest != tun->port)
+		return -1;
+	if (!(h->flags & VXLAN_FLAG_VNI) || (h->vni & bpf_htonl(0xffffff00)) != tun->vni ||
+	    h->inner.h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	__be32 src = h->ip.saddr;
+	if (!bpf_map_lookup_elem(&vtep_addrs, &src))
+		return -1;
+	struct pkt p;
+	struct bpf_fib_lookup fib = {};
+	int found = 0;
+	if (!parse(skb, &p, VXLAN_HLEN) || arriving(skb, cfg, &p, &fib, &found))
+		return -1;
+	if (bpf_skb_adjust_room(skb, -(int)VXLAN_HLEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO) || !parse(skb, &p, 0))
+		return TC_ACT_SHOT;
+	count(FWD_INGRESS);
+	count(FWD_DECAP);
+	return forward(skb, &p, &fib, found, 1);
 }
 
 // to_pod runs on the node's uplink and tunnel devices, for what arrives.
@@ -299,24 +482,19 @@ int to_pod(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg)
+		return count(PASS_OTHER);
+	long v = decap(skb, cfg);
+	if (v >= 0)
+		return v;
 	struct pkt p;
-	if (!cfg || !parse(skb, &p))
+	if (!parse(skb, &p, 0))
 		return count(PASS_OTHER);
-	__be32 s = p.ip->saddr, d = p.ip->daddr;
-	if (!in_cluster(cfg, s) || !in_cluster(cfg, d))
-		return count(PASS_OTHER);
-	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &d);
-	if (!ep || bpf_map_lookup_elem(&endpoints, &s))
-		return count(PASS_OTHER);
-	__u32 ifindex = ep->ifindex;
-	if (tracked(skb, &p))
-		return count(PASS_TRACKED);
-	if (!admit(cfg, &p, ep->judged))
-		return count(PASS_JUDGED);
 	struct bpf_fib_lookup fib = {};
-	int found = lookup(skb, &p, &fib);
-	if (!found || fib.ifindex != ifindex)
-		return count(PASS_ROUTE);
+	int found = 0;
+	int pass = arriving(skb, cfg, &p, &fib, &found);
+	if (pass)
+		return count(pass);
 	count(FWD_INGRESS);
 	return forward(skb, &p, &fib, found, 1);
 }

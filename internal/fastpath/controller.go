@@ -79,38 +79,89 @@ func (c *Controller) trigger() {
 	}
 }
 
-// Run follows link and route changes until ctx ends, then detaches.
+// Run follows link, route and VXLAN forwarding entry changes until ctx
+// ends, then detaches.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.cfg.Datapath.Close()
 	done := make(chan struct{})
 	defer close(done)
-	links := make(chan netlink.LinkUpdate, 64)
-	routes := make(chan netlink.RouteUpdate, 256)
-	if err := netlink.LinkSubscribe(links, done); err != nil {
+	ev := events{links: make(chan netlink.LinkUpdate, 64), routes: make(chan netlink.RouteUpdate, 256),
+		neighs: make(chan netlink.NeighUpdate, 256), kick: c.kick, log: c.cfg.Log}
+	if err := netlink.LinkSubscribe(ev.links, done); err != nil {
 		return err
 	}
-	if err := netlink.RouteSubscribe(routes, done); err != nil {
+	if err := netlink.RouteSubscribe(ev.routes, done); err != nil {
 		return err
 	}
-	tick := time.NewTicker(c.cfg.Resync)
-	defer tick.Stop()
+	if err := netlink.NeighSubscribe(ev.neighs, done); err != nil {
+		return err
+	}
+	ev.tick = time.NewTicker(c.cfg.Resync)
+	defer ev.tick.Stop()
 	for {
 		if err := c.Sync(); err != nil {
 			c.cfg.Log.Warn("fast path sync failed; pod traffic keeps the kernel's path where the programs do not know it", "err", err)
 		}
-		select {
-		case <-ctx.Done():
+		if !ev.wait(ctx) {
 			return nil
-		case <-links:
-		case <-routes:
-		case <-c.kick:
-		case <-tick.C:
 		}
 		// Events come in bursts (a pod's veth, address and route).
 		time.Sleep(20 * time.Millisecond)
-		drain(links)
-		drain(routes)
+		drain(ev.links)
+		drain(ev.routes)
+		drain(ev.neighs)
 	}
+}
+
+// events are what makes the controller sync.
+type events struct {
+	links  chan netlink.LinkUpdate
+	routes chan netlink.RouteUpdate
+	neighs chan netlink.NeighUpdate
+	kick   chan struct{}
+	tick   *time.Ticker
+	log    *slog.Logger
+}
+
+// wait returns true at the next change worth a sync: any link or route,
+// a forwarding entry (not the node's ARP churn), a kick, the resync tick;
+// false when ctx ends. A subscription that fails (its channel closed) is
+// dropped and logged; the resync tick still catches its changes.
+func (e *events) wait(ctx context.Context) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case _, ok := <-e.links:
+			if !ok {
+				e.links = lost[netlink.LinkUpdate](e.log, "link")
+			}
+			return true
+		case _, ok := <-e.routes:
+			if !ok {
+				e.routes = lost[netlink.RouteUpdate](e.log, "route")
+			}
+			return true
+		case u, ok := <-e.neighs:
+			if !ok {
+				e.neighs = lost[netlink.NeighUpdate](e.log, "neighbour")
+				return true
+			}
+			if u.Family == unix.AF_BRIDGE {
+				return true
+			}
+		case <-e.kick:
+			return true
+		case <-e.tick.C:
+			return true
+		}
+	}
+}
+
+// lost logs a subscription's end; receiving from its nil channel blocks.
+func lost[T any](log *slog.Logger, what string) chan T {
+	log.Warn("fast path: netlink " + what + " subscription ended; changes are picked up by the periodic resync")
+	return nil
 }
 
 func drain[T any](ch chan T) {

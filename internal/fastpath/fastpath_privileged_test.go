@@ -1,6 +1,8 @@
 package fastpath
 
 import (
+	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -412,4 +414,46 @@ func TestPrivilegedFastPathVXLAN(t *testing.T) {
 	if s := n[1].stats(t); s[FwdDecap] != before[FwdDecap] || s[FwdIngress] == before[FwdIngress] {
 		t.Errorf("node 2 unwrapped VXLAN from no peer node (or the kernel's device did not pass it on): before %v, after %v", before, s)
 	}
+}
+
+// The controller follows the VXLAN device's forwarding entries as they
+// change (a peer node at a new address), not only at its periodic resync.
+func TestPrivilegedFastPathFollowsForwardingEntries(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newFastPathNodes(t, false, true)
+	ctl := n[0].ctl
+	ctl.cfg.Resync = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- n[0].ns.Do(func(ns.NetNS) error { return ctl.Run(ctx) }) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
+	}()
+	peerOf := func() netip.Addr {
+		var k [8]byte
+		copy(k[:], []byte{2, 0, 0, 0, 0, 2})
+		var v [4]byte
+		if err := ctl.cfg.Datapath.coll.Maps["vteps"].Lookup(binary.NativeEndian.Uint64(k[:]), &v); err != nil {
+			return netip.Addr{}
+		}
+		return netip.AddrFrom4(v)
+	}
+	waitFor := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if peerOf().String() == want {
+				return
+			}
+		}
+		t.Fatalf("the programs send node 2's frames to %v, want %s", peerOf(), want)
+	}
+	waitFor("198.18.9.2")
+	// Let the namespaces' own link and route changes (IPv6 addresses
+	// settling after the links came up) pass, so no other event syncs.
+	time.Sleep(3 * time.Second)
+	sh(t, fmt.Sprintf("bridge -n %s fdb replace 02:00:00:00:00:02 dev weft.vxlan dst 198.18.9.77 self permanent", filepath.Base(n[0].ns.Path())))
+	waitFor("198.18.9.77")
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -30,6 +31,7 @@ type Log struct {
 	w         io.Writer
 	component string
 	bufs      sync.Pool
+	stamps    stamps
 }
 
 // New writes records for component (the "component=" every weft log line
@@ -44,16 +46,48 @@ func (l *Log) Write(r *Record) {
 		return
 	}
 	bp := l.bufs.Get().(*[]byte)
-	b := Append((*bp)[:0], time.Now(), l.component, r)
+	b := appendRecord(l.stamps.append((*bp)[:0], time.Now()), l.component, r)
 	_, _ = l.w.Write(b)
 	*bp = b
 	l.bufs.Put(bp)
 }
 
+// stampLayout is slog's text form of a record's time.
+const stampLayout = "2006-01-02T15:04:05.000Z07:00"
+
 // Append appends r's line, newline included, to b.
 func Append(b []byte, now time.Time, component string, r *Record) []byte {
 	b = append(b, "time="...)
-	b = now.Truncate(time.Millisecond).AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = now.Truncate(time.Millisecond).AppendFormat(b, stampLayout)
+	return appendRecord(b, component, r)
+}
+
+// stamps caches the time field's text up to the second and its zone:
+// formatting the whole of it per record cost about 1% of the proxy's CPU.
+type stamps struct{ last atomic.Pointer[stamp] }
+
+type stamp struct {
+	sec        int64
+	loc        *time.Location
+	head, zone []byte // "time=2006-01-02T15:04:05" and "Z07:00"
+}
+
+// append appends "time=" and now as stampLayout formats it.
+func (s *stamps) append(b []byte, now time.Time) []byte {
+	st := s.last.Load()
+	if st == nil || st.sec != now.Unix() || st.loc != now.Location() {
+		st = &stamp{sec: now.Unix(), loc: now.Location(),
+			head: now.AppendFormat([]byte("time="), "2006-01-02T15:04:05"), zone: now.AppendFormat(nil, "Z07:00")}
+		s.last.Store(st)
+	}
+	b = append(b, st.head...)
+	ms := now.Nanosecond() / int(time.Millisecond)
+	b = append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	return append(b, st.zone...)
+}
+
+// appendRecord appends what follows the time field.
+func appendRecord(b []byte, component string, r *Record) []byte {
 	b = append(b, " level=INFO msg=request component="...)
 	b = appendValue(b, component)
 	b = append(b, " method="...)

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"testing"
 	"time"
+	_ "time/tzdata" // the zone test must not depend on the machine's zoneinfo
 )
 
 // slogLine is the line log/slog's TextHandler writes for r, the form the
@@ -68,3 +70,25 @@ type countingWriter struct {
 }
 
 func (w *countingWriter) Write(p []byte) (int, error) { w.writes++; return w.buf.Write(p) }
+
+// The cached time field must read exactly as slog formats it: across
+// second boundaries, in zones whose offset changes, in any order.
+func TestCachedStampsMatchFormat(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	locs := []*time.Location{time.UTC, time.FixedZone("x", 3600+1800), ny}
+	// 2026-03-08 07:00 UTC is New York's change to daylight time.
+	base := time.Date(2026, 3, 8, 6, 59, 58, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var s stamps
+	for i := 0; i < 20000; i++ {
+		now := base.Add(time.Duration(rng.Int64N(int64(4 * time.Second)))).In(locs[rng.IntN(len(locs))])
+		got := string(s.append(nil, now))
+		want := "time=" + now.Truncate(time.Millisecond).Format(stampLayout)
+		if got != want {
+			t.Fatalf("%v: got %q, want %q", now, got, want)
+		}
+	}
+}

@@ -47,12 +47,13 @@ const (
 	PassOther
 	FwdEncap
 	FwdDecap
+	FwdLocal
 	nstats
 )
 
 // StatNames name the counters (metrics labels).
 var StatNames = [nstats]string{"forwarded_egress", "forwarded_ingress", "passed_tracked", "passed_judged", "passed_route", "passed_other",
-	"forwarded_egress_encapsulated", "forwarded_ingress_decapsulated"}
+	"forwarded_egress_encapsulated", "forwarded_ingress_decapsulated", "forwarded_local"}
 
 // The maps' value layouts, as in bpf/fastpath.c.
 type endpointValue struct {

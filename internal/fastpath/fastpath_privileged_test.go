@@ -272,6 +272,60 @@ func TestPrivilegedFastPath(t *testing.T) {
 	}
 }
 
+// Two pods on one node: their TCP goes from one pod's veth straight into
+// the other pod, past the node's forward hook; when a policy selects
+// either pod, their new flows take the kernel's path in both directions.
+func TestPrivilegedFastPathSameNode(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newFastPathNodes(t, false, false)
+	a := n[0]
+	c := &fpNode{ns: a.ns, pod: testutil.NewNetNS(t), ctl: a.ctl, podA: "10.244.1.6"}
+	name, p := filepath.Base(a.ns.Path()), filepath.Base(c.pod.Path())
+	sh(t,
+		fmt.Sprintf("ip -n %s link add weftpod2 type veth peer name eth0 netns %s", name, p),
+		fmt.Sprintf("ip -n %s addr add 10.244.1.1/32 dev weftpod2", name),
+		fmt.Sprintf("ip -n %s link set weftpod2 up", name),
+		fmt.Sprintf("ip -n %s route add %s/32 dev weftpod2", name, c.podA),
+		fmt.Sprintf("ip -n %s link set lo up", p),
+		fmt.Sprintf("ip -n %s addr add %s/32 dev eth0", p, c.podA),
+		fmt.Sprintf("ip -n %s link set eth0 up", p),
+		fmt.Sprintf("ip -n %s route add 10.244.1.1 dev eth0", p),
+		fmt.Sprintf("ip -n %s route add default via 10.244.1.1 dev eth0", p),
+	)
+	judge := func(cJudged bool) {
+		t.Helper()
+		a.ctl.SetJudged(map[netip.Addr]Judged{netip.MustParseAddr(a.podA): {}, netip.MustParseAddr(c.podA): {Ingress: cJudged}})
+		if err := a.ns.Do(func(ns.NetNS) error { return a.ctl.Sync() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	judge(false)
+	if err := exchange(t, a, c, c.podA+":8080"); err != nil {
+		t.Fatalf("pod to pod on one node: %v", err)
+	}
+	if s := a.stats(t); s[FwdLocal] == 0 {
+		t.Errorf("the node forwarded nothing between its pods: %v", s)
+	}
+	if got := a.forwarded(t); got != "0" {
+		t.Errorf("%s pod packets took the forward hook, want 0", got)
+	}
+
+	judge(true)
+	before := a.stats(t)
+	if err := exchange(t, a, c, c.podA+":8080"); err != nil {
+		t.Fatalf("to a judged pod on the node: %v", err)
+	}
+	if err := exchange(t, c, a, a.podA+":8080"); err != nil {
+		t.Fatalf("from a judged pod to a pod on the node: %v", err)
+	}
+	if s := a.stats(t); s[FwdLocal] != before[FwdLocal] || s[PassJudged] == before[PassJudged] {
+		t.Errorf("the node forwarded a judged pod's new flows: before %v, after %v", before, s)
+	}
+	if got := a.forwarded(t); got == "0" {
+		t.Errorf("a judged pod's packets did not take the forward hook")
+	}
+}
+
 // A flow begun on the fast path whose pod a policy then selects: by
 // default the initiator's next packet is judged on the kernel's path (a
 // deny cuts the flow) even when the responder speaks first; with spare

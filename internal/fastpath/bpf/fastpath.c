@@ -52,6 +52,7 @@ enum {
 	PASS_OTHER,   // not ours: no pod address, other protocols, fragments, spoofed source
 	FWD_ENCAP,    // of FWD_EGRESS: wrapped in VXLAN here and sent on the underlay
 	FWD_DECAP,    // of FWD_INGRESS: arrived in VXLAN on the underlay, unwrapped here
+	FWD_LOCAL,    // of FWD_EGRESS (and FWD_INGRESS): to a pod on this node
 	NSTATS,
 };
 
@@ -399,18 +400,29 @@ int from_pod(struct __sk_buff *skb)
 	if (!in_cluster(cfg, s) || !in_cluster(cfg, d))
 		return count(PASS_OTHER);
 	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &s);
-	// A source not the pod's own (antispoof judges it), or a local peer.
-	if (!ep || ep->ifindex != skb->ingress_ifindex || bpf_map_lookup_elem(&endpoints, &d))
+	// A source not the pod's own: antispoof judges it.
+	if (!ep || ep->ifindex != skb->ingress_ifindex)
 		return count(PASS_OTHER);
+	// A pod on this node: its conditions are checked here too (a policy
+	// selecting either pod judges the flow), and the packet goes straight
+	// into it.
+	struct endpoint *local = bpf_map_lookup_elem(&endpoints, &d);
+	__u32 local_if = local ? local->ifindex : 0;
+	int judged = ep->judged || (local && local->judged);
 	if (tracked(skb, &p))
 		return count(PASS_TRACKED);
-	if (!admit(cfg, &p, ep->judged))
+	if (!admit(cfg, &p, judged))
 		return count(PASS_JUDGED);
 	struct bpf_fib_lookup fib = {};
 	int found = lookup(skb, &p, &fib);
-	if (!found)
+	if (!found || (local_if && fib.ifindex != local_if))
 		return count(PASS_ROUTE);
 	count(FWD_EGRESS);
+	if (local_if) {
+		count(FWD_INGRESS);
+		count(FWD_LOCAL);
+		return forward(skb, &p, &fib, found, 1);
+	}
 	struct tunnel *tun;
 	__be32 peer = tunnel_peer(skb, &fib, found, &tun);
 	if (peer && tun)

@@ -272,7 +272,9 @@ func parseFloat(m []string) figure.Figure {
 
 // phase measures both proxies with n routes: nginx is (re)started with a
 // server block per route, weft serves the Ingresses that exist; rounds
-// alternate the two, the first round of each is a warm-up.
+// alternate the two, the first round of each is a warm-up, and which goes
+// first alternates too (weft, nginx, nginx, weft, ...), so neither always
+// follows the other.
 func (e *env) phase(ctx context.Context, n, rounds, seconds int) *phase {
 	e.startNginx(ctx, n)
 	last := n - 1 // the route asked for: the last made
@@ -283,12 +285,23 @@ func (e *env) phase(ctx context.Context, n, rounds, seconds int) *phase {
 	ph := &phase{routes: n}
 	for r := 0; r < rounds; r++ {
 		fmt.Fprintf(os.Stderr, "%d routes: round %d\n", n, r+1)
-		rps, p99 := e.wrk(ctx, e.weftIP, last, seconds)
-		ph.weftRPS.Add(rps)
-		ph.weftP99.Add(p99)
-		rps, p99 = e.wrk(ctx, e.nginxIP, last, seconds)
-		ph.nginxRPS.Add(rps)
-		ph.nginxP99.Add(p99)
+		weft := func() {
+			rps, p99 := e.wrk(ctx, e.weftIP, last, seconds)
+			ph.weftRPS.Add(rps)
+			ph.weftP99.Add(p99)
+		}
+		nginx := func() {
+			rps, p99 := e.wrk(ctx, e.nginxIP, last, seconds)
+			ph.nginxRPS.Add(rps)
+			ph.nginxP99.Add(p99)
+		}
+		if r%2 == 0 {
+			weft()
+			nginx()
+		} else {
+			nginx()
+			weft()
+		}
 	}
 	return ph
 }
@@ -372,7 +385,7 @@ func report(one, many *phase, rounds, seconds, props int) {
 	fmt.Printf("the backend (weft testserver) and the load generator on %s. nginx is configured as an ingress controller would be: a server block per host, "+
 		"the backend pod as upstream with keep-alive (weft ingress also sends to endpoints directly, with keep-alive), the forwarding headers weft ingress sends (X-Forwarded-For, -Host, -Proto), access log on, one worker per CPU. ", otherNode)
 	fmt.Printf("Routes: hosts in Ingresses of five; the host asked for is the last one made; the rounds begin once weft has written every Ingress's status. "+
-		"Load: wrk, 2 threads, 32 keep-alive connections, GET /hostname, %d rounds of %d s alternating the proxies after a warm-up; medians with the interquartile range. ", rounds, seconds)
+		"Load: wrk, 2 threads, 32 keep-alive connections, GET /hostname, %d rounds of %d s alternating the proxies after a warm-up (weft first in odd rounds, nginx in even ones); medians with the interquartile range. ", rounds, seconds)
 	fmt.Printf("Propagation: %d Ingresses created one by one at %d routes, a prober in the client pod asking for the new host every 1 ms; from the create call to the first 200 (a round whose prober began asking only after the call is timed again with a new route). RSS from /proc (nginx: master and workers).\n\n", props, many.routes)
 	fmt.Println("| routes | weft req/s (IQR) | nginx req/s (IQR) | weft/nginx | weft p99 (IQR) | nginx p99 (IQR) | p99 weft/nginx |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")

@@ -12,6 +12,8 @@ import (
 	"math/big"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,11 +37,14 @@ type Allocator struct {
 	services listersv1.ServiceLister
 	log      *slog.Logger
 	kick     chan struct{}
+	// recent: each Service as this allocator's last write to it returned
+	// it, until the informer has caught up (see View). Run's goroutine only.
+	recent map[types.NamespacedName]*corev1.Service
 }
 
 // New wires an allocator on a shared informer factory.
 func New(pool *net.IPNet, client kubernetes.Interface, factory informers.SharedInformerFactory, log *slog.Logger) *Allocator {
-	a := &Allocator{pool: pool, client: client, log: log, kick: make(chan struct{}, 1)}
+	a := &Allocator{pool: pool, client: client, log: log, kick: make(chan struct{}, 1), recent: map[types.NamespacedName]*corev1.Service{}}
 	inf := factory.Core().V1().Services()
 	a.services = inf.Lister()
 	_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -210,66 +215,148 @@ func next(pool *net.IPNet, used map[string]bool) net.IP {
 	return nil
 }
 
+// View is the Services as the informer lists them, each replaced by the
+// copy this allocator's own write returned while the informer is behind
+// that write, oldest Service first. Without it a sync right after an
+// assignment saw the Service without its address, gave the address to a
+// second Service and the first another one: a Gateway's address changed
+// after it was reported. Copies the informer has caught up with, or
+// whose Service is gone or was made anew, are forgotten.
+func View(listed []*corev1.Service, recent map[types.NamespacedName]*corev1.Service) []*corev1.Service {
+	out := make([]*corev1.Service, 0, len(listed))
+	seen := map[types.NamespacedName]bool{}
+	for _, s := range listed {
+		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		seen[key] = true
+		if mine := recent[key]; mine != nil {
+			if mine.UID == s.UID && resourceVersion(mine) > resourceVersion(s) {
+				s = mine
+			} else {
+				delete(recent, key)
+			}
+		}
+		out = append(out, s)
+	}
+	for key := range recent {
+		if !seen[key] {
+			delete(recent, key)
+		}
+	}
+	slices.SortFunc(out, func(x, y *corev1.Service) int {
+		if c := x.CreationTimestamp.Compare(y.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Namespace+"/"+x.Name, y.Namespace+"/"+y.Name)
+	})
+	return out
+}
+
+func resourceVersion(s *corev1.Service) uint64 {
+	v, _ := strconv.ParseUint(s.ResourceVersion, 10, 64)
+	return v
+}
+
 func (a *Allocator) sync(ctx context.Context) error {
-	svcs, err := a.services.List(labels.Everything())
+	listed, err := a.services.List(labels.Everything())
 	if err != nil {
 		return err
+	}
+	svcs := View(listed, a.recent)
+	byKey := make(map[types.NamespacedName]*corev1.Service, len(svcs))
+	for _, s := range svcs {
+		byKey[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
 	}
 	plan, warnings := Plan(a.pool, svcs)
 	for _, w := range warnings {
 		a.log.Warn("lb-ipam", "problem", w)
 	}
-	if err := a.cleanup(ctx, PlanCleanup(a.pool, svcs)); err != nil {
+	if err := a.cleanup(ctx, PlanCleanup(a.pool, svcs), byKey); err != nil {
 		return err
 	}
-	for key, ip := range plan {
-		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{
-			"ingress": []map[string]any{{"ip": ip.String(), "ipMode": "VIP"}}}}})
-		if _, err := a.client.CoreV1().Services(key.Namespace).Patch(ctx, key.Name, types.MergePatchType, patch,
-			metav1.PatchOptions{}, "status"); err != nil {
-			return fmt.Errorf("assign %s to %s: %w", ip, key, err)
+	for _, s := range svcs { // oldest first, as planned
+		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		if ip, ok := plan[key]; ok {
+			if err := a.assign(ctx, a.current(key, byKey), ip); err != nil {
+				return err
+			}
 		}
-		a.log.Info("assigned load-balancer address", "service", key.String(), "ip", ip)
 	}
 	return nil
 }
 
-func (a *Allocator) cleanup(ctx context.Context, c Cleanup) error {
+// write patches a Service, on the condition that it is still the version
+// the sync planned from (a conflict: something changed it; the informer's
+// event brings another sync). The result goes into recent.
+func (a *Allocator) write(ctx context.Context, s *corev1.Service, body map[string]any, subresources ...string) (bool, error) {
+	meta, _ := body["metadata"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+		body["metadata"] = meta
+	}
+	meta["resourceVersion"] = s.ResourceVersion
+	patch, _ := json.Marshal(body)
+	got, err := a.client.CoreV1().Services(s.Namespace).Patch(ctx, s.Name, types.MergePatchType, patch, metav1.PatchOptions{}, subresources...)
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	a.recent[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = got
+	return true, nil
+}
+
+func (a *Allocator) assign(ctx context.Context, s *corev1.Service, ip net.IP) error {
+	ok, err := a.write(ctx, s, map[string]any{"status": map[string]any{"loadBalancer": map[string]any{
+		"ingress": []map[string]any{{"ip": ip.String(), "ipMode": "VIP"}}}}}, "status")
+	if err != nil {
+		return fmt.Errorf("assign %s to %s/%s: %w", ip, s.Namespace, s.Name, err)
+	}
+	if ok {
+		a.log.Info("assigned load-balancer address", "service", s.Namespace+"/"+s.Name, "ip", ip)
+	}
+	return nil
+}
+
+func (a *Allocator) cleanup(ctx context.Context, c Cleanup, byKey map[types.NamespacedName]*corev1.Service) error {
 	for _, key := range c.ClearStatus {
-		patch := []byte(`{"status":{"loadBalancer":null}}`)
-		if _, err := a.client.CoreV1().Services(key.Namespace).Patch(ctx, key.Name, types.MergePatchType, patch,
-			metav1.PatchOptions{}, "status"); err != nil && !apierrors.IsNotFound(err) {
+		ok, err := a.write(ctx, a.current(key, byKey), map[string]any{"status": map[string]any{"loadBalancer": nil}}, "status")
+		if err != nil {
 			return fmt.Errorf("release the address of %s: %w", key, err)
 		}
-		a.log.Info("released load-balancer address", "service", key.String())
+		if ok {
+			a.log.Info("released load-balancer address", "service", key.String())
+		}
 	}
 	for _, key := range c.AddFinalizer {
-		if err := a.setFinalizer(ctx, key, true); err != nil {
+		if err := a.setFinalizer(ctx, a.current(key, byKey), true); err != nil {
 			return err
 		}
 	}
 	for _, key := range c.RemoveFinalizer {
-		if err := a.setFinalizer(ctx, key, false); err != nil {
+		if err := a.setFinalizer(ctx, a.current(key, byKey), false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// setFinalizer adds or removes the cleanup finalizer, keeping the others.
-func (a *Allocator) setFinalizer(ctx context.Context, key types.NamespacedName, on bool) error {
-	svc, err := a.services.Services(key.Namespace).Get(key.Name)
-	if err != nil {
-		return nil // gone
+// current: the Service as this sync's own writes left it.
+func (a *Allocator) current(key types.NamespacedName, byKey map[types.NamespacedName]*corev1.Service) *corev1.Service {
+	if mine := a.recent[key]; mine != nil && resourceVersion(mine) > resourceVersion(byKey[key]) {
+		return mine
 	}
-	fins := slices.DeleteFunc(slices.Clone(svc.Finalizers), func(f string) bool { return f == Finalizer })
+	return byKey[key]
+}
+
+// setFinalizer adds or removes the cleanup finalizer, keeping the others.
+func (a *Allocator) setFinalizer(ctx context.Context, s *corev1.Service, on bool) error {
+	fins := slices.DeleteFunc(slices.Clone(s.Finalizers), func(f string) bool { return f == Finalizer })
 	if on {
 		fins = append(fins, Finalizer)
 	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": fins, "resourceVersion": svc.ResourceVersion}})
-	_, err = a.client.CoreV1().Services(key.Namespace).Patch(ctx, key.Name, types.MergePatchType, patch, metav1.PatchOptions{})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("finalizer of %s: %w", key, err)
+	if _, err := a.write(ctx, s, map[string]any{"metadata": map[string]any{"finalizers": fins}}); err != nil {
+		return fmt.Errorf("finalizer of %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	return nil
 }

@@ -1,13 +1,23 @@
 package lbipam
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 )
 
@@ -105,4 +115,87 @@ func TestPlanMovesToTheRequestedAddress(t *testing.T) {
 	if len(plan) != 1 || len(warn) != 1 {
 		t.Errorf("plan %v, warnings %v: want only the move, and a warning for the address outside the pool", plan, warn)
 	}
+}
+
+// TestAddressKeptWhileTheInformerIsBehind: a sync right after an
+// assignment, whose informer has not shown it yet, must neither give
+// that address to another Service nor move the first Service to another
+// address. Here an older Service turns LoadBalancer at that moment.
+func TestAddressKeptWhileTheInformerIsBehind(t *testing.T) {
+	_, pool, _ := net.ParseCIDR("198.19.100.0/29")
+	first := lb("first", "", "")
+	first.UID, first.ResourceVersion, first.CreationTimestamp = "u1", "10", metav1.Unix(2000, 0)
+	older := lb("older", "", "")
+	older.UID, older.ResourceVersion, older.CreationTimestamp = "u2", "11", metav1.Unix(1000, 0)
+	older.Spec.Type = corev1.ServiceTypeClusterIP
+	client := fake.NewClientset(first, older)
+	client.PrependReactor("patch", "services", conditionalPatch(t, client))
+	factory := informers.NewSharedInformerFactory(client, 0)
+	a := New(pool, client, factory, slog.New(slog.DiscardHandler))
+	store := factory.Core().V1().Services().Informer().GetStore()
+	_ = store.Add(first.DeepCopy())
+	_ = store.Add(older.DeepCopy())
+	ctx := context.Background()
+	if err := a.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := address(t, client, "first"); got != "198.19.100.1" {
+		t.Fatalf("first got %q", got)
+	}
+	// "older" becomes a LoadBalancer; the informer shows that but not yet
+	// first's address (nor its finalizer).
+	older.Spec.Type, older.ResourceVersion = corev1.ServiceTypeLoadBalancer, "30"
+	if err := client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("services"), older.DeepCopy(), "ns"); err != nil {
+		t.Fatal(err)
+	}
+	_ = store.Update(older.DeepCopy())
+	if err := a.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f, o := address(t, client, "first"), address(t, client, "older"); f != "198.19.100.1" || o == "" || o == f {
+		t.Fatalf("first %q, older %q: want first to keep 198.19.100.1 and older another address", f, o)
+	}
+}
+
+// conditionalPatch makes the fake API server treat a patch's
+// metadata.resourceVersion as a real one does (a precondition) and give
+// each write a new version; a patch without one fails the test.
+func conditionalPatch(t *testing.T, client *fake.Clientset) k8stesting.ReactionFunc {
+	return func(action k8stesting.Action) (bool, runtime.Object, error) {
+		pa := action.(k8stesting.PatchActionImpl)
+		var body map[string]any
+		if err := json.Unmarshal(pa.Patch, &body); err != nil {
+			return true, nil, err
+		}
+		meta, _ := body["metadata"].(map[string]any)
+		want, _ := meta["resourceVersion"].(string)
+		if want == "" {
+			t.Errorf("unconditional patch of %s: %s", pa.Name, pa.Patch)
+			return true, nil, fmt.Errorf("unconditional patch")
+		}
+		cur, err := client.Tracker().Get(pa.Resource, pa.Namespace, pa.Name)
+		if err != nil {
+			return true, nil, err
+		}
+		have := cur.(*corev1.Service).ResourceVersion
+		if want != have {
+			return true, nil, apierrors.NewConflict(pa.Resource.GroupResource(), pa.Name, fmt.Errorf("version %s, not %s", have, want))
+		}
+		n, _ := strconv.Atoi(have)
+		meta["resourceVersion"] = strconv.Itoa(n + 1)
+		pa.Patch, _ = json.Marshal(body)
+		return k8stesting.ObjectReaction(client.Tracker())(pa)
+	}
+}
+
+func address(t *testing.T, client *fake.Clientset, name string) string {
+	t.Helper()
+	s, err := client.CoreV1().Services("ns").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Status.LoadBalancer.Ingress) == 0 {
+		return ""
+	}
+	return s.Status.LoadBalancer.Ingress[0].IP
 }

@@ -142,9 +142,9 @@ func TestForwardTCPReusesConnections(t *testing.T) {
 	// Close the pooled connection under the forwarder, as an upstream's
 	// idle timeout would: the next query still succeeds.
 	p := h.Forward.pool(up.addr)
-	c := <-p.idle
-	_ = c.Conn.Conn.Close()
-	p.idle <- c
+	p.mu.Lock()
+	_ = p.idle[len(p.idle)-1].Conn.Conn.Close()
+	p.mu.Unlock()
 	if m := query(t, h, "www.example.org.", dns.TypeA); m.Rcode != dns.RcodeSuccess {
 		t.Fatalf("after the upstream closed the connection: %s", dns.RcodeToString[m.Rcode])
 	}
@@ -177,6 +177,38 @@ func TestForwardTCPBurstsKeepTheirConnections(t *testing.T) {
 	burst(2)
 	if n := up.conns.Load(); n != first {
 		t.Fatalf("a second burst opened %d more connections, want none", n-first)
+	}
+}
+
+// After a burst, steady sequential misses keep using one connection and
+// the others the burst opened age out and close (a pool that took its
+// idle connections in turn would keep all of them open).
+func TestForwardTCPBurstConnectionsAgeOut(t *testing.T) {
+	defer func(d time.Duration) { maxIdleAge = d }(maxIdleAge)
+	maxIdleAge = 200 * time.Millisecond
+	up := startUpstream(t, slowUpstream(20*time.Millisecond))
+	h := &Handler{Forward: &Forwarder{Upstreams: []string{up.addr}, TCPOnly: true, MaxConns: 4}}
+	var wg sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			query(t, h, fmt.Sprintf("b%d.example.org.", i), dns.TypeA)
+		}()
+	}
+	wg.Wait()
+	p := h.Forward.pool(up.addr)
+	open := func() int { p.mu.Lock(); defer p.mu.Unlock(); return p.open }
+	if n := open(); n < 2 {
+		t.Fatalf("the burst left %d connections open; the test needs more than one", n)
+	}
+	for i, start := 0, time.Now(); time.Since(start) < 3*maxIdleAge; i++ {
+		if m := query(t, h, fmt.Sprintf("s%d.example.org.", i), dns.TypeA); m.Rcode != dns.RcodeSuccess {
+			t.Fatalf("miss %d: %s", i, dns.RcodeToString[m.Rcode])
+		}
+	}
+	if n := open(); n != 1 {
+		t.Fatalf("steady sequential misses kept %d connections open, want 1", n)
 	}
 }
 

@@ -186,7 +186,7 @@ func (c *Controller) Sync() error {
 		a := l.Attrs()
 		devs = append(devs, Device{Index: a.Index, Name: a.Name, Veth: l.Type() == "veth"})
 	}
-	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return err
 	}
@@ -297,7 +297,7 @@ func (c *Controller) plan(devs []Device, routes []Route, judged map[netip.Addr]J
 		p.keep[d.Index] = true
 	}
 	for _, r := range routes {
-		if !pod[r.LinkIndex] || !r.Dst.Addr().Is4() || r.Dst.Bits() != 32 {
+		if !pod[r.LinkIndex] || r.Dst.Bits() != r.Dst.Addr().BitLen() {
 			continue
 		}
 		ep := Endpoint{IfIndex: uint32(r.LinkIndex), Judged: c.cfg.Policy}

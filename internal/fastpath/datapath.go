@@ -1,5 +1,5 @@
 // Package fastpath is the pod-to-pod fast path: tc programs (bpf/fastpath.c)
-// that forward IPv4 TCP and UDP between pod addresses past the node's
+// that forward TCP and UDP between pod addresses past the node's
 // netfilter hooks when nothing there needs the packet: no conntrack entry
 // (so no NAT and no flow begun on the kernel's path), no policy selecting
 // the local pod for a new flow. Datapath loads and attaches the programs
@@ -66,6 +66,8 @@ type configValue struct {
 	Addr  [MaxCIDRs][4]byte
 	Mask  [MaxCIDRs][4]byte
 	Spare uint32
+	Addr6 [MaxCIDRs][16]byte
+	Mask6 [MaxCIDRs][16]byte
 }
 
 // Tunnel is the node's VXLAN device, whose frames the programs build and
@@ -99,26 +101,28 @@ type Datapath struct {
 	links map[int]link.Link
 }
 
-// Load loads the programs for the cluster's IPv4 pod CIDRs. spare keeps
-// flows begun on the fast path on it after a policy comes to select their
-// pod (as conntrack's established state spares them on the kernel's path).
+// Load loads the programs for the cluster's pod CIDRs (up to MaxCIDRs
+// of each family). spare keeps flows begun on the fast path on it after a
+// policy comes to select their pod (as conntrack's established state
+// spares them on the kernel's path).
 func Load(cidrs []netip.Prefix, spare bool) (*Datapath, error) {
 	var cfg configValue
-	n := 0
+	n4, n6 := 0, 0
 	for _, p := range cidrs {
-		if !p.Addr().Is4() {
-			continue
-		}
-		if n == MaxCIDRs {
-			return nil, fmt.Errorf("fast path: more than %d IPv4 pod CIDRs", MaxCIDRs)
-		}
 		p = p.Masked()
-		cfg.Addr[n] = p.Addr().As4()
-		cfg.Mask[n] = maskOf(p.Bits())
-		n++
+		switch {
+		case p.Addr().Is4() && n4 < MaxCIDRs:
+			cfg.Addr[n4], cfg.Mask[n4] = p.Addr().As4(), [4]byte(maskOf(p.Bits(), 4))
+			n4++
+		case p.Addr().Is6() && n6 < MaxCIDRs:
+			cfg.Addr6[n6], cfg.Mask6[n6] = p.Addr().As16(), [16]byte(maskOf(p.Bits(), 16))
+			n6++
+		default:
+			return nil, fmt.Errorf("fast path: more than %d pod CIDRs of a family", MaxCIDRs)
+		}
 	}
-	if n == 0 {
-		return nil, errors.New("fast path: no IPv4 pod CIDR")
+	if n4+n6 == 0 {
+		return nil, errors.New("fast path: no pod CIDR")
 	}
 	if spare {
 		cfg.Spare = 1
@@ -138,8 +142,8 @@ func Load(cidrs []netip.Prefix, spare bool) (*Datapath, error) {
 	return &Datapath{coll: coll, links: map[int]link.Link{}}, nil
 }
 
-func maskOf(bits int) [4]byte {
-	var m [4]byte
+func maskOf(bits, size int) []byte {
+	m := make([]byte, size)
 	for i := 0; i < bits; i++ {
 		m[i/8] |= 0x80 >> (i % 8)
 	}
@@ -188,21 +192,25 @@ func (d *Datapath) Detach(ifindex int) {
 	}
 }
 
-// SetEndpoints makes the endpoints map hold exactly eps (IPv4 only).
+// SetEndpoints makes the endpoints maps (one per family) hold exactly eps.
 func (d *Datapath) SetEndpoints(eps map[netip.Addr]Endpoint) error {
-	want := map[[4]byte]endpointValue{}
+	want4, want6 := map[[4]byte]endpointValue{}, map[[16]byte]endpointValue{}
 	for a, ep := range eps {
-		if !a.Is4() {
-			continue
-		}
 		v := endpointValue{IfIndex: ep.IfIndex}
 		if ep.Judged {
 			v.Judged = 1
 		}
-		want[a.As4()] = v
+		if a.Is4() {
+			want4[a.As4()] = v
+		} else {
+			want6[a.As16()] = v
+		}
 	}
-	if err := syncMap(d.coll.Maps["endpoints"], want); err != nil {
+	if err := syncMap(d.coll.Maps["endpoints"], want4); err != nil {
 		return fmt.Errorf("fast path: endpoints: %w", err)
+	}
+	if err := syncMap(d.coll.Maps["endpoints6"], want6); err != nil {
+		return fmt.Errorf("fast path: IPv6 endpoints: %w", err)
 	}
 	return nil
 }

@@ -21,10 +21,11 @@ import (
 
 // fpNode is a node of the test: its namespace, fast path and pod.
 type fpNode struct {
-	ns   ns.NetNS
-	pod  ns.NetNS
-	ctl  *Controller
-	podA string // the pod's address
+	ns    ns.NetNS
+	pod   ns.NetNS
+	ctl   *Controller
+	podA  string // the pod's address
+	podA6 string // its IPv6 address
 }
 
 func sh(t *testing.T, cmds ...string) {
@@ -44,6 +45,7 @@ func sh(t *testing.T, cmds ...string) {
 const conntrackTable = `table inet weft-fpt {
 	set denied { type ipv4_addr; }
 	chain forward { type filter hook forward priority filter; ct state invalid drop; ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta l4proto tcp counter; ct direction reply accept; ip daddr @denied drop; }
+	chain forward6 { type filter hook forward priority filter + 1; ip6 saddr fd44::/16 ip6 daddr fd44::/16 meta l4proto tcp counter; }
 	chain prerouting { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.2.5:8080; }
 	chain postrouting { type nat hook postrouting priority srcnat; }
 	chain output { type filter hook output priority filter; udp dport 4789 counter; }
@@ -63,9 +65,12 @@ func newFastPathNodes(t *testing.T, spare, vxlan bool) [2]*fpNode {
 		name, other := filepath.Base(n.Path()), 2-i
 		pod := testutil.NewNetNS(t)
 		p := filepath.Base(pod.Path())
-		nodes[i] = &fpNode{ns: n, pod: pod, podA: fmt.Sprintf("10.244.%d.5", i+1)}
+		nodes[i] = &fpNode{ns: n, pod: pod, podA: fmt.Sprintf("10.244.%d.5", i+1), podA6: fmt.Sprintf("fd44:%d::5", i+1)}
 		sh(t,
 			fmt.Sprintf("ip netns exec %s sysctl -qw net.ipv4.ip_forward=1", name),
+			fmt.Sprintf("ip netns exec %s sysctl -qw net.ipv6.conf.all.forwarding=1", name),
+			fmt.Sprintf("ip netns exec %s sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.eth9.accept_dad=0", name),
+			fmt.Sprintf("ip netns exec %s sysctl -qw net.ipv6.conf.default.accept_dad=0", p),
 			fmt.Sprintf("ip -n %s link set lo up", name),
 			fmt.Sprintf("ip -n %s addr add 198.18.9.%d/24 dev eth9", name, i+1),
 			fmt.Sprintf("ip -n %s link set eth9 up", name),
@@ -78,12 +83,20 @@ func newFastPathNodes(t *testing.T, spare, vxlan bool) [2]*fpNode {
 			fmt.Sprintf("ip -n %s link set eth0 up", p),
 			fmt.Sprintf("ip -n %s route add 10.244.%d.1 dev eth0", p, i+1),
 			fmt.Sprintf("ip -n %s route add default via 10.244.%d.1 dev eth0", p, i+1),
+			// IPv6 beside it: the same shape.
+			fmt.Sprintf("ip -n %s addr add fd98::%d/64 dev eth9 nodad", name, i+1),
+			fmt.Sprintf("ip -n %s addr add fd44:%d::1/128 dev weftpod nodad", name, i+1),
+			fmt.Sprintf("ip -n %s route add %s/128 dev weftpod", name, nodes[i].podA6),
+			fmt.Sprintf("ip -n %s addr add %s/128 dev eth0 nodad", p, nodes[i].podA6),
+			fmt.Sprintf("ip -n %s route add fd44:%d::1 dev eth0", p, i+1),
+			fmt.Sprintf("ip -n %s route add default via fd44:%d::1 dev eth0", p, i+1),
 		)
 		if vxlan {
 			sh(t, vxlanNode(name, i+1, other)...)
 			sh(t, fmt.Sprintf("ip -n %s link set eth0 mtu 1450", p))
 		} else {
-			sh(t, fmt.Sprintf("ip -n %s route add 10.244.%d.0/24 via 198.18.9.%d", name, other, other))
+			sh(t, fmt.Sprintf("ip -n %s route add 10.244.%d.0/24 via 198.18.9.%d", name, other, other),
+				fmt.Sprintf("ip -n %s route add fd44:%d::/64 via fd98::%d", name, other, other))
 		}
 		cmd := exec.Command("ip", "netns", "exec", name, "nft", "-f", "-")
 		cmd.Stdin = strings.NewReader(conntrackTable)
@@ -91,7 +104,7 @@ func newFastPathNodes(t *testing.T, spare, vxlan bool) [2]*fpNode {
 			t.Fatalf("nft: %v %s", err, out)
 		}
 		if err := n.Do(func(ns.NetNS) error {
-			d, err := Load([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, spare)
+			d, err := Load([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd44::/16")}, spare)
 			if err != nil {
 				return err
 			}
@@ -129,7 +142,7 @@ func vxlanNode(name string, self, peer int) []string {
 // syncs the maps.
 func (n *fpNode) judge(t *testing.T, judged bool) {
 	t.Helper()
-	n.ctl.SetJudged(map[netip.Addr]Judged{netip.MustParseAddr(n.podA): {Ingress: judged}})
+	n.ctl.SetJudged(map[netip.Addr]Judged{netip.MustParseAddr(n.podA): {Ingress: judged}, netip.MustParseAddr(n.podA6): {Ingress: judged}})
 	if err := n.ns.Do(func(ns.NetNS) error { return n.ctl.Sync() }); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +154,7 @@ func exchange(t *testing.T, from *fpNode, to *fpNode, addr string) error {
 	var l net.Listener
 	if err := to.pod.Do(func(ns.NetNS) error {
 		var err error
-		l, err = net.Listen("tcp", to.podA+":8080")
+		l, err = net.Listen("tcp", ":8080")
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -269,6 +282,44 @@ func TestPrivilegedFastPath(t *testing.T) {
 	})
 	if s := n[0].stats(t); s[FwdEgress] != before[FwdEgress] || s[PassOther] == before[PassOther] {
 		t.Errorf("node 1 forwarded a packet with a source not its pod's: before %v, after %v", before, s)
+	}
+}
+
+// IPv6 pod-to-pod TCP takes the fast path as IPv4's does: between open
+// pods past both nodes' forward hooks (the first packets resolving the
+// next hop through the kernel); a judged pod's new flows take the
+// kernel's path.
+func TestPrivilegedFastPathIPv6(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newFastPathNodes(t, false, false)
+	for _, node := range n {
+		node.judge(t, false)
+	}
+	if err := exchange(t, n[0], n[1], "["+n[1].podA6+"]:8080"); err != nil {
+		t.Fatalf("pod to pod over IPv6: %v", err)
+	}
+	if s := n[0].stats(t); s[FwdEgress] == 0 {
+		t.Errorf("node 1 forwarded nothing from its pod: %v", s)
+	}
+	if s := n[1].stats(t); s[FwdIngress] == 0 || s[FwdEgress] == 0 {
+		t.Errorf("node 2 forwarded nothing to or from its pod: %v", s)
+	}
+	for i, node := range n {
+		if got := node.counted(t, "forward6"); got != "0" {
+			t.Errorf("node %d: %s IPv6 pod packets took the forward hook, want 0", i+1, got)
+		}
+	}
+
+	n[1].judge(t, true)
+	before := n[1].stats(t)
+	if err := exchange(t, n[0], n[1], "["+n[1].podA6+"]:8080"); err != nil {
+		t.Fatalf("to a judged pod over IPv6: %v", err)
+	}
+	if s := n[1].stats(t); s[PassJudged] == before[PassJudged] || s[FwdIngress] != before[FwdIngress] {
+		t.Errorf("node 2 forwarded a judged pod's new IPv6 flow: before %v, after %v", before, s)
+	}
+	if got := n[1].counted(t, "forward6"); got == "0" {
+		t.Errorf("node 2: a judged pod's IPv6 packets did not take the forward hook")
 	}
 }
 

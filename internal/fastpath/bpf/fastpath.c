@@ -1,4 +1,4 @@
-// The pod-to-pod fast path: IPv4 TCP and UDP between pod addresses that
+// The pod-to-pod fast path: TCP and UDP between pod addresses that
 // no connection tracking entry, policy or NAT needs is forwarded by tc
 // programs, past the node's netfilter hooks and the receiving veth's
 // backlog. Everything else returns TC_ACT_OK and takes the kernel's path.
@@ -8,6 +8,7 @@
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -16,6 +17,7 @@
 #include <bpf/bpf_endian.h>
 
 #define AF_INET 2
+#define AF_INET6 10
 #define MAX_CIDRS 4
 
 // A local pod address's endpoint. judged: some policy selects the pod (in
@@ -32,6 +34,8 @@ struct config {
 	__be32 addr[MAX_CIDRS]; // the cluster's IPv4 pod CIDRs
 	__be32 mask[MAX_CIDRS];
 	__u32 spare;            // 1: flows begun on the fast path stay on it once judged (see admit)
+	__be32 addr6[MAX_CIDRS][4]; // the cluster's IPv6 pod CIDRs
+	__be32 mask6[MAX_CIDRS][4];
 };
 
 // A flow, its two ends in a fixed order, so both directions find it.
@@ -63,6 +67,18 @@ struct {
 	__type(value, struct endpoint);
 } endpoints SEC(".maps");
 
+// An IPv6 address, as a map key.
+struct addr6 {
+	__be32 a[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct addr6);
+	__type(value, struct endpoint);
+} endpoints6 SEC(".maps");
+
 // Who sent a flow's first packet here: the side conntrack would call the
 // original direction.
 struct initiator {
@@ -77,6 +93,27 @@ struct {
 	__type(key, struct flow);
 	__type(value, struct initiator);
 } flows SEC(".maps");
+
+// The same for IPv6 flows.
+struct flow6 {
+	struct addr6 lo, hi;
+	__be16 lo_port, hi_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct initiator6 {
+	struct addr6 addr;
+	__be16 port;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow6);
+	__type(value, struct initiator6);
+} flows6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -387,12 +424,214 @@ static __always_inline int encap(struct __sk_buff *skb, struct pkt *p, struct bp
 	return bpf_redirect_neigh(tun->underlay, 0, 0, 0);
 }
 
+// IPv6: the same conditions and forwarding as for IPv4, on an IPv6
+// header without extension headers. VXLAN carrying IPv6 is left to the
+// kernel's device, which the FIB names and the packet is sent to.
+
+struct pkt6 {
+	struct ipv6hdr *ip;
+	__be16 sport, dport;
+	__u8 proto;
+	__u8 syn;
+};
+
+static __always_inline int parse6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return 0;
+	struct ipv6hdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end)
+		return 0;
+	p->ip = ip;
+	p->proto = ip->nexthdr;
+	p->syn = 0;
+	if (ip->nexthdr == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)(ip + 1);
+		if ((void *)(th + 1) > end)
+			return 0;
+		p->sport = th->source;
+		p->dport = th->dest;
+		p->syn = th->syn && !th->ack;
+		return 1;
+	}
+	if (ip->nexthdr == IPPROTO_UDP) {
+		struct udphdr *uh = (void *)(ip + 1);
+		if ((void *)(uh + 1) > end)
+			return 0;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int in_cluster6(struct config *cfg, const struct in6_addr *a)
+{
+#pragma unroll
+	for (int i = 0; i < MAX_CIDRS; i++) {
+		__be32 *m = cfg->mask6[i], *n = cfg->addr6[i];
+		if (m[0] && (a->in6_u.u6_addr32[0] & m[0]) == n[0] && (a->in6_u.u6_addr32[1] & m[1]) == n[1] &&
+		    (a->in6_u.u6_addr32[2] & m[2]) == n[2] && (a->in6_u.u6_addr32[3] & m[3]) == n[3])
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline struct addr6 key6(const struct in6_addr *a)
+{
+	struct addr6 k;
+	__builtin_memcpy(k.a, a->in6_u.u6_addr32, sizeof(k.a));
+	return k;
+}
+
+static __always_inline int tracked6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(t.ipv6.saddr, p->ip->saddr.in6_u.u6_addr32, 16);
+	__builtin_memcpy(t.ipv6.daddr, p->ip->daddr.in6_u.u6_addr32, 16);
+	t.ipv6.sport = p->sport;
+	t.ipv6.dport = p->dport;
+	struct bpf_ct_opts___local opts = {.netns_id = -1, .l4proto = p->proto};
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv6), &opts, sizeof(opts));
+	if (!ct)
+		return 0;
+	bpf_ct_release(ct);
+	return 1;
+}
+
+// before6 orders two addresses (any fixed order does: both directions of
+// a flow must find one key).
+static __always_inline int before6(const struct addr6 *x, const struct addr6 *y)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		if (x->a[i] != y->a[i])
+			return x->a[i] < y->a[i];
+	return 0;
+}
+
+// admit6 is admit for IPv6.
+static __always_inline int admit6(struct config *cfg, struct pkt6 *p, int judged)
+{
+	struct addr6 s = key6(&p->ip->saddr), d = key6(&p->ip->daddr);
+	int swap = before6(&d, &s) || (!before6(&s, &d) && p->sport > p->dport);
+	struct flow6 f = {};
+	f.lo = swap ? d : s;
+	f.hi = swap ? s : d;
+	f.lo_port = swap ? p->dport : p->sport;
+	f.hi_port = swap ? p->sport : p->dport;
+	f.proto = p->proto;
+	struct initiator6 *in = bpf_map_lookup_elem(&flows6, &f);
+	if (!judged) {
+		if (p->syn || !in) {
+			struct initiator6 v = {.addr = s, .port = p->sport};
+			bpf_map_update_elem(&flows6, &f, &v, BPF_ANY);
+		}
+		return 1;
+	}
+	if (p->syn || !in)
+		return 0;
+	if (cfg->spare)
+		return 1;
+	return before6(&in->addr, &s) || before6(&s, &in->addr) || in->port != p->sport;
+}
+
+static __always_inline int lookup6(struct __sk_buff *skb, struct pkt6 *p, struct bpf_fib_lookup *fib)
+{
+	struct ipv6hdr *ip = p->ip;
+	if (ip->hop_limit <= 1)
+		return 0;
+	fib->family = AF_INET6;
+	fib->flowinfo = *(__be32 *)ip & bpf_htonl(0x0fffffff);
+	fib->l4_protocol = ip->nexthdr;
+	fib->tot_len = skb->gso_size ? 0 : bpf_ntohs(ip->payload_len) + sizeof(*ip);
+	__builtin_memcpy(fib->ipv6_src, ip->saddr.in6_u.u6_addr32, 16);
+	__builtin_memcpy(fib->ipv6_dst, ip->daddr.in6_u.u6_addr32, 16);
+	fib->ifindex = skb->ingress_ifindex;
+	switch (bpf_fib_lookup(skb, fib, sizeof(*fib), 0)) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		return 1;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return 2;
+	}
+	return 0;
+}
+
+// forward6 is forward for IPv6 (a hop limit has no checksum).
+static __always_inline int forward6(struct __sk_buff *skb, struct pkt6 *p, struct bpf_fib_lookup *fib, int found, int peer)
+{
+	p->ip->hop_limit--;
+	if (found == 2) {
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET6};
+		__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, 16);
+		return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
+	}
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0))
+		return TC_ACT_SHOT;
+	return peer ? bpf_redirect_peer(fib->ifindex, 0) : bpf_redirect(fib->ifindex, 0);
+}
+
+static __always_inline int from_pod6(struct __sk_buff *skb, struct config *cfg)
+{
+	struct pkt6 p;
+	if (!parse6(skb, &p) || !in_cluster6(cfg, &p.ip->saddr) || !in_cluster6(cfg, &p.ip->daddr))
+		return count(PASS_OTHER);
+	struct addr6 s = key6(&p.ip->saddr), d = key6(&p.ip->daddr);
+	struct endpoint *ep = bpf_map_lookup_elem(&endpoints6, &s);
+	if (!ep || ep->ifindex != skb->ingress_ifindex)
+		return count(PASS_OTHER);
+	struct endpoint *local = bpf_map_lookup_elem(&endpoints6, &d);
+	__u32 local_if = local ? local->ifindex : 0;
+	int judged = ep->judged || (local && local->judged);
+	if (tracked6(skb, &p))
+		return count(PASS_TRACKED);
+	if (!admit6(cfg, &p, judged))
+		return count(PASS_JUDGED);
+	struct bpf_fib_lookup fib = {};
+	int found = lookup6(skb, &p, &fib);
+	if (!found || (local_if && fib.ifindex != local_if))
+		return count(PASS_ROUTE);
+	count(FWD_EGRESS);
+	if (local_if) {
+		count(FWD_INGRESS);
+		count(FWD_LOCAL);
+	}
+	return forward6(skb, &p, &fib, found, local_if != 0);
+}
+
+static __always_inline int to_pod6(struct __sk_buff *skb, struct config *cfg)
+{
+	struct pkt6 p;
+	if (!parse6(skb, &p) || !in_cluster6(cfg, &p.ip->saddr) || !in_cluster6(cfg, &p.ip->daddr))
+		return count(PASS_OTHER);
+	struct addr6 s = key6(&p.ip->saddr), d = key6(&p.ip->daddr);
+	struct endpoint *ep = bpf_map_lookup_elem(&endpoints6, &d);
+	if (!ep || bpf_map_lookup_elem(&endpoints6, &s))
+		return count(PASS_OTHER);
+	__u32 ifindex = ep->ifindex;
+	if (tracked6(skb, &p))
+		return count(PASS_TRACKED);
+	if (!admit6(cfg, &p, ep->judged))
+		return count(PASS_JUDGED);
+	struct bpf_fib_lookup fib = {};
+	int found = lookup6(skb, &p, &fib);
+	if (!found || fib.ifindex != ifindex)
+		return count(PASS_ROUTE);
+	count(FWD_INGRESS);
+	return forward6(skb, &p, &fib, found, 1);
+}
+
 // from_pod runs on a pod veth's host side, for what the pod sends.
 SEC("tc")
 int from_pod(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (cfg && skb->protocol == bpf_htons(ETH_P_IPV6))
+		return from_pod6(skb, cfg);
 	struct pkt p;
 	if (!cfg || !parse(skb, &p, 0))
 		return count(PASS_OTHER);
@@ -496,6 +735,8 @@ int to_pod(struct __sk_buff *skb)
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
 	if (!cfg)
 		return count(PASS_OTHER);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return to_pod6(skb, cfg);
 	long v = decap(skb, cfg);
 	if (v >= 0)
 		return v;

@@ -206,6 +206,31 @@ struct pkt {
 	__u8 syn; // a TCP SYN without ACK: a new connection
 };
 
+// parse_ports reads a TCP or UDP header at l4: its ports, and whether it
+// is a SYN without ACK (a new connection); 0 for other protocols.
+static __always_inline int parse_ports(void *l4, void *end, __u8 proto, __be16 *sport, __be16 *dport, __u8 *syn)
+{
+	*syn = 0;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > end)
+			return 0;
+		*sport = th->source;
+		*dport = th->dest;
+		*syn = th->syn && !th->ack;
+		return 1;
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+		if ((void *)(uh + 1) > end)
+			return 0;
+		*sport = uh->source;
+		*dport = uh->dest;
+		return 1;
+	}
+	return 0;
+}
+
 // parse reads the Ethernet frame at off (0, or VXLAN_HLEN: the frame a
 // VXLAN packet carries).
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p, __u32 off)
@@ -218,25 +243,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p, __u32 off
 	if ((void *)(ip + 1) > end || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
 		return 0;
 	p->ip = ip;
-	p->syn = 0;
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = (void *)(ip + 1);
-		if ((void *)(th + 1) > end)
-			return 0;
-		p->sport = th->source;
-		p->dport = th->dest;
-		p->syn = th->syn && !th->ack;
-		return 1;
-	}
-	if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *uh = (void *)(ip + 1);
-		if ((void *)(uh + 1) > end)
-			return 0;
-		p->sport = uh->source;
-		p->dport = uh->dest;
-		return 1;
-	}
-	return 0;
+	return parse_ports(ip + 1, end, ip->protocol, &p->sport, &p->dport, &p->syn);
 }
 
 static __always_inline int tracked(struct __sk_buff *skb, struct pkt *p)
@@ -446,25 +453,7 @@ static __always_inline int parse6(struct __sk_buff *skb, struct pkt6 *p)
 		return 0;
 	p->ip = ip;
 	p->proto = ip->nexthdr;
-	p->syn = 0;
-	if (ip->nexthdr == IPPROTO_TCP) {
-		struct tcphdr *th = (void *)(ip + 1);
-		if ((void *)(th + 1) > end)
-			return 0;
-		p->sport = th->source;
-		p->dport = th->dest;
-		p->syn = th->syn && !th->ack;
-		return 1;
-	}
-	if (ip->nexthdr == IPPROTO_UDP) {
-		struct udphdr *uh = (void *)(ip + 1);
-		if ((void *)(uh + 1) > end)
-			return 0;
-		p->sport = uh->source;
-		p->dport = uh->dest;
-		return 1;
-	}
-	return 0;
+	return parse_ports(ip + 1, end, ip->nexthdr, &p->sport, &p->dport, &p->syn);
 }
 
 static __always_inline int in_cluster6(struct config *cfg, const struct in6_addr *a)
@@ -574,10 +563,16 @@ static __always_inline int forward6(struct __sk_buff *skb, struct pkt6 *p, struc
 	return peer ? bpf_redirect_peer(fib->ifindex, 0) : bpf_redirect(fib->ifindex, 0);
 }
 
+// pod_packet6: a TCP or UDP packet between two addresses of the pod CIDRs.
+static __always_inline int pod_packet6(struct __sk_buff *skb, struct config *cfg, struct pkt6 *p)
+{
+	return parse6(skb, p) && in_cluster6(cfg, &p->ip->saddr) && in_cluster6(cfg, &p->ip->daddr);
+}
+
 static __always_inline int from_pod6(struct __sk_buff *skb, struct config *cfg)
 {
 	struct pkt6 p;
-	if (!parse6(skb, &p) || !in_cluster6(cfg, &p.ip->saddr) || !in_cluster6(cfg, &p.ip->daddr))
+	if (!pod_packet6(skb, cfg, &p))
 		return count(PASS_OTHER);
 	struct addr6 s = key6(&p.ip->saddr), d = key6(&p.ip->daddr);
 	struct endpoint *ep = bpf_map_lookup_elem(&endpoints6, &s);
@@ -605,7 +600,7 @@ static __always_inline int from_pod6(struct __sk_buff *skb, struct config *cfg)
 static __always_inline int to_pod6(struct __sk_buff *skb, struct config *cfg)
 {
 	struct pkt6 p;
-	if (!parse6(skb, &p) || !in_cluster6(cfg, &p.ip->saddr) || !in_cluster6(cfg, &p.ip->daddr))
+	if (!pod_packet6(skb, cfg, &p))
 		return count(PASS_OTHER);
 	struct addr6 s = key6(&p.ip->saddr), d = key6(&p.ip->daddr);
 	struct endpoint *ep = bpf_map_lookup_elem(&endpoints6, &d);

@@ -39,9 +39,7 @@ func (s *Snapshot) Resolve(q dns.Question) (res Result, ours bool) {
 		}
 	}
 	if !found {
-		// No such name, unless a pod takes it (pod names are looked up
-		// at query time).
-		return Result{Rcode: dns.RcodeNameError, Ns: []dns.RR{s.soaRR()}, Static: !s.podSpace(name)}, true
+		return Result{Rcode: dns.RcodeNameError, Ns: []dns.RR{s.soaRR()}}, true
 	}
 	hdr := func(t uint16) dns.RR_Header {
 		return dns.RR_Header{Name: q.Name, Rrtype: t, Class: dns.ClassINET, Ttl: s.ttl}

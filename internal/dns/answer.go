@@ -17,10 +17,6 @@ type Result struct {
 	// caller resolves the target and appends its records, as clients expect
 	// addresses, not only the alias.
 	Chase string
-	// Static: the answer depends on the snapshot alone (a name of its
-	// own, no pod looked up at query time, no alias to chase), so the
-	// same question gets the same answer while the snapshot stands.
-	Static bool
 }
 
 // Resolve answers q from the snapshot. ours is false when the name is not
@@ -29,7 +25,6 @@ type Result struct {
 func (s *Snapshot) Resolve(q dns.Question) (res Result, ours bool) {
 	name := strings.ToLower(q.Name)
 	r, found := s.names[name]
-	res.Static = found
 	if !found {
 		r, found = s.podName(name)
 	}
@@ -47,7 +42,7 @@ func (s *Snapshot) Resolve(q dns.Question) (res Result, ours bool) {
 	if r.cname != "" {
 		res.Answer = []dns.RR{&dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: r.cname}}
 		if q.Qtype != dns.TypeCNAME {
-			res.Chase, res.Static = r.cname, false
+			res.Chase = r.cname
 		}
 		return res, true
 	}

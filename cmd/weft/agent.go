@@ -114,7 +114,7 @@ func agentCmd() *cobra.Command {
 	f.DurationVar(&cfg.Conntrack.TCPCloseWait, "conntrack-tcp-timeout-close-wait", cfg.Conntrack.TCPCloseWait, "timeout of TCP conntrack entries in CLOSE_WAIT (0: leave the kernel's)")
 	f.IntVar(&cfg.Conntrack.MaxPerCore, "conntrack-max-per-core", cfg.Conntrack.MaxPerCore, "conntrack table entries per CPU (0: leave the kernel's size); never lowered")
 	f.IntVar(&cfg.Conntrack.Min, "conntrack-min", cfg.Conntrack.Min, "conntrack table entries at least, whatever the CPU count")
-	f.BoolVar(&cfg.Conntrack.TCPBeLiberal, "conntrack-tcp-be-liberal", false, "set nf_conntrack_tcp_be_liberal instead of dropping forwarded packets conntrack holds invalid")
+	f.BoolVar(&cfg.Conntrack.TCPBeLiberal, "conntrack-tcp-be-liberal", true, "set nf_conntrack_tcp_be_liberal instead of dropping forwarded packets conntrack holds invalid; the fast path carries established TCP flows that policies judged only in liberal mode (docs/routing.md)")
 	f.StringSliceVar(&serviceCIDRs, "service-cidr", []string{"10.96.0.0/16"}, "service IP ranges (unallocated IPs in them are dropped); one service proxy runs per address family given here (IPv4, IPv6 or both)")
 	f.DurationVar(&cfg.ReclaimGrace, "ip-reclaim-grace", 0, "how old an address weft-cni handed out must be before the agent frees it when no pod and no sandbox uses it (0: 2m, checked every minute; else checked every half of it)")
 	f.StringSliceVar(&externalIPCIDRs, "external-ip-cidrs", nil, "where Services' externalIPs may lie (empty: anywhere but node, API server, pod and service addresses, which are always refused)")

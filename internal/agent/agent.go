@@ -329,6 +329,7 @@ func (a *Agent) startNetworkPolicy(ctx context.Context, recorder record.EventRec
 			}
 			a.fast.SetJudged(out)
 		}
+		c.OnGeneration = a.fast.SetGeneration
 	}
 	if a.cfg.PolicyAPI != nil {
 		c.WatchClusterPolicies(a.cfg.PolicyAPI)

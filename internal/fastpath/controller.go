@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +49,7 @@ type Controller struct {
 	kick   chan struct{}
 	mu     sync.Mutex
 	judged map[netip.Addr]Judged // nil: no report yet
+	gen    uint32                // the policy table's generation (SetGeneration)
 }
 
 // New wires a controller; Run does the work.
@@ -70,6 +73,60 @@ func (c *Controller) SetJudged(j map[netip.Addr]Judged) {
 	c.judged = j
 	c.mu.Unlock()
 	c.trigger()
+}
+
+// SetGeneration takes the generation of the policy table in force: flows
+// stamped with it may be carried (Stamp). The policy controller sets 0
+// before it writes a table and the new generation after, so no flow is
+// carried on a verdict older than the table.
+func (c *Controller) SetGeneration(gen uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen = gen
+	if err := c.writeStamp(); err != nil {
+		c.cfg.Log.Warn("fast path: writing the policy generation failed; tracked flows take the kernel's path", "err", err)
+	}
+}
+
+// writeStamp writes the generation with the node's conntrack timeouts
+// (read each time: the service proxy sets them after its first sync).
+// c.mu is held.
+func (c *Controller) writeStamp() error {
+	return c.cfg.Datapath.SetStamp(StampOf(c.gen, readConntrackSysctl))
+}
+
+// conntrackSysctls is where the node's conntrack settings are.
+const conntrackSysctls = "/proc/sys/net/netfilter/"
+
+func readConntrackSysctl(name string) (string, error) {
+	b, err := os.ReadFile(conntrackSysctls + name)
+	return strings.TrimSpace(string(b)), err
+}
+
+// StampOf is what may be carried at generation gen, given the node's
+// conntrack settings (read by name): TCP only while conntrack is liberal
+// (bpf/fastpath.c, stamped), each protocol with the timeout conntrack
+// itself gives an established flow of it.
+func StampOf(gen uint32, read func(name string) (string, error)) Stamp {
+	if gen == 0 {
+		return Stamp{}
+	}
+	seconds := func(name string) time.Duration {
+		v, err := read(name)
+		if err != nil {
+			return 0
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return 0
+		}
+		return time.Duration(n) * time.Second
+	}
+	s := Stamp{Gen: gen, UDPTimeout: seconds("nf_conntrack_udp_timeout_stream")}
+	if v, err := read("nf_conntrack_tcp_be_liberal"); err == nil && v == "1" {
+		s.TCPTimeout = seconds("nf_conntrack_tcp_timeout_established")
+	}
+	return s
 }
 
 func (c *Controller) trigger() {
@@ -201,7 +258,11 @@ func (c *Controller) Sync() error {
 	}
 	c.mu.Lock()
 	judged := c.judged
+	err = c.writeStamp()
 	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if !c.cfg.Policy {
 		judged = nil
 	}

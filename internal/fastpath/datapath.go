@@ -15,6 +15,7 @@ import (
 	"maps"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -48,12 +49,13 @@ const (
 	FwdEncap
 	FwdDecap
 	FwdLocal
+	FwdStamped
 	nstats
 )
 
 // StatNames name the counters (metrics labels).
 var StatNames = [nstats]string{"forwarded_egress", "forwarded_ingress", "passed_tracked", "passed_judged", "passed_route", "passed_other",
-	"forwarded_egress_encapsulated", "forwarded_ingress_decapsulated", "forwarded_local"}
+	"forwarded_egress_encapsulated", "forwarded_ingress_decapsulated", "forwarded_local", "forwarded_stamped"}
 
 // The maps' value layouts, as in bpf/fastpath.c.
 type endpointValue struct {
@@ -245,6 +247,30 @@ func (d *Datapath) SetTunnel(t Tunnel) error {
 	}
 	if err := d.coll.Maps["tunnels"].Put(uint32(0), v); err != nil {
 		return fmt.Errorf("fast path: tunnel: %w", err)
+	}
+	return nil
+}
+
+// Stamp is what the programs may carry of the flows conntrack tracks:
+// an established flow without NAT whose conntrack mark holds Gen, the
+// generation of the policy table in force (0: none), refreshing its
+// entry's timeout to TCPTimeout or UDPTimeout (0: no flow of that
+// protocol is carried).
+type Stamp struct {
+	Gen        uint32
+	TCPTimeout time.Duration
+	UDPTimeout time.Duration
+}
+
+type stampValue struct {
+	Gen, TCPTimeout, UDPTimeout, _ uint32
+}
+
+// SetStamp writes s for the programs' next packets.
+func (d *Datapath) SetStamp(s Stamp) error {
+	v := stampValue{Gen: s.Gen, TCPTimeout: uint32(s.TCPTimeout.Milliseconds()), UDPTimeout: uint32(s.UDPTimeout.Milliseconds())}
+	if err := d.coll.Maps["stamps"].Put(uint32(0), v); err != nil {
+		return fmt.Errorf("fast path: stamp: %w", err)
 	}
 	return nil
 }

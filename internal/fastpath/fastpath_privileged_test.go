@@ -562,3 +562,132 @@ func TestPrivilegedFastPathFollowsForwardingEntries(t *testing.T) {
 	sh(t, fmt.Sprintf("bridge -n %s fdb replace 02:00:00:00:00:02 dev weft.vxlan dst 198.18.9.77 self permanent", filepath.Base(n[0].ns.Path())))
 	waitFor("198.18.9.77")
 }
+
+// A judged pod's flow that conntrack tracks, whose entry carries the
+// generation of the policy table in force, is carried once established:
+// only its handshake and end take the forward hook. After a policy
+// change its next packets are judged on the kernel's path again: a
+// change that still allows it keeps it working (conntrack is liberal, so
+// it takes back sequence numbers it has not seen), a deny cuts it. A
+// carried flow's FIN reaches conntrack, so its entry leaves the
+// established state. TCP is carried only while conntrack is liberal.
+func TestPrivilegedFastPathStampedFlows(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, liberal := range []bool{true, false} {
+		t.Run(fmt.Sprintf("liberal=%v", liberal), func(t *testing.T) {
+			n := newFastPathNodes(t, false, false)
+			n[0].judge(t, false)
+			n[1].judge(t, true)
+			node := filepath.Base(n[1].ns.Path())
+			sh(t, fmt.Sprintf("ip netns exec %s sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal=%d", node, map[bool]int{true: 1, false: 0}[liberal]),
+				fmt.Sprintf("ip netns exec %s nft add chain inet weft-fpt remember '{ type filter hook forward priority filter + 2; }'", node))
+			stampAs := func(gen uint32) {
+				t.Helper()
+				sh(t, fmt.Sprintf("ip netns exec %s nft flush chain inet weft-fpt remember", node),
+					fmt.Sprintf("ip netns exec %s nft add rule inet weft-fpt remember ct direction original ct mark set %d", node, gen))
+				if err := n[1].ns.Do(func(ns.NetNS) error { n[1].ctl.SetGeneration(gen); return nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stampAs(7)
+			serveEcho(t, n[1])
+			a := dialEcho(t, n[0], n[1].podA+":8080")
+			if err := a.echo(10); err != nil {
+				t.Fatal(err)
+			}
+			hooked, before := n[1].forwarded(t), n[1].stats(t)
+			if err := a.echo(100000); err != nil {
+				t.Fatal(err)
+			}
+			after := n[1].stats(t)
+			if !liberal {
+				if after[FwdStamped] != 0 || n[1].forwarded(t) == hooked {
+					t.Fatalf("a TCP flow was carried with conntrack strict: before %v, after %v", before, after)
+				}
+				return
+			}
+			if after[FwdStamped] == before[FwdStamped] || n[1].forwarded(t) != hooked {
+				t.Fatalf("the stamped flow was not carried: forward hook %s then %s packets; before %v, after %v",
+					hooked, n[1].forwarded(t), before, after)
+			}
+
+			stampAs(8) // a policy change that still allows the flow
+			if err := a.echo(100000); err != nil {
+				t.Fatalf("the flow, still allowed, broke after a policy change: %v", err)
+			}
+			if n[1].forwarded(t) == hooked {
+				t.Errorf("after a policy change the flow was not judged again on the kernel's path")
+			}
+
+			b := dialEcho(t, n[0], n[1].podA+":8080")
+			if err := b.echo(100000); err != nil {
+				t.Fatal(err)
+			}
+			port := b.c.LocalAddr().(*net.TCPAddr).Port
+			b.c.Close()
+			time.Sleep(200 * time.Millisecond)
+			out, err := exec.Command("ip", "netns", "exec", node, "conntrack", "-L", "-p", "tcp", "--sport", fmt.Sprint(port)).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "dport=8080") || strings.Contains(string(out), "ESTABLISHED") {
+				t.Errorf("a closed carried flow's conntrack entry: %v %s", err, out)
+			}
+
+			sh(t, fmt.Sprintf("ip netns exec %s nft add element inet weft-fpt denied { %s }", node, n[1].podA))
+			stampAs(9)
+			if err := a.echo(10); err == nil {
+				t.Errorf("a deny did not cut a carried flow")
+			}
+		})
+	}
+}
+
+// serveEcho echoes every connection to the pod's port 8080.
+func serveEcho(t *testing.T, to *fpNode) {
+	t.Helper()
+	var l net.Listener
+	if err := to.pod.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp", ":8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+type echoConn struct{ c net.Conn }
+
+func dialEcho(t *testing.T, from *fpNode, addr string) echoConn {
+	t.Helper()
+	var c net.Conn
+	if err := from.pod.Do(func(ns.NetNS) error {
+		var err error
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return echoConn{c}
+}
+
+// echo sends size bytes and reads them back within a second.
+func (e echoConn) echo(size int) error {
+	_ = e.c.SetDeadline(time.Now().Add(time.Second))
+	msg := strings.Repeat("x", size)
+	go func() { _, _ = io.WriteString(e.c, msg) }()
+	got := make([]byte, size)
+	_, err := io.ReadFull(e.c, got)
+	return err
+}

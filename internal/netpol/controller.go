@@ -74,6 +74,11 @@ type Controller struct {
 	// OnWritten, when set, hears after each sync which local pod
 	// addresses the table knows and which directions policies judge.
 	OnWritten func(map[netip.Addr]Judgement)
+	// OnGeneration, when set, hears 0 before a write that changes the
+	// table and the table's generation once it is in the kernel: flows
+	// whose conntrack mark holds it are allowed by the table in force.
+	// Never called with KeepEstablished (nothing is stamped).
+	OnGeneration func(gen uint32)
 
 	memo     Memo     // policies parsed, from one sync to the next
 	last     *Ruleset // what the table holds; nil: write it whole
@@ -334,6 +339,13 @@ func (c *Controller) transaction(rs *Ruleset) (*knftables.Transaction, string) {
 	return tx, "full"
 }
 
+// generation tells OnGeneration of gen (0: a write is under way).
+func (c *Controller) generation(gen uint32) {
+	if c.OnGeneration != nil && !c.KeepEstablished {
+		c.OnGeneration(gen)
+	}
+}
+
 // Sync compiles and writes the table once.
 func (c *Controller) Sync(ctx context.Context) error {
 	start := time.Now()
@@ -364,10 +376,14 @@ func (c *Controller) Sync(ctx context.Context) error {
 	}
 	if tx.NumOperations() == 0 {
 		kind = "none"
-	} else if err := c.run(ctx, tx, rs, old); err != nil {
-		c.syncs.WithLabelValues(kind, "error").Inc()
-		c.last = nil // the next write is whole
-		return err
+	} else {
+		c.generation(0)
+		if err := c.run(ctx, tx, rs, old); err != nil {
+			c.syncs.WithLabelValues(kind, "error").Inc()
+			c.last = nil // the next write is whole
+			return err
+		}
+		c.generation(c.tableGen)
 	}
 	if kind == "full" {
 		c.lastFull = time.Now()

@@ -2,6 +2,7 @@ package netpol
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -15,6 +16,11 @@ import (
 )
 
 func startController(t *testing.T) (*Controller, *knftables.Fake) {
+	return startControllerWith(t, func(*Controller) {})
+}
+
+// startControllerWith runs a controller set up by setup first.
+func startControllerWith(t *testing.T, setup func(*Controller)) (*Controller, *knftables.Fake) {
 	in := testInput()
 	in.Policies = append(in.Policies, policy("default", "deny", "", ingressOnly, nil, nil))
 	client := fake.NewSimpleClientset()
@@ -27,6 +33,7 @@ func startController(t *testing.T) (*Controller, *knftables.Fake) {
 	nft := knftables.NewFake(knftables.InetFamily, TableName)
 	c := New(client, "n1", nft, slog.New(slog.DiscardHandler), nil)
 	c.MinInterval = time.Millisecond
+	setup(c)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() { _ = c.Run(ctx) }()
@@ -56,6 +63,55 @@ func TestPodReadyWaitsForTheTable(t *testing.T) {
 }
 
 var metaCreate = metav1.CreateOptions{}
+
+// The fast path hears 0 before each write and the table's generation only
+// once the table holding it is written, so it never carries a flow on a
+// verdict older than the table; with KeepEstablished nothing is stamped
+// and it hears nothing.
+func TestGenerationTold(t *testing.T) {
+	type told struct {
+		gen     uint32
+		written bool // the table then held the generation's stamp
+	}
+	calls := make(chan told, 16)
+	c, _ := startControllerWith(t, func(c *Controller) {
+		nft := c.nft.(*knftables.Fake)
+		c.OnGeneration = func(gen uint32) {
+			calls <- told{gen, strings.Contains(nft.Dump(), fmt.Sprintf("ct mark and %#08x == %#08x accept", GenMask, gen))}
+		}
+	})
+	next := func() told {
+		select {
+		case v := <-calls:
+			return v
+		case <-time.After(5 * time.Second):
+			t.Fatal("no generation told")
+		}
+		return told{}
+	}
+	var last uint32
+	for round := range 2 {
+		if v := next(); v.gen != 0 {
+			t.Fatalf("round %d: before the write: told %#x, want 0", round, v.gen)
+		}
+		v := next()
+		if v.gen == 0 || v.gen == last || !v.written {
+			t.Fatalf("round %d: after the write: told %#x (the previous %#x), table written: %v", round, v.gen, last, v.written)
+		}
+		last = v.gen
+		_, _ = c.client.NetworkingV1().NetworkPolicies("default").Create(context.Background(), policy("default", "deny2", "", ingressOnly, nil, nil), metaCreate)
+	}
+
+	calls2 := make(chan uint32, 16)
+	startControllerWith(t, func(c *Controller) {
+		c.KeepEstablished = true
+		c.OnGeneration = func(gen uint32) { calls2 <- gen }
+	})
+	time.Sleep(300 * time.Millisecond)
+	if len(calls2) != 0 {
+		t.Errorf("with KeepEstablished the fast path was told %d generations", len(calls2))
+	}
+}
 
 func TestOnlyRelevantUpdatesRecompile(t *testing.T) {
 	a := testPod("default", "a", "n1", ipA, "a")

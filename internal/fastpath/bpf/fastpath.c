@@ -57,6 +57,7 @@ enum {
 	FWD_ENCAP,    // of FWD_EGRESS: wrapped in VXLAN here and sent on the underlay
 	FWD_DECAP,    // of FWD_INGRESS: arrived in VXLAN on the underlay, unwrapped here
 	FWD_LOCAL,    // of FWD_EGRESS (and FWD_INGRESS): to a pod on this node
+	FWD_STAMPED,  // of both: a flow conntrack tracks, judged by the policies in force (see stamped)
 	NSTATS,
 };
 
@@ -157,6 +158,21 @@ struct {
 	__type(value, __u8);
 } vtep_addrs SEC(".maps");
 
+// What the agent says of the flows conntrack tracks (see stamped).
+struct stamp {
+	__u32 gen;         // the policy table's generation; 0: carry none
+	__u32 tcp_timeout; // ms an established TCP flow's entry is kept; 0: carry no TCP
+	__u32 udp_timeout; // ms a UDP stream's entry is kept; 0: carry no UDP
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stamp);
+} stamps SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, NSTATS);
@@ -175,12 +191,33 @@ struct bpf_ct_opts___local {
 	__u8 reserved[3];
 } __attribute__((preserve_access_index));
 
+// The fields of the kernel's conntrack entry read here (CO-RE: their
+// offsets come from the kernel's BTF).
+struct ip_ct_tcp {
+	__u8 state;
+} __attribute__((preserve_access_index));
+
+union nf_conntrack_proto {
+	struct ip_ct_tcp tcp;
+} __attribute__((preserve_access_index));
+
 struct nf_conn {
-	int _opaque; // the kernel's; only passed back to bpf_ct_release
-};
+	unsigned long status;
+	__u32 mark;
+	union nf_conntrack_proto proto;
+} __attribute__((preserve_access_index));
+
+#define IPS_ASSURED (1 << 2)
+#define IPS_NAT_MASK ((1 << 4) | (1 << 5))
+#define TCP_CONNTRACK_ESTABLISHED 3
+// The policy generation's bits of the conntrack mark (internal/netpol's
+// GenMask: all but the domain bit).
+#define GEN_MASK (~(__u32)0x00100000)
+
 extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
 					 struct bpf_ct_opts___local *opts, __u32 opts__sz) __ksym;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 
 static __always_inline int count(__u32 what)
 {
@@ -204,13 +241,16 @@ struct pkt {
 	struct iphdr *ip;
 	__be16 sport, dport;
 	__u8 syn; // a TCP SYN without ACK: a new connection
+	__u8 ctl; // a TCP SYN, FIN or RST: conntrack must see it
 };
 
-// parse_ports reads a TCP or UDP header at l4: its ports, and whether it
-// is a SYN without ACK (a new connection); 0 for other protocols.
-static __always_inline int parse_ports(void *l4, void *end, __u8 proto, __be16 *sport, __be16 *dport, __u8 *syn)
+// parse_ports reads a TCP or UDP header at l4: its ports, whether it is
+// a SYN without ACK (a new connection) and whether it changes a TCP
+// connection's state (SYN, FIN, RST); 0 for other protocols.
+static __always_inline int parse_ports(void *l4, void *end, __u8 proto, __be16 *sport, __be16 *dport, __u8 *syn, __u8 *ctl)
 {
 	*syn = 0;
+	*ctl = 0;
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 		if ((void *)(th + 1) > end)
@@ -218,6 +258,7 @@ static __always_inline int parse_ports(void *l4, void *end, __u8 proto, __be16 *
 		*sport = th->source;
 		*dport = th->dest;
 		*syn = th->syn && !th->ack;
+		*ctl = th->syn || th->fin || th->rst;
 		return 1;
 	}
 	if (proto == IPPROTO_UDP) {
@@ -243,7 +284,40 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p, __u32 off
 	if ((void *)(ip + 1) > end || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
 		return 0;
 	p->ip = ip;
-	return parse_ports(ip + 1, end, ip->protocol, &p->sport, &p->dport, &p->syn);
+	return parse_ports(ip + 1, end, ip->protocol, &p->sport, &p->dport, &p->syn, &p->ctl);
+}
+
+// What conntrack knows of a packet's flow.
+enum { UNTRACKED, TRACKED, STAMPED };
+
+// stamped says whether a flow conntrack tracks may be carried anyway: its
+// entry is established, without NAT, and stamped with the generation of
+// the policy table in force, which lets through only flows that table's
+// policies allow (docs/netpol.md). A packet changing TCP state (SYN, FIN,
+// RST) goes to conntrack, so the entry follows the connection's end. A
+// carried packet keeps the entry alive as conntrack's own would. The
+// agent sets tcp_timeout only while conntrack is liberal: after a policy
+// change the flow's next packets come to conntrack with sequence numbers
+// it has not seen, which a strict window check would call invalid.
+static __always_inline int stamped(struct nf_conn *ct, __u8 proto, __u8 ctl)
+{
+	__u32 zero = 0;
+	struct stamp *s = bpf_map_lookup_elem(&stamps, &zero);
+	if (!s || !s->gen || ctl || (ct->mark & GEN_MASK) != s->gen)
+		return TRACKED;
+	unsigned long status = ct->status;
+	if (!(status & IPS_ASSURED) || (status & IPS_NAT_MASK))
+		return TRACKED;
+	__u32 ms = s->udp_timeout;
+	if (proto == IPPROTO_TCP) {
+		if (ct->proto.tcp.state != TCP_CONNTRACK_ESTABLISHED)
+			return TRACKED;
+		ms = s->tcp_timeout;
+	}
+	if (!ms)
+		return TRACKED;
+	bpf_ct_change_timeout(ct, ms);
+	return STAMPED;
 }
 
 static __always_inline int tracked(struct __sk_buff *skb, struct pkt *p)
@@ -256,9 +330,10 @@ static __always_inline int tracked(struct __sk_buff *skb, struct pkt *p)
 	struct bpf_ct_opts___local opts = {.netns_id = -1, .l4proto = p->ip->protocol};
 	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));
 	if (!ct)
-		return 0;
+		return UNTRACKED;
+	int v = stamped(ct, p->ip->protocol, p->ctl);
 	bpf_ct_release(ct);
-	return 1;
+	return v;
 }
 
 static __always_inline void flow_of(struct pkt *p, struct flow *f)
@@ -440,6 +515,7 @@ struct pkt6 {
 	__be16 sport, dport;
 	__u8 proto;
 	__u8 syn;
+	__u8 ctl;
 };
 
 static __always_inline int parse6(struct __sk_buff *skb, struct pkt6 *p)
@@ -453,7 +529,7 @@ static __always_inline int parse6(struct __sk_buff *skb, struct pkt6 *p)
 		return 0;
 	p->ip = ip;
 	p->proto = ip->nexthdr;
-	return parse_ports(ip + 1, end, ip->nexthdr, &p->sport, &p->dport, &p->syn);
+	return parse_ports(ip + 1, end, ip->nexthdr, &p->sport, &p->dport, &p->syn, &p->ctl);
 }
 
 static __always_inline int in_cluster6(struct config *cfg, const struct in6_addr *a)
@@ -485,9 +561,10 @@ static __always_inline int tracked6(struct __sk_buff *skb, struct pkt6 *p)
 	struct bpf_ct_opts___local opts = {.netns_id = -1, .l4proto = p->proto};
 	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv6), &opts, sizeof(opts));
 	if (!ct)
-		return 0;
+		return UNTRACKED;
+	int v = stamped(ct, p->proto, p->ctl);
 	bpf_ct_release(ct);
-	return 1;
+	return v;
 }
 
 // before6 orders two addresses (any fixed order does: both directions of
@@ -581,15 +658,18 @@ static __always_inline int from_pod6(struct __sk_buff *skb, struct config *cfg)
 	struct endpoint *local = bpf_map_lookup_elem(&endpoints6, &d);
 	__u32 local_if = local ? local->ifindex : 0;
 	int judged = ep->judged || (local && local->judged);
-	if (tracked6(skb, &p))
+	int ct = tracked6(skb, &p);
+	if (ct == TRACKED)
 		return count(PASS_TRACKED);
-	if (!admit6(cfg, &p, judged))
+	if (ct == UNTRACKED && !admit6(cfg, &p, judged))
 		return count(PASS_JUDGED);
 	struct bpf_fib_lookup fib = {};
 	int found = lookup6(skb, &p, &fib);
 	if (!found || (local_if && fib.ifindex != local_if))
 		return count(PASS_ROUTE);
 	count(FWD_EGRESS);
+	if (ct == STAMPED)
+		count(FWD_STAMPED);
 	if (local_if) {
 		count(FWD_INGRESS);
 		count(FWD_LOCAL);
@@ -607,15 +687,18 @@ static __always_inline int to_pod6(struct __sk_buff *skb, struct config *cfg)
 	if (!ep || bpf_map_lookup_elem(&endpoints6, &s))
 		return count(PASS_OTHER);
 	__u32 ifindex = ep->ifindex;
-	if (tracked6(skb, &p))
+	int ct = tracked6(skb, &p);
+	if (ct == TRACKED)
 		return count(PASS_TRACKED);
-	if (!admit6(cfg, &p, ep->judged))
+	if (ct == UNTRACKED && !admit6(cfg, &p, ep->judged))
 		return count(PASS_JUDGED);
 	struct bpf_fib_lookup fib = {};
 	int found = lookup6(skb, &p, &fib);
 	if (!found || fib.ifindex != ifindex)
 		return count(PASS_ROUTE);
 	count(FWD_INGRESS);
+	if (ct == STAMPED)
+		count(FWD_STAMPED);
 	return forward6(skb, &p, &fib, found, 1);
 }
 
@@ -643,15 +726,18 @@ int from_pod(struct __sk_buff *skb)
 	struct endpoint *local = bpf_map_lookup_elem(&endpoints, &d);
 	__u32 local_if = local ? local->ifindex : 0;
 	int judged = ep->judged || (local && local->judged);
-	if (tracked(skb, &p))
+	int ct = tracked(skb, &p);
+	if (ct == TRACKED)
 		return count(PASS_TRACKED);
-	if (!admit(cfg, &p, judged))
+	if (ct == UNTRACKED && !admit(cfg, &p, judged))
 		return count(PASS_JUDGED);
 	struct bpf_fib_lookup fib = {};
 	int found = lookup(skb, &p, &fib);
 	if (!found || (local_if && fib.ifindex != local_if))
 		return count(PASS_ROUTE);
 	count(FWD_EGRESS);
+	if (ct == STAMPED)
+		count(FWD_STAMPED);
 	if (local_if) {
 		count(FWD_INGRESS);
 		count(FWD_LOCAL);
@@ -675,13 +761,16 @@ static __always_inline int arriving(struct __sk_buff *skb, struct config *cfg, s
 	if (!ep || bpf_map_lookup_elem(&endpoints, &s))
 		return PASS_OTHER;
 	__u32 ifindex = ep->ifindex;
-	if (tracked(skb, p))
+	int ct = tracked(skb, p);
+	if (ct == TRACKED)
 		return PASS_TRACKED;
-	if (!admit(cfg, p, ep->judged))
+	if (ct == UNTRACKED && !admit(cfg, p, ep->judged))
 		return PASS_JUDGED;
 	*found = lookup(skb, p, fib);
 	if (!*found || fib->ifindex != ifindex)
 		return PASS_ROUTE;
+	if (ct == STAMPED)
+		count(FWD_STAMPED);
 	return 0;
 }
 

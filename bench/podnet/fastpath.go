@@ -51,8 +51,8 @@ func fastSummary(a, b string, before, after [2]fastCounts) string {
 			return "fast path counters: FAILED: " + err.Error()
 		}
 		d := func(k string) float64 { return after[i].n[k] - before[i].n[k] }
-		parts = append(parts, fmt.Sprintf("%s forwarded %.0f packets from its pod and %.0f to it, left %.0f to conntrack (known flows), %.0f to policy, %.0f for want of a route",
-			node, d("forwarded_egress"), d("forwarded_ingress"), d("passed_tracked"), d("passed_judged"), d("passed_route")))
+		parts = append(parts, fmt.Sprintf("%s forwarded %.0f packets from its pod and %.0f to it (%.0f of them of flows conntrack tracks, allowed by the policies in force), left %.0f to conntrack, %.0f to policy, %.0f for want of a route",
+			node, d("forwarded_egress"), d("forwarded_ingress"), d("forwarded_stamped"), d("passed_tracked"), d("passed_judged"), d("passed_route")))
 	}
 	return "fast path during the rounds: " + strings.Join(parts, "; ") + "."
 }

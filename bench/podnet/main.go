@@ -258,9 +258,11 @@ func measurePair(ctx context.Context, l *lab.Lab, client kubernetesClient, bx ba
 	}
 	r.fast = fastSummary(a, b, fastBefore, [2]fastCounts{readFastCounts(a, ips[a]), readFastCounts(b, ips[b])})
 	if policies > 0 {
+		polBefore := [2]fastCounts{readFastCounts(a, ips[a]), readFastCounts(b, ips[b])}
 		if r.pol, err = measurePolicies(ctx, client, ns, podIP["server"], a, runs); err != nil {
 			return r, err
 		}
+		r.pol.fast = fastSummary(a, b, polBefore, [2]fastCounts{readFastCounts(a, ips[a]), readFastCounts(b, ips[b])})
 	}
 	r.readyToReachable = figure.Of(newNodeReachable(ctx, l, client, ns, b))
 	return r, nil

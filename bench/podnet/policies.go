@@ -23,6 +23,7 @@ import (
 // chains; the bare set-up has no policy.
 type policyPhase struct {
 	ratio, rel [2]figure.Rounds
+	fast       string // what the fast path did during the phase (fastpath.go)
 }
 
 // isolateServer creates the policies and waits until they hold: node a's
@@ -111,6 +112,10 @@ func reportPolicies(rows []row) {
 			fmt.Printf("| %s | %s | %d | %s (%s) | %s (%s) | %s |\n", r.backend, r.pair, n, r.pol.ratio[i].Median().Format("%.2f"), r.pol.ratio[i].Spread("%.2f"),
 				r.pol.rel[i].Median().Format("%.2f"), r.pol.rel[i].Spread("%.2f"), r.rel[i].Median().Format("%.2f"))
 		}
+	}
+	fmt.Println()
+	for _, r := range rows {
+		fmt.Printf("- %s, %s, with the policies: %s\n", r.backend, r.pair, r.pol.fast)
 	}
 	fmt.Println()
 	atLeast := func(x float64) bool { return x >= 0.95 }

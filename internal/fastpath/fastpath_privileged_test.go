@@ -691,3 +691,72 @@ func (e echoConn) echo(size int) error {
 	_, err := io.ReadFull(e.c, got)
 	return err
 }
+
+// A UDP stream conntrack tracks, stamped with the generation in force, is
+// carried once conntrack calls it a stream (assured: answered, and still
+// going two seconds on), whatever conntrack's TCP mode: UDP has no
+// window to lose track of.
+func TestPrivilegedFastPathStampedUDP(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newFastPathNodes(t, false, false)
+	n[0].judge(t, false)
+	n[1].judge(t, true)
+	node := filepath.Base(n[1].ns.Path())
+	sh(t, fmt.Sprintf("ip netns exec %s sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal=0", node),
+		fmt.Sprintf("ip netns exec %s nft add chain inet weft-fpt remember '{ type filter hook forward priority filter + 2; }'", node),
+		fmt.Sprintf("ip netns exec %s nft add rule inet weft-fpt remember ct direction original ct mark set 7", node))
+	if err := n[1].ns.Do(func(ns.NetNS) error { n[1].ctl.SetGeneration(7); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var srv net.PacketConn
+	if err := n[1].pod.Do(func(ns.NetNS) error {
+		var err error
+		srv, err = net.ListenPacket("udp", n[1].podA+":5353")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			k, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = srv.WriteTo(buf[:k], from)
+		}
+	}()
+	var c net.Conn
+	if err := n[0].pod.Do(func(ns.NetNS) error {
+		var err error
+		c, err = net.Dial("udp", n[1].podA+":5353")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ping := func() error {
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 16)
+		_, err := c.Read(buf)
+		return err
+	}
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if err := ping(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := n[1].stats(t)
+	for range 10 {
+		if err := ping(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := n[1].stats(t); s[FwdStamped]-before[FwdStamped] < 10 {
+		t.Errorf("the UDP stream was not carried: before %v, after %v", before, s)
+	}
+}

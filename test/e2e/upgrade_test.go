@@ -133,7 +133,7 @@ func agentPIDs(t *testing.T) map[string]int {
 // stop exists (the pod sees the machine's /tmp), and counts the outcomes.
 func trafficUntil(t *testing.T, from *corev1.Pod, stop string, urls ...string) (ok, failed int) {
 	script := fmt.Sprintf(`ok=0; fail=0; while [ ! -e %s ]; do
-for u in %s; do if curl -sf -m 2 -o /dev/null "$u"; then ok=$((ok+1)); else fail=$((fail+1)); echo "failed: $u" >&2; fi; done; sleep 0.05; done; echo $ok $fail`,
+for u in %s; do if w=$(curl -sf -m 2 -o /dev/null -w '%%{time_connect} %%{time_starttransfer}' "$u"); then ok=$((ok+1)); else rc=$?; fail=$((fail+1)); echo "failed: $u (curl exit $rc at $(date +%%T.%%N), connected after $w s)" >&2; fi; done; sleep 0.05; done; echo $ok $fail`,
 		stop, strings.Join(urls, " "))
 	spec := filepath.Join(theLab.NodeDir(from.Spec.NodeName), "pods", string(from.UID), from.Spec.Containers[0].Name+".spec.json")
 	cmd := exec.Command(repoRoot+"/bin/weft", "lab", "run-container", "--spec", spec, "--", "sh", "-c", script)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,7 +47,7 @@ const conntrackTable = `table inet weft-fpt {
 	set denied { type ipv4_addr; }
 	chain forward { type filter hook forward priority filter; ct state invalid drop; ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta l4proto tcp counter; ct direction reply accept; ip daddr @denied drop; }
 	chain forward6 { type filter hook forward priority filter + 1; ip6 saddr fd44::/16 ip6 daddr fd44::/16 meta l4proto tcp counter; }
-	chain prerouting { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.2.5:8080; }
+	chain prerouting { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.2.5:8080; ip daddr 10.96.0.10 udp dport 80 dnat to 10.244.2.5:8080; }
 	chain postrouting { type nat hook postrouting priority srcnat; }
 	chain output { type filter hook output priority filter; udp dport 4789 counter; }
 	chain input { type filter hook input priority filter; udp dport 4789 counter; }
@@ -759,4 +760,114 @@ func TestPrivilegedFastPathStampedUDP(t *testing.T) {
 	if s := n[1].stats(t); s[FwdStamped]-before[FwdStamped] < 10 {
 		t.Errorf("the UDP stream was not carried: before %v, after %v", before, s)
 	}
+}
+
+// A pod's connection to a Service leaves a conntrack entry (kept after the
+// socket is gone) whose reply tuple is the endpoint's address back to the
+// pod's port. A later direct connection from the same port to the same
+// endpoint, which the kernel allows (another destination), has replies
+// of that tuple: they must reach the new socket, not be un-NATed into the
+// old one. Only conntrack can give the new flow another source port, so
+// its first packet takes the kernel's path.
+func TestPrivilegedFastPathReusedServicePort(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := newFastPathNodes(t, false, false)
+	for _, node := range n {
+		node.judge(t, false)
+	}
+	var tl net.Listener
+	var ul net.PacketConn
+	if err := n[1].pod.Do(func(ns.NetNS) error {
+		var err error
+		if tl, err = net.Listen("tcp", ":8080"); err != nil {
+			return err
+		}
+		ul, err = net.ListenPacket("udp", ":8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	defer ul.Close()
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); c.Close() }()
+		}
+	}()
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			k, from, err := ul.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			_, _ = ul.WriteTo(b[:k], from)
+		}
+	}()
+	reuse := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+	local := &net.TCPAddr{IP: net.ParseIP(n[0].podA), Port: 40123}
+	dial := func(addr string) error {
+		return n[0].pod.Do(func(ns.NetNS) error {
+			d := net.Dialer{LocalAddr: local, Timeout: time.Second, Control: reuse}
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			if _, err := io.WriteString(c, "ping\n"); err != nil {
+				return err
+			}
+			_, err = io.ReadFull(c, make([]byte, 5))
+			return err
+		})
+	}
+	if err := dial("10.96.0.10:80"); err != nil {
+		t.Fatalf("through the DNAT: %v", err)
+	}
+	if err := dial(n[1].podA + ":8080"); err != nil {
+		t.Errorf("direct, from the port a Service connection used: %v", err)
+	}
+
+	// UDP: one socket asks the Service, then the endpoint directly; the
+	// endpoint's answer must come from the endpoint.
+	if err := n[0].pod.Do(func(ns.NetNS) error {
+		c, err := net.ListenPacket("udp", n[0].podA+":40124")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for _, to := range []string{"10.96.0.10:80", n[1].podA + ":8080"} {
+			if _, err := c.WriteTo([]byte("ping"), udpAddr(to)); err != nil {
+				return err
+			}
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			_, from, err := c.ReadFrom(make([]byte, 16))
+			if err != nil {
+				return fmt.Errorf("asking %s: %w", to, err)
+			}
+			if from.String() != to {
+				return fmt.Errorf("asked %s, the answer came from %s", to, from)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("UDP: %v", err)
+	}
+}
+
+func udpAddr(s string) *net.UDPAddr {
+	a, _ := net.ResolveUDPAddr("udp", s)
+	return a
 }

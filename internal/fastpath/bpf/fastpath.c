@@ -50,7 +50,7 @@ struct flow {
 enum {
 	FWD_EGRESS,   // sent by a local pod, forwarded here
 	FWD_INGRESS,  // to a local pod, put straight into it
-	PASS_TRACKED, // conntrack knows the flow (NAT, or begun on the kernel's path)
+	PASS_TRACKED, // conntrack knows the flow (NAT, or begun on the kernel's path) or holds its reply tuple (see held)
 	PASS_JUDGED,  // a policy selects the local pod
 	PASS_ROUTE,   // no route, neighbour or device the fast path can use
 	PASS_OTHER,   // not ours: no pod address, other protocols, fragments, spoofed source
@@ -320,18 +320,44 @@ static __always_inline int stamped(struct nf_conn *ct, __u8 proto, __u8 ctl)
 	return STAMPED;
 }
 
-static __always_inline int tracked(struct __sk_buff *skb, struct pkt *p)
+// ct_lookup4 finds the conntrack entry holding a tuple (either direction).
+static __always_inline struct nf_conn *ct_lookup4(struct __sk_buff *skb, __be32 s, __be32 d, __be16 sport, __be16 dport, __u8 proto)
 {
 	struct bpf_sock_tuple t = {};
-	t.ipv4.saddr = p->ip->saddr;
-	t.ipv4.daddr = p->ip->daddr;
-	t.ipv4.sport = p->sport;
-	t.ipv4.dport = p->dport;
-	struct bpf_ct_opts___local opts = {.netns_id = -1, .l4proto = p->ip->protocol};
-	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));
+	t.ipv4.saddr = s;
+	t.ipv4.daddr = d;
+	t.ipv4.sport = sport;
+	t.ipv4.dport = dport;
+	struct bpf_ct_opts___local opts = {.netns_id = -1, .l4proto = proto};
+	return bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));
+}
+
+// held says whether an entry conntrack has (found by the reverse tuple)
+// would take the replies of a flow it does not know: a pod's connection
+// to a Service (or a hostPort) leaves an entry whose reply tuple is the
+// endpoint back to the pod's port, and a later direct flow from that
+// port to that endpoint, which the pod's kernel allows, has replies of
+// that tuple. Carried, its replies would be un-NATed into the old
+// socket; on the kernel's path conntrack gives it another source port.
+// Checked where a flow may begin: a TCP SYN, any UDP packet.
+static __always_inline int held(struct nf_conn *ct)
+{
 	if (!ct)
 		return UNTRACKED;
-	int v = stamped(ct, p->ip->protocol, p->ctl);
+	bpf_ct_release(ct);
+	return TRACKED;
+}
+
+static __always_inline int tracked(struct __sk_buff *skb, struct pkt *p)
+{
+	__u8 proto = p->ip->protocol;
+	struct nf_conn *ct = ct_lookup4(skb, p->ip->saddr, p->ip->daddr, p->sport, p->dport, proto);
+	if (!ct) {
+		if (proto == IPPROTO_TCP && !p->syn)
+			return UNTRACKED;
+		return held(ct_lookup4(skb, p->ip->daddr, p->ip->saddr, p->dport, p->sport, proto));
+	}
+	int v = stamped(ct, proto, p->ctl);
 	bpf_ct_release(ct);
 	return v;
 }
@@ -551,17 +577,26 @@ static __always_inline struct addr6 key6(const struct in6_addr *a)
 	return k;
 }
 
-static __always_inline int tracked6(struct __sk_buff *skb, struct pkt6 *p)
+static __always_inline struct nf_conn *ct_lookup6(struct __sk_buff *skb, const struct in6_addr *s, const struct in6_addr *d, __be16 sport, __be16 dport, __u8 proto)
 {
 	struct bpf_sock_tuple t = {};
-	__builtin_memcpy(t.ipv6.saddr, p->ip->saddr.in6_u.u6_addr32, 16);
-	__builtin_memcpy(t.ipv6.daddr, p->ip->daddr.in6_u.u6_addr32, 16);
-	t.ipv6.sport = p->sport;
-	t.ipv6.dport = p->dport;
-	struct bpf_ct_opts___local opts = {.netns_id = -1, .l4proto = p->proto};
-	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv6), &opts, sizeof(opts));
-	if (!ct)
-		return UNTRACKED;
+	__builtin_memcpy(t.ipv6.saddr, s->in6_u.u6_addr32, 16);
+	__builtin_memcpy(t.ipv6.daddr, d->in6_u.u6_addr32, 16);
+	t.ipv6.sport = sport;
+	t.ipv6.dport = dport;
+	struct bpf_ct_opts___local opts = {.netns_id = -1, .l4proto = proto};
+	return bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv6), &opts, sizeof(opts));
+}
+
+// tracked6 is tracked's IPv6 form (held included).
+static __always_inline int tracked6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	struct nf_conn *ct = ct_lookup6(skb, &p->ip->saddr, &p->ip->daddr, p->sport, p->dport, p->proto);
+	if (!ct) {
+		if (p->proto == IPPROTO_TCP && !p->syn)
+			return UNTRACKED;
+		return held(ct_lookup6(skb, &p->ip->daddr, &p->ip->saddr, p->dport, p->sport, p->proto));
+	}
 	int v = stamped(ct, p->proto, p->ctl);
 	bpf_ct_release(ct);
 	return v;

@@ -47,7 +47,7 @@ const conntrackTable = `table inet weft-fpt {
 	set denied { type ipv4_addr; }
 	chain forward { type filter hook forward priority filter; ct state invalid drop; ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 meta l4proto tcp counter; ct direction reply accept; ip daddr @denied drop; }
 	chain forward6 { type filter hook forward priority filter + 1; ip6 saddr fd44::/16 ip6 daddr fd44::/16 meta l4proto tcp counter; }
-	chain prerouting { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.2.5:8080; ip daddr 10.96.0.10 udp dport 80 dnat to 10.244.2.5:8080; }
+	chain prerouting { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.2.5:8080; ip daddr 10.96.0.10 udp dport 80 dnat to 10.244.2.5:8080; ip6 daddr fd96::10 meta l4proto { tcp, udp } th dport 80 dnat ip6 to [fd44:2::5]:8080; }
 	chain postrouting { type nat hook postrouting priority srcnat; }
 	chain output { type filter hook output priority filter; udp dport 4789 counter; }
 	chain input { type filter hook input priority filter; udp dport 4789 counter; }
@@ -816,54 +816,59 @@ func TestPrivilegedFastPathReusedServicePort(t *testing.T) {
 		}
 		return serr
 	}
-	local := &net.TCPAddr{IP: net.ParseIP(n[0].podA), Port: 40123}
-	dial := func(addr string) error {
-		return n[0].pod.Do(func(ns.NetNS) error {
-			d := net.Dialer{LocalAddr: local, Timeout: time.Second, Control: reuse}
-			c, err := d.Dial("tcp", addr)
+	for i, f := range []struct{ vip, client, server string }{
+		{"10.96.0.10:80", n[0].podA, n[1].podA + ":8080"},
+		{"[fd96::10]:80", n[0].podA6, "[" + n[1].podA6 + "]:8080"},
+	} {
+		local := &net.TCPAddr{IP: net.ParseIP(f.client), Port: 40123 + 2*i}
+		dial := func(addr string) error {
+			return n[0].pod.Do(func(ns.NetNS) error {
+				d := net.Dialer{LocalAddr: local, Timeout: time.Second, Control: reuse}
+				c, err := d.Dial("tcp", addr)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(time.Second))
+				if _, err := io.WriteString(c, "ping\n"); err != nil {
+					return err
+				}
+				_, err = io.ReadFull(c, make([]byte, 5))
+				return err
+			})
+		}
+		if err := dial(f.vip); err != nil {
+			t.Fatalf("through the DNAT: %v", err)
+		}
+		if err := dial(f.server); err != nil {
+			t.Errorf("direct, from the port a Service connection used: %v", err)
+		}
+
+		// UDP: one socket asks the Service, then the endpoint directly;
+		// the endpoint's answer must come from the endpoint.
+		if err := n[0].pod.Do(func(ns.NetNS) error {
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(f.client), Port: 40124 + 2*i})
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(time.Second))
-			if _, err := io.WriteString(c, "ping\n"); err != nil {
-				return err
+			for _, to := range []string{f.vip, f.server} {
+				if _, err := c.WriteTo([]byte("ping"), udpAddr(to)); err != nil {
+					return err
+				}
+				_ = c.SetReadDeadline(time.Now().Add(time.Second))
+				_, from, err := c.ReadFrom(make([]byte, 16))
+				if err != nil {
+					return fmt.Errorf("asking %s: %w", to, err)
+				}
+				if from.String() != to {
+					return fmt.Errorf("asked %s, the answer came from %s", to, from)
+				}
 			}
-			_, err = io.ReadFull(c, make([]byte, 5))
-			return err
-		})
-	}
-	if err := dial("10.96.0.10:80"); err != nil {
-		t.Fatalf("through the DNAT: %v", err)
-	}
-	if err := dial(n[1].podA + ":8080"); err != nil {
-		t.Errorf("direct, from the port a Service connection used: %v", err)
-	}
-
-	// UDP: one socket asks the Service, then the endpoint directly; the
-	// endpoint's answer must come from the endpoint.
-	if err := n[0].pod.Do(func(ns.NetNS) error {
-		c, err := net.ListenPacket("udp", n[0].podA+":40124")
-		if err != nil {
-			return err
+			return nil
+		}); err != nil {
+			t.Errorf("UDP: %v", err)
 		}
-		defer c.Close()
-		for _, to := range []string{"10.96.0.10:80", n[1].podA + ":8080"} {
-			if _, err := c.WriteTo([]byte("ping"), udpAddr(to)); err != nil {
-				return err
-			}
-			_ = c.SetReadDeadline(time.Now().Add(time.Second))
-			_, from, err := c.ReadFrom(make([]byte, 16))
-			if err != nil {
-				return fmt.Errorf("asking %s: %w", to, err)
-			}
-			if from.String() != to {
-				return fmt.Errorf("asked %s, the answer came from %s", to, from)
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Errorf("UDP: %v", err)
 	}
 }
 

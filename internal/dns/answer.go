@@ -17,6 +17,10 @@ type Result struct {
 	// caller resolves the target and appends its records, as clients expect
 	// addresses, not only the alias.
 	Chase string
+	// Static: the answer depends on the snapshot alone (a name of its
+	// own, no pod looked up at query time, no alias to chase), so the
+	// same question gets the same answer while the snapshot stands.
+	Static bool
 }
 
 // Resolve answers q from the snapshot. ours is false when the name is not
@@ -25,6 +29,7 @@ type Result struct {
 func (s *Snapshot) Resolve(q dns.Question) (res Result, ours bool) {
 	name := strings.ToLower(q.Name)
 	r, found := s.names[name]
+	res.Static = found
 	if !found {
 		r, found = s.podName(name)
 	}
@@ -34,7 +39,9 @@ func (s *Snapshot) Resolve(q dns.Question) (res Result, ours bool) {
 		}
 	}
 	if !found {
-		return Result{Rcode: dns.RcodeNameError, Ns: []dns.RR{s.soaRR()}}, true
+		// No such name, unless a pod takes it (pod names are looked up
+		// at query time).
+		return Result{Rcode: dns.RcodeNameError, Ns: []dns.RR{s.soaRR()}, Static: !s.podSpace(name)}, true
 	}
 	hdr := func(t uint16) dns.RR_Header {
 		return dns.RR_Header{Name: q.Name, Rrtype: t, Class: dns.ClassINET, Ttl: s.ttl}
@@ -42,7 +49,7 @@ func (s *Snapshot) Resolve(q dns.Question) (res Result, ours bool) {
 	if r.cname != "" {
 		res.Answer = []dns.RR{&dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: r.cname}}
 		if q.Qtype != dns.TypeCNAME {
-			res.Chase = r.cname
+			res.Chase, res.Static = r.cname, false
 		}
 		return res, true
 	}

@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"testing"
@@ -8,7 +9,10 @@ import (
 	"github.com/miekg/dns"
 )
 
-// FuzzRespond feeds arbitrary bytes to the message handler. What must hold
+// FuzzRespond feeds arbitrary bytes to the message handler. A query
+// plainQuery takes unpacks as a standard query, and its static answer is
+// the same for another ID (what the UDP loop's stored answers rely on).
+// What must hold
 // for every message that unpacks: a response (QR=1) gets no reply at all; any
 // other gets a reply that packs, whose UDP size stays within what the client
 // may receive (512 bytes without EDNS, its EDNS buffer capped at 1232 with
@@ -36,8 +40,16 @@ func FuzzRespond(f *testing.F) {
 	h := testHandlerNoUpstream()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req := new(dns.Msg)
-		if err := req.Unpack(b); err != nil {
+		err := req.Unpack(b)
+		_, plain := plainQuery(b)
+		if plain && (err != nil || req.Response || req.Opcode != dns.OpcodeQuery || len(req.Question) != 1) {
+			t.Fatalf("plainQuery took what is no plain query: %v %v", req, err)
+		}
+		if err != nil {
 			return
+		}
+		if plain {
+			storedAnswerHolds(t, h, req)
 		}
 		for _, tcp := range []bool{false, true} {
 			resp := h.Respond(context.Background(), req, tcp)
@@ -67,4 +79,21 @@ func testHandlerNoUpstream() *Handler {
 	svcs, slices, pods := testObjects()
 	h.SetSnapshot(NewSnapshot(Config{Zone: "cluster.local", TTL: 30, NameserverIP: net.ParseIP("10.96.0.10")}, svcs, slices, newPodList(pods)))
 	return h
+}
+
+// storedAnswerHolds: a plain query's static response, packed, differs
+// from the response to the same query under another ID only in the ID.
+func storedAnswerHolds(t *testing.T, h *Handler, req *dns.Msg) {
+	m, ok, static := h.respondLocal(req.Copy(), false)
+	if !ok || !static {
+		return
+	}
+	other := req.Copy()
+	other.Id++
+	m2, _, _ := h.respondLocal(other, false)
+	a, err1 := m.Pack()
+	b, err2 := m2.Pack()
+	if err1 != nil || err2 != nil || !bytes.Equal(a[2:], b[2:]) {
+		t.Fatalf("a static answer changed with the ID: %v %v", err1, err2)
+	}
 }

@@ -40,6 +40,7 @@ type Handler struct {
 	Observe  func(ctx context.Context, resp *dns.Msg)
 	pending  atomic.Int64
 	snapshot atomic.Pointer[Snapshot]
+	wire     wireAnswers
 }
 
 // DefaultMaxUDPSize is the DNS flag day 2020 value: safe from fragmentation.
@@ -92,7 +93,7 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // gets nothing, or two servers and one spoofed packet answer each other
 // forever.
 func (h *Handler) Respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg {
-	m, _ := h.respond(ctx, req, tcp, false)
+	m, _, _ := h.respond(ctx, req, tcp, false)
 	h.observe(ctx, m)
 	return m
 }
@@ -100,11 +101,18 @@ func (h *Handler) Respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg 
 // RespondLocal is Respond for answers that need no upstream: cluster names
 // and fresh cache hits. ok is false when the query must be forwarded.
 func (h *Handler) RespondLocal(req *dns.Msg, tcp bool) (m *dns.Msg, ok bool) {
-	m, ok = h.respond(context.Background(), req, tcp, true)
+	m, ok, _ = h.respondLocal(req, tcp)
+	return m, ok
+}
+
+// respondLocal is RespondLocal; static says the response depends on the
+// snapshot alone (see Result.Static).
+func (h *Handler) respondLocal(req *dns.Msg, tcp bool) (m *dns.Msg, ok, static bool) {
+	m, ok, static = h.respond(context.Background(), req, tcp, true)
 	if ok {
 		h.observe(context.Background(), m)
 	}
-	return m, ok
+	return m, ok, static
 }
 
 // observe shows a response about to be sent to Observe.
@@ -114,23 +122,23 @@ func (h *Handler) observe(ctx context.Context, m *dns.Msg) {
 	}
 }
 
-func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (*dns.Msg, bool) {
-	m := new(dns.Msg)
+func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (m *dns.Msg, ok, static bool) {
+	m = new(dns.Msg)
 	opt := req.IsEdns0()
 	switch {
 	case req.Response:
-		return nil, true
+		return nil, true, false
 	case req.Opcode != dns.OpcodeQuery:
 		m.SetRcode(req, dns.RcodeNotImplemented)
-		return m, true
+		return m, true, false
 	case len(req.Question) != 1:
 		m.SetRcodeFormatError(req)
-		return m, true
+		return m, true, false
 	case opt != nil && opt.Version() != 0:
 		// RFC 6891 §6.1.3: answer BADVERS with our version (0).
 		m.SetRcode(req, dns.RcodeBadVers)
 		m.SetEdns0(uint16(h.maxUDPSize()), false)
-		return m, true
+		return m, true, false
 	}
 	q := req.Question[0]
 	do := opt != nil && opt.Do()
@@ -141,8 +149,9 @@ func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (*
 	} else {
 		r := h.resolve(ctx, q, do, 0, local)
 		if r.needForward {
-			return nil, false
+			return nil, false, false
 		}
+		static = r.static
 		m.Rcode, m.Authoritative = r.rcode, r.authoritative
 		m.Answer, m.Ns, m.Extra = r.answer, r.ns, r.extra
 	}
@@ -150,7 +159,7 @@ func (h *Handler) respond(ctx context.Context, req *dns.Msg, tcp, local bool) (*
 		m.SetEdns0(uint16(h.maxUDPSize()), do)
 	}
 	m.Truncate(h.replySize(opt, tcp))
-	return m, true
+	return m, true, static
 }
 
 // replySize is the largest reply the client may get: 512 bytes without
@@ -170,6 +179,7 @@ type resolved struct {
 	authoritative     bool
 	answer, ns, extra []dns.RR
 	needForward       bool // local-only resolution hit a name only an upstream knows
+	static            bool // from the snapshot alone (Result.Static)
 }
 
 func (h *Handler) resolve(ctx context.Context, q dns.Question, do bool, depth int, local bool) resolved {
@@ -179,7 +189,7 @@ func (h *Handler) resolve(ctx context.Context, q dns.Question, do bool, depth in
 	}
 	if snap != nil {
 		if res, ours := snap.Resolve(q); ours {
-			out := resolved{rcode: res.Rcode, authoritative: true, answer: res.Answer, ns: res.Ns, extra: res.Extra}
+			out := resolved{rcode: res.Rcode, authoritative: true, answer: res.Answer, ns: res.Ns, extra: res.Extra, static: res.Static}
 			if res.Chase != "" && depth < maxChase {
 				next := h.resolve(ctx, dns.Question{Name: res.Chase, Qtype: q.Qtype, Qclass: q.Qclass}, do, depth+1, local)
 				if next.needForward {

@@ -84,15 +84,25 @@ func (m *Metrics) observe(server string, req, resp *dns.Msg, d time.Duration) {
 	if m == nil {
 		return
 	}
+	qtype := uint16(0) // counted as other
+	if len(req.Question) == 1 {
+		qtype = req.Question[0].Qtype
+	}
+	m.observeAnswer(server, qtype, resp.Rcode, d)
+}
+
+// observeAnswer is observe for a response the UDP loop had packed.
+func (m *Metrics) observeAnswer(server string, qtype uint16, rcode int, d time.Duration) {
+	if m == nil {
+		return
+	}
 	b := m.forServer(server)
 	counter := b.reqOther
-	if len(req.Question) == 1 {
-		if c, ok := b.requests[req.Question[0].Qtype]; ok {
-			counter = c
-		}
+	if c, ok := b.requests[qtype]; ok {
+		counter = c
 	}
 	counter.Inc()
-	if c, ok := b.responses[resp.Rcode]; ok {
+	if c, ok := b.responses[rcode]; ok {
 		c.Inc()
 	} else {
 		b.respOther.Inc()

@@ -97,6 +97,12 @@ func (l podList) HasPods(namespace string) bool             { return l[namespace
 
 // podName says whether name (lower case, under pod.<zone>) exists and, for
 // a pod address name, its address record.
+// podSpace: name is under pod.<zone>, where pods come and go without a
+// new snapshot.
+func (s *Snapshot) podSpace(name string) bool {
+	return strings.HasSuffix(name, ".pod."+s.zone)
+}
+
 func (s *Snapshot) podName(name string) (*rrset, bool) {
 	if s.pods == nil {
 		return nil, false

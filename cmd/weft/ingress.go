@@ -40,7 +40,7 @@ import (
 func ingressCmd() *cobra.Command {
 	var kubeconfig, httpAddr, httpsAddr, healthAddr, gatewayNS, gatewaySelector string
 	var accessBuf int
-	var profiling bool
+	var profiling, eventLoops bool
 	var cfg controller.Config
 	pcfg := proxy.DefaultConfig()
 	cmd := &cobra.Command{
@@ -60,6 +60,7 @@ func ingressCmd() *cobra.Command {
 			// costs the container runtime a read and a write each).
 			access := logbuf.New(os.Stderr, accessBuf)
 			pcfg.AccessLog = accesslog.New(access, "ingress-proxy")
+			pcfg.NoEventLoop = !eventLoops
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			p := proxy.New(pcfg, log.With("component", "ingress-proxy"), reg)
@@ -149,6 +150,7 @@ func ingressCmd() *cobra.Command {
 	f.StringVar(&gatewaySelector, "gateway-selector", "app.kubernetes.io/name=weft-ingress", "labels of the proxy's pods, which the Gateways' Services select")
 	f.IntVar(&accessBuf, "access-log-buffer", 64<<10, "bytes of access records kept before a write, flushed at least every second (0: each written at once)")
 	f.BoolVar(&profiling, "profiling", false, "serve Go's /debug/pprof/ on --health")
+	f.BoolVar(&eventLoops, "event-loops", true, "serve plain-HTTP connections on one epoll loop per CPU (false: a goroutine per connection)")
 	f.Int64Var(&pcfg.MaxBodyBytes, "max-body-bytes", pcfg.MaxBodyBytes, "largest request body (0: no limit)")
 	cmd.AddCommand(ingressMigrateCmd())
 	return cmd

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,21 +38,70 @@ const (
 	upstreamBufSize = 16 << 10         // the longest backend head forwarded
 )
 
-// Serve accepts on l until ctx ends, serving what the fast path can and
-// handing every other connection to slow (whose Handler is p). It drains
-// its connections before returning; slow is shut down by its owner.
+// Serve accepts on l until ctx ends, serving what the fast path can on
+// event loops (loop.go) and handing every other connection to slow
+// (whose Handler is p). It drains its connections before returning;
+// slow is shut down by its owner. With p's NoEventLoop a goroutine
+// serves each connection instead.
 func (p *Proxy) Serve(ctx context.Context, l net.Listener, slow *http.Server) error {
 	q := newConnQueue(l.Addr())
 	go func() { _ = slow.Serve(q) }()
-	conns := &fastConns{m: map[*fastConn]struct{}{}}
+	defer q.Close()
 	stopJanitor := p.startJanitor()
 	defer stopJanitor()
 	go func() {
 		<-ctx.Done()
 		l.Close()
 	}()
-	var wg sync.WaitGroup
-	for {
+	if p.cfg.NoEventLoop {
+		return p.serveGoroutines(ctx, l, q)
+	}
+	var jobs sync.WaitGroup
+	loops := make([]*eventLoop, runtime.GOMAXPROCS(0))
+	for i := range loops {
+		lp, err := newEventLoop(ctx, p, q, &jobs)
+		if err != nil {
+			for _, o := range loops[:i] {
+				o.kill()
+			}
+			return err
+		}
+		loops[i] = lp
+		go lp.run()
+	}
+	err := accept(ctx, l, func(c net.Conn, i int) {
+		fc := &fastConn{c: c, remote: c.RemoteAddr().String()}
+		fc.clientIP, _, _ = net.SplitHostPort(fc.remote)
+		if !loops[i%len(loops)].give(fc) {
+			c.Close()
+		}
+	})
+	for _, lp := range loops {
+		lp.drain()
+	}
+	done := make(chan struct{})
+	go func() {
+		for _, lp := range loops {
+			<-lp.done
+		}
+		jobs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		for _, lp := range loops {
+			lp.kill()
+		}
+		<-done
+	}
+	return err
+}
+
+// accept calls serve with each connection l accepts (and its count)
+// until ctx ends; nil then.
+func accept(ctx context.Context, l net.Listener, serve func(net.Conn, int)) error {
+	for i := 0; ; i++ {
 		c, err := l.Accept()
 		if err != nil {
 			var ne net.Error
@@ -62,8 +112,17 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener, slow *http.Server) er
 			if ctx.Err() == nil {
 				return err
 			}
-			break
+			return nil
 		}
+		serve(c, i)
+	}
+}
+
+// serveGoroutines serves each connection in a goroutine of its own.
+func (p *Proxy) serveGoroutines(ctx context.Context, l net.Listener, q *connQueue) error {
+	conns := &fastConns{m: map[*fastConn]struct{}{}}
+	var wg sync.WaitGroup
+	err := accept(ctx, l, func(c net.Conn, _ int) {
 		fc := newFastConn(c)
 		conns.add(fc)
 		wg.Add(1)
@@ -72,7 +131,7 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener, slow *http.Server) er
 			defer conns.remove(fc)
 			p.serveConn(ctx, fc, q)
 		}()
-	}
+	})
 	conns.wakeIdle()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -82,8 +141,7 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener, slow *http.Server) er
 		conns.closeAll()
 		<-done
 	}
-	q.Close()
-	return nil
+	return err
 }
 
 // fastConn is a client connection on the fast path.
@@ -94,8 +152,10 @@ type fastConn struct {
 	remote   string // "ip:port", as net/http's RemoteAddr
 	clientIP string
 	idle     atomic.Bool
-	deadline time.Time // the read deadline last armed
+	deadline time.Time   // the read deadline last armed
+	replay   *replayConn // what br reads first, if anything
 	// Reused by each request's exchange.
+	req   h1.Request
 	resp  h1.Response
 	order []string
 }
@@ -103,6 +163,18 @@ type fastConn struct {
 func newFastConn(c net.Conn) *fastConn {
 	fc := &fastConn{c: c, br: bufio.NewReaderSize(c, clientBufSize), bw: bufio.NewWriterSize(c, 4<<10), remote: c.RemoteAddr().String()}
 	fc.clientIP, _, _ = net.SplitHostPort(fc.remote)
+	return fc
+}
+
+// buffered gives fc the reader and writer a connection taken from a loop
+// lacks.
+func (fc *fastConn) buffered() *fastConn {
+	if fc.br == nil {
+		pre := fc.unread()
+		fc.replay = &replayConn{Conn: fc.c, pre: pre}
+		fc.br = bufio.NewReaderSize(fc.replay, clientBufSize)
+		fc.bw = bufio.NewWriterSize(fc.c, 4<<10)
+	}
 	return fc
 }
 
@@ -135,34 +207,45 @@ func (s *fastConns) closeAll() {
 }
 
 func (p *Proxy) serveConn(ctx context.Context, fc *fastConn, q *connQueue) {
-	var req h1.Request
-	for {
-		head, err := fc.nextHead(ctx)
-		if err != nil {
-			fc.c.Close()
-			return
-		}
-		start := time.Now()
-		if head == nil || !h1.ParseRequest(head, &req) {
-			p.handoff(fc, q)
-			return
-		}
-		s := p.snap.Load()
-		backend, source, ok := p.fastRoute(s, &req)
-		if !ok {
-			p.handoff(fc, q)
-			return
-		}
-		status, keep := p.forward(fc, &req, s.Endpoints[backend], source)
-		took := time.Since(start)
-		p.metrics.observe(source, status, took.Seconds())
-		p.cfg.AccessLog.Write(&accesslog.Record{Method: req.Method, Host: req.Host, Path: req.Path, Status: status,
-			Client: fc.remote, Ingress: source, Took: took})
-		if !keep || req.Close || ctx.Err() != nil {
-			fc.c.Close()
-			return
-		}
+	for p.serveOne(ctx, fc, q) {
 	}
+}
+
+// serveOne serves the connection's next request; false once the
+// connection is closed or handed to net/http.
+func (p *Proxy) serveOne(ctx context.Context, fc *fastConn, q *connQueue) bool {
+	req := &fc.req
+	head, err := fc.nextHead(ctx)
+	if err != nil {
+		fc.c.Close()
+		return false
+	}
+	start := time.Now()
+	if head == nil || !h1.ParseRequest(head, req) {
+		p.handoff(fc, q)
+		return false
+	}
+	s := p.snap.Load()
+	backend, source, ok := p.fastRoute(s, req)
+	if !ok {
+		p.handoff(fc, q)
+		return false
+	}
+	status, keep := p.forward(fc, req, s.Endpoints[backend], source)
+	p.account(req, fc.remote, source, status, start)
+	if !keep || req.Close || ctx.Err() != nil {
+		fc.c.Close()
+		return false
+	}
+	return true
+}
+
+// account records a served request in the metrics and the access log.
+func (p *Proxy) account(req *h1.Request, client, source string, status int, start time.Time) {
+	took := time.Since(start)
+	p.metrics.observe(source, status, took.Seconds())
+	p.cfg.AccessLog.Write(&accesslog.Record{Method: req.Method, Host: req.Host, Path: req.Path, Status: status,
+		Client: client, Ingress: source, Took: took})
 }
 
 // nextHead waits for the next request's head and returns it unread (nil

@@ -182,11 +182,15 @@ func (p *Proxy) finish(fc *fastConn, source string, status int, keep bool, err e
 // fastError answers as http.Error does and closes the connection (the
 // request's body may be unread).
 func fastError(fc *fastConn, code int) int {
-	text := http.StatusText(code) + "\n"
-	fmt.Fprintf(fc.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		code, http.StatusText(code), len(text), text)
+	writeError(fc.bw, code)
 	_ = fc.bw.Flush()
 	return code
+}
+
+func writeError(w io.Writer, code int) {
+	text := http.StatusText(code) + "\n"
+	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		code, http.StatusText(code), len(text), text)
 }
 
 // exchange writes the request on uc and relays the response. status is
@@ -218,6 +222,13 @@ func (p *Proxy) exchange(fc *fastConn, req *h1.Request, uc *upConn) (status int,
 	if !bodySent {
 		_, _ = fc.br.Discard(req.Len)
 	}
+	return p.relayBody(fc, req, uc, headLen)
+}
+
+// relayBody relays the response whose head (headLen bytes, parsed into
+// fc.resp) is next in uc, then pools uc or closes it.
+func (p *Proxy) relayBody(fc *fastConn, req *h1.Request, uc *upConn, headLen int) (status int, keep bool, err error) {
+	resp := &fc.resp
 	keep, err = relayResponse(fc, req, resp, uc, headLen)
 	if err != nil || resp.Close || (resp.UntilClose() && !h1.NoBody(req.Method, resp.Status)) {
 		uc.c.Close()
@@ -240,7 +251,7 @@ func replayable(req *h1.Request) bool {
 // writeRequestHead writes what the backend gets: the request line and
 // the client's headers but hop-by-hop ones and its own forwarding
 // headers, then weft's X-Forwarded-* and the body's length.
-func writeRequestHead(w *bufio.Writer, req *h1.Request, clientIP string) {
+func writeRequestHead(w headWriter, req *h1.Request, clientIP string) {
 	w.Write(req.Method)
 	w.WriteByte(' ')
 	w.Write(req.Target)
@@ -267,8 +278,16 @@ func writeRequestHead(w *bufio.Writer, req *h1.Request, clientIP string) {
 	w.WriteString("\r\n")
 }
 
+// headWriter is where heads are written: a connection's bufio.Writer, or
+// an event loop's bytes.Buffer.
+type headWriter interface {
+	io.Writer
+	io.StringWriter
+	io.ByteWriter
+}
+
 // writeInt writes n in decimal without the string strconv.Itoa allocates.
-func writeInt(w *bufio.Writer, n int64) {
+func writeInt(w headWriter, n int64) {
 	var b [20]byte
 	w.Write(strconv.AppendInt(b[:0], n, 10))
 }
@@ -312,6 +331,29 @@ func relayResponse(fc *fastConn, req *h1.Request, resp *h1.Response, uc *upConn,
 	noBody := h1.NoBody(req.Method, resp.Status)
 	keep = !req.Close
 	w := fc.bw
+	writeResponseHead(w, req, resp)
+	_, _ = uc.br.Discard(headLen)
+	switch {
+	case noBody:
+	case resp.ContentLength >= 0:
+		if err = copyN(w, uc.br, resp.ContentLength); err != nil {
+			return false, err
+		}
+	default:
+		if err = relayStream(w, resp, uc.br); err != nil {
+			return false, err
+		}
+	}
+	if err = w.Flush(); err != nil {
+		return false, err
+	}
+	return keep, nil
+}
+
+// writeResponseHead writes the head the client gets: the status line, the
+// backend's headers but hop-by-hop ones, the body's framing.
+func writeResponseHead(w headWriter, req *h1.Request, resp *h1.Response) {
+	noBody := h1.NoBody(req.Method, resp.Status)
 	w.WriteString("HTTP/1.1 ")
 	writeInt(w, int64(resp.Status))
 	w.WriteByte(' ')
@@ -339,22 +381,6 @@ func relayResponse(fc *fastConn, req *h1.Request, resp *h1.Response, uc *upConn,
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
-	_, _ = uc.br.Discard(headLen)
-	switch {
-	case noBody:
-	case resp.ContentLength >= 0:
-		if err = copyN(w, uc.br, resp.ContentLength); err != nil {
-			return false, err
-		}
-	default:
-		if err = relayStream(w, resp, uc.br); err != nil {
-			return false, err
-		}
-	}
-	if err = w.Flush(); err != nil {
-		return false, err
-	}
-	return keep, nil
 }
 
 // copyN copies n bytes from r's buffer, filling it as needed (io.CopyN

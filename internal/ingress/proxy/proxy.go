@@ -69,6 +69,9 @@ type Config struct {
 	EjectFor time.Duration
 	// AccessLog takes a record per request (nil: none are kept).
 	AccessLog *accesslog.Log
+	// NoEventLoop serves each plain-listener connection in a goroutine
+	// of its own instead of on event loops (Serve).
+	NoEventLoop bool
 }
 
 // DefaultConfig is ingress-nginx's defaults where it has them.

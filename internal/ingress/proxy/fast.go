@@ -22,8 +22,9 @@ import (
 // allocations per proxied request; nginx does the same work in a few
 // system calls. Serve reads the plainest HTTP/1.1 requests (package h1
 // says which) to plain routes itself and copies them to a pooled backend
-// connection; every other request (HTTP/2, upgrades, policies, errors)
-// hands its connection, with the bytes read so far, to net/http.
+// connection (on event loops, loop.go, or a goroutine per connection);
+// every other request (HTTP/2, upgrades, policies, errors) hands its
+// connection, with the bytes read so far, to net/http.
 
 // Variables so tests can shorten them.
 var (
@@ -57,9 +58,10 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener, slow *http.Server) er
 		return p.serveGoroutines(ctx, l, q)
 	}
 	var jobs sync.WaitGroup
+	away := &fastConns{m: map[*fastConn]struct{}{}}
 	loops := make([]*eventLoop, runtime.GOMAXPROCS(0))
 	for i := range loops {
-		lp, err := newEventLoop(ctx, p, q, &jobs)
+		lp, err := newEventLoop(ctx, p, q, &jobs, away)
 		if err != nil {
 			for _, o := range loops[:i] {
 				o.kill()
@@ -93,6 +95,7 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener, slow *http.Server) er
 		for _, lp := range loops {
 			lp.kill()
 		}
+		away.closeAll()
 		<-done
 	}
 	return err

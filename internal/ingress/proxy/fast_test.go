@@ -343,3 +343,40 @@ func TestFastPathTimeouts(t *testing.T) {
 		t.Error("an idle connection was not closed")
 	}
 }
+
+// A backend that sends more than the response it announced: the
+// connection is not reused, so the surplus is never taken for the next
+// request's response.
+func TestFastPathClosesConnectionWithSurplus(t *testing.T) {
+	p, front := newProxy(t)
+	addr, _ := rawBackend(t, 0,
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+		"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+	p.Swap(plainSnapshot(addr))
+	raw := strings.Repeat("GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n", 2)
+	resps := exchangeRaw(t, front.URL, raw, 2, "GET")
+	if got := body(resps[0]) + " " + body(resps[1]); got != "ok good" {
+		t.Errorf("bodies %q, want \"ok good\"", got)
+	}
+}
+
+// The fast path's tests again with a goroutine per connection
+// (--event-loops=false).
+func TestGoroutinePerConnection(t *testing.T) {
+	goroutinePerConn = true
+	t.Cleanup(func() { goroutinePerConn = false })
+	for name, test := range map[string]func(*testing.T){
+		"ForwardsPlainRequests":         TestFastPathForwardsPlainRequests,
+		"RetriesClosedPooledConnection": TestFastPathRetriesClosedPooledConnection,
+		"Bodies":                        TestFastPathBodies,
+		"RefusesAmbiguousResponse":      TestFastPathRefusesAmbiguousResponse,
+		"HandoffKeepsTheRequest":        TestHandoffKeepsTheRequest,
+		"LongBodies":                    TestFastPathLongBodies,
+		"Timeouts":                      TestFastPathTimeouts,
+		"ClosesConnectionWithSurplus":   TestFastPathClosesConnectionWithSurplus,
+		"NoEndpointsAndDeadEndpoints":   TestNoEndpointsIs503AndDeadEndpointsAreSkipped,
+		"SwapDropsNothing":              TestSwapDropsNothing,
+	} {
+		t.Run(name, test)
+	}
+}

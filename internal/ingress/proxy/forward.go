@@ -226,11 +226,12 @@ func (p *Proxy) exchange(fc *fastConn, req *h1.Request, uc *upConn) (status int,
 }
 
 // relayBody relays the response whose head (headLen bytes, parsed into
-// fc.resp) is next in uc, then pools uc or closes it.
+// fc.resp) is next in uc, then pools uc or closes it (also when more
+// than the response came: the surplus would answer the next request).
 func (p *Proxy) relayBody(fc *fastConn, req *h1.Request, uc *upConn, headLen int) (status int, keep bool, err error) {
 	resp := &fc.resp
 	keep, err = relayResponse(fc, req, resp, uc, headLen)
-	if err != nil || resp.Close || (resp.UntilClose() && !h1.NoBody(req.Method, resp.Status)) {
+	if err != nil || resp.Close || uc.br.Buffered() > 0 || (resp.UntilClose() && !h1.NoBody(req.Method, resp.Status)) {
 		uc.c.Close()
 	} else {
 		p.up.put(uc)

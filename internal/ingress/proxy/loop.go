@@ -88,10 +88,11 @@ type eventLoop struct {
 	nextID  int
 	scratch bytes.Buffer
 	jobs    *sync.WaitGroup // goroutines serving a request for the loop
+	away    *fastConns      // their connections (closed if shutdown runs late)
 	done    chan struct{}
 }
 
-func newEventLoop(ctx context.Context, p *Proxy, q *connQueue, jobs *sync.WaitGroup) (*eventLoop, error) {
+func newEventLoop(ctx context.Context, p *Proxy, q *connQueue, jobs *sync.WaitGroup, away *fastConns) (*eventLoop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -102,7 +103,7 @@ func newEventLoop(ctx context.Context, p *Proxy, q *connQueue, jobs *sync.WaitGr
 		return nil, err
 	}
 	l := &eventLoop{p: p, q: q, ctx: ctx, ep: ep, wake: wake, clients: map[int32]*loopClient{}, ups: map[int32]*loopUp{},
-		idle: map[string][]*loopUp{}, jobs: jobs, done: make(chan struct{})}
+		idle: map[string][]*loopUp{}, jobs: jobs, away: away, done: make(chan struct{})}
 	if err := unix.SetNonblock(ep, true); err != nil {
 		unix.Close(ep)
 		unix.Close(wake)
@@ -274,8 +275,7 @@ func (l *eventLoop) register(fd int) (int, error) {
 func (l *eventLoop) adopt(fc *fastConn) {
 	pre := fc.unread()
 	if len(pre) > clientBufSize {
-		l.jobs.Add(1)
-		go func() { defer l.jobs.Done(); l.p.serveConn(l.ctx, fc.buffered(), l.q) }()
+		l.goServe(fc.buffered(), func() { l.p.serveConn(l.ctx, fc, l.q) })
 		return
 	}
 	fd, err := detach(fc.c)
@@ -307,7 +307,7 @@ func detach(c net.Conn) (int, error) {
 		return -1, err
 	}
 	fd := -1
-	cerr := rc.Control(func(s uintptr) { fd, err = unix.Dup(int(s)) })
+	cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
 	c.Close()
 	if cerr != nil {
 		return -1, cerr
@@ -415,12 +415,21 @@ func (l *eventLoop) toGoroutine(c *loopClient) {
 	if err != nil {
 		return
 	}
-	l.jobs.Add(1)
-	go func() {
-		defer l.jobs.Done()
+	l.goServe(fc, func() {
 		if l.p.serveOne(l.ctx, fc, l.q) && !l.give(fc) {
 			fc.c.Close()
 		}
+	})
+}
+
+// goServe runs serve, which serves fc, in a goroutine Serve waits for.
+func (l *eventLoop) goServe(fc *fastConn, serve func()) {
+	l.jobs.Add(1)
+	l.away.add(fc)
+	go func() {
+		defer l.jobs.Done()
+		defer l.away.remove(fc)
+		serve()
 	}()
 }
 
@@ -537,7 +546,9 @@ func (l *eventLoop) connect(addr string) (*loopUp, error) {
 func (l *eventLoop) upEvent(u *loopUp, ev uint32) {
 	c := u.client
 	if c == nil { // idle: the backend closed it, or said something unasked
-		l.closeUp(u)
+		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			l.closeUp(u)
+		}
 		return
 	}
 	if u.connecting {
@@ -696,9 +707,7 @@ func (l *eventLoop) relayInGoroutine(c *loopClient) {
 	}
 	uc := &upConn{addr: u.addr, c: uconn, br: bufio.NewReaderSize(&replayConn{Conn: uconn, pre: pre}, upstreamBufSize),
 		bw: bufio.NewWriterSize(uconn, 4<<10)}
-	l.jobs.Add(1)
-	go func() {
-		defer l.jobs.Done()
+	l.goServe(fc, func() {
 		req := &fc.req
 		headLen, err := readResponseHead(uc.br, &fc.resp)
 		status, keep := 0, false
@@ -713,7 +722,7 @@ func (l *eventLoop) relayInGoroutine(c *loopClient) {
 		if !keep || req.Close || l.ctx.Err() != nil || !l.give(fc) {
 			fc.c.Close()
 		}
-	}()
+	})
 }
 
 // writeClient writes b (nil: what is pending) and, once all is written,

@@ -101,9 +101,15 @@ func request(t *testing.T, method, url, host string, hdr ...string) (*http.Respo
 type front struct{ URL string }
 
 func newProxy(t testing.TB) (*Proxy, *front) {
-	p := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	cfg := DefaultConfig()
+	cfg.NoEventLoop = goroutinePerConn
+	p := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	return p, serve(t, p)
 }
+
+// goroutinePerConn makes newProxy's proxies serve without event loops
+// (TestGoroutinePerConnection).
+var goroutinePerConn bool
 
 func serve(t testing.TB, p *Proxy) *front {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

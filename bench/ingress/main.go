@@ -47,7 +47,7 @@ func main() {
 	defer figure.Exit()
 	flag.StringVar(&binDir, "bin", "bin", "directory with weft and weft-cni")
 	routes := flag.Int("routes", 5000, "routes of the second phase (hosts, 5 per Ingress)")
-	rounds := flag.Int("rounds", 5, "wrk rounds per proxy and phase, alternating")
+	rounds := flag.Int("rounds", 9, "wrk rounds per proxy and phase, alternating")
 	seconds := flag.Int("seconds", 8, "seconds per wrk round")
 	props := flag.Int("propagation-rounds", 20, "Ingresses (then HTTPRoutes) created one by one and timed to first 200")
 	gwRoutes := flag.Int("gateway-routes", 5000, "HTTPRoutes of the Gateway API phase (0: none)")

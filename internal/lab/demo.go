@@ -224,6 +224,10 @@ func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.In
 	}
 	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "echo"}, Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("weft"),
 		Rules: []networkingv1.IngressRule{rule("echo.example.com", "/", &prefix), rule("api.example.com", "/hostname", &exact)}}}
+	trusted, err := demoTLS(ctx, client, ing, "echo.example.com", "api.example.com")
+	if err != nil {
+		return nil, err
+	}
 	if _, err := client.NetworkingV1().Ingresses(DemoNamespace).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
@@ -242,8 +246,15 @@ func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.In
 		return strings.TrimSpace(out.String())
 	}
 	nodePort := fmt.Sprintf("%s:%d", node, svc.Spec.Ports[0].NodePort)
+	httpsAddr := ""
+	for _, p := range svc.Spec.Ports {
+		if p.Port == 443 {
+			httpsAddr = fmt.Sprintf("%s:%d", node, p.NodePort)
+		}
+	}
 	if bgp {
 		nodePort = lb + ":80" // announced to the router by BGP
+		httpsAddr = lb + ":443"
 	}
 	fromOutside := func(host, path string) string {
 		var out, errb bytes.Buffer
@@ -272,7 +283,12 @@ func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.In
 		checks = append(checks, Check{Node: "-", From: c.from, To: c.host + c.path, What: "HTTP through weft ingress",
 			Want: c.want + "…", Got: got, OK: strings.HasPrefix(got, c.want)})
 	}
-	fmt.Fprintf(w, "Ingress (weft ingress behind kube-system/weft-ingress, LoadBalancer %s; echo.example.com / Prefix, api.example.com /hostname Exact):", lb)
+	tls, err := l.tlsChecks(ctx, httpsAddr, trusted)
+	if err != nil {
+		return nil, err
+	}
+	checks = append(checks, tls...)
+	fmt.Fprintf(w, "Ingress (weft ingress behind kube-system/weft-ingress, LoadBalancer %s; echo.example.com / Prefix, api.example.com /hostname Exact; TLS for both from Secrets):", lb)
 	PrintChecks(w, checks)
 	return checks, nil
 }

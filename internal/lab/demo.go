@@ -224,7 +224,12 @@ func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.In
 	}
 	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "echo"}, Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("weft"),
 		Rules: []networkingv1.IngressRule{rule("echo.example.com", "/", &prefix), rule("api.example.com", "/hostname", &exact)}}}
-	trusted, err := demoTLS(ctx, client, ing, "echo.example.com", "api.example.com")
+	dir, err := os.MkdirTemp("", "weft-demo-tls-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	caFile, err := demoTLS(ctx, client, ing, dir, "echo.example.com", "api.example.com")
 	if err != nil {
 		return nil, err
 	}
@@ -283,11 +288,7 @@ func (l *Lab) demoIngress(ctx context.Context, w io.Writer, client kubernetes.In
 		checks = append(checks, Check{Node: "-", From: c.from, To: c.host + c.path, What: "HTTP through weft ingress",
 			Want: c.want + "…", Got: got, OK: strings.HasPrefix(got, c.want)})
 	}
-	tls, err := l.tlsChecks(ctx, httpsAddr, trusted)
-	if err != nil {
-		return nil, err
-	}
-	checks = append(checks, tls...)
+	checks = append(checks, l.tlsChecks(ctx, httpsAddr, caFile)...)
 	fmt.Fprintf(w, "Ingress (weft ingress behind kube-system/weft-ingress, LoadBalancer %s; echo.example.com / Prefix, api.example.com /hostname Exact; TLS for both from Secrets):", lb)
 	PrintChecks(w, checks)
 	return checks, nil

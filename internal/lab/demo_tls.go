@@ -3,86 +3,62 @@ package lab
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"weft.dev/weft/internal/lab/pki"
 )
 
-// demoTLS gives each host a self-signed certificate in a Secret of the
-// demo namespace and the Ingress a TLS entry per host; it returns the
-// certificates (PEM), which the checks trust.
-func demoTLS(ctx context.Context, client kubernetes.Interface, ing *networkingv1.Ingress, hosts ...string) ([]byte, error) {
-	var bundle []byte
+// demoTLS issues each host a certificate from a CA of its own (the
+// lab's pki package, files in dir), puts it in a Secret of the demo
+// namespace and gives the Ingress a TLS entry per host; it returns the
+// CA's certificate file, which the checks trust.
+func demoTLS(ctx context.Context, client kubernetes.Interface, ing *networkingv1.Ingress, dir string, hosts ...string) (string, error) {
+	d := pki.Dir(dir)
+	ca, err := pki.NewCA(d)
+	if err != nil {
+		return "", err
+	}
 	for _, host := range hosts {
-		certPEM, keyPEM, err := selfSigned(host)
-		if err != nil {
-			return nil, err
-		}
 		name := strings.SplitN(host, ".", 2)[0] + "-tls"
+		certPath, keyPath, err := ca.Issue(d, pki.Spec{Name: name, CN: host, DNS: []string{host}, Server: true})
+		if err != nil {
+			return "", err
+		}
+		cert, err := os.ReadFile(certPath)
+		if err != nil {
+			return "", err
+		}
+		key, err := os.ReadFile(keyPath)
+		if err != nil {
+			return "", err
+		}
 		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Type: corev1.SecretTypeTLS,
-			Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}}
+			Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}
 		if _, err := client.CoreV1().Secrets(DemoNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-			return nil, err
+			return "", err
 		}
 		ing.Spec.TLS = append(ing.Spec.TLS, networkingv1.IngressTLS{Hosts: []string{host}, SecretName: name})
-		bundle = append(bundle, certPEM...)
 	}
-	return bundle, nil
-}
-
-func selfSigned(host string) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host},
-		DNSNames: []string{host}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true, IsCA: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+	return d.Path("ca.crt"), nil
 }
 
 // tlsChecks asks from the outside namespace, over HTTPS to addr
 // ("ip:port"), for each host by SNI: a host of the Ingress must present
-// its own certificate (curl verifies it against trusted, the demo's
-// certificates), an unknown one the default certificate.
-func (l *Lab) tlsChecks(ctx context.Context, addr string, trusted []byte) ([]Check, error) {
-	f, err := os.CreateTemp("", "weft-demo-certs-*.pem")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(trusted); err != nil {
-		f.Close()
-		return nil, err
-	}
-	f.Close()
+// its own certificate (curl verifies it against caFile, the
+// demo CA), an unknown one the default certificate.
+func (l *Lab) tlsChecks(ctx context.Context, addr, caFile string) []Check {
 	ip, port, _ := strings.Cut(addr, ":")
 	ask := func(host string, verify bool) string {
 		args := []string{"curl", "-sS", "-v", "-m", "5", "--resolve", host + ":" + port + ":" + ip}
 		if verify {
-			args = append(args, "--cacert", f.Name())
+			args = append(args, "--cacert", caFile)
 		} else {
 			args = append(args, "-k")
 		}
@@ -96,7 +72,7 @@ func (l *Lab) tlsChecks(ctx context.Context, addr string, trusted []byte) ([]Che
 			}
 		}
 		if err != nil {
-			return subject + ", error: " + lastLine(errb.String())
+			return subject + ", error: " + curlError(errb.String())
 		}
 		return subject + ", " + strings.TrimSpace(out.String())
 	}
@@ -113,10 +89,15 @@ func (l *Lab) tlsChecks(ctx context.Context, addr string, trusted []byte) ([]Che
 		checks = append(checks, Check{Node: "-", From: "outside → " + addr, To: "https://" + c.host + "/hostname",
 			What: "TLS by SNI through weft ingress", Want: c.want + "…", Got: got, OK: strings.HasPrefix(got, c.want)})
 	}
-	return checks, nil
+	return checks
 }
 
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
+// curlError is curl's own error line in its verbose output.
+func curlError(s string) string {
+	for _, line := range strings.Split(s, "\n") {
+		if strings.HasPrefix(line, "curl: (") {
+			return line
+		}
+	}
+	return "curl failed"
 }
